@@ -1,0 +1,3 @@
+from layercast.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Sub-commands of the layercast CLI, one module per group."""

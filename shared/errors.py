@@ -1,0 +1,76 @@
+"""Typed errors shared by every layer of layercast.
+
+Each error names what is wrong in its message and maps to one gRPC status code
+(see ``grpc_status``) so that servicers translate them without guessing.
+"""
+
+from __future__ import annotations
+
+
+class LayercastError(Exception):
+    """Base of every error layercast raises on purpose."""
+
+    #: Name of the matching ``grpc.StatusCode`` member.
+    grpc_status: str = "INTERNAL"
+
+
+class BitstreamError(LayercastError):
+    """A bitstream that cannot be parsed or decoded."""
+
+    grpc_status = "INVALID_ARGUMENT"
+
+
+class NotABitstream(BitstreamError):
+    """The bytes do not start with the layercast magic."""
+
+
+class TruncatedBitstream(BitstreamError):
+    """Fewer bytes than the header announces."""
+
+
+class CorruptBitstream(BitstreamError):
+    """A checksum does not match or a field is out of range."""
+
+
+class UnsupportedVersion(BitstreamError):
+    """A container format version this build does not read."""
+
+    grpc_status = "FAILED_PRECONDITION"
+
+
+class DecodeMismatch(BitstreamError):
+    """The decoded symbols differ from the encoded ones (checksum over symbols).
+
+    This is how a cross-machine numerical divergence of the entropy model is
+    reported, rather than as a silently wrong image.
+    """
+
+    grpc_status = "DATA_LOSS"
+
+
+class FrameMismatch(BitstreamError):
+    """An enhancement bitstream that does not belong to the given base bitstream."""
+
+
+class UnknownModel(LayercastError):
+    """A model id or name that is not in the registry."""
+
+    grpc_status = "FAILED_PRECONDITION"
+
+
+class InvalidImage(LayercastError):
+    """An input image that cannot be encoded (unreadable, wrong mode, empty)."""
+
+    grpc_status = "INVALID_ARGUMENT"
+
+
+class ImageTooLarge(InvalidImage):
+    """Image dimensions above the configured limit, refused before allocating."""
+
+    grpc_status = "RESOURCE_EXHAUSTED"
+
+
+class ConfigError(LayercastError):
+    """Configuration that fails validation; the message says which key and why."""
+
+    grpc_status = "INVALID_ARGUMENT"
