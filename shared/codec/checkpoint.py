@@ -1,0 +1,112 @@
+"""Checkpoint files: weights plus everything needed to rebuild and trust them.
+
+A checkpoint is a ``torch.save`` dict loadable with ``weights_only=True``::
+
+    format       "layercast-checkpoint/1"
+    kind         "base" | "enhancement"
+    model_id     16 hex chars: SHA-256 over the weights (codec + task), checked on load
+    config       CodecConfig as a dict
+    state_dict   codec weights, including the integer CDF tables of the entropy models
+    task         base: {"name", "kwargs", "state_dict", "class_names"}; enhancement: None
+    enhancement  enhancement: {"target", "standalone", "base_model_id"}; base: None
+    training     recipe and summary (λ, β, steps, wall time, ...)
+    metrics      evaluation summary (bpp, mAP / RMSE / PSNR, ...)
+
+The model id written into every bitstream is this hash, so a bitstream names
+the exact weights that can decode it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from layercast.shared.codec.configs import CodecConfig
+from layercast.shared.errors import UnknownModel
+
+FORMAT = "layercast-checkpoint/1"
+
+
+def weights_digest(*state_dicts: dict[str, torch.Tensor] | None) -> str:
+    """Stable id of a set of weights: names, dtypes, shapes and little-endian bytes, in sorted order."""
+    h = hashlib.sha256()
+    for sd in state_dicts:
+        if not sd:
+            continue
+        for name in sorted(sd):
+            t = sd[name].detach().cpu().contiguous()
+            h.update(name.encode())
+            h.update(str(t.dtype).encode())
+            h.update(str(tuple(t.shape)).encode())
+            h.update(t.numpy().astype(t.numpy().dtype.newbyteorder("<"), copy=False).tobytes())
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class Checkpoint:
+    kind: str
+    config: CodecConfig
+    state_dict: dict[str, torch.Tensor]
+    task: dict[str, Any] | None = None
+    enhancement: dict[str, Any] | None = None
+    training: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def model_id(self) -> str:
+        return weights_digest(self.state_dict, (self.task or {}).get("state_dict"))
+
+    @property
+    def name(self) -> str:
+        return self.path.stem if self.path else self.model_id
+
+    def save(self, path: str | Path) -> str:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        model_id = self.model_id
+        data = {
+            "format": FORMAT,
+            "kind": self.kind,
+            "model_id": model_id,
+            "config": self.config.to_dict(),
+            "state_dict": {k: v.detach().cpu() for k, v in self.state_dict.items()},
+            "task": self.task,
+            "enhancement": self.enhancement,
+            "training": self.training,
+            "metrics": self.metrics,
+        }
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        torch.save(data, tmp)
+        tmp.replace(path)
+        self.path = path
+        return model_id
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    path = Path(path)
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UnknownModel(f"checkpoint {path} does not exist") from None
+    except Exception as exc:  # unpickling errors of all kinds
+        raise UnknownModel(f"{path} is not a readable layercast checkpoint: {exc}") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise UnknownModel(f"{path} is not a layercast checkpoint (format {data.get('format') if isinstance(data, dict) else None!r})")
+    ckpt = Checkpoint(
+        kind=data["kind"],
+        config=CodecConfig.from_dict(data["config"]),
+        state_dict=data["state_dict"],
+        task=data.get("task"),
+        enhancement=data.get("enhancement"),
+        training=data.get("training") or {},
+        metrics=data.get("metrics") or {},
+        path=path,
+    )
+    if ckpt.model_id != data["model_id"]:
+        raise UnknownModel(f"{path}: weights do not match the recorded model id {data['model_id']} (file corrupted?)")
+    return ckpt

@@ -1,0 +1,120 @@
+"""CompressAI entropy models adapted to the paper's training and to exact coding.
+
+* Quantisation in training is straight-through rounding (the paper), not
+  additive noise: ``SteGaussianConditional`` / ``SteEntropyBottleneck``
+  override only the "noise" mode of CompressAI's ``quantize``.
+* ``CdfTables`` holds the integer CDF tables as Python lists, built once per
+  model, for CompressAI's rANS coder (``BufferedRansEncoder``/``RansDecoder``).
+  The tables are buffers saved in the checkpoint, so encoder and decoder use
+  the same integers on every machine.
+* ``SymbolChecksum`` is a running CRC32 over every coded symbol; the encoder
+  writes it into the container and the decoder compares, so a numerical
+  divergence of the entropy parameters across machines surfaces as
+  ``DecodeMismatch`` rather than a silently wrong image.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from compressai.entropy_models import EntropyBottleneck, GaussianConditional
+from compressai.models.utils import update_registered_buffers
+from torch import Tensor, nn
+
+from layercast.shared.codec.layers import ste_round
+
+#: Scale table of CompressAI's scale-hyperprior models (64 log-spaced levels).
+SCALES_MIN, SCALES_MAX, SCALES_LEVELS = 0.11, 256.0, 64
+
+#: Means used for coding are snapped to this dyadic grid (exact in float32 and
+#: float64), so ŷ = symbol + mean is reproduced bit-exactly by the decoder and
+#: tiny float differences cannot accumulate through the context models.
+MEAN_GRID = 2.0**-8
+
+
+def scale_table() -> list[float]:
+    return torch.exp(torch.linspace(np.log(SCALES_MIN), np.log(SCALES_MAX), SCALES_LEVELS)).tolist()
+
+
+def snap_means(means: Tensor) -> Tensor:
+    return torch.round(means / MEAN_GRID) * MEAN_GRID
+
+
+class SteGaussianConditional(GaussianConditional):
+    """Gaussian conditional whose training-mode quantisation is STE rounding."""
+
+    def __init__(self) -> None:
+        super().__init__(scale_table())
+
+    def quantize(self, inputs: Tensor, mode: str, means: Tensor | None = None) -> Tensor:
+        if mode == "noise":
+            if means is None:
+                return ste_round(inputs)
+            return ste_round(inputs - means) + means
+        return super().quantize(inputs, mode, means)
+
+
+class SteEntropyBottleneck(EntropyBottleneck):
+    """Factorised prior for the hyper-latent with STE rounding in training."""
+
+    def quantize(self, inputs: Tensor, mode: str, means: Tensor | None = None) -> Tensor:
+        if mode == "noise":
+            if means is None:
+                return ste_round(inputs)
+            return ste_round(inputs - means) + means
+        return super().quantize(inputs, mode, means)
+
+
+def update_entropy_models(module: nn.Module, force: bool = True) -> None:
+    """(Re)build the integer CDF tables of every entropy model in ``module``."""
+    for m in module.modules():
+        if isinstance(m, GaussianConditional):
+            m.update_scale_table(scale_table(), force=force)
+        elif isinstance(m, EntropyBottleneck):
+            m.update(force=force)
+
+
+def resize_entropy_buffers(module: nn.Module, state_dict: dict[str, Tensor]) -> None:
+    """Give the CDF buffers of ``module`` the sizes found in ``state_dict`` before loading it."""
+    for name, m in module.named_modules():
+        if isinstance(m, GaussianConditional):
+            names = ["_quantized_cdf", "_offset", "_cdf_length", "scale_table"]
+        elif isinstance(m, EntropyBottleneck):
+            names = ["_quantized_cdf", "_offset", "_cdf_length"]
+        else:
+            continue
+        if all(f"{name}.{n}" in state_dict for n in names):
+            update_registered_buffers(m, name, names, state_dict)
+
+
+@dataclass(frozen=True)
+class CdfTables:
+    """Integer CDF tables of one entropy model, as the rANS coder wants them."""
+
+    cdfs: list[list[int]]
+    lengths: list[int]
+    offsets: list[int]
+
+    @classmethod
+    def of(cls, model: GaussianConditional | EntropyBottleneck) -> CdfTables:
+        if model._offset.numel() == 0:
+            raise RuntimeError("entropy model has no CDF tables; call update_entropy_models() first")
+        return cls(
+            cdfs=model._quantized_cdf.tolist(),
+            lengths=model._cdf_length.reshape(-1).int().tolist(),
+            offsets=model._offset.reshape(-1).int().tolist(),
+        )
+
+
+class SymbolChecksum:
+    """Running CRC32 over int32 symbols in coding order."""
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def update(self, symbols: np.ndarray | list[int]) -> None:
+        arr = np.ascontiguousarray(np.asarray(symbols, dtype="<i4"))
+        self.value = zlib.crc32(arr.tobytes(), self.value)

@@ -1,0 +1,167 @@
+"""Hyperprior latent codec, optionally conditioned on another latent.
+
+Ballé et al., "Variational image compression with a scale hyperprior", ICLR
+2018, with ELIC's space-channel context for ``y``::
+
+            ┌──── h_a ──── z ── Q ── EB ── ẑ ── h_s ──┐
+            │                                          ▼
+    y ──────┴───────────────────────────► SCCTX(y | side) ─► ŷ
+                                              ▲
+    condition (Ŷ_b) ──── c ───────────────────┘   (enhancement layer only)
+
+With ``condition_channels`` > 0 the side parameters are ``[h_s(ẑ), c(Ŷ_b)]``:
+the enhancement latent is coded with ``h(Y_e | Ŷ_b)``. Passing a zero
+condition gives the standalone lower bound of the paper.
+
+Coding writes ẑ then ŷ into one rANS stream per image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from compressai.ans import BufferedRansEncoder, RansDecoder
+from torch import Tensor, nn
+
+from layercast.shared.codec.entropy import CdfTables, SteEntropyBottleneck, SymbolChecksum
+from layercast.shared.codec.latent_codecs.context import SpaceChannelContextCodec
+from layercast.shared.codec.transforms import HyperAnalysis, HyperSynthesis
+from layercast.shared.errors import CorruptBitstream
+
+
+def rans_guard(payload_bytes: int, symbols: int) -> int:
+    """Zero bytes appended to a stream before decoding.
+
+    CompressAI's rANS decoder reads its input without bounds checks. A forged
+    payload (valid CRC, garbage inside) could make it read past the buffer;
+    after the payload only zeros follow, which end every escape loop at once,
+    so reads stay within one renorm word per symbol plus what the garbage
+    itself can demand (at most 15 four-bit escape runs per garbage nibble).
+    """
+    return 16 * payload_bytes + 8 * symbols + 64
+
+
+class ConditionEncoder(nn.Module):
+    """c: features of the conditioning latent at the same resolution."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(in_channels, out_channels, 3, padding=1),
+            nn.ELU(inplace=True),
+            nn.Conv2d(out_channels, out_channels, 3, padding=1),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class HyperpriorLatentCodec(nn.Module):
+    """y ↔ (ẑ, ŷ) with a factorised prior on z and SCCTX on y."""
+
+    def __init__(
+        self,
+        latent_channels: int,
+        hyper_channels: int,
+        groups: Sequence[int],
+        condition_channels: int = 0,
+    ) -> None:
+        super().__init__()
+        if sum(groups) != latent_channels:
+            raise ValueError(f"channel groups {list(groups)} do not add up to M = {latent_channels}")
+        side = 2 * latent_channels
+        self.h_a = HyperAnalysis(latent_channels, hyper_channels)
+        self.h_s = HyperSynthesis(hyper_channels, side)
+        self.z_entropy = SteEntropyBottleneck(hyper_channels)
+        self.condition = ConditionEncoder(condition_channels, side) if condition_channels else None
+        self.y_codec = SpaceChannelContextCodec(groups, side * (2 if condition_channels else 1))
+        self._z_tables: CdfTables | None = None
+
+    def _side(self, z_hat: Tensor, condition: Tensor | None) -> Tensor:
+        side = self.h_s(z_hat)
+        if self.condition is not None:
+            if condition is None:
+                raise ValueError("this latent codec is conditional: pass the conditioning latent")
+            side = torch.cat([side, self.condition(condition.to(side.dtype))], dim=1)
+        return side
+
+    def forward(self, y: Tensor, condition: Tensor | None = None) -> dict[str, Any]:
+        z = self.h_a(y)
+        z_hat, z_lik = self.z_entropy(z)
+        out = self.y_codec(y, self._side(z_hat, condition))
+        return {"y_hat": out["y_hat"], "likelihoods": {"y": out["likelihoods"]["y"], "z": z_lik}}
+
+    # ------------------------------------------------------------------ coding
+    def _tables(self) -> CdfTables:
+        if self._z_tables is None:
+            self._z_tables = CdfTables.of(self.z_entropy)
+        return self._z_tables
+
+    def invalidate_tables(self) -> None:
+        self._z_tables = None
+        self.y_codec.invalidate_tables()
+
+    def z_shape(self, y_shape: tuple[int, int]) -> tuple[int, int]:
+        return (y_shape[0] + 3) // 4, (y_shape[1] + 3) // 4
+
+    @torch.no_grad()
+    def compress(self, y: Tensor, condition: Tensor | None = None) -> dict[str, Any]:
+        """Returns ``{"strings": [bytes per image], "shape": (h, w) of y, "y_hat", "checksums": [int]}``."""
+        dtype = self.h_s.net[0].weight.dtype
+        y = y.to(dtype)
+        n = y.shape[0]
+        encoders = [BufferedRansEncoder() for _ in range(n)]
+        checksums = [SymbolChecksum() for _ in range(n)]
+        t = self._tables()
+        z = self.h_a(y)
+        medians = self.z_entropy._get_medians()
+        z_sym = torch.round(z - medians).int()
+        indexes = self.z_entropy._build_indexes(z.size()).int()
+        for i in range(n):
+            sym = z_sym[i].reshape(-1).tolist()
+            encoders[i].encode_with_indexes(sym, indexes[i].reshape(-1).tolist(), t.cdfs, t.lengths, t.offsets)
+            checksums[i].update(sym)
+        z_hat = z_sym.to(dtype) + medians
+        y_hat = self.y_codec.compress(y, self._side(z_hat, condition), encoders, checksums)
+        return {
+            "strings": [e.flush() for e in encoders],
+            "shape": tuple(y.shape[2:]),
+            "y_hat": y_hat,
+            "checksums": [c.value for c in checksums],
+        }
+
+    @torch.no_grad()
+    def decompress(
+        self, strings: list[bytes], shape: tuple[int, int], condition: Tensor | None = None
+    ) -> dict[str, Any]:
+        """Inverse of ``compress``; returns ``{"y_hat", "checksums"}``."""
+        dtype = self.h_s.net[0].weight.dtype
+        device = self.h_s.net[0].weight.device
+        n = len(strings)
+        zh, zw = self.z_shape(shape)
+        c = self.z_entropy.channels
+        symbols = c * zh * zw + self.y_codec.channels * shape[0] * shape[1]
+        decoders = []
+        for s in strings:
+            d = RansDecoder()
+            d.set_stream(bytes(s) + bytes(rans_guard(len(s), symbols)))
+            decoders.append(d)
+        checksums = [SymbolChecksum() for _ in range(n)]
+        t = self._tables()
+        indexes = self.z_entropy._build_indexes((1, c, zh, zw)).int().reshape(-1).tolist()
+        z_sym = torch.empty((n, c, zh, zw), dtype=torch.int32)
+        for i in range(n):
+            try:
+                values = decoders[i].decode_stream(indexes, t.cdfs, t.lengths, t.offsets)
+            except (RuntimeError, ValueError, IndexError) as exc:
+                raise CorruptBitstream(f"entropy decoding failed: {exc}") from None
+            checksums[i].update(values)
+            z_sym[i] = torch.tensor(values, dtype=torch.int32).reshape(c, zh, zw)
+        z_hat = z_sym.to(device=device, dtype=dtype) + self.z_entropy._get_medians()
+        side = self._side(z_hat, condition)
+        if side.shape[2:] != torch.Size(shape):  # h_s upsamples x4: crop to y's grid
+            side = side[:, :, : shape[0], : shape[1]]
+        y_hat = self.y_codec.decompress(side, decoders, checksums)
+        return {"y_hat": y_hat, "checksums": [c.value for c in checksums]}
