@@ -1,0 +1,60 @@
+"""`layercast train task|base|enhancement` and `layercast eval`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", type=Path, required=True, help="folder made by `layercast data synth` (or real COCO/Cityscapes)")
+    p.add_argument("--out", type=Path, required=True, help="run folder (state.pt, metrics.csv, model.pt); resumes if present")
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ckpt-every", type=int, default=200)
+    p.add_argument("--device", default="auto")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    t = sub.add_parser("train", help="train task models, base and enhancement layers (torchrun for DDP)")
+    tsub = t.add_subparsers(dest="train_kind", metavar="KIND", required=True)
+
+    p = tsub.add_parser("task", help="pre-train a task model on clean images")
+    p.add_argument("--task", choices=["detection", "depth", "segmentation"], required=True)
+    p.add_argument("--task-model", default=None)
+    _common(p)
+    p.set_defaults(func=run)
+
+    p = tsub.add_parser("base", help="train a base layer jointly with its task model (L_b)")
+    p.add_argument("--task", choices=["detection", "depth"], required=True)
+    p.add_argument("--beta", type=float, default=0.0, help="weight of the simple-synthesis reconstruction reward (0 = baseline)")
+    p.add_argument("--lmbda", type=float, required=True, help="weight of the task loss")
+    p.add_argument("--codec", default="tiny", help="codec configuration (see `layercast models --configs`)")
+    p.add_argument("--task-model", default=None)
+    p.add_argument("--task-init", type=Path, default=None, help="task.pt from `layercast train task`")
+    _common(p)
+    p.set_defaults(func=run)
+
+    p = tsub.add_parser("enhancement", help="train an enhancement layer on a frozen base (L_e)")
+    p.add_argument("--base", type=Path, required=True, help="base model.pt")
+    p.add_argument("--target", choices=["reconstruction", "segmentation"], default="reconstruction")
+    p.add_argument("--standalone", action="store_true", help="remove the base conditioning (the paper's lower bound)")
+    p.add_argument("--lmbda", type=float, required=True)
+    p.add_argument("--codec", default="tiny")
+    _common(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from layercast.train.loop import TrainConfig, train
+
+    kw = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__ and v is not None}
+    kw.pop("kind", None)
+    cfg = TrainConfig(kind=args.train_kind, **kw)
+    path = train(cfg)
+    if path:
+        print(f"exported {path}")
+    return 0
