@@ -74,3 +74,74 @@ class ConfigError(LayercastError):
     """Configuration that fails validation; the message says which key and why."""
 
     grpc_status = "INVALID_ARGUMENT"
+
+
+# --- service errors (appended by the cloud helper) -------------------------
+
+
+class Unauthenticated(LayercastError):
+    """Missing, unknown or wrong credentials."""
+
+    grpc_status = "UNAUTHENTICATED"
+
+
+class PermissionDenied(LayercastError):
+    """Valid credentials that do not allow this action (e.g. a camera speaking for another)."""
+
+    grpc_status = "PERMISSION_DENIED"
+
+
+class CameraOffline(LayercastError):
+    """The camera holds no open stream, so nothing can be asked of it now."""
+
+    grpc_status = "UNAVAILABLE"
+
+
+class FrameNotFound(LayercastError):
+    """A frame that is not (or no longer) stored where it was looked for."""
+
+    grpc_status = "NOT_FOUND"
+
+
+class FrameExpired(FrameNotFound):
+    """A frame past a retention window (the edge's enhancement store or the cloud's store)."""
+
+
+class EdgeStoreFailed(LayercastError):
+    """The edge could not read its enhancement store (disk full, unreadable)."""
+
+    grpc_status = "UNAVAILABLE"
+
+
+class RequestTimeout(LayercastError):
+    """A peer did not answer within the allowed time."""
+
+    grpc_status = "DEADLINE_EXCEEDED"
+
+
+class ServiceClosing(LayercastError):
+    """The service is shutting down and accepts no new work."""
+
+    grpc_status = "UNAVAILABLE"
+
+
+class StorageError(LayercastError):
+    """A persistent store (outbox, enhancement store, frame store) cannot be read or written.
+
+    The message names the store and the path, and says what failed (unwritable,
+    corrupt, missing). Callers count it and keep the stream going where they can.
+    """
+
+    grpc_status = "INTERNAL"
+
+
+class StorageFull(StorageError):
+    """A persistent store ran out of space (disk full, or a record larger than its budget)."""
+
+    grpc_status = "RESOURCE_EXHAUSTED"
+
+
+class NotReady(LayercastError):
+    """The service is still starting (loading or warming up its model)."""
+
+    grpc_status = "UNAVAILABLE"

@@ -1,0 +1,49 @@
+"""The gRPC channel from the edge to the cloud: TLS or plain text, and its options, each set on purpose."""
+
+from __future__ import annotations
+
+import grpc
+import grpc.aio
+from layercast.edge.config import LinkConfig
+from layercast.shared.errors import ConfigError
+
+
+def channel_options(config: LinkConfig) -> list[tuple[str, int | str]]:
+    """gRPC channel arguments, each set on purpose."""
+    return [
+        # Ping the cloud when the connection is quiet, and give up on it when a ping goes unanswered:
+        # this is what notices a dead NAT mapping or a pulled cable while the stream looks open.
+        ("grpc.keepalive_time_ms", config.keepalive_time_ms),
+        ("grpc.keepalive_timeout_ms", config.keepalive_timeout_ms),
+        # The stream is always open, but allow pings regardless (and between streams).
+        ("grpc.keepalive_permit_without_calls", 1),
+        # 0 = no limit on pings sent without data frames in between (the default 2 would stop them
+        # on a link that is idle apart from pings).
+        ("grpc.http2.max_pings_without_data", 0),
+        # Base frames and enhancement responses are the largest messages sent; the cloud only sends
+        # small control messages, so anything larger coming in is refused.
+        ("grpc.max_send_message_length", config.max_send_message_bytes),
+        ("grpc.max_receive_message_length", config.max_receive_message_bytes),
+        # Our own backoff (with jitter) drives reconnects; keep gRPC's channel-level one short and
+        # bounded so a fresh channel connects promptly.
+        ("grpc.initial_reconnect_backoff_ms", 200),
+        ("grpc.max_reconnect_backoff_ms", max(1000, int(config.backoff.max_s * 1000))),
+        ("grpc.enable_retries", 0),  # a stream is not retryable; resending is the outbox's job
+    ]
+
+
+def make_channel(config: LinkConfig) -> grpc.aio.Channel:
+    """A channel to ``config.cloud``: TLS (mutual when a client certificate is set) or plain text."""
+    options = channel_options(config)
+    if config.insecure:
+        return grpc.aio.insecure_channel(config.cloud, options=options)
+    try:
+        root = config.ca_cert.read_bytes() if config.ca_cert else None
+        key = config.client_key.read_bytes() if config.client_key else None
+        chain = config.client_cert.read_bytes() if config.client_cert else None
+    except OSError as exc:
+        raise ConfigError(f"cannot read a TLS file for the link: {exc}") from None
+    if config.server_name:
+        options.append(("grpc.ssl_target_name_override", config.server_name))
+    creds = grpc.ssl_channel_credentials(root_certificates=root, private_key=key, certificate_chain=chain)
+    return grpc.aio.secure_channel(config.cloud, creds, options=options)

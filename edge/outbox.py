@@ -1,0 +1,496 @@
+"""The outbox: base frames not yet acknowledged by the cloud, persisted in SQLite.
+
+A frame enters with :meth:`Outbox.append` (which gives it its sequence number)
+and leaves with :meth:`Outbox.ack` (the cloud stored it), :meth:`Outbox.reject`
+(the cloud refused it; it is never resent) or the drop policy below.
+
+Durability
+    WAL journal with ``synchronous=FULL`` by default: each commit is fsynced,
+    so an append, ack or sequence allocation survives a process kill *and* a
+    power loss. ``NORMAL`` in WAL mode survives a process kill (the WAL is in
+    the OS page cache) but may roll back the last commits on power loss. Power
+    loss is a real event for a camera box, and rolling back the sequence
+    counter would reuse sequence numbers the cloud has already stored (it
+    would then deduplicate, i.e. silently discard, the new frames), so FULL is
+    the default; the cost is one fsync per append / ack / send batch, small at
+    camera frame rates. NORMAL remains available to spare flash wear.
+
+Sequence numbers
+    Start at 1, are allocated in the same transaction as the insert, persist in
+    the ``counters`` table and never repeat, even when frames are dropped or
+    the outbox is empty. :meth:`Outbox.advance_sequence` moves the counter past
+    a sequence the cloud reports having stored (a wiped data directory).
+
+In flight
+    Which frames are on the wire is per stream, so it is kept in memory: after
+    a reconnect (or restart) :meth:`Outbox.reset_in_flight` makes every
+    unacknowledged frame sendable again, in sequence order. ``sent_count`` is
+    persistent, so a frame sent before a restart is resent with ``resent=True``.
+
+Drop policy (bounded by ``max_frames`` and ``max_bytes``)
+    When an append would exceed a bound, the OLDEST frames that are not in
+    flight are deleted until the new frame fits; frames in flight stay (they
+    are on the wire and will be acked or resent). If that cannot make room (a
+    frame larger than ``max_bytes``, or everything in flight) the NEW frame is
+    dropped instead, after it got its sequence number. Every dropped frame
+    increments the persistent ``dropped_frames`` / ``dropped_bytes`` counters,
+    which the edge reports in heartbeats: nothing leaves the books silently.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from layercast.shared.errors import StorageError, StorageFull
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS frames (
+    sequence INTEGER PRIMARY KEY,
+    capture_time_us INTEGER NOT NULL,
+    base BLOB NOT NULL,
+    size INTEGER NOT NULL,
+    sent_count INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS counters (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+"""
+
+#: Persistent counters and their initial values.
+COUNTERS = {
+    "next_sequence": 1,
+    "dropped_frames": 0,
+    "dropped_bytes": 0,
+    "rejected_frames": 0,
+    "acked_frames": 0,
+}
+
+#: Reasons a frame leaves the outbox without an ack; each also counts in ``dropped_frames``
+#: except ``rejected`` (the cloud refused the frame), which has its own counter.
+DROP_REASONS = ("queue_full", "too_large", "capture_overflow", "encode_error")
+
+
+@dataclass(frozen=True)
+class OutboxFrame:
+    """A frame to send."""
+
+    sequence: int
+    capture_time_us: int
+    base: bytes
+    sent_count: int  # times sent on earlier streams (> 0 means "resent")
+
+    @property
+    def resent(self) -> bool:
+        return self.sent_count > 0
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    """What :meth:`Outbox.append` did."""
+
+    sequence: int  # the new frame's sequence number (allocated even if it was dropped)
+    stored: bool  # False when the new frame itself was dropped
+    dropped: tuple[int, ...] = ()  # sequences dropped by this append (may include ``sequence``)
+
+
+@dataclass(frozen=True)
+class OutboxStats:
+    queued_frames: int
+    queued_bytes: int
+    in_flight: int
+    next_sequence: int
+    dropped_frames: int
+    dropped_bytes: int
+    rejected_frames: int
+    acked_frames: int
+    drops_by_reason: dict[str, int] = field(default_factory=dict)
+
+
+class Outbox:
+    """Persistent, bounded, ordered queue of unacknowledged base frames.
+
+    Thread-safe (one lock around one connection); every method is a short
+    blocking transaction, so asyncio callers run them with ``asyncio.to_thread``.
+    Only one process may open a given file at a time (the edge app holds a lock
+    on its data directory).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        max_frames: int = 10_000,
+        max_bytes: int = 256 * 1024 * 1024,
+        synchronous: str = "FULL",
+    ) -> None:
+        if synchronous not in ("NORMAL", "FULL"):
+            raise ValueError(f"synchronous must be NORMAL or FULL, got {synchronous!r}")
+        self.path = Path(path)
+        self.max_frames = max_frames
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._in_flight: set[int] = set()
+        self._cursor = 0  # highest sequence marked in flight on the current stream
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={synchronous}")
+            self._db.execute("PRAGMA busy_timeout=5000")
+            self._db.executescript(_SCHEMA)
+            with self._tx():
+                for name, value in COUNTERS.items():
+                    self._db.execute(
+                        "INSERT OR IGNORE INTO counters(name, value) VALUES (?, ?)", (name, value)
+                    )
+            row = self._db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM frames").fetchone()
+        except (sqlite3.Error, OSError) as exc:
+            raise _storage_error(self.path, "open", exc) from exc
+        self._count, self._bytes = int(row[0]), int(row[1])
+
+    # -- plumbing ---------------------------------------------------------------------------------
+
+    def _tx(self) -> _Transaction:
+        return _Transaction(self._db)
+
+    def _counter(self, name: str) -> int:
+        row = self._db.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def _bump(self, name: str, delta: int) -> None:
+        self._db.execute(
+            "INSERT INTO counters(name, value) VALUES (?, ?) "
+            "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+            (name, delta),
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Outbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- producing --------------------------------------------------------------------------------
+
+    def append(
+        self,
+        capture_time_us: int,
+        base: bytes,
+        *,
+        before_commit: Callable[[int], None] | None = None,
+    ) -> AppendResult:
+        """Store a new frame under the next sequence number, applying the drop policy.
+
+        ``before_commit(sequence)`` runs inside the transaction when the frame is kept,
+        before it becomes visible to senders: the edge stores the frame's enhancement
+        there, so no request can arrive for a frame whose enhancement is not yet kept.
+        An exception from it aborts the append (nothing is stored, no sequence used).
+        """
+        return self.append_many([(capture_time_us, base, before_commit)])[0]
+
+    def append_many(
+        self, frames: Sequence[tuple[int, bytes, Callable[[int], None] | None]]
+    ) -> list[AppendResult]:
+        """``append`` for several frames ``(capture_time_us, base, before_commit)`` in one transaction.
+
+        One fsync for the lot: what a batch of encoded frames uses. All or nothing.
+        """
+        with self._lock:
+            try:
+                with self._tx():
+                    seq = self._counter("next_sequence")
+                    results = [self._append_one(seq + i, t, b, hook) for i, (t, b, hook) in enumerate(frames)]
+                    self._db.execute(
+                        "UPDATE counters SET value = ? WHERE name = 'next_sequence'", (seq + len(frames),)
+                    )
+            except BaseException as exc:
+                self._reload_totals()  # the running totals counted rows that were rolled back
+                if isinstance(exc, sqlite3.Error):
+                    raise _storage_error(self.path, "append to", exc) from exc
+                raise
+            return results
+
+    def _append_one(
+        self, seq: int, capture_time_us: int, base: bytes, before_commit: Callable[[int], None] | None
+    ) -> AppendResult:
+        """One frame inside an open transaction; keeps the running totals up to date."""
+        size = len(base)
+        if size > self.max_bytes:
+            self._count_drop("too_large", 1, size)
+            return AppendResult(seq, stored=False, dropped=(seq,))
+        victims = self._victims(
+            need_frames=self._count + 1 - self.max_frames,
+            need_bytes=self._bytes + size - self.max_bytes,
+        )
+        if victims is None:
+            self._count_drop("queue_full", 1, size)
+            return AppendResult(seq, stored=False, dropped=(seq,))
+        if victims:
+            freed = sum(s for _, s in victims)
+            self._db.executemany("DELETE FROM frames WHERE sequence = ?", [(v,) for v, _ in victims])
+            self._count_drop("queue_full", len(victims), freed)
+            self._count -= len(victims)
+            self._bytes -= freed
+        self._db.execute(
+            "INSERT INTO frames(sequence, capture_time_us, base, size) VALUES (?, ?, ?, ?)",
+            (seq, capture_time_us, base, size),
+        )
+        self._count += 1
+        self._bytes += size
+        if before_commit is not None:
+            before_commit(seq)
+        return AppendResult(seq, stored=True, dropped=tuple(v for v, _ in victims))
+
+    def _victims(self, need_frames: int, need_bytes: int) -> list[tuple[int, int]] | None:
+        """Oldest frames not in flight whose removal satisfies both needs; None if impossible."""
+        if need_frames <= 0 and need_bytes <= 0:
+            return []
+        chosen: list[tuple[int, int]] = []
+        freed = 0
+        rows = self._db.execute(
+            "SELECT sequence, size FROM frames WHERE sequence > ? ORDER BY sequence", (self._cursor,)
+        )
+        for seq, size in rows:
+            if seq in self._in_flight:
+                continue
+            chosen.append((int(seq), int(size)))
+            freed += int(size)
+            if len(chosen) >= need_frames and freed >= need_bytes:
+                return chosen
+        # Frames at or below the cursor that are no longer in flight cannot exist: the cursor
+        # only passes frames that were marked in flight, and those leave by ack / reject.
+        return None
+
+    def _count_drop(self, reason: str, frames: int, nbytes: int) -> None:
+        self._bump("dropped_frames", frames)
+        self._bump("dropped_bytes", nbytes)
+        self._bump(f"dropped:{reason}", frames)
+
+    def record_drops(self, reason: str, frames: int = 1, nbytes: int = 0) -> None:
+        """Count frames dropped before they reached the outbox (e.g. the capture queue overflowed)."""
+        if reason not in DROP_REASONS:
+            raise ValueError(f"unknown drop reason {reason!r}; expected one of {DROP_REASONS}")
+        with self._lock:
+            try:
+                with self._tx():
+                    self._count_drop(reason, frames, nbytes)
+            except sqlite3.Error as exc:
+                raise _storage_error(self.path, "update", exc) from exc
+
+    def advance_sequence(self, at_least: int) -> bool:
+        """Make the next sequence at least ``at_least``; True if the counter moved."""
+        with self._lock:
+            try:
+                with self._tx():
+                    if self._counter("next_sequence") >= at_least:
+                        return False
+                    self._db.execute(
+                        "UPDATE counters SET value = ? WHERE name = 'next_sequence'", (at_least,)
+                    )
+                    return True
+            except sqlite3.Error as exc:
+                raise _storage_error(self.path, "update", exc) from exc
+
+    # -- sending ----------------------------------------------------------------------------------
+
+    def next_to_send(self, limit: int) -> list[OutboxFrame]:
+        """Up to ``limit`` frames not in flight, in sequence order (does not mark them)."""
+        if limit <= 0:
+            return []
+        with self._lock:
+            try:
+                rows = self._db.execute(
+                    "SELECT sequence, capture_time_us, base, sent_count FROM frames "
+                    "WHERE sequence > ? ORDER BY sequence LIMIT ?",
+                    (self._cursor, limit),
+                ).fetchall()
+            except sqlite3.Error as exc:
+                raise _storage_error(self.path, "read", exc) from exc
+        return [OutboxFrame(int(s), int(t), bytes(b), int(n)) for s, t, b, n in rows]
+
+    def mark_in_flight(self, sequences: Iterable[int]) -> None:
+        """Record that these frames were written to the current stream (and count the send)."""
+        seqs = sorted(set(sequences))
+        if not seqs:
+            return
+        with self._lock:
+            try:
+                with self._tx():
+                    self._db.executemany(
+                        "UPDATE frames SET sent_count = sent_count + 1 WHERE sequence = ?",
+                        [(s,) for s in seqs],
+                    )
+            except sqlite3.Error as exc:
+                raise _storage_error(self.path, "update", exc) from exc
+            self._in_flight.update(seqs)
+            self._cursor = max(self._cursor, seqs[-1])
+
+    def take(self, limit: int) -> list[OutboxFrame]:
+        """Atomically pick up to ``limit`` sendable frames and mark them in flight.
+
+        The frames carry their ``sent_count`` from before this send (so ``resent`` is
+        right). Atomic with respect to ``append``: a frame cannot be dropped by the
+        queue policy between being picked and being marked.
+        """
+        if limit <= 0:
+            return []
+        with self._lock:
+            try:
+                with self._tx():
+                    rows = self._db.execute(
+                        "SELECT sequence, capture_time_us, base, sent_count FROM frames "
+                        "WHERE sequence > ? ORDER BY sequence LIMIT ?",
+                        (self._cursor, limit),
+                    ).fetchall()
+                    self._db.executemany(
+                        "UPDATE frames SET sent_count = sent_count + 1 WHERE sequence = ?",
+                        [(r[0],) for r in rows],
+                    )
+            except sqlite3.Error as exc:
+                raise _storage_error(self.path, "update", exc) from exc
+            frames = [OutboxFrame(int(s), int(t), bytes(b), int(n)) for s, t, b, n in rows]
+            if frames:
+                self._in_flight.update(f.sequence for f in frames)
+                self._cursor = max(self._cursor, frames[-1].sequence)
+            return frames
+
+    def discard(self, sequences: int | Iterable[int], reason: str) -> int:
+        """Drop queued frames under the drop policy (e.g. too large for the cloud); counted as dropped."""
+        if reason not in DROP_REASONS:
+            raise ValueError(f"unknown drop reason {reason!r}; expected one of {DROP_REASONS}")
+        seqs = [sequences] if isinstance(sequences, int) else list(sequences)
+        with self._lock:
+            try:
+                with self._tx():
+                    removed, freed = self._delete(seqs)
+                    if removed:
+                        self._count_drop(reason, removed, freed)
+            except sqlite3.Error as exc:
+                raise _storage_error(self.path, "delete from", exc) from exc
+            self._after_delete(seqs, removed, freed)
+            return removed
+
+    def reset_in_flight(self) -> None:
+        """A new stream: nothing is in flight, every unacknowledged frame is sendable again."""
+        with self._lock:
+            self._in_flight.clear()
+            self._cursor = 0
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    def is_in_flight(self, sequence: int) -> bool:
+        return sequence in self._in_flight
+
+    # -- completion -------------------------------------------------------------------------------
+
+    def ack(self, sequences: int | Iterable[int]) -> int:
+        """The cloud stored these frames: delete them. Returns how many were still queued."""
+        return self._remove(sequences, "acked_frames")
+
+    def reject(self, sequences: int | Iterable[int]) -> int:
+        """The cloud refused these frames: delete them, never to be resent, and count them."""
+        return self._remove(sequences, "rejected_frames")
+
+    def _remove(self, sequences: int | Iterable[int], counter: str) -> int:
+        seqs = [sequences] if isinstance(sequences, int) else list(sequences)
+        if not seqs:
+            return 0
+        with self._lock:
+            try:
+                with self._tx():
+                    removed, freed = self._delete(seqs)
+                    if removed:
+                        self._bump(counter, removed)
+            except sqlite3.Error as exc:
+                raise _storage_error(self.path, "delete from", exc) from exc
+            self._after_delete(seqs, removed, freed)
+            return removed
+
+    def _delete(self, seqs: list[int]) -> tuple[int, int]:
+        removed = freed = 0
+        for s in seqs:
+            row = self._db.execute("DELETE FROM frames WHERE sequence = ? RETURNING size", (s,)).fetchone()
+            if row is not None:
+                removed += 1
+                freed += int(row[0])
+        return removed, freed
+
+    def _after_delete(self, seqs: list[int], removed: int, freed: int) -> None:
+        self._in_flight.difference_update(seqs)
+        self._count -= removed
+        self._bytes -= freed
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    @property
+    def next_sequence(self) -> int:
+        with self._lock:
+            return self._counter("next_sequence")
+
+    def __len__(self) -> int:
+        return self._count
+
+    def sequences(self) -> list[int]:
+        """Every queued sequence, in order (for tests and diagnostics)."""
+        with self._lock:
+            return [int(r[0]) for r in self._db.execute("SELECT sequence FROM frames ORDER BY sequence")]
+
+    def stats(self) -> OutboxStats:
+        with self._lock:
+            try:
+                counters = dict(self._db.execute("SELECT name, value FROM counters").fetchall())
+            except sqlite3.Error as exc:
+                raise _storage_error(self.path, "read", exc) from exc
+            return OutboxStats(
+                queued_frames=self._count,
+                queued_bytes=self._bytes,
+                in_flight=len(self._in_flight),
+                next_sequence=int(counters["next_sequence"]),
+                dropped_frames=int(counters["dropped_frames"]),
+                dropped_bytes=int(counters["dropped_bytes"]),
+                rejected_frames=int(counters["rejected_frames"]),
+                acked_frames=int(counters["acked_frames"]),
+                drops_by_reason={
+                    k.split(":", 1)[1]: int(v) for k, v in counters.items() if k.startswith("dropped:")
+                },
+            )
+
+    def _reload_totals(self) -> None:
+        try:
+            row = self._db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM frames").fetchone()
+            self._count, self._bytes = int(row[0]), int(row[1])
+        except sqlite3.Error:
+            pass
+
+
+class _Transaction:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on error) on an autocommit connection."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self._db.execute("COMMIT")
+        else:
+            self._db.execute("ROLLBACK")
+
+
+def _storage_error(path: Path, action: str, exc: BaseException) -> StorageError:
+    text = str(exc)
+    cls = StorageFull if "full" in text.lower() else StorageError
+    return cls(f"outbox {path}: cannot {action} the database: {text}")

@@ -1,0 +1,235 @@
+"""Frame sources: where the edge's images come from, and the pacing of capture.
+
+A source is a plain iterable of ``np.uint8`` arrays of shape ``(H, W, 3)`` (RGB)
+and may block while reading; :func:`paced_frames` turns one into an async
+stream of :class:`CapturedFrame` at a fixed rate, reading in a worker thread so
+the event loop stays free.
+
+Sources (``SourceConfig.spec``):
+
+* ``synthetic`` / ``synthetic:SEED``: the synthetic camera of the data generator
+  (``layercast.shared.data.synth.SyntheticCamera``), infinite.
+* ``folder:PATH`` or a directory path: PNG / JPEG files in name order (``loop`` to repeat).
+* ``video:PATH``: a video file through OpenCV (``loop`` to repeat).
+* ``v4l2:/dev/videoN`` or ``device:N``: a camera device through OpenCV.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from layercast.edge.config import SourceConfig
+from layercast.shared.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+@dataclass(frozen=True)
+class CapturedFrame:
+    """One captured image and when it was taken."""
+
+    capture_time_us: int  # wall clock, microseconds since the Unix epoch
+    image: np.ndarray  # uint8 (H, W, 3) RGB
+
+
+class Pacer:
+    """Ticks at a fixed rate on an absolute schedule, so errors do not accumulate.
+
+    Tick k is due at ``t0 + k / fps``. Waiting is computed against that grid
+    rather than "period after the previous frame", so the rate does not drift
+    with read or scheduling latency. When more than one period late (a slow
+    read, a suspended process), the missed ticks are skipped and counted in
+    ``skipped`` instead of being replayed as a burst.
+    """
+
+    def __init__(self, fps: float, clock: Callable[[], float] = time.monotonic) -> None:
+        if fps <= 0:
+            raise ValueError(f"fps must be positive, got {fps}")
+        self.period = 1.0 / fps
+        self.skipped = 0
+        self._clock = clock
+        self._next: float | None = None
+
+    def delay(self) -> float:
+        """Seconds to wait until the next tick is due; advances the schedule by one tick."""
+        now = self._clock()
+        if self._next is None:
+            self._next = now
+        wait = self._next - now
+        if wait <= -self.period:
+            missed = int(-wait // self.period)
+            self.skipped += missed
+            self._next += missed * self.period
+            wait = self._next - now
+        self._next += self.period
+        return max(0.0, wait)
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+async def paced_frames(
+    source: Iterable[np.ndarray],
+    fps: float,
+    limit: int = 0,
+    *,
+    pacer: Pacer | None = None,
+    clock_us: Callable[[], int] = _now_us,
+) -> AsyncIterator[CapturedFrame]:
+    """Yield frames of ``source`` at ``fps`` (at most ``limit`` if non-zero) until it ends."""
+    pacer = pacer or Pacer(fps)
+    iterator = iter(source)
+    count = 0
+    while not limit or count < limit:
+        await asyncio.sleep(pacer.delay())
+        image = await asyncio.to_thread(next, iterator, None)
+        if image is None:
+            return
+        count += 1
+        yield CapturedFrame(capture_time_us=clock_us(), image=image)
+
+
+def _as_rgb(image: np.ndarray, origin: str) -> np.ndarray:
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ConfigError(f"{origin}: expected a uint8 HxWx3 image, got {image.dtype} {image.shape}")
+    return np.ascontiguousarray(image)
+
+
+class FolderSource:
+    """PNG / JPEG files of a folder in name order; unreadable files are skipped and counted."""
+
+    def __init__(self, folder: Path, loop: bool = False) -> None:
+        if not folder.is_dir():
+            raise ConfigError(f"source folder {str(folder)!r} is not a directory")
+        self.paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not self.paths:
+            raise ConfigError(f"source folder {str(folder)!r} holds no .png / .jpg / .jpeg file")
+        self.loop = loop
+        self.unreadable = 0
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        from PIL import Image, UnidentifiedImageError
+
+        while True:
+            yielded = False
+            for path in self.paths:
+                try:
+                    with Image.open(path) as im:
+                        image = np.asarray(im.convert("RGB"))
+                except (OSError, UnidentifiedImageError) as exc:
+                    self.unreadable += 1
+                    log.warning("skipping unreadable image %s: %s", path, exc)
+                    continue
+                yielded = True
+                yield _as_rgb(image, str(path))
+            if not self.loop or not yielded:
+                return
+
+
+def _import_cv2() -> Any:
+    try:
+        import cv2
+    except ImportError:
+        raise ConfigError(
+            "video files and camera devices need OpenCV: pip install opencv-python-headless "
+            "(or use a folder of images or the synthetic camera)"
+        ) from None
+    return cv2
+
+
+class VideoSource:
+    """A video file or a V4L2 device read through OpenCV (imported only here)."""
+
+    def __init__(self, target: str | int, loop: bool = False, fps: float | None = None) -> None:
+        self._cv2 = _import_cv2()
+        self.target = target
+        self.loop = loop and not isinstance(target, int)
+        self.fps = fps
+        if isinstance(target, str) and not target.startswith("/dev/") and not Path(target).is_file():
+            raise ConfigError(f"video file {target!r} does not exist")
+
+    def _open(self) -> Any:
+        cv2 = self._cv2
+        cap = cv2.VideoCapture(self.target)
+        if not cap.isOpened():
+            raise ConfigError(f"OpenCV cannot open {self.target!r}")
+        if isinstance(self.target, int) or str(self.target).startswith("/dev/"):
+            # A live device: keep only the latest frame so a slower pace does not read stale ones.
+            cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+            if self.fps:
+                cap.set(cv2.CAP_PROP_FPS, float(self.fps))
+        return cap
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        cv2 = self._cv2
+        while True:
+            cap = self._open()
+            got_any = False
+            try:
+                while True:
+                    ok, bgr = cap.read()
+                    if not ok:
+                        break
+                    got_any = True
+                    yield _as_rgb(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), str(self.target))
+            finally:
+                cap.release()
+            if not self.loop or not got_any:
+                return
+
+
+class SyntheticSource:
+    """The data generator's synthetic camera (imported lazily; infinite)."""
+
+    def __init__(self, seed: int, width: int, height: int, fps: float) -> None:
+        try:
+            from layercast.shared.data.synth import SyntheticCamera
+        except ImportError as exc:
+            raise ConfigError(f"the synthetic camera is not available: {exc}") from None
+        self.camera = SyntheticCamera(seed=seed, width=width, height=height, fps=fps)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for scene in self.camera:
+            yield _as_rgb(np.asarray(scene.image), "synthetic camera")
+
+
+def open_source(config: SourceConfig) -> Iterable[np.ndarray]:
+    """Build the source named by ``config.spec`` (see the module docstring)."""
+    spec = config.spec.strip()
+    kind, _, arg = spec.partition(":")
+    if kind == "synthetic":
+        try:
+            seed = int(arg) if arg else config.seed
+        except ValueError:
+            raise ConfigError(
+                f"source.spec = {spec!r}: expected synthetic:SEED with an integer seed"
+            ) from None
+        return SyntheticSource(seed, config.width, config.height, config.fps)
+    if kind == "folder":
+        return FolderSource(Path(arg).expanduser(), loop=config.loop)
+    if kind == "video":
+        return VideoSource(str(Path(arg).expanduser()), loop=config.loop)
+    if kind == "v4l2":
+        return VideoSource(arg or "/dev/video0", fps=config.fps)
+    if kind == "device":
+        try:
+            return VideoSource(int(arg or "0"), fps=config.fps)
+        except ValueError:
+            raise ConfigError(f"source.spec = {spec!r}: expected device:N with an integer index") from None
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return FolderSource(path, loop=config.loop)
+    raise ConfigError(
+        f"source.spec = {spec!r}: expected synthetic[:SEED], folder:PATH, video:PATH, v4l2:/dev/videoN, "
+        "device:N or an existing directory"
+    )
