@@ -15,7 +15,11 @@ from layercast.shared.errors import ConfigError
 TASK_DATASET = {"detection": "coco", "depth": "cityscapes", "segmentation": "cityscapes", "reconstruction": "coco"}
 
 
-def make_dataset(task: str, root: str | Path, split: str) -> Dataset:
+def make_dataset(task: str, root: str | Path, split: str, crop: tuple[int, int] | None = None) -> Dataset:
+    """The loader for ``task``; ``crop`` = (height, width) adds random crops and flips (training)."""
+    from layercast.shared.data.transforms import Compose, RandomCrop, RandomHorizontalFlip
+
+    transforms = Compose([RandomCrop(crop), RandomHorizontalFlip()]) if crop else None
     root = Path(root)
     kind = TASK_DATASET[task]
     if kind == "coco":
@@ -24,13 +28,13 @@ def make_dataset(task: str, root: str | Path, split: str) -> Dataset:
         folder = root / "coco" if (root / "coco").exists() else root
         if not (folder / "annotations").exists():
             raise ConfigError(f"{folder} is not a COCO 2017 folder (no annotations/); run `layercast data synth --out {root}`")
-        return CocoDetection(folder, split=split)
-    from layercast.shared.data.cityscapes import CityscapesDataset
+        return CocoDetection(folder, split=split, transforms=transforms)
+    from layercast.shared.data.cityscapes import Cityscapes
 
     folder = root / "cityscapes" if (root / "cityscapes").exists() else root
     if not (folder / "leftImg8bit").exists():
         raise ConfigError(f"{folder} is not a Cityscapes folder (no leftImg8bit/); run `layercast data synth --out {root}`")
-    return CityscapesDataset(folder, split=split)
+    return Cityscapes(folder, split=split, transforms=transforms)
 
 
 def task_target(task: str, target: Any) -> Any:
@@ -40,7 +44,7 @@ def task_target(task: str, target: Any) -> Any:
     if task == "depth":
         return target["depth"]
     if task == "segmentation":
-        return target["seg"]
+        return target["semantic"]
     return None
 
 

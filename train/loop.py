@@ -54,19 +54,36 @@ class TrainConfig:
     log_every: int = 10
     ckpt_every: int = 200
     device: str = "auto"
+    crop: tuple[int, int] | None = None  # (height, width) random training crops; None = whole images
     extra: dict = field(default_factory=dict)
 
 
+def task_kwargs(task: str, dataset) -> dict:
+    """Builder arguments a task model needs from its data set (classes, camera)."""
+    if task == "detection":
+        return {"num_classes": dataset.num_classes - 1}  # class_names[0] is the background
+    if task == "depth":
+        from layercast.shared.data.cityscapes import read_camera
+
+        paths = dataset.paths(0)
+        width = int(__import__("PIL.Image", fromlist=["Image"]).open(paths["image"]).size[0])
+        baseline, focal = read_camera(paths["camera"], width)
+        return {"focal_baseline": float(baseline * focal)}
+    return {}
+
+
 def _task_model(cfg: TrainConfig, task: str):
-    from layercast.shared.data.labels import num_detection_classes
     from layercast.shared.tasks import get_task_model
 
     name = cfg.task_model or DEFAULT_TASK_MODELS[task]
-    kwargs = {"num_classes": num_detection_classes()} if task == "detection" else {}
+    dataset = tdata.make_dataset(task, cfg.data, "train")
+    kwargs = task_kwargs(task, dataset)
+    if cfg.task_init:
+        kwargs = torch.load(cfg.task_init, map_location="cpu", weights_only=True)["kwargs"]
     model = get_task_model(name, **kwargs)
     if cfg.task_init:
         ckpt = torch.load(cfg.task_init, map_location="cpu", weights_only=True)
-        if ckpt["name"] != name:
+        if ckpt["name"] != name:  # noqa: SIM102
             raise ConfigError(f"--task-init {cfg.task_init} holds {ckpt['name']}, not {name}")
         model.load_state_dict(ckpt["state_dict"])
     return name, kwargs, model
@@ -91,11 +108,9 @@ def _build(cfg: TrainConfig):
         system = BaseSystem(base, model, lmbda=cfg.lmbda, beta=cfg.beta)
 
         def export(metrics: dict) -> Path:
-            from layercast.shared.data.labels import detection_class_names
-
             task = {"name": name, "kind": cfg.task, "kwargs": kwargs}
-            if cfg.task == "detection":
-                task["class_names"] = detection_class_names()
+            if cfg.task == "detection":  # index = label; [0] is the background
+                task["class_names"] = list(tdata.make_dataset("detection", cfg.data, "train").class_names)
             ckpt = base_checkpoint(base.cpu(), model.cpu(), task, training=_recipe(cfg), metrics=metrics)
             path = cfg.out / "model.pt"
             ckpt.save(path)
@@ -154,7 +169,7 @@ def train(cfg: TrainConfig) -> Path | None:
     if state_path.exists():
         step, _ = load_state(state_path, {"system": system}, {"opt": opt, "sched": sched})
     model = DistributedDataParallel(system) if info.enabled else system
-    dataset = tdata.make_dataset(data_task, cfg.data, "train")
+    dataset = tdata.make_dataset(data_task, cfg.data, "train", crop=cfg.crop)
     loader = tdata.make_loader(dataset, cfg.batch_size, shuffle=True, workers=cfg.workers, dist_info=info, seed=cfg.seed)
     log = MetricsLog(cfg.out / "metrics.csv") if info.is_main else None
     model.train()
@@ -174,7 +189,7 @@ def train(cfg: TrainConfig) -> Path | None:
         opt.step()
         sched.step()
         step += 1
-        vals = {k: float(v) for k, v in losses.items()}
+        vals = {k: float(v.detach()) for k, v in losses.items()}
         if not all(math.isfinite(v) for v in vals.values()):
             raise RuntimeError(f"non-finite loss at step {step}: {vals}")
         for k, v in vals.items():

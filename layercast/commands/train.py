@@ -16,6 +16,12 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ckpt-every", type=int, default=200)
     p.add_argument("--device", default="auto")
+    p.add_argument("--crop", type=_size, default=None, metavar="HxW", help="random training crops, e.g. 128x128")
+
+
+def _size(text: str) -> tuple[int, int]:
+    h, _, w = text.lower().partition("x")
+    return int(h), int(w)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -46,6 +52,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--codec", default="tiny")
     _common(p)
     p.set_defaults(func=run)
+
+    p = tsub.add_parser("ship", help="regenerate the shipped model set from scratch (resumable)")
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--out", type=Path, default=Path("runs/ship"))
+    p.add_argument("--scale", type=float, default=1.0, help="multiply every stage's step count")
+    p.set_defaults(func=_ship)
+
+
+def _ship(args: argparse.Namespace) -> int:
+    from layercast.train.recipes import run_ship
+
+    log = run_ship(args.data, args.out, args.scale)
+    print(f"shipped models regenerated in {log['wall_time_s']:.0f} s; see {args.out / 'ship.json'}")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:

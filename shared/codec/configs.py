@@ -82,7 +82,7 @@ register(
         name="tiny",
         widths=(16, 32, 64),
         latent_channels=64,
-        groups=(8, 8, 16, 32),
+        groups=(16, 48),
         hyper_channels=32,
         res_depth=1,
         simple_hidden=64,

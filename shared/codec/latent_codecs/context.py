@@ -48,9 +48,9 @@ def _pointwise(in_ch: int, out_ch: int) -> nn.Sequential:
 def _channel_context(in_ch: int, out_ch: int) -> nn.Sequential:
     mid = max(in_ch, out_ch)
     return nn.Sequential(
-        nn.Conv2d(in_ch, mid, 5, padding=2),
+        nn.Conv2d(in_ch, mid, 3, padding=1),
         nn.ELU(inplace=True),
-        nn.Conv2d(mid, out_ch, 5, padding=2),
+        nn.Conv2d(mid, out_ch, 3, padding=1),
     )
 
 

@@ -1,0 +1,60 @@
+"""Recipes: the exact sequence of runs that regenerates the shipped models.
+
+``layercast train ship --data DIR --out runs/ship`` runs each stage unless its
+exported file already exists (so an interrupted run resumes where it stopped,
+each stage also resuming from its own state.pt), then copies the results into
+the package's model zoo and writes ``shared/zoo/aliases.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from layercast.shared.codec.registry import ZOO_DIR
+from layercast.train.loop import TrainConfig, train
+
+CROP = (128, 128)
+
+
+def ship_stages(data: Path, out: Path, scale: float = 1.0) -> list[tuple[str, TrainConfig, str | None]]:
+    """(stage name, config, zoo name or None) in order; ``scale`` multiplies every step count."""
+
+    def steps(n: int) -> int:
+        return max(1, int(n * scale))
+
+    common = {"data": data, "crop": CROP, "batch_size": 8, "ckpt_every": 50, "workers": 2}
+    stages: list[tuple[str, TrainConfig, str | None]] = []
+    for task, zoo in (("detection", "det-tiny"), ("depth", "depth-tiny")):
+        t = TrainConfig(kind="task", out=out / f"{task}-task", task=task, steps=steps(300), **common)
+        b = TrainConfig(
+            kind="base", out=out / f"{task}-base", task=task, lmbda=1.0, beta=0.01, steps=steps(900),
+            task_init=t.out / "task.pt", **common,
+        )
+        e = TrainConfig(
+            kind="enhancement", out=out / f"{task}-rec", target="reconstruction", lmbda=0.01, steps=steps(600),
+            base=b.out / "model.pt", **common,
+        )
+        stages += [(f"{task}-task", t, None), (f"{task}-base", b, zoo), (f"{task}-rec", e, f"{zoo}-rec")]
+    return stages
+
+
+def run_ship(data: Path, out: Path, scale: float = 1.0, zoo: Path = ZOO_DIR) -> dict:
+    t0 = time.time()
+    log: dict = {"stages": {}}
+    for name, cfg, zoo_name in ship_stages(data, out, scale):
+        exported = cfg.out / ("task.pt" if cfg.kind == "task" else "model.pt")
+        s = time.time()
+        if not exported.exists():
+            train(replace(cfg))
+        log["stages"][name] = {"seconds": round(time.time() - s, 1), "exported": str(exported)}
+        if zoo_name:
+            shutil.copyfile(exported, zoo / f"{zoo_name}.pt")
+    aliases = {"default": "det-tiny", "detection": "det-tiny", "depth": "depth-tiny"}
+    (zoo / "aliases.json").write_text(json.dumps(aliases, indent=2) + "\n")
+    log["wall_time_s"] = round(time.time() - t0, 1)
+    (out / "ship.json").write_text(json.dumps(log, indent=2))
+    return log
