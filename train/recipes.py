@@ -26,7 +26,7 @@ def ship_stages(data: Path, out: Path, scale: float = 1.0) -> list[tuple[str, Tr
     def steps(n: int) -> int:
         return max(1, int(n * scale))
 
-    common = {"data": data, "crop": CROP, "batch_size": 8, "ckpt_every": 50, "workers": 2}
+    common = {"data": data, "crop": CROP, "batch_size": 8, "ckpt_every": 50, "workers": 0}
     stages: list[tuple[str, TrainConfig, str | None]] = []
     for task, zoo in (("detection", "det-tiny"), ("depth", "depth-tiny")):
         t = TrainConfig(kind="task", out=out / f"{task}-task", task=task, steps=steps(300), **common)
@@ -38,7 +38,7 @@ def ship_stages(data: Path, out: Path, scale: float = 1.0) -> list[tuple[str, Tr
             kind="enhancement", out=out / f"{task}-rec", target="reconstruction", lmbda=0.01, steps=steps(600),
             base=b.out / "model.pt", **common,
         )
-        stages += [(f"{task}-task", t, None), (f"{task}-base", b, zoo), (f"{task}-rec", e, f"{zoo}-rec")]
+        stages += [(f"{task}-task", t, f"tasks/{task}"), (f"{task}-base", b, zoo), (f"{task}-rec", e, f"{zoo}-rec")]
     return stages
 
 
@@ -52,6 +52,7 @@ def run_ship(data: Path, out: Path, scale: float = 1.0, zoo: Path = ZOO_DIR) -> 
             train(replace(cfg))
         log["stages"][name] = {"seconds": round(time.time() - s, 1), "exported": str(exported)}
         if zoo_name:
+            (zoo / zoo_name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(exported, zoo / f"{zoo_name}.pt")
     aliases = {"default": "det-tiny", "detection": "det-tiny", "depth": "depth-tiny"}
     (zoo / "aliases.json").write_text(json.dumps(aliases, indent=2) + "\n")

@@ -53,11 +53,44 @@ def register(sub: argparse._SubParsersAction) -> None:
     _common(p)
     p.set_defaults(func=run)
 
+    p = sub.add_parser("eval", help="rate-accuracy of models and JPEG/WebP/AVIF from real bytes; plots")
+    p.add_argument("models", nargs="+", help="registry names of base models (their enhancement is used when present)")
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--out", type=Path, default=Path("runs/eval"))
+    p.add_argument("--task-ref", action="append", default=[], metavar="TASK=task.pt",
+                   help="clean-image task model for baselines, e.g. detection=shared/zoo/tasks/detection.pt")
+    p.add_argument("--limit", type=int, default=None, help="first N test images only")
+    p.add_argument("--no-baselines", action="store_true")
+    p.set_defaults(func=_eval)
+
     p = tsub.add_parser("ship", help="regenerate the shipped model set from scratch (resumable)")
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--out", type=Path, default=Path("runs/ship"))
     p.add_argument("--scale", type=float, default=1.0, help="multiply every stage's step count")
     p.set_defaults(func=_ship)
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from layercast.train.evaluate import run_eval
+
+    refs = {}
+    for item in args.task_ref:
+        task, _, path = item.partition("=")
+        refs[task] = Path(path)
+    summary = run_eval(args.models, args.data, args.out, refs, args.limit, not args.no_baselines)
+    for task, info in summary["tasks"].items():
+        print(f"\n[{task}]")
+        for p in info["points"]:
+            extra = f"  preview {p['preview_psnr']:.2f} dB" if p["preview_psnr"] is not None else ""
+            if p["enhanced_psnr"] is not None:
+                extra += f"  enhanced {p['enhanced_psnr']:.2f} dB at {p['total_bpp']:.4f} bpp"
+            q = p["extra"].get("quality")
+            name = p["method"] + (f" q={q}" if q is not None else "")
+            print(f"  {name:28} {p['bpp']:8.4f} bpp  {p['accuracy_name']} {p['accuracy']:.4f}{extra}")
+        for k, v in info["bytes_ratio_at_equal_accuracy"].items():
+            print(f"  bytes ratio at equal accuracy, {k}: {'out of the baseline range' if v is None else f'{v:.2f}x'}")
+    print(f"\nwall time {summary['wall_time_s']} s; results in {args.out}")
+    return 0
 
 
 def _ship(args: argparse.Namespace) -> int:

@@ -1,0 +1,230 @@
+"""`layercast eval`: rate–accuracy of layercast models and of JPEG/WebP/AVIF, from real bytes.
+
+For each base model: every test image is encoded to real bitstreams, decoded
+from those bytes, and the task model scores the result (mAP or disparity RMSE);
+the preview (simple synthesis of the base alone) and, when present, the
+enhancement reconstruction are scored by PSNR. Baselines run the *same*
+task model family, pre-trained on clean images (``task.pt``), on decoded
+JPEG/WebP/AVIF images over a quality sweep. bpp = 8·bytes/pixels throughout.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from layercast.train import data as tdata
+from layercast.train.baselines import available_codecs, default_qualities, roundtrip
+from layercast.train.metrics import PSNR, DepthRMSE, DetectionMAP
+
+
+@dataclass
+class RDPoint:
+    method: str
+    task: str
+    bpp: float  # base layer (or the baseline file), real bytes
+    accuracy: float  # mAP@[.5:.95] or disparity RMSE
+    accuracy_name: str
+    preview_psnr: float | None = None
+    total_bpp: float | None = None  # base + enhancement
+    enhanced_psnr: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _uint8(image: torch.Tensor) -> np.ndarray:
+    return image.mul(255).round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
+
+
+class _Scorer:
+    def __init__(self, task: str, focal_baseline: float | None) -> None:
+        self.task = task
+        self.metric = DetectionMAP() if task == "detection" else DepthRMSE(focal_baseline=focal_baseline)
+
+    def update(self, result, target) -> None:
+        if self.task == "detection":
+            self.metric.update([result], [target])
+        else:
+            self.metric.update([torch.from_numpy(result.depth)], [target["depth"]])
+
+    def compute(self) -> tuple[str, float]:
+        out = self.metric.compute()
+        return ("mAP", float(out["map"])) if self.task == "detection" else ("disparity_rmse", float(out["disparity_rmse"]))
+
+
+def _dataset(task: str, root: Path, limit: int | None):
+    ds = tdata.make_dataset(task, root, "val")
+    n = len(ds) if limit is None else min(limit, len(ds))
+    return ds, n
+
+
+def _focal_baseline(task: str, ds) -> float | None:
+    if task != "depth":
+        return None
+    from layercast.train.loop import task_kwargs
+
+    return task_kwargs("depth", ds)["focal_baseline"]
+
+
+def evaluate_codec(codec, name: str, root: Path, limit: int | None = None) -> RDPoint:
+    task = codec.task
+    ds, n = _dataset(task, root, limit)
+    scorer = _Scorer(task, _focal_baseline(task, ds))
+    prev, rec = PSNR(), PSNR()
+    base_bytes = enh_bytes = pixels = 0
+    for i in tqdm(range(n), desc=f"eval {name}", leave=False):
+        image, target = ds[i]
+        img = _uint8(image)
+        frame = codec.encode(img)
+        dec = codec.decode_base(frame.base)  # from the bytes alone
+        [result] = codec.infer([dec])
+        scorer.update(result, target)
+        prev.update(codec.preview(dec)[None], img[None])
+        base_bytes += len(frame.base)
+        pixels += img.shape[0] * img.shape[1]
+        if frame.enhancement is not None:
+            rec.update(codec.reconstruct(dec, frame.enhancement)[None], img[None])
+            enh_bytes += len(frame.enhancement)
+    acc_name, acc = scorer.compute()
+    has_enh = enh_bytes > 0
+    return RDPoint(
+        method=name,
+        task=task,
+        bpp=8 * base_bytes / pixels,
+        accuracy=acc,
+        accuracy_name=acc_name,
+        preview_psnr=prev.compute()["psnr"],
+        total_bpp=8 * (base_bytes + enh_bytes) / pixels if has_enh else None,
+        enhanced_psnr=rec.compute()["psnr"] if has_enh else None,
+        extra={"images": n, "base_model_id": codec.base_model_id, "enhancement_model_id": codec.enhancement_model_id},
+    )
+
+
+def load_task_reference(path: Path):
+    from layercast.shared.tasks import get_task_model
+
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    model = get_task_model(ckpt["name"], **ckpt["kwargs"])
+    model.load_state_dict(ckpt["state_dict"])
+    return model.eval()
+
+
+@torch.no_grad()
+def evaluate_baselines(task_model, task: str, root: Path, limit: int | None = None, codecs=None) -> list[RDPoint]:
+    ds, n = _dataset(task, root, limit)
+    fb = _focal_baseline(task, ds)
+    points = []
+    for codec in codecs or available_codecs():
+        for q in default_qualities(codec):
+            scorer, psnr, nbytes, pixels = _Scorer(task, fb), PSNR(), 0, 0
+            for i in tqdm(range(n), desc=f"{codec} q={q}", leave=False):
+                image, target = ds[i]
+                img = _uint8(image)
+                coded = roundtrip(img, codec, q)
+                x = torch.from_numpy(coded.decoded).permute(2, 0, 1).float().div(255)[None]
+                [result] = task_model.predict(x)
+                scorer.update(result, target)
+                psnr.update(coded.decoded[None], img[None])
+                nbytes += coded.num_bytes
+                pixels += img.shape[0] * img.shape[1]
+            acc_name, acc = scorer.compute()
+            points.append(
+                RDPoint(codec, task, 8 * nbytes / pixels, acc, acc_name, extra={"quality": q, "psnr": psnr.compute()["psnr"]})
+            )
+    return points
+
+
+@torch.no_grad()
+def evaluate_reference(task_model, task: str, root: Path, limit: int | None = None) -> RDPoint:
+    """The task model on uncompressed images (upper bound of accuracy)."""
+    ds, n = _dataset(task, root, limit)
+    scorer = _Scorer(task, _focal_baseline(task, ds))
+    for i in range(n):
+        image, target = ds[i]
+        [result] = task_model.predict(image[None])
+        scorer.update(result, target)
+    acc_name, acc = scorer.compute()
+    return RDPoint("uncompressed", task, 24.0, acc, acc_name)
+
+
+def bytes_at_equal_accuracy(point: RDPoint, curve: list[RDPoint]) -> float | None:
+    """Baseline bpp needed to reach ``point.accuracy`` (log-linear interpolation along its curve)."""
+    higher_better = point.accuracy_name == "mAP"
+    pts = sorted(curve, key=lambda p: p.bpp)
+    for a, b in zip(pts, pts[1:], strict=False):
+        lo, hi = (a.accuracy, b.accuracy) if higher_better else (-a.accuracy, -b.accuracy)
+        target = point.accuracy if higher_better else -point.accuracy
+        if min(lo, hi) <= target <= max(lo, hi) and hi != lo:
+            t = (target - lo) / (hi - lo)
+            return math.exp(math.log(a.bpp) + t * (math.log(b.bpp) - math.log(a.bpp)))
+    return None
+
+
+def save_points(points: list[RDPoint], path: Path) -> None:
+    path.write_text(json.dumps([asdict(p) for p in points], indent=2))
+
+
+def plot_rd(points: list[RDPoint], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    methods = sorted({p.method for p in points if p.method != "uncompressed"})
+    for m in methods:
+        pts = sorted((p for p in points if p.method == m), key=lambda p: p.bpp)
+        ax.plot([p.bpp for p in pts], [p.accuracy for p in pts], "o-" if len(pts) > 1 else "*", label=m, ms=8 if len(pts) == 1 else 4)
+    for p in points:
+        if p.method == "uncompressed":
+            ax.axhline(p.accuracy, color="gray", ls="--", lw=1, label="uncompressed")
+    ax.set_xscale("log")
+    ax.set_xlabel("bits per pixel (real bytes)")
+    ax.set_ylabel(points[0].accuracy_name)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run_eval(models: list[str], root: Path, out: Path, task_refs: dict[str, Path], limit: int | None, baselines: bool) -> dict:
+    """Evaluate registry models and (optionally) baselines; writes JSON, plots and a summary."""
+    from layercast.shared.codec import load_codec
+
+    t0 = time.time()
+    out.mkdir(parents=True, exist_ok=True)
+    by_task: dict[str, list[RDPoint]] = {}
+    for name in models:
+        codec = load_codec(name, device="cpu")
+        by_task.setdefault(codec.task, []).append(evaluate_codec(codec, name, root, limit))
+    summary: dict[str, Any] = {"tasks": {}}
+    for task, pts in by_task.items():
+        ref_path = task_refs.get(task)
+        if ref_path and ref_path.exists():
+            ref_model = load_task_reference(ref_path)
+            pts.append(evaluate_reference(ref_model, task, root, limit))
+            if baselines:
+                pts.extend(evaluate_baselines(ref_model, task, root, limit))
+        save_points(pts, out / f"rd_{task}.json")
+        plot_rd(pts, out / f"rd_{task}.png", f"{task}: rate vs accuracy (synthetic test split)")
+        ratios = {}
+        for p in pts:
+            if p.method in ("jpeg", "webp", "avif", "uncompressed"):
+                continue
+            for codec_name in ("jpeg", "webp", "avif"):
+                curve = [q for q in pts if q.method == codec_name]
+                need = bytes_at_equal_accuracy(p, curve) if curve else None
+                ratios[f"{p.method} vs {codec_name}"] = None if need is None else need / p.bpp
+        summary["tasks"][task] = {"points": [asdict(p) for p in pts], "bytes_ratio_at_equal_accuracy": ratios}
+    summary["wall_time_s"] = round(time.time() - t0, 1)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
