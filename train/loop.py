@@ -55,6 +55,7 @@ class TrainConfig:
     ckpt_every: int = 200
     device: str = "auto"
     crop: tuple[int, int] | None = None  # (height, width) random training crops; None = whole images
+    threads: int | None = None  # torch intra-op threads (None = torch's default)
     extra: dict = field(default_factory=dict)
 
 
@@ -155,6 +156,8 @@ def _optimizer(cfg: TrainConfig, system: torch.nn.Module) -> torch.optim.Optimiz
 
 def train(cfg: TrainConfig) -> Path | None:
     torch.manual_seed(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     from layercast.shared.device import select_device
 
     info = init_distributed(select_device(cfg.device))

@@ -20,13 +20,13 @@ from layercast.train.loop import TrainConfig, train
 CROP = (128, 128)
 
 
-def ship_stages(data: Path, out: Path, scale: float = 1.0) -> list[tuple[str, TrainConfig, str | None]]:
+def ship_stages(data: Path, out: Path, scale: float = 1.0, threads: int | None = 1) -> list[tuple[str, TrainConfig, str | None]]:
     """(stage name, config, zoo name or None) in order; ``scale`` multiplies every step count."""
 
     def steps(n: int) -> int:
         return max(1, int(n * scale))
 
-    common = {"data": data, "crop": CROP, "batch_size": 8, "ckpt_every": 50, "workers": 0}
+    common = {"data": data, "crop": CROP, "batch_size": 8, "ckpt_every": 50, "workers": 0, "threads": threads}
     stages: list[tuple[str, TrainConfig, str | None]] = []
     for task, zoo in (("detection", "det-tiny"), ("depth", "depth-tiny")):
         t = TrainConfig(kind="task", out=out / f"{task}-task", task=task, steps=steps(300), **common)

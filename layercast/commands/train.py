@@ -16,6 +16,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ckpt-every", type=int, default=200)
     p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (1 is fastest on a busy 2-core box)")
     p.add_argument("--crop", type=_size, default=None, metavar="HxW", help="random training crops, e.g. 128x128")
 
 

@@ -26,7 +26,9 @@ def tiny_data(tmp_path_factory) -> Path:
 
 
 def _cfg(kind: str, data: Path, out: Path, **kw) -> TrainConfig:
-    return TrainConfig(kind=kind, data=data, out=out, batch_size=2, workers=0, log_every=1, ckpt_every=1, device="cpu", **kw)
+    return TrainConfig(
+        kind=kind, data=data, out=out, batch_size=2, workers=0, log_every=1, ckpt_every=1, device="cpu", **kw
+    )
 
 
 def test_base_resume_and_export(tiny_data, tmp_path):
@@ -62,24 +64,64 @@ def test_base_resume_and_export(tiny_data, tmp_path):
 def test_task_pretraining_feeds_base(tiny_data, tmp_path):
     task_pt = train(_cfg("task", tiny_data, tmp_path / "task", task="depth", steps=2))
     assert task_pt.name == "task.pt"
-    path = train(_cfg("base", tiny_data, tmp_path / "base", task="depth", lmbda=1.0, steps=1, task_init=task_pt))
+    path = train(
+        _cfg("base", tiny_data, tmp_path / "base", task="depth", lmbda=1.0, steps=1, task_init=task_pt)
+    )
     assert load_checkpoint(path).task["name"] == "small_depth"
 
 
 def test_segmentation_enhancement_standalone(tiny_data, tmp_path):
     base = train(_cfg("base", tiny_data, tmp_path / "b", task="depth", lmbda=1.0, steps=1))
-    path = train(_cfg("enhancement", tiny_data, tmp_path / "e", base=base, target="segmentation", standalone=True, lmbda=1.0, steps=1))
+    path = train(
+        _cfg(
+            "enhancement",
+            tiny_data,
+            tmp_path / "e",
+            base=base,
+            target="segmentation",
+            standalone=True,
+            lmbda=1.0,
+            steps=1,
+        )
+    )
     ckpt = load_checkpoint(path)
-    assert ckpt.enhancement == {"target": "segmentation", "standalone": True, "base_model_id": load_checkpoint(base).model_id}
+    assert ckpt.enhancement == {
+        "target": "segmentation",
+        "standalone": True,
+        "base_model_id": load_checkpoint(base).model_id,
+    }
 
 
 def test_ddp_two_cpu_processes_gloo(tiny_data, tmp_path):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "-m", "layercast", "train", "base", "--task", "detection", "--lmbda", "1", "--data", str(tiny_data),
-        "--out", str(out), "--steps", "2", "--batch-size", "2", "--workers", "0", "--device", "cpu",
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "layercast",
+        "train",
+        "base",
+        "--task",
+        "detection",
+        "--lmbda",
+        "1",
+        "--data",
+        str(tiny_data),
+        "--out",
+        str(out),
+        "--steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
