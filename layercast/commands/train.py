@@ -64,6 +64,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-baselines", action="store_true")
     p.set_defaults(func=_eval)
 
+    p = tsub.add_parser("experiment", help="the paper's β × λ sweep and conditional vs standalone enhancement")
+    p.add_argument("task", choices=["detection", "depth"])
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--task-init", type=Path, required=True, help="task.pt from `layercast train task`")
+    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--target", choices=["reconstruction", "segmentation"], default="reconstruction")
+    p.set_defaults(func=_experiment)
+
     p = tsub.add_parser("ship", help="regenerate the shipped model set from scratch (resumable)")
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--out", type=Path, default=Path("runs/ship"))
@@ -91,6 +100,14 @@ def _eval(args: argparse.Namespace) -> int:
         for k, v in info["bytes_ratio_at_equal_accuracy"].items():
             print(f"  bytes ratio at equal accuracy, {k}: {'out of the baseline range' if v is None else f'{v:.2f}x'}")
     print(f"\nwall time {summary['wall_time_s']} s; results in {args.out}")
+    return 0
+
+
+def _experiment(args: argparse.Namespace) -> int:
+    from layercast.train.experiments import run_experiment
+
+    for path in run_experiment(args.task, args.data, args.out, args.task_init, args.steps, args.target):
+        print(path)
     return 0
 
 

@@ -136,7 +136,7 @@ class ScalableCodec:
             raise InvalidImage("empty image")
         if h > 65535 or w > 65535 or h * w > self.max_pixels:
             raise ImageTooLarge(f"image of {w}x{h} is above the limit of {self.max_pixels} pixels")
-        return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255)
+        return torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1).float().div_(255)
 
     def _pad(self, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
         m = self.config.pad_multiple
