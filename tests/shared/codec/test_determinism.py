@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from layercast.shared.codec.entropy import MEAN_GRID
 from layercast.shared.errors import DecodeMismatch
 from tests.conftest import make_untrained_codec, smooth_image
 
@@ -74,7 +75,7 @@ def test_float32_coding_path_agrees_or_is_detected():
             mismatched += 1
             continue
         # agreement means the same symbols; means differ only by float rounding
-        assert torch.allclose(got.double(), ref, atol=1e-5)
+        assert torch.allclose(got.double(), ref, atol=MEAN_GRID)  # same symbols; a mean may sit one grid step away
         same += 1
     assert same + mismatched == 6
 

@@ -1,0 +1,387 @@
+"""Command-line entry points of the cloud side.
+
+``register(subparsers)`` adds:
+
+* ``layercast cloud``     run the cloud server (settings: defaults < ``--config`` TOML <
+  ``LAYERCAST_CLOUD_*`` environment < flags, and ``--set key=value`` for any key);
+* ``layercast subscribe`` print results as JSON lines, resumable with ``--after CAM=SEQ``;
+* ``layercast enhance``   fetch one frame's reconstruction to a PNG file.
+
+Operator tokens are read from ``--token-file`` or ``LAYERCAST_TOKEN`` (a token on
+the command line is visible to other users of the machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import random
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+
+#: flag dest -> dotted config key of CloudConfig
+_FLAG_KEYS = {
+    "listen": "listen",
+    "port": "port",
+    "data_dir": "data_dir",
+    "store": "store_path",
+    "model": "model",
+    "device": "device",
+    "max_batch_size": "batching.max_batch_size",
+    "max_queue_delay_ms": "batching.max_queue_delay_ms",
+    "workers": "batching.workers",
+    "credits": "credits_per_camera",
+    "credentials_file": "auth.credentials_file",
+    "allow_any_camera": "auth.allow_any_camera",
+}
+
+
+def register(subparsers: Any) -> None:
+    """Add ``cloud``, ``subscribe`` and ``enhance`` to the CLI."""
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = subparsers.add_parser(
+        "cloud", help="run the cloud inference server", description=__doc__, formatter_class=fmt
+    )
+    p.add_argument("--config", type=Path, metavar="FILE", help="TOML configuration file")
+    p.add_argument("--listen", help="address to bind (127.0.0.1, 0.0.0.0, [::])")
+    p.add_argument("--port", type=int, help="port to bind; 0 = any free port (see --port-file)")
+    p.add_argument("--data-dir", type=Path, help="directory of the store")
+    p.add_argument("--store", type=Path, help="SQLite file (default DATA_DIR/cloud.db)")
+    p.add_argument("--model", help="codec registry name or model id (default: default)")
+    p.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda when present)")
+    p.add_argument("--max-batch-size", type=int, help="largest inference batch")
+    p.add_argument("--max-queue-delay-ms", type=float, help="longest a frame waits for a fuller batch")
+    p.add_argument("--workers", type=int, help="batches computed at the same time")
+    p.add_argument("--credits", type=int, help="unacknowledged frames a camera may have in flight")
+    p.add_argument("--credentials-file", type=Path, help='TOML file with [cameras] id = "sha256:…"')
+    p.add_argument(
+        "--allow-any-camera",
+        action="store_const",
+        const=True,
+        default=None,
+        help="accept every camera without checking its token (closed test networks only)",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any configuration key, e.g. retention.max_age_s=3600",
+    )
+    p.add_argument("--port-file", type=Path, help="write the bound port to this file once serving")
+    p.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")
+    p.add_argument(
+        "--hash-token",
+        action="store_true",
+        help="read a token on stdin, print the sha256:… form to put in the configuration, and exit",
+    )
+    p.add_argument("--new-token", action="store_true", help="print a new random token and its hash, and exit")
+    p.set_defaults(func=run_cloud)
+
+    s = subparsers.add_parser(
+        "subscribe",
+        help="print results from the cloud as JSON lines",
+        description=__doc__,
+        formatter_class=fmt,
+    )
+    _client_args(s)
+    s.add_argument("--camera", action="append", default=[], help="only this camera (repeatable; default all)")
+    s.add_argument(
+        "--after",
+        action="append",
+        default=[],
+        metavar="CAM=SEQ",
+        help="resume: results of CAM after SEQ (repeatable)",
+    )
+    s.add_argument(
+        "--from-sequence", type=int, default=0, help="other cameras start at this sequence (0 = oldest)"
+    )
+    s.add_argument("--live-only", action="store_true", help="skip stored results")
+    s.add_argument("--limit", type=int, default=0, help="exit after this many results (0 = never)")
+    s.add_argument("--depth-data", action="store_true", help="include depth map bytes (base64) in the output")
+    s.add_argument(
+        "--no-resume",
+        action="store_true",
+        help="exit with status 3 when told the subscriber lagged (default: resume)",
+    )
+    s.add_argument(
+        "--retry", action="store_true", help="reconnect (and resume) when the cloud is unavailable"
+    )
+    s.set_defaults(func=run_subscribe)
+
+    e = subparsers.add_parser(
+        "enhance", help="fetch a frame's full reconstruction", description=__doc__, formatter_class=fmt
+    )
+    _client_args(e)
+    e.add_argument("--camera", required=True, help="camera id")
+    e.add_argument("--seq", type=int, required=True, help="frame sequence number")
+    e.add_argument("-o", "--output", type=Path, required=True, help="PNG file to write")
+    e.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the camera's answer")
+    e.set_defaults(func=run_enhance)
+
+
+def _client_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cloud", default=os.environ.get("LAYERCAST_CLOUD", DEFAULT_TARGET), metavar="HOST:PORT")
+    p.add_argument("--token-file", type=Path, help="file whose first line is the operator token")
+
+
+def _operator_metadata(args: argparse.Namespace) -> list[tuple[str, str]]:
+    token = os.environ.get("LAYERCAST_TOKEN", "")
+    if args.token_file is not None:
+        token = args.token_file.read_text().splitlines()[0].strip() if args.token_file.exists() else ""
+        if not token:
+            from layercast.shared.errors import ConfigError
+
+            raise ConfigError(f"token file {args.token_file} is missing or empty")
+    return [("authorization", f"Bearer {token}")] if token else []
+
+
+# -- layercast cloud ------------------------------------------------------------------------------
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """Dotted config overrides for the flags given (``--set`` last)."""
+    from layercast.shared.errors import ConfigError
+
+    out = {
+        key: getattr(args, dest) for dest, key in _FLAG_KEYS.items() if getattr(args, dest, None) is not None
+    }
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+        out[key.strip()] = value
+    return out
+
+
+def run_cloud(args: argparse.Namespace) -> int:
+    from layercast.cloud.credentials import hash_token, new_token
+
+    if args.hash_token:
+        token = sys.stdin.readline().strip()
+        if not token:
+            print("layercast cloud: no token on stdin", file=sys.stderr)
+            return 2
+        print(hash_token(token))
+        return 0
+    if args.new_token:
+        token = new_token()
+        print(json.dumps({"token": token, "hash": hash_token(token)}))
+        return 0
+
+    from layercast.cloud.config import load_cloud_config
+    from layercast.cloud.server import CloudServer
+
+    config = load_cloud_config(args.config, overrides=overrides_from_args(args))
+    if args.print_config:
+        print(config)
+        return 0
+
+    async def main() -> None:
+        server = CloudServer(config)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, stop.set)
+            except (NotImplementedError, RuntimeError):
+                pass
+        await server.start()
+        print(
+            f"layercast cloud: serving on {server.target} (model {server.engine.base_model_id}, "
+            f"task {server.engine.task}, store {config.db_path})",
+            flush=True,
+        )
+        if args.port_file is not None:
+            tmp = args.port_file.with_suffix(".tmp")
+            tmp.write_text(f"{server.port}\n")
+            tmp.replace(args.port_file)
+        try:
+            await stop.wait()
+        finally:
+            print("layercast cloud: stopping (draining in-flight frames)", flush=True)
+            await server.stop()
+
+    asyncio.run(main())
+    return 0
+
+
+# -- layercast subscribe ----------------------------------------------------------------------------
+def result_to_json(result: Any, *, depth_data: bool = False) -> dict[str, Any]:
+    """A Result as plain JSON types (integers stay integers)."""
+    out: dict[str, Any] = {
+        "camera_id": result.camera_id,
+        "sequence": result.sequence,
+        "capture_time_us": result.capture_time_us,
+        "processed_time_us": result.processed_time_us,
+        "task": result.task,
+        "model_id": result.model_id,
+        "width": result.width,
+        "height": result.height,
+        "base_bytes": result.base_bytes,
+        "base_bpp": round(result.base_bpp, 6),
+        "boxes": [
+            {
+                "x1": b.x1,
+                "y1": b.y1,
+                "x2": b.x2,
+                "y2": b.y2,
+                "class_id": b.class_id,
+                "class_name": b.class_name,
+                "score": round(b.score, 6),
+            }
+            for b in result.boxes
+        ],
+    }
+    if result.HasField("depth"):
+        d = result.depth
+        depth: dict[str, Any] = {
+            "width": d.width,
+            "height": d.height,
+            "encoding": d.encoding,
+            "scale": d.scale,
+        }
+        if depth_data:
+            import base64
+
+            depth["data"] = base64.b64encode(d.data).decode()
+        out["depth"] = depth
+    return out
+
+
+def parse_after(items: list[str]) -> dict[str, int]:
+    from layercast.shared.errors import ConfigError
+
+    out: dict[str, int] = {}
+    for item in items:
+        cam, sep, seq = item.rpartition("=")
+        if not sep or not cam or not seq.isdigit():
+            raise ConfigError(f"--after {item!r}: expected CAMERA=SEQUENCE, e.g. cam-1=120")
+        out[cam] = int(seq)
+    return out
+
+
+def run_subscribe(args: argparse.Namespace) -> int:
+    return asyncio.run(_subscribe(args))
+
+
+async def _subscribe(args: argparse.Namespace) -> int:
+    import grpc
+    from grpc import aio
+
+    from layercast.shared.rpc import analytics_pb2, analytics_pb2_grpc
+
+    resume = parse_after(args.after)
+    metadata = _operator_metadata(args)
+    printed = 0
+    backoff = 0.5
+    async with aio.insecure_channel(args.cloud) as channel:
+        stub = analytics_pb2_grpc.AnalyticsStub(channel)
+        while True:
+            request = analytics_pb2.SubscribeRequest(
+                camera_ids=args.camera,
+                resume_after=resume,
+                from_sequence=args.from_sequence,
+                live_only=args.live_only and printed == 0,
+            )
+            call = stub.Subscribe(request, metadata=metadata)
+            try:
+                async for event in call:
+                    if event.WhichOneof("kind") == "lagged":
+                        resume.update(event.lagged.resume_after)
+                        print(f"layercast subscribe: lagged ({event.lagged.message})", file=sys.stderr)
+                        if args.no_resume:
+                            print(json.dumps({"lagged": dict(event.lagged.resume_after)}), flush=True)
+                            return 3
+                        break
+                    r = event.result
+                    resume[r.camera_id] = r.sequence
+                    print(json.dumps(result_to_json(r, depth_data=args.depth_data)), flush=True)
+                    printed += 1
+                    backoff = 0.5
+                    if args.limit and printed >= args.limit:
+                        call.cancel()
+                        return 0
+            except aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and not args.no_resume:
+                    continue  # the stream ended after a Lagged event: resume
+                if exc.code() == grpc.StatusCode.UNAVAILABLE and args.retry:
+                    print(f"layercast subscribe: {exc.details()}; retrying", file=sys.stderr)
+                    await asyncio.sleep(backoff * (0.5 + random.random()))
+                    backoff = min(backoff * 2, 30.0)
+                    continue
+                print(f"layercast subscribe: {exc.code().name}: {exc.details()}", file=sys.stderr)
+                return 1
+
+
+# -- layercast enhance -------------------------------------------------------------------------------
+def run_enhance(args: argparse.Namespace) -> int:
+    return asyncio.run(_enhance(args))
+
+
+async def _enhance(args: argparse.Namespace) -> int:
+    from grpc import aio
+
+    from layercast.shared.rpc import operator_pb2, operator_pb2_grpc
+
+    async with aio.insecure_channel(args.cloud) as channel:
+        stub = operator_pb2_grpc.OperatorStub(channel)
+        request = operator_pb2.EnhanceRequest(
+            frame=operator_pb2.FrameRef(camera_id=args.camera, sequence=args.seq)
+        )
+        try:
+            resp = await stub.Enhance(request, metadata=_operator_metadata(args), timeout=args.timeout)
+        except aio.AioRpcError as exc:
+            print(f"layercast enhance: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 1
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_bytes(resp.reconstruction.png)
+    print(
+        json.dumps(
+            {
+                "camera_id": args.camera,
+                "sequence": args.seq,
+                "output": str(args.output),
+                "width": resp.reconstruction.width,
+                "height": resp.reconstruction.height,
+                "base_bytes": resp.base_bytes,
+                "enhancement_bytes": resp.enhancement_bytes,
+                "total_bpp": round(resp.total_bpp, 6),
+                "fetch_seconds": round(resp.fetch_seconds, 6),
+                "cached": resp.cached,
+            }
+        )
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run these commands without the full ``layercast`` CLI (``python -m layercast.cloud.cli``)."""
+    parser = argparse.ArgumentParser(prog="layercast")
+    parser.add_argument("-v", "--verbose", action="count", default=0)
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    from layercast.shared.errors import LayercastError
+
+    try:
+        return int(args.func(args) or 0)
+    except LayercastError as exc:
+        print(f"layercast {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

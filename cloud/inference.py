@@ -1,0 +1,287 @@
+"""The cloud's adapter over the codec facade: check, decode, infer, convert to protobuf.
+
+Every call here is blocking (torch); the batcher and the servicers run them on
+worker threads. The header of every bitstream is checked (``codec.check_base``
+plus the configured pixel limit) before anything is decoded, so a frame that
+claims a 100000×100000 image is refused before any large allocation.
+
+Per-item failures never fail a batch: :meth:`InferenceEngine.run_batch`
+returns a :class:`~layercast.shared.errors.LayercastError` in that item's
+place (INVALID_ARGUMENT for a bad bitstream, FAILED_PRECONDITION naming the
+model id for a model the cloud lacks).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+from PIL import Image
+
+from layercast.shared.errors import (
+    CorruptBitstream,
+    ImageTooLarge,
+    InvalidImage,
+    LayercastError,
+    NotReady,
+    UnknownModel,
+)
+from layercast.shared.rpc import common_pb2
+
+log = logging.getLogger(__name__)
+
+_BACKGROUND_NAMES = {"__background__", "background", "__bg__"}
+
+
+class CodecLike(Protocol):
+    """The part of ``layercast.shared.codec.ScalableCodec`` the cloud uses."""
+
+    base_model_id: str
+    enhancement_model_id: str | None
+    task: str
+    class_names: list[str]
+
+    def check_base(self, data: bytes) -> Any: ...
+    def decode_base_batch(self, datas: Sequence[bytes], return_exceptions: bool = False) -> list[Any]: ...
+    def infer(self, decs: Sequence[Any]) -> list[Any]: ...
+    def preview(self, dec: Any) -> np.ndarray: ...
+    def reconstruct(self, dec: Any, data: bytes) -> np.ndarray: ...
+    def encode_batch(self, images: Sequence[np.ndarray], layers: str = "all") -> list[Any]: ...
+
+
+@dataclass(frozen=True)
+class FrameHeader:
+    """What the cloud needs from a base bitstream's header."""
+
+    width: int
+    height: int
+    model_id: str
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+
+@dataclass(frozen=True)
+class InferJob:
+    """One base bitstream to decode and run the task model on."""
+
+    camera_id: str
+    sequence: int
+    capture_time_us: int
+    base: bytes
+    header: FrameHeader
+
+
+@dataclass(frozen=True)
+class PngImage:
+    png: bytes
+    width: int
+    height: int
+
+
+def encode_png(image: np.ndarray) -> PngImage:
+    """An RGB (HxWx3 uint8) or 16-bit gray (HxW uint16) array as PNG bytes."""
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG", compress_level=1)
+    return PngImage(buf.getvalue(), int(image.shape[1]), int(image.shape[0]))
+
+
+def depth_to_proto(depth: np.ndarray, encoding: str = "png16") -> common_pb2.DepthMap:
+    """A float32 depth map (metres) as a DepthMap: 16-bit PNG with a per-frame scale, or float16."""
+    d = np.nan_to_num(np.asarray(depth, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    d = np.maximum(d, 0.0)
+    h, w = d.shape
+    if encoding == "f16":
+        data = d.astype("<f2").tobytes()
+        return common_pb2.DepthMap(width=w, height=h, encoding="f16", data=data, scale=1.0)
+    top = float(d.max()) if d.size else 0.0
+    scale = top / 65535.0 if top > 0 else 1.0
+    q = np.clip(np.rint(d / scale), 0, 65535).astype(np.uint16)
+    return common_pb2.DepthMap(width=w, height=h, encoding="png16", data=encode_png(q).png, scale=scale)
+
+
+def depth_from_proto(m: common_pb2.DepthMap) -> np.ndarray:
+    """Inverse of :func:`depth_to_proto` (metres, float32)."""
+    if m.encoding == "f16":
+        return np.frombuffer(m.data, dtype="<f2").astype(np.float32).reshape(m.height, m.width)
+    if m.encoding == "png16":
+        arr = np.asarray(Image.open(io.BytesIO(m.data)), dtype=np.float32)
+        return (arr * np.float32(m.scale)).reshape(m.height, m.width)
+    raise ValueError(f"unknown depth encoding {m.encoding!r}")
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+class InferenceEngine:
+    """One loaded codec, used by the batcher (decode + infer) and the operator API."""
+
+    def __init__(
+        self, codec: CodecLike | None = None, *, max_pixels: int = 4096 * 4096, depth_encoding: str = "png16"
+    ) -> None:
+        self._codec = codec
+        self.max_pixels = max_pixels
+        self.depth_encoding = depth_encoding
+
+    @property
+    def loaded(self) -> bool:
+        return self._codec is not None
+
+    @property
+    def codec(self) -> CodecLike:
+        if self._codec is None:
+            raise NotReady("the model is still loading")
+        return self._codec
+
+    def attach(self, codec: CodecLike) -> None:
+        """Use ``codec`` from now on (the server loads it after binding its port)."""
+        self._codec = codec
+
+    @property
+    def base_model_id(self) -> str:
+        return self.codec.base_model_id
+
+    @property
+    def enhancement_model_id(self) -> str:
+        return self.codec.enhancement_model_id or ""
+
+    @property
+    def task(self) -> str:
+        return self.codec.task
+
+    # -- checks ---------------------------------------------------------------------------------
+    def check_base(self, data: bytes) -> FrameHeader:
+        """Validate a base bitstream's header (no decoding): raises BitstreamError,
+        UnknownModel (FAILED_PRECONDITION, naming the id) or ImageTooLarge."""
+        header = self.codec.check_base(data)
+        if header.width * header.height > self.max_pixels:
+            raise ImageTooLarge(
+                f"bitstream claims a {header.width}x{header.height} image, above the limit of {self.max_pixels} pixels"
+            )
+        return FrameHeader(int(header.width), int(header.height), str(header.model_id))
+
+    def require_model(self, model_id: str) -> None:
+        """Raise UnknownModel unless ``model_id`` is the base model this cloud decodes."""
+        if model_id != self.base_model_id:
+            raise UnknownModel(
+                f"base model {model_id or '(none)'} is not available in this cloud (it has {self.base_model_id})"
+            )
+
+    # -- batch path -----------------------------------------------------------------------------
+    def run_batch(self, jobs: Sequence[InferJob]) -> list[common_pb2.Result | LayercastError]:
+        """Decode and infer a batch; a failing item yields its error, the others their Result."""
+        decoded = self._decode([j.base for j in jobs])
+        good = [i for i, d in enumerate(decoded) if not isinstance(d, BaseException)]
+        out: list[common_pb2.Result | LayercastError] = list(decoded)  # errors stay in place
+        if good:
+            results = self.codec.infer([decoded[i] for i in good])
+            done = now_us()
+            for i, tr in zip(good, results, strict=True):
+                out[i] = self.to_result(jobs[i], tr, processed_us=done)
+        return out
+
+    def _decode(self, datas: list[bytes]) -> list[Any]:
+        try:
+            return self.codec.decode_base_batch(datas, return_exceptions=True)
+        except Exception:
+            log.warning("batch decode failed; decoding the %d frames one by one", len(datas), exc_info=True)
+        out: list[Any] = []
+        for data in datas:
+            try:
+                out.append(self.codec.decode_base_batch([data], return_exceptions=True)[0])
+            except LayercastError as exc:
+                out.append(exc)
+            except Exception as exc:  # a payload the entropy decoder chokes on
+                log.warning("frame failed to decode", exc_info=True)
+                out.append(CorruptBitstream(f"bitstream does not decode: {type(exc).__name__}: {exc}"))
+        return out
+
+    def to_result(self, job: InferJob, task_result: Any, *, processed_us: int) -> common_pb2.Result:
+        """A TaskResult as a ``layercast.v1.Result``."""
+        w, h = job.header.width, job.header.height
+        res = common_pb2.Result(
+            camera_id=job.camera_id,
+            sequence=job.sequence,
+            capture_time_us=job.capture_time_us,
+            processed_time_us=processed_us,
+            model_id=self.base_model_id,
+            base_bytes=len(job.base),
+            base_bpp=8.0 * len(job.base) / max(1, w * h),
+            width=w,
+            height=h,
+            task=self.task,
+        )
+        boxes = np.asarray(task_result.boxes, dtype=np.float32).reshape(-1, 4)
+        labels = np.asarray(task_result.labels).reshape(-1)
+        scores = np.asarray(task_result.scores, dtype=np.float32).reshape(-1)
+        for (x1, y1, x2, y2), label, score in zip(
+            boxes.tolist(), labels.tolist(), scores.tolist(), strict=True
+        ):
+            idx, name = self._class(int(label))
+            res.boxes.add(x1=x1, y1=y1, x2=x2, y2=y2, class_id=idx, class_name=name, score=score)
+        if task_result.depth is not None:
+            res.depth.CopyFrom(depth_to_proto(task_result.depth, self.depth_encoding))
+        return res
+
+    def _class(self, label: int) -> tuple[int, str]:
+        """Detector labels are 1..K (0 = background); class_id indexes ``class_names``."""
+        names = self.codec.class_names
+        if names and names[0] in _BACKGROUND_NAMES:
+            idx = label
+        else:
+            idx = label - 1
+        name = names[idx] if 0 <= idx < len(names) else str(label)
+        return max(idx, 0), name
+
+    # -- operator path --------------------------------------------------------------------------
+    def decode_one(self, base: bytes) -> Any:
+        self.check_base(base)
+        out = self.codec.decode_base_batch([base], return_exceptions=True)[0]
+        if isinstance(out, BaseException):
+            raise out
+        return out
+
+    def preview_png(self, base: bytes) -> PngImage:
+        """The base-only preview (simple synthesis) as PNG."""
+        return encode_png(self.codec.preview(self.decode_one(base)))
+
+    def reconstruct_png(self, base: bytes, enhancement: bytes) -> PngImage:
+        """The full reconstruction from base + enhancement as PNG (FrameMismatch if they differ)."""
+        return encode_png(self.codec.reconstruct(self.decode_one(base), enhancement))
+
+    def encode_image(self, data: bytes) -> bytes:
+        """A PNG/JPEG file to a base bitstream; the size is checked before the pixels are decoded."""
+        try:
+            im = Image.open(io.BytesIO(data))
+            w, h = im.size
+        except Exception as exc:
+            raise InvalidImage(f"not a readable PNG or JPEG image: {exc}") from None
+        if w * h > self.max_pixels:
+            raise ImageTooLarge(f"image of {w}x{h} is above the limit of {self.max_pixels} pixels")
+        try:
+            rgb = np.array(im.convert("RGB"))
+        except Exception as exc:
+            raise InvalidImage(f"image does not decode: {exc}") from None
+        return self.codec.encode_batch([rgb], layers="base")[0].base
+
+    def warm_up(self) -> None:
+        """One encode, decode and inference on a small image, so the first frame is not slow."""
+        rng = np.random.default_rng(0)
+        img = rng.integers(0, 255, size=(64, 64, 3), dtype=np.uint8)
+        base = self.codec.encode_batch([img], layers="base")[0].base
+        header = self.check_base(base)
+        self.run_batch([InferJob("warm-up", 1, 0, base, header)])
+
+
+def load_registry_codec(model: str, *, device: str | None) -> CodecLike:
+    """Load ``model`` from the registry (its base and the enhancement trained on it)."""
+    from layercast.shared.codec import load_codec
+
+    return load_codec(model, device=device or "auto")

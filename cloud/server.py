@@ -1,0 +1,306 @@
+"""The cloud server: every component wired into one grpc.aio server.
+
+    server = CloudServer(load_cloud_config("cloud.toml"))
+    port = await server.start()          # health SERVING once the model is warm and recovery queued
+    ...
+    await server.stop()                  # drains: stops taking frames, finishes batches, then closes
+
+The standard health service (``grpc.health.v1``) and server reflection are on
+every server; other services answer UNAVAILABLE until the server is ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from grpc import aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from layercast.cloud.auth import CameraAuthenticator
+from layercast.cloud.config import CloudConfig
+from layercast.cloud.hub import Hub
+from layercast.cloud.inference import CodecLike, InferenceEngine, load_registry_codec, now_us
+from layercast.cloud.interceptors import ReadinessInterceptor, RequestLogInterceptor, TokenInterceptor
+from layercast.cloud.pipeline import FramePipeline
+from layercast.cloud.servicers.analytics import AnalyticsServicer
+from layercast.cloud.servicers.edge_link import EdgeLinkServicer
+from layercast.cloud.servicers.operator import OperatorServicer
+from layercast.cloud.sessions import EnhancementRouter, SessionRegistry
+from layercast.cloud.store import Store, open_store
+from layercast.cloud.viewer import FrameViewer
+from layercast.shared.errors import ConfigError
+from layercast.shared.rpc import (
+    analytics_pb2,
+    analytics_pb2_grpc,
+    edge_pb2,
+    edge_pb2_grpc,
+    operator_pb2,
+    operator_pb2_grpc,
+)
+
+log = logging.getLogger(__name__)
+
+#: Full names of the layercast services this server hosts.
+SERVICE_NAMES = (
+    edge_pb2.DESCRIPTOR.services_by_name["EdgeLink"].full_name,
+    analytics_pb2.DESCRIPTOR.services_by_name["Analytics"].full_name,
+    operator_pb2.DESCRIPTOR.services_by_name["Operator"].full_name,
+)
+
+
+def server_options(cfg: CloudConfig) -> list[tuple[str, int]]:
+    """Channel arguments chosen on purpose: message sizes, keepalive, no port sharing."""
+    return [
+        ("grpc.max_receive_message_length", cfg.limits.max_message_bytes),
+        ("grpc.max_send_message_length", cfg.limits.max_message_bytes),
+        # Ping idle connections so a dead link to a camera is noticed.
+        ("grpc.keepalive_time_ms", int(cfg.keepalive_time_s * 1000)),
+        ("grpc.keepalive_timeout_ms", int(cfg.keepalive_timeout_s * 1000)),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+        # Let cameras ping this often (their keepalive) without being sent GOAWAY "too_many_pings".
+        ("grpc.http2.min_ping_interval_without_data_ms", int(cfg.min_client_ping_interval_s * 1000)),
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", int(cfg.min_client_ping_interval_s * 1000)),
+        # A second server on the same port must fail, not silently share it.
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+class CloudServer:
+    """The whole cloud process (embedded mode: one process, SQLite store)."""
+
+    def __init__(
+        self,
+        config: CloudConfig,
+        *,
+        codec: CodecLike | None = None,
+        store: Store | None = None,
+    ) -> None:
+        self.config = config
+        self._codec = codec
+        self._store_override = store
+        self.port: int | None = None
+        self._ready = False
+        self._state = "starting"
+        self._server: aio.Server | None = None
+        self._health = health.aio.HealthServicer()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._aux = ThreadPoolExecutor(max_workers=2, thread_name_prefix="layercast-aux")
+        self.started_at = time.time()
+        # Built by start():
+        self.store: Store
+        self.engine: InferenceEngine
+        self.pipeline: FramePipeline
+        self.hub: Hub
+        self.registry: SessionRegistry
+        self.router: EnhancementRouter
+        self.viewer: FrameViewer
+        self.camera_auth: CameraAuthenticator
+        self.operator_auth: TokenInterceptor
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    @property
+    def target(self) -> str:
+        """``host:port`` a client on this machine can dial."""
+        host = self.config.listen
+        if host in ("0.0.0.0", "[::]", "::", ""):
+            host = "127.0.0.1"
+        elif ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return f"{host}:{self.port}"
+
+    async def start(self) -> int:
+        """Bind, load and warm up the model, queue unfinished frames, then report SERVING.
+
+        Until then health says NOT_SERVING and the layercast services answer UNAVAILABLE.
+        Returns the bound port (useful with ``port = 0``)."""
+        cfg = self.config
+        loop = asyncio.get_running_loop()
+        self._build_components()
+        self._server = self._build_server()
+        for name in ("", *SERVICE_NAMES):
+            await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        port = self._server.add_insecure_port(cfg.address)
+        if port == 0:
+            raise ConfigError(f"cannot listen on {cfg.address} (address in use or not available)")
+        self.port = port
+        await self._server.start()
+        log.info("cloud listening on %s (warming up)", self.target)
+        try:
+            if not self.engine.loaded:
+                self._state = "loading its model"
+                codec = await loop.run_in_executor(
+                    self._aux, lambda: load_registry_codec(cfg.model, device=cfg.device)
+                )
+                self.engine.attach(codec)
+            self._state = "warming up"
+            await loop.run_in_executor(self._aux, self.engine.warm_up)
+            self._state = "recovering unfinished frames"
+            self.pipeline.batcher.start()
+            await self.pipeline.recover()
+        except BaseException:
+            await self.stop(0)
+            raise
+        self._tasks.append(asyncio.create_task(self._retention_loop(), name="retention"))
+        self._ready, self._state = True, "serving"
+        for name in ("", *SERVICE_NAMES):
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info(
+            "cloud serving on %s: model %s (%s), store %s",
+            self.target,
+            self.engine.base_model_id,
+            self.engine.task,
+            cfg.db_path,
+        )
+        return port
+
+    def _build_components(self) -> None:
+        cfg = self.config
+        self.registry = SessionRegistry()
+        self.router = EnhancementRouter(self.registry, timeout_s=cfg.enhancement_timeout_s)
+        self.camera_auth = CameraAuthenticator(cfg.camera_credentials(), allow_any=cfg.auth.allow_any_camera)
+        self.operator_auth = TokenInterceptor(
+            cfg.operator_credentials(), [f"/{SERVICE_NAMES[1]}/", f"/{SERVICE_NAMES[2]}/"]
+        )
+        self.store = self._store_override or open_store(cfg.db_path)
+        self.engine = InferenceEngine(
+            self._codec, max_pixels=cfg.limits.max_image_pixels, depth_encoding=cfg.depth_encoding
+        )
+        self.hub = Hub(self.store, queue_size=cfg.subscriber_queue)
+        self.pipeline = FramePipeline(
+            store=self.store,
+            engine=self.engine,
+            hub=self.hub,
+            registry=self.registry,
+            max_batch_size=cfg.batching.max_batch_size,
+            max_queue_delay_s=cfg.batching.max_queue_delay_ms / 1000.0,
+            workers=cfg.batching.workers,
+            queue_capacity=cfg.batching.queue_capacity,
+            max_frame_bytes=cfg.limits.max_frame_bytes,
+            backlog_per_camera=cfg.credits_per_camera,
+        )
+        self.viewer = FrameViewer(
+            store=self.store,
+            engine=self.engine,
+            router=self.router,
+            executor=self._aux,
+            cache_bytes=cfg.cache_bytes,
+        )
+
+    def _build_server(self) -> aio.Server:
+        cfg = self.config
+        server = aio.server(
+            interceptors=[
+                RequestLogInterceptor(),
+                ReadinessInterceptor(lambda: self._ready, lambda: f"the cloud is {self._state}"),
+                self.operator_auth,
+            ],
+            options=server_options(cfg),
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        edge_pb2_grpc.add_EdgeLinkServicer_to_server(
+            EdgeLinkServicer(
+                auth=self.camera_auth,
+                engine=self.engine,
+                pipeline=self.pipeline,
+                registry=self.registry,
+                router=self.router,
+                store=self.store,
+                credits=cfg.credits_per_camera,
+                heartbeat_interval_ms=cfg.heartbeat_interval_ms,
+                max_frame_bytes=cfg.limits.max_frame_bytes,
+                hello_timeout_s=cfg.limits.hello_timeout_s,
+            ),
+            server,
+        )
+        analytics_pb2_grpc.add_AnalyticsServicer_to_server(
+            AnalyticsServicer(hub=self.hub, pipeline=self.pipeline, engine=self.engine, executor=self._aux),
+            server,
+        )
+        operator_pb2_grpc.add_OperatorServicer_to_server(
+            OperatorServicer(
+                store=self.store,
+                registry=self.registry,
+                viewer=self.viewer,
+                default_limit=100,
+                max_limit=cfg.limits.max_list_frames,
+            ),
+            server,
+        )
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        return server
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Graceful shutdown: NOT_SERVING, stop taking frames, end camera streams (they reconnect
+        and resend what was not acknowledged), finish every acknowledged frame, then close."""
+        if self._server is None:
+            return
+        grace = self.config.shutdown_grace_s if grace is None else grace
+        deadline = time.monotonic() + grace
+        self._ready, self._state = False, "shutting down"
+        await self._health.enter_graceful_shutdown()
+        self.pipeline.stop_accepting()
+        self.registry.end_all("UNAVAILABLE", "the cloud is shutting down; reconnect later")
+        drained = await self.pipeline.batcher.close(timeout=max(0.0, deadline - time.monotonic()))
+        if not drained:
+            log.warning(
+                "shutdown grace ran out with frames still in the batcher; they are processed after restart"
+            )
+        self.hub.close()
+        await self._server.stop(max(0.0, deadline - time.monotonic()))
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.store.close()
+        self._aux.shutdown(wait=False, cancel_futures=True)
+        self._server = None
+        log.info("cloud stopped")
+
+    async def wait_for_termination(self) -> None:
+        if self._server is not None:
+            await self._server.wait_for_termination()
+
+    async def _retention_loop(self) -> None:
+        r = self.config.retention
+        while True:
+            try:
+                report = await self.store.apply_retention(
+                    now_us=now_us(), max_age_s=r.max_age_s, max_frames_per_camera=r.max_frames_per_camera
+                )
+                if report.frames_deleted or report.results_deleted:
+                    log.info(
+                        "retention removed %d frames and %d results",
+                        report.frames_deleted,
+                        report.results_deleted,
+                    )
+            except Exception:
+                log.exception("retention sweep failed")
+            await asyncio.sleep(r.sweep_interval_s)
+
+
+async def serve(
+    config: CloudConfig, *, codec: CodecLike | None = None, stop: asyncio.Event | None = None
+) -> None:
+    """Run a server until ``stop`` is set (or forever), then stop it gracefully."""
+    server = CloudServer(config, codec=codec)
+    await server.start()
+    try:
+        if stop is None:
+            await server.wait_for_termination()
+        else:
+            await stop.wait()
+    finally:
+        await server.stop()

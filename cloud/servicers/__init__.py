@@ -1,0 +1,1 @@
+"""Thin gRPC servicers: each turns messages into calls on the cloud's components."""

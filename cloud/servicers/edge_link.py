@@ -1,0 +1,153 @@
+"""EdgeLink.Connect: one long-lived stream per camera (see edge.proto)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+from grpc import aio
+
+from layercast.cloud.auth import CameraAuthenticator
+from layercast.cloud.inference import InferenceEngine, now_us
+from layercast.cloud.pipeline import FramePipeline
+from layercast.cloud.sessions import CameraSession, EnhancementRouter, SessionRegistry
+from layercast.cloud.status import abort_with
+from layercast.cloud.store import Store
+from layercast.shared.errors import LayercastError, PermissionDenied, ServiceClosing, Unauthenticated
+from layercast.shared.rpc import edge_pb2, edge_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+
+class EdgeLinkServicer(edge_pb2_grpc.EdgeLinkServicer):
+    def __init__(
+        self,
+        *,
+        auth: CameraAuthenticator,
+        engine: InferenceEngine,
+        pipeline: FramePipeline,
+        registry: SessionRegistry,
+        router: EnhancementRouter,
+        store: Store,
+        credits: int,
+        heartbeat_interval_ms: int,
+        max_frame_bytes: int,
+        hello_timeout_s: float,
+    ) -> None:
+        self._auth = auth
+        self._engine = engine
+        self._pipeline = pipeline
+        self._registry = registry
+        self._router = router
+        self._store = store
+        self._credits = credits
+        self._heartbeat_ms = heartbeat_interval_ms
+        self._max_frame_bytes = max_frame_bytes
+        self._hello_timeout_s = hello_timeout_s
+
+    async def Connect(
+        self, request_iterator: AsyncIterator[edge_pb2.EdgeMessage], context: aio.ServicerContext
+    ) -> AsyncIterator[edge_pb2.CloudMessage]:
+        requests = request_iterator.__aiter__()
+        try:
+            first = await asyncio.wait_for(anext(requests), self._hello_timeout_s)
+        except (TimeoutError, StopAsyncIteration):
+            await context.abort(
+                grpc.StatusCode.UNAUTHENTICATED, "the first message on the stream must be a Hello"
+            )
+            return
+        if first.WhichOneof("kind") != "hello":
+            await context.abort(
+                grpc.StatusCode.UNAUTHENTICATED, "the first message on the stream must be a Hello"
+            )
+            return
+        hello = first.hello
+        try:
+            camera_id = self._auth.authenticate(hello, context)
+            self._engine.require_model(hello.base_model_id)
+        except LayercastError as exc:
+            await abort_with(context, exc)
+            return
+        camera = await self._store.register_camera(
+            camera_id,
+            base_model_id=hello.base_model_id,
+            enhancement_model_id=hello.enhancement_model_id,
+            task=self._engine.task,
+            now_us=now_us(),
+        )
+        session = CameraSession(camera_id, hello)
+        self._registry.attach(session)
+        log.info(
+            "camera %s connected (session %s, next sequence %d, last stored %d)",
+            camera_id,
+            session.session_id,
+            hello.next_sequence,
+            camera.last_sequence,
+        )
+        reader = asyncio.create_task(self._read(requests, session), name=f"edge-read-{camera_id}")
+        try:
+            yield edge_pb2.CloudMessage(
+                welcome=edge_pb2.Welcome(
+                    session_id=session.session_id,
+                    initial_credits=self._credits,
+                    last_acked_sequence=camera.last_sequence,
+                    heartbeat_interval_ms=self._heartbeat_ms,
+                    max_frame_bytes=self._max_frame_bytes,
+                )
+            )
+            while True:
+                message = await session.outgoing.get()
+                if message is None:
+                    break
+                yield message
+            status, text = session.end_reason or (None, "")
+            if status is not None:
+                await context.abort(grpc.StatusCode[status], text)
+        finally:
+            reader.cancel()
+            self._registry.detach(session)
+            try:
+                await self._store.touch_camera(camera_id, now_us())
+            except Exception:  # the store may already be closed at shutdown
+                log.debug("could not record last-seen time of %s", camera_id, exc_info=True)
+            log.info("camera %s disconnected (session %s)", camera_id, session.session_id)
+
+    async def _read(self, requests: AsyncIterator[edge_pb2.EdgeMessage], session: CameraSession) -> None:
+        """Handle the edge's messages one by one until it half-closes or the stream breaks."""
+        last_touch = 0.0
+        try:
+            async for message in requests:
+                if session.closed:
+                    return
+                session.last_seen_us = now_us()
+                kind = message.WhichOneof("kind")
+                if kind == "frame":
+                    await self._pipeline.ingest(session, message.frame)
+                elif kind == "enhancement":
+                    self._router.resolve(session, message.enhancement)
+                elif kind == "heartbeat":
+                    session.queued_frames = message.heartbeat.queued_frames
+                    session.dropped_frames = message.heartbeat.dropped_frames
+                    loop_time = asyncio.get_running_loop().time()
+                    if loop_time - last_touch > 1.0:
+                        last_touch = loop_time
+                        await self._store.touch_camera(session.camera_id, session.last_seen_us)
+                elif kind == "hello":
+                    raise Unauthenticated("a second Hello on an open stream is not allowed")
+                # Unknown kinds (a newer edge) are ignored.
+            session.end(None, "")
+        except asyncio.CancelledError:
+            raise
+        except ServiceClosing as exc:
+            session.end("UNAVAILABLE", str(exc))
+        except PermissionDenied as exc:
+            session.end("PERMISSION_DENIED", str(exc))
+        except LayercastError as exc:
+            session.end(exc.grpc_status, str(exc))
+        except (aio.AioRpcError, aio.AbortError, aio.UsageError):
+            session.end("CANCELLED", "stream ended")
+        except Exception:
+            log.exception("edge stream of camera %s failed", session.camera_id)
+            session.end("INTERNAL", "internal error (see the server log)")

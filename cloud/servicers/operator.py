@@ -1,0 +1,108 @@
+"""Operator: browse cameras and frames, previews, enhancement on demand."""
+
+from __future__ import annotations
+
+from grpc import aio
+
+from layercast.cloud.sessions import SessionRegistry
+from layercast.cloud.status import abort_with
+from layercast.cloud.store import Store
+from layercast.cloud.viewer import FrameViewer
+from layercast.shared.errors import LayercastError
+from layercast.shared.rpc import operator_pb2, operator_pb2_grpc
+
+
+class OperatorServicer(operator_pb2_grpc.OperatorServicer):
+    def __init__(
+        self,
+        *,
+        store: Store,
+        registry: SessionRegistry,
+        viewer: FrameViewer,
+        default_limit: int,
+        max_limit: int,
+    ) -> None:
+        self._store = store
+        self._registry = registry
+        self._viewer = viewer
+        self._default_limit = min(default_limit, max_limit)
+        self._max_limit = max_limit
+
+    async def ListCameras(
+        self, request: operator_pb2.ListCamerasRequest, context: aio.ServicerContext
+    ) -> operator_pb2.ListCamerasResponse:
+        cameras = await self._store.list_cameras()
+        return operator_pb2.ListCamerasResponse(
+            cameras=[
+                operator_pb2.Camera(
+                    camera_id=c.camera_id,
+                    online=self._registry.is_online(c.camera_id),
+                    base_model_id=c.base_model_id,
+                    enhancement_model_id=c.enhancement_model_id,
+                    last_sequence=c.last_sequence,
+                    last_seen_us=c.last_seen_us,
+                    frames_stored=c.frames_stored,
+                    task=c.task,
+                )
+                for c in cameras
+            ]
+        )
+
+    async def ListFrames(
+        self, request: operator_pb2.ListFramesRequest, context: aio.ServicerContext
+    ) -> operator_pb2.ListFramesResponse:
+        limit = min(request.limit or self._default_limit, self._max_limit)
+        frames = await self._store.list_frames(
+            request.camera_id, before_sequence=request.before_sequence, limit=limit
+        )
+        return operator_pb2.ListFramesResponse(
+            frames=[
+                operator_pb2.FrameInfo(
+                    sequence=f.sequence,
+                    capture_time_us=f.capture_time_us,
+                    base_bytes=f.base_size,
+                    base_bpp=f.bpp,
+                    width=f.width,
+                    height=f.height,
+                    enhanced=self._viewer.is_enhanced(request.camera_id, f.sequence),
+                )
+                for f in frames
+            ]
+        )
+
+    async def GetPreview(
+        self, request: operator_pb2.FrameRef, context: aio.ServicerContext
+    ) -> operator_pb2.Image:
+        try:
+            img = await self._viewer.preview(request.camera_id, request.sequence)
+        except LayercastError as exc:
+            await abort_with(context, exc)
+            raise AssertionError("unreachable") from exc
+        return operator_pb2.Image(png=img.png, width=img.width, height=img.height)
+
+    async def Enhance(
+        self, request: operator_pb2.EnhanceRequest, context: aio.ServicerContext
+    ) -> operator_pb2.EnhanceResponse:
+        remaining = context.time_remaining()
+        try:
+            out = await self._viewer.enhance(
+                request.frame.camera_id,
+                request.frame.sequence,
+                timeout_s=remaining if remaining is not None and remaining > 0 else None,
+            )
+        except LayercastError as exc:
+            await abort_with(context, exc)
+            raise AssertionError("unreachable") from exc
+        response = operator_pb2.EnhanceResponse(
+            reconstruction=operator_pb2.Image(
+                png=out.image.png, width=out.image.width, height=out.image.height
+            ),
+            base_bytes=out.base_bytes,
+            enhancement_bytes=out.enhancement_bytes,
+            total_bpp=out.total_bpp,
+            fetch_seconds=out.fetch_seconds,
+            cached=out.cached,
+        )
+        if out.result is not None:
+            response.result.CopyFrom(out.result)
+        return response

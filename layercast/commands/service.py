@@ -1,0 +1,20 @@
+"""The service commands: `layercast cloud | subscribe | enhance` (cloud/cli.py), `layercast edge`
+(edge/cli.py) and `layercast demo` (layercast/demo.py). The edge and cloud packages never import
+each other; this module is where they meet."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from layercast.cloud.cli import register as register_cloud
+    from layercast.edge.cli import register as register_edge
+
+    register_cloud(sub)
+    register_edge(sub)
+    try:
+        from layercast.demo import register as register_demo
+    except ModuleNotFoundError:
+        return
+    register_demo(sub)
