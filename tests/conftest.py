@@ -7,7 +7,12 @@ import pytest
 import torch
 
 from layercast.shared.codec.api import ScalableCodec
-from layercast.shared.codec.factory import base_checkpoint, build_base, build_enhancement, enhancement_checkpoint
+from layercast.shared.codec.factory import (
+    base_checkpoint,
+    build_base,
+    build_enhancement,
+    enhancement_checkpoint,
+)
 
 
 def make_untrained_codec(config: str = "tiny", gain: float = 30.0, seed: int = 0, **kwargs) -> ScalableCodec:
@@ -39,6 +44,8 @@ def smooth_image(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     """A random but image-like picture: low-frequency colour fields plus a little noise."""
     small = rng.uniform(0, 255, size=(max(h // 16, 2), max(w // 16, 2), 3))
     t = torch.from_numpy(small).permute(2, 0, 1)[None].float()
-    big = torch.nn.functional.interpolate(t, size=(h, w), mode="bicubic", align_corners=False)[0].permute(1, 2, 0)
+    big = torch.nn.functional.interpolate(t, size=(h, w), mode="bicubic", align_corners=False)[0].permute(
+        1, 2, 0
+    )
     img = big.numpy() + rng.normal(0, 6, size=(h, w, 3))
     return np.clip(img, 0, 255).astype(np.uint8)

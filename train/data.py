@@ -12,7 +12,12 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from layercast.shared.errors import ConfigError
 
 #: Which dataset feeds which task: detection ← COCO, depth and segmentation ← Cityscapes.
-TASK_DATASET = {"detection": "coco", "depth": "cityscapes", "segmentation": "cityscapes", "reconstruction": "coco"}
+TASK_DATASET = {
+    "detection": "coco",
+    "depth": "cityscapes",
+    "segmentation": "cityscapes",
+    "reconstruction": "coco",
+}
 
 
 def make_dataset(task: str, root: str | Path, split: str, crop: tuple[int, int] | None = None) -> Dataset:
@@ -27,13 +32,17 @@ def make_dataset(task: str, root: str | Path, split: str, crop: tuple[int, int] 
 
         folder = root / "coco" if (root / "coco").exists() else root
         if not (folder / "annotations").exists():
-            raise ConfigError(f"{folder} is not a COCO 2017 folder (no annotations/); run `layercast data synth --out {root}`")
+            raise ConfigError(
+                f"{folder} is not a COCO 2017 folder (no annotations/); run `layercast data synth --out {root}`"
+            )
         return CocoDetection(folder, split=split, transforms=transforms)
     from layercast.shared.data.cityscapes import Cityscapes
 
     folder = root / "cityscapes" if (root / "cityscapes").exists() else root
     if not (folder / "leftImg8bit").exists():
-        raise ConfigError(f"{folder} is not a Cityscapes folder (no leftImg8bit/); run `layercast data synth --out {root}`")
+        raise ConfigError(
+            f"{folder} is not a Cityscapes folder (no leftImg8bit/); run `layercast data synth --out {root}`"
+        )
     return Cityscapes(folder, split=split, transforms=transforms)
 
 
@@ -60,10 +69,14 @@ def stack_targets(task: str, targets: list[Any]) -> Any:
     return items
 
 
-def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, workers: int, dist_info=None, seed: int = 0) -> DataLoader:
+def make_loader(
+    dataset: Dataset, batch_size: int, *, shuffle: bool, workers: int, dist_info=None, seed: int = 0
+) -> DataLoader:
     sampler = None
     if dist_info is not None and dist_info.enabled:
-        sampler = DistributedSampler(dataset, dist_info.world_size, dist_info.rank, shuffle=shuffle, seed=seed)
+        sampler = DistributedSampler(
+            dataset, dist_info.world_size, dist_info.rank, shuffle=shuffle, seed=seed
+        )
     g = torch.Generator()
     g.manual_seed(seed)
     return DataLoader(

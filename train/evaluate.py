@@ -56,7 +56,11 @@ class _Scorer:
 
     def compute(self) -> tuple[str, float]:
         out = self.metric.compute()
-        return ("mAP", float(out["map"])) if self.task == "detection" else ("disparity_rmse", float(out["disparity_rmse"]))
+        return (
+            ("mAP", float(out["map"]))
+            if self.task == "detection"
+            else ("disparity_rmse", float(out["disparity_rmse"]))
+        )
 
 
 def _dataset(task: str, root: Path, limit: int | None):
@@ -103,7 +107,11 @@ def evaluate_codec(codec, name: str, root: Path, limit: int | None = None) -> RD
         preview_psnr=prev.compute()["psnr"],
         total_bpp=8 * (base_bytes + enh_bytes) / pixels if has_enh else None,
         enhanced_psnr=rec.compute()["psnr"] if has_enh else None,
-        extra={"images": n, "base_model_id": codec.base_model_id, "enhancement_model_id": codec.enhancement_model_id},
+        extra={
+            "images": n,
+            "base_model_id": codec.base_model_id,
+            "enhancement_model_id": codec.enhancement_model_id,
+        },
     )
 
 
@@ -117,7 +125,9 @@ def load_task_reference(path: Path):
 
 
 @torch.no_grad()
-def evaluate_baselines(task_model, task: str, root: Path, limit: int | None = None, codecs=None) -> list[RDPoint]:
+def evaluate_baselines(
+    task_model, task: str, root: Path, limit: int | None = None, codecs=None
+) -> list[RDPoint]:
     ds, n = _dataset(task, root, limit)
     fb = _focal_baseline(task, ds)
     points = []
@@ -136,7 +146,14 @@ def evaluate_baselines(task_model, task: str, root: Path, limit: int | None = No
                 pixels += img.shape[0] * img.shape[1]
             acc_name, acc = scorer.compute()
             points.append(
-                RDPoint(codec, task, 8 * nbytes / pixels, acc, acc_name, extra={"quality": q, "psnr": psnr.compute()["psnr"]})
+                RDPoint(
+                    codec,
+                    task,
+                    8 * nbytes / pixels,
+                    acc,
+                    acc_name,
+                    extra={"quality": q, "psnr": psnr.compute()["psnr"]},
+                )
             )
     return points
 
@@ -181,7 +198,13 @@ def plot_rd(points: list[RDPoint], path: Path, title: str) -> None:
     methods = sorted({p.method for p in points if p.method != "uncompressed"})
     for m in methods:
         pts = sorted((p for p in points if p.method == m), key=lambda p: p.bpp)
-        ax.plot([p.bpp for p in pts], [p.accuracy for p in pts], "o-" if len(pts) > 1 else "*", label=m, ms=8 if len(pts) == 1 else 4)
+        ax.plot(
+            [p.bpp for p in pts],
+            [p.accuracy for p in pts],
+            "o-" if len(pts) > 1 else "*",
+            label=m,
+            ms=8 if len(pts) == 1 else 4,
+        )
     for p in points:
         if p.method == "uncompressed":
             ax.axhline(p.accuracy, color="gray", ls="--", lw=1, label="uncompressed")
@@ -196,7 +219,9 @@ def plot_rd(points: list[RDPoint], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def run_eval(models: list[str], root: Path, out: Path, task_refs: dict[str, Path], limit: int | None, baselines: bool) -> dict:
+def run_eval(
+    models: list[str], root: Path, out: Path, task_refs: dict[str, Path], limit: int | None, baselines: bool
+) -> dict:
     """Evaluate registry models and (optionally) baselines; writes JSON, plots and a summary."""
     from layercast.shared.codec import load_codec
 

@@ -25,15 +25,31 @@ def experiment_runs(
     for beta in BETAS:
         for lmbda in LAMBDAS:
             runs.append(
-                TrainConfig(kind="base", task=task, beta=beta, lmbda=lmbda, steps=steps, task_init=task_init,
-                            out=out / f"base-b{beta:g}-l{lmbda:g}", **common)
+                TrainConfig(
+                    kind="base",
+                    task=task,
+                    beta=beta,
+                    lmbda=lmbda,
+                    steps=steps,
+                    task_init=task_init,
+                    out=out / f"base-b{beta:g}-l{lmbda:g}",
+                    **common,
+                )
             )
     for beta in BETAS:
         base = out / f"base-b{beta:g}-l1" / "model.pt"
         for standalone in (False, True):
             runs.append(
-                TrainConfig(kind="enhancement", base=base, target=target, standalone=standalone, lmbda=0.01 if target == "reconstruction" else 1.0,
-                            steps=steps, out=out / f"enh-{target}-b{beta:g}-{'standalone' if standalone else 'conditional'}", **common)
+                TrainConfig(
+                    kind="enhancement",
+                    base=base,
+                    target=target,
+                    standalone=standalone,
+                    lmbda=0.01 if target == "reconstruction" else 1.0,
+                    steps=steps,
+                    out=out / f"enh-{target}-b{beta:g}-{'standalone' if standalone else 'conditional'}",
+                    **common,
+                )
             )
     return runs
 

@@ -19,14 +19,23 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from layercast.shared.codec.checkpoint import load_checkpoint
-from layercast.shared.codec.factory import base_checkpoint, build_base, build_enhancement, enhancement_checkpoint
+from layercast.shared.codec.factory import (
+    base_checkpoint,
+    build_base,
+    build_enhancement,
+    enhancement_checkpoint,
+)
 from layercast.shared.errors import ConfigError
 from layercast.train import data as tdata
 from layercast.train.distributed import barrier, device_for, init_distributed, shutdown
 from layercast.train.state import MetricsLog, load_state, save_state, write_json
 from layercast.train.systems import BaseSystem, EnhancementSystem, TaskSystem
 
-DEFAULT_TASK_MODELS = {"detection": "small_detector", "depth": "small_depth", "segmentation": "small_segmenter"}
+DEFAULT_TASK_MODELS = {
+    "detection": "small_detector",
+    "depth": "small_depth",
+    "segmentation": "small_segmenter",
+}
 
 
 @dataclass
@@ -98,7 +107,9 @@ def _build(cfg: TrainConfig):
 
         def export(metrics: dict) -> Path:
             path = cfg.out / "task.pt"
-            torch.save({"name": name, "kwargs": kwargs, "state_dict": model.state_dict(), "metrics": metrics}, path)
+            torch.save(
+                {"name": name, "kwargs": kwargs, "state_dict": model.state_dict(), "metrics": metrics}, path
+            )
             return path
 
         return system, export, cfg.task
@@ -166,29 +177,39 @@ def train(cfg: TrainConfig) -> Path | None:
     system, export, data_task = _build(cfg)
     system.to(device)
     opt = _optimizer(cfg, system)
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[int(cfg.steps * cfg.lr_decay_at)], gamma=0.1)
+    sched = torch.optim.lr_scheduler.MultiStepLR(
+        opt, milestones=[int(cfg.steps * cfg.lr_decay_at)], gamma=0.1
+    )
     state_path = cfg.out / "state.pt"
     step = 0
     if state_path.exists():
         step, _ = load_state(state_path, {"system": system}, {"opt": opt, "sched": sched})
     model = DistributedDataParallel(system) if info.enabled else system
     dataset = tdata.make_dataset(data_task, cfg.data, "train", crop=cfg.crop)
-    loader = tdata.make_loader(dataset, cfg.batch_size, shuffle=True, workers=cfg.workers, dist_info=info, seed=cfg.seed)
+    loader = tdata.make_loader(
+        dataset, cfg.batch_size, shuffle=True, workers=cfg.workers, dist_info=info, seed=cfg.seed
+    )
     log = MetricsLog(cfg.out / "metrics.csv") if info.is_main else None
     model.train()
-    bar = tqdm(total=cfg.steps, initial=step, desc=f"train {cfg.kind}", disable=not info.is_main, dynamic_ncols=True)
+    bar = tqdm(
+        total=cfg.steps, initial=step, desc=f"train {cfg.kind}", disable=not info.is_main, dynamic_ncols=True
+    )
     running: dict[str, float] = {}
     t0 = time.time()
     batches = tdata.forever(loader)
     while step < cfg.steps:
         images, targets = next(batches)
         images = images.to(device)
-        targets = _to_device(tdata.stack_targets(cfg.task if cfg.kind != "enhancement" else data_task, targets), device)
+        targets = _to_device(
+            tdata.stack_targets(cfg.task if cfg.kind != "enhancement" else data_task, targets), device
+        )
         losses = model(images, targets)
         opt.zero_grad(set_to_none=True)
         losses["loss"].backward()
         if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups[:1] for p in g["params"]], cfg.grad_clip)
+            torch.nn.utils.clip_grad_norm_(
+                [p for g in opt.param_groups[:1] for p in g["params"]], cfg.grad_clip
+            )
         opt.step()
         sched.step()
         step += 1
@@ -199,12 +220,26 @@ def train(cfg: TrainConfig) -> Path | None:
             running[k] = 0.9 * running.get(k, v) + 0.1 * v
         bar.update(1)
         if step % cfg.log_every == 0 or step == cfg.steps:
-            bar.set_postfix({k: f"{v:.4g}" for k, v in running.items() if k in ("loss", "bpp", "task", "psnr", "distortion")})
+            bar.set_postfix(
+                {
+                    k: f"{v:.4g}"
+                    for k, v in running.items()
+                    if k in ("loss", "bpp", "task", "psnr", "distortion")
+                }
+            )
             if log:
-                log.write({"step": step, "time_s": round(time.time() - t0, 2), "lr": sched.get_last_lr()[0], **vals})
+                log.write(
+                    {"step": step, "time_s": round(time.time() - t0, 2), "lr": sched.get_last_lr()[0], **vals}
+                )
         if step % cfg.ckpt_every == 0 or step == cfg.steps:
             if info.is_main:
-                save_state(state_path, step, {"system": system}, {"opt": opt, "sched": sched}, {"config": _recipe(cfg)})
+                save_state(
+                    state_path,
+                    step,
+                    {"system": system},
+                    {"opt": opt, "sched": sched},
+                    {"config": _recipe(cfg)},
+                )
             barrier(info)
     bar.close()
     path = None

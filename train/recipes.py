@@ -20,7 +20,9 @@ from layercast.train.loop import TrainConfig, train
 CROP = (128, 128)
 
 
-def ship_stages(data: Path, out: Path, scale: float = 1.0, threads: int | None = 1) -> list[tuple[str, TrainConfig, str | None]]:
+def ship_stages(
+    data: Path, out: Path, scale: float = 1.0, threads: int | None = 1
+) -> list[tuple[str, TrainConfig, str | None]]:
     """(stage name, config, zoo name or None) in order; ``scale`` multiplies every step count."""
 
     def steps(n: int) -> int:
@@ -31,14 +33,29 @@ def ship_stages(data: Path, out: Path, scale: float = 1.0, threads: int | None =
     for task, zoo in (("detection", "det-tiny"), ("depth", "depth-tiny")):
         t = TrainConfig(kind="task", out=out / f"{task}-task", task=task, steps=steps(300), **common)
         b = TrainConfig(
-            kind="base", out=out / f"{task}-base", task=task, lmbda=1.0, beta=0.01, steps=steps(900),
-            task_init=t.out / "task.pt", **common,
+            kind="base",
+            out=out / f"{task}-base",
+            task=task,
+            lmbda=1.0,
+            beta=0.01,
+            steps=steps(900),
+            task_init=t.out / "task.pt",
+            **common,
         )
         e = TrainConfig(
-            kind="enhancement", out=out / f"{task}-rec", target="reconstruction", lmbda=0.01, steps=steps(600),
-            base=b.out / "model.pt", **common,
+            kind="enhancement",
+            out=out / f"{task}-rec",
+            target="reconstruction",
+            lmbda=0.01,
+            steps=steps(600),
+            base=b.out / "model.pt",
+            **common,
         )
-        stages += [(f"{task}-task", t, f"tasks/{task}"), (f"{task}-base", b, zoo), (f"{task}-rec", e, f"{zoo}-rec")]
+        stages += [
+            (f"{task}-task", t, f"tasks/{task}"),
+            (f"{task}-base", b, zoo),
+            (f"{task}-rec", e, f"{zoo}-rec"),
+        ]
     return stages
 
 

@@ -12,7 +12,9 @@ import numpy as np
 import torch
 
 
-def save_state(path: Path, step: int, modules: dict[str, torch.nn.Module], optimizers: dict[str, Any], extra: dict) -> None:
+def save_state(
+    path: Path, step: int, modules: dict[str, torch.nn.Module], optimizers: dict[str, Any], extra: dict
+) -> None:
     """Atomically write everything needed to resume at ``step``."""
     state = {
         "step": step,
@@ -26,7 +28,9 @@ def save_state(path: Path, step: int, modules: dict[str, torch.nn.Module], optim
     tmp.replace(path)
 
 
-def load_state(path: Path, modules: dict[str, torch.nn.Module], optimizers: dict[str, Any]) -> tuple[int, dict]:
+def load_state(
+    path: Path, modules: dict[str, torch.nn.Module], optimizers: dict[str, Any]
+) -> tuple[int, dict]:
     from layercast.shared.codec.entropy import resize_entropy_buffers
 
     state = torch.load(path, map_location="cpu", weights_only=False)

@@ -56,7 +56,13 @@ class BaseSystem(nn.Module):
         x_task = out["x_task"][..., :h, :w]
         task = self.task_model.loss(self.task_model(x_task), targets)
         losses = base_loss(
-            out["likelihoods"], task, out["x_preview"][..., :h, :w], x, lmbda=self.lmbda, beta=self.beta, num_pixels=h * w
+            out["likelihoods"],
+            task,
+            out["x_preview"][..., :h, :w],
+            x,
+            lmbda=self.lmbda,
+            beta=self.beta,
+            num_pixels=h * w,
         )
         losses["aux"] = aux_loss(self.base)
         losses["loss"] = losses["loss"] + losses["aux"]
@@ -84,7 +90,12 @@ class EnhancementSystem(nn.Module):
         kind = self.enhancement.target
         target = x if kind == "reconstruction" else targets
         losses = enhancement_loss(
-            out["likelihoods"], out["x_hat"][..., :h, :w], target, kind=kind, lmbda=self.lmbda, num_pixels=h * w
+            out["likelihoods"],
+            out["x_hat"][..., :h, :w],
+            target,
+            kind=kind,
+            lmbda=self.lmbda,
+            num_pixels=h * w,
         )
         losses["aux"] = aux_loss(self.enhancement)
         losses["loss"] = losses["loss"] + losses["aux"]

@@ -44,7 +44,12 @@ def ours(config: str, trained: str | None = None):
 
         return load_codec(trained, device="cpu")
     from layercast.shared.codec.api import ScalableCodec
-    from layercast.shared.codec.factory import base_checkpoint, build_base, build_enhancement, enhancement_checkpoint
+    from layercast.shared.codec.factory import (
+        base_checkpoint,
+        build_base,
+        build_enhancement,
+        enhancement_checkpoint,
+    )
 
     base = build_base(config, seed=0)
     enh = build_enhancement(config, base.config.latent_channels, seed=1)
@@ -69,7 +74,8 @@ def bench_ours(codec, h: int, w: int, repeat: int) -> dict[str, float]:
             "g_a_ms": _time(lambda: codec.base.g_a(x), repeat),
             "entropy_enc_ms": _time(lambda: codec.base.latent_codec.compress(y), repeat),
             "entropy_dec_ms": _time(
-                lambda: codec.base.latent_codec.decompress([frame.base[44:]], dec.header.latent_shape[1:]), repeat
+                lambda: codec.base.latent_codec.decompress([frame.base[44:]], dec.header.latent_shape[1:]),
+                repeat,
             ),
             "g_s_task_ms": _time(lambda: codec.base.task_image(dec.y_hat.float()), repeat),
             "preview_ms": _time(lambda: codec.base.preview(dec.y_hat.float()), repeat),
@@ -124,7 +130,9 @@ def run(configs: list[str], repeat: int, trained: str | None) -> None:
                 f"g_a {r['g_a_ms']:.1f} | entropy enc {r['entropy_enc_ms']:.1f} dec {r['entropy_dec_ms']:.1f}"
                 f" | g_s_task {r['g_s_task_ms']:.1f} | preview {r['preview_ms']:.1f}"
             )
-            print(f"{'layercast-' + cfg:24} {w}x{h:<5} {r['encode_ms']:8.1f} {r['decode_ms']:8.1f} {r['bytes']:7d}  {bd}")
+            print(
+                f"{'layercast-' + cfg:24} {w}x{h:<5} {r['encode_ms']:8.1f} {r['decode_ms']:8.1f} {r['bytes']:7d}  {bd}"
+            )
         for name in ("mbt2018_mean", "Elic2022Official"):
             r = bench_compressai(name, h, w, repeat)
             print(f"{name:24} {w}x{h:<5} {r['encode_ms']:8.1f} {r['decode_ms']:8.1f} {r['bytes']:7d}")
@@ -136,6 +144,10 @@ def run(configs: list[str], repeat: int, trained: str | None) -> None:
     act = sum(r["payload_bytes"] for r in rows)
     print(f"\n# actual bytes vs entropy estimate ({len(rows)} images 256x192, model {configs[0]})")
     for r in rows:
-        print(f"estimate {r['estimate_bytes']:9.1f} B   payload {r['payload_bytes']:6d} B   + header {r['header_bytes']} B")
-    print(f"total: estimate {est:.1f} B, payload {act} B, overhead {100 * (act - est) / est:+.2f} % (+ {rows[0]['header_bytes']} B header each)")
+        print(
+            f"estimate {r['estimate_bytes']:9.1f} B   payload {r['payload_bytes']:6d} B   + header {r['header_bytes']} B"
+        )
+    print(
+        f"total: estimate {est:.1f} B, payload {act} B, overhead {100 * (act - est) / est:+.2f} % (+ {rows[0]['header_bytes']} B header each)"
+    )
     assert math.isfinite(est)

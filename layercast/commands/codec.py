@@ -19,8 +19,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto")
     p.set_defaults(func=encode)
 
-    p = sub.add_parser("decode", help="decode bitstreams to PNG (full = base + enhancement; --preview = base only)")
-    p.add_argument("files", nargs="+", type=Path, help=".lcb files (the .lce beside each is used for the full decode)")
+    p = sub.add_parser(
+        "decode", help="decode bitstreams to PNG (full = base + enhancement; --preview = base only)"
+    )
+    p.add_argument(
+        "files", nargs="+", type=Path, help=".lcb files (the .lce beside each is used for the full decode)"
+    )
     p.add_argument("-o", "--out", type=Path, required=True)
     p.add_argument("--preview", action="store_true", help="simple synthesis from the base layer alone")
     p.add_argument("--model", default=None, help="defaults to the model whose id is in the bitstream")
@@ -50,7 +54,9 @@ def encode(args: argparse.Namespace) -> int:
         line = f"{path}: {w}x{h} base {len(frame.base)} B ({8 * len(frame.base) / (w * h):.4f} bpp)"
         if frame.enhancement is not None:
             (args.out / (path.stem + ENH_SUFFIX)).write_bytes(frame.enhancement)
-            line += f", enhancement {len(frame.enhancement)} B ({8 * len(frame.enhancement) / (w * h):.4f} bpp)"
+            line += (
+                f", enhancement {len(frame.enhancement)} B ({8 * len(frame.enhancement) / (w * h):.4f} bpp)"
+            )
         print(line)
     return 0
 
@@ -71,7 +77,9 @@ def decode(args: argparse.Namespace) -> int:
         else:
             enh = path.with_suffix(ENH_SUFFIX)
             if not enh.exists():
-                print(f"{path}: no enhancement layer {enh.name} beside it; use --preview for the base-only image")
+                print(
+                    f"{path}: no enhancement layer {enh.name} beside it; use --preview for the base-only image"
+                )
                 return 1
             image, kind = codec.reconstruct(dec, enh.read_bytes()), "full"
         out = args.out / f"{path.stem}.{kind}.png"
@@ -114,6 +122,10 @@ def models(args: argparse.Namespace) -> int:
     from layercast.shared.codec.registry import default_registry
 
     for e in default_registry().entries():
-        extra = f"task={e.task}" if e.kind == "base" else f"target={e.target} base={e.base_model_id}" + (" standalone" if e.standalone else "")
+        extra = (
+            f"task={e.task}"
+            if e.kind == "base"
+            else f"target={e.target} base={e.base_model_id}" + (" standalone" if e.standalone else "")
+        )
         print(f"{e.name:32} {e.kind:12} {e.model_id}  {extra}")
     return 0

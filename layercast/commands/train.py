@@ -7,8 +7,18 @@ from pathlib import Path
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", type=Path, required=True, help="folder made by `layercast data synth` (or real COCO/Cityscapes)")
-    p.add_argument("--out", type=Path, required=True, help="run folder (state.pt, metrics.csv, model.pt); resumes if present")
+    p.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="folder made by `layercast data synth` (or real COCO/Cityscapes)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="run folder (state.pt, metrics.csv, model.pt); resumes if present",
+    )
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -16,8 +26,12 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ckpt-every", type=int, default=200)
     p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (1 is fastest on a busy 2-core box)")
-    p.add_argument("--crop", type=_size, default=None, metavar="HxW", help="random training crops, e.g. 128x128")
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch threads (1 is fastest on a busy 2-core box)"
+    )
+    p.add_argument(
+        "--crop", type=_size, default=None, metavar="HxW", help="random training crops, e.g. 128x128"
+    )
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -37,7 +51,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = tsub.add_parser("base", help="train a base layer jointly with its task model (L_b)")
     p.add_argument("--task", choices=["detection", "depth"], required=True)
-    p.add_argument("--beta", type=float, default=0.0, help="weight of the simple-synthesis reconstruction reward (0 = baseline)")
+    p.add_argument(
+        "--beta",
+        type=float,
+        default=0.0,
+        help="weight of the simple-synthesis reconstruction reward (0 = baseline)",
+    )
     p.add_argument("--lmbda", type=float, required=True, help="weight of the task loss")
     p.add_argument("--codec", default="tiny", help="codec configuration (see `layercast models --configs`)")
     p.add_argument("--task-model", default=None)
@@ -48,23 +67,34 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = tsub.add_parser("enhancement", help="train an enhancement layer on a frozen base (L_e)")
     p.add_argument("--base", type=Path, required=True, help="base model.pt")
     p.add_argument("--target", choices=["reconstruction", "segmentation"], default="reconstruction")
-    p.add_argument("--standalone", action="store_true", help="remove the base conditioning (the paper's lower bound)")
+    p.add_argument(
+        "--standalone", action="store_true", help="remove the base conditioning (the paper's lower bound)"
+    )
     p.add_argument("--lmbda", type=float, required=True)
     p.add_argument("--codec", default="tiny")
     _common(p)
     p.set_defaults(func=run)
 
     p = sub.add_parser("eval", help="rate-accuracy of models and JPEG/WebP/AVIF from real bytes; plots")
-    p.add_argument("models", nargs="+", help="registry names of base models (their enhancement is used when present)")
+    p.add_argument(
+        "models", nargs="+", help="registry names of base models (their enhancement is used when present)"
+    )
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--out", type=Path, default=Path("runs/eval"))
-    p.add_argument("--task-ref", action="append", default=[], metavar="TASK=task.pt",
-                   help="clean-image task model for baselines, e.g. detection=shared/zoo/tasks/detection.pt")
+    p.add_argument(
+        "--task-ref",
+        action="append",
+        default=[],
+        metavar="TASK=task.pt",
+        help="clean-image task model for baselines, e.g. detection=shared/zoo/tasks/detection.pt",
+    )
     p.add_argument("--limit", type=int, default=None, help="first N test images only")
     p.add_argument("--no-baselines", action="store_true")
     p.set_defaults(func=_eval)
 
-    p = tsub.add_parser("experiment", help="the paper's β × λ sweep and conditional vs standalone enhancement")
+    p = tsub.add_parser(
+        "experiment", help="the paper's β × λ sweep and conditional vs standalone enhancement"
+    )
     p.add_argument("task", choices=["detection", "depth"])
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
@@ -98,7 +128,9 @@ def _eval(args: argparse.Namespace) -> int:
             name = p["method"] + (f" q={q}" if q is not None else "")
             print(f"  {name:28} {p['bpp']:8.4f} bpp  {p['accuracy_name']} {p['accuracy']:.4f}{extra}")
         for k, v in info["bytes_ratio_at_equal_accuracy"].items():
-            print(f"  bytes ratio at equal accuracy, {k}: {'out of the baseline range' if v is None else f'{v:.2f}x'}")
+            print(
+                f"  bytes ratio at equal accuracy, {k}: {'out of the baseline range' if v is None else f'{v:.2f}x'}"
+            )
     print(f"\nwall time {summary['wall_time_s']} s; results in {args.out}")
     return 0
 

@@ -3,4 +3,12 @@
 from layercast.shared.codec.api import DecodedBase, EncodedFrame, ScalableCodec, load_codec
 from layercast.shared.codec.bitstream import Header, LayerKind, parse_header
 
-__all__ = ["DecodedBase", "EncodedFrame", "Header", "LayerKind", "ScalableCodec", "load_codec", "parse_header"]
+__all__ = [
+    "DecodedBase",
+    "EncodedFrame",
+    "Header",
+    "LayerKind",
+    "ScalableCodec",
+    "load_codec",
+    "parse_header",
+]

@@ -128,8 +128,17 @@ class ScalableCodec:
 
     # ------------------------------------------------------------------ images
     def _to_tensor(self, image: np.ndarray) -> torch.Tensor:
-        if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-            desc = f"{image.dtype} array of shape {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
+        if (
+            not isinstance(image, np.ndarray)
+            or image.dtype != np.uint8
+            or image.ndim != 3
+            or image.shape[2] != 3
+        ):
+            desc = (
+                f"{image.dtype} array of shape {image.shape}"
+                if isinstance(image, np.ndarray)
+                else type(image).__name__
+            )
             raise InvalidImage(f"expected an 8-bit RGB image (uint8, HxWx3), got {desc}")
         h, w = image.shape[:2]
         if h == 0 or w == 0:
@@ -174,8 +183,16 @@ class ScalableCodec:
                 enc_e = e.latent_codec.compress(e.g_a(x), e.condition(y_hat))
                 enhs = [
                     self._pack(
-                        LayerKind.ENHANCEMENT, self.enhancement_model_id, bitstream.frame_ref_of(b),
-                        w, h, pad_r, pad_b, enc_e["y_hat"].shape[1:], s, c,
+                        LayerKind.ENHANCEMENT,
+                        self.enhancement_model_id,
+                        bitstream.frame_ref_of(b),
+                        w,
+                        h,
+                        pad_r,
+                        pad_b,
+                        enc_e["y_hat"].shape[1:],
+                        s,
+                        c,
                     )
                     for b, s, c in zip(bases, enc_e["strings"], enc_e["checksums"], strict=True)
                 ]
@@ -186,12 +203,22 @@ class ScalableCodec:
     def encode(self, image: np.ndarray, layers: str = "all") -> EncodedFrame:
         return self.encode_batch([image], layers)[0]
 
-    def _pack(self, kind, model_id, ref, w, h, pad_r, pad_b, latent_shape, payload: bytes, checksum: int) -> bytes:
+    def _pack(
+        self, kind, model_id, ref, w, h, pad_r, pad_b, latent_shape, payload: bytes, checksum: int
+    ) -> bytes:
         cfg = self.config if kind is LayerKind.BASE else self.enh_ckpt.config  # type: ignore[union-attr]
         header = Header(
-            kind=kind, model_id=model_id, frame_ref=ref, width=w, height=h, pad_right=pad_r, pad_bottom=pad_b,
-            latent_shape=tuple(int(s) for s in latent_shape), hyper_channels=cfg.hyper_channels,
-            payload_length=len(payload), symbols_crc=checksum,
+            kind=kind,
+            model_id=model_id,
+            frame_ref=ref,
+            width=w,
+            height=h,
+            pad_right=pad_r,
+            pad_bottom=pad_b,
+            latent_shape=tuple(int(s) for s in latent_shape),
+            hyper_channels=cfg.hyper_channels,
+            payload_length=len(payload),
+            symbols_crc=checksum,
         )
         return bitstream.pack(header, payload)
 
@@ -206,20 +233,32 @@ class ScalableCodec:
             model_id, cfg = self.base_model_id, self.config
         else:
             if self.enhancement is None:
-                raise UnknownModel(f"no enhancement model loaded; the bitstream needs model {header.model_id}")
+                raise UnknownModel(
+                    f"no enhancement model loaded; the bitstream needs model {header.model_id}"
+                )
             model_id, cfg = self.enhancement_model_id, self.enh_ckpt.config  # type: ignore[union-attr]
         if header.model_id != model_id:
-            raise UnknownModel(f"bitstream was coded by model {header.model_id}; this codec has {kind.label} model {model_id}")
+            raise UnknownModel(
+                f"bitstream was coded by model {header.model_id}; this codec has {kind.label} model {model_id}"
+            )
         m = cfg.pad_multiple
         ph, pw = header.padded_size
         expect = (cfg.latent_channels, ph // 16, pw // 16)
-        if header.pad_right >= m or header.pad_bottom >= m or ph % m or pw % m or header.latent_shape != expect:
+        if (
+            header.pad_right >= m
+            or header.pad_bottom >= m
+            or ph % m
+            or pw % m
+            or header.latent_shape != expect
+        ):
             raise CorruptBitstream(
                 f"inconsistent header: {header.width}x{header.height} padded by ({header.pad_right}, {header.pad_bottom}) "
                 f"with latent {header.latent_shape}, expected latent {expect}"
             )
         if header.hyper_channels != cfg.hyper_channels:
-            raise CorruptBitstream(f"header says {header.hyper_channels} hyper channels, the model has {cfg.hyper_channels}")
+            raise CorruptBitstream(
+                f"header says {header.hyper_channels} hyper channels, the model has {cfg.hyper_channels}"
+            )
 
     def check_base(self, data: bytes) -> Header:
         """Everything that can be checked before decoding (cheap; no large allocation)."""
@@ -242,7 +281,9 @@ class ScalableCodec:
                 continue
             groups[header.latent_shape].append((i, header))
         for shape, items in groups.items():
-            res = self.base.latent_codec.decompress([bitstream.payload(datas[i]) for i, _ in items], shape[1:])
+            res = self.base.latent_codec.decompress(
+                [bitstream.payload(datas[i]) for i, _ in items], shape[1:]
+            )
             for j, (i, header) in enumerate(items):
                 try:
                     if res["checksums"][j] != header.symbols_crc:
@@ -255,7 +296,9 @@ class ScalableCodec:
                         raise
                     out[i] = exc
                     continue
-                out[i] = DecodedBase(header, res["y_hat"][j : j + 1], bitstream.frame_ref_of(datas[i]), len(datas[i]))
+                out[i] = DecodedBase(
+                    header, res["y_hat"][j : j + 1], bitstream.frame_ref_of(datas[i]), len(datas[i])
+                )
         return out
 
     def decode_base(self, data: bytes) -> DecodedBase:
@@ -298,14 +341,21 @@ class ScalableCodec:
         """The enhancement target (reconstruction in [0, 1] or segmentation logits), cropped."""
         header = self.parse_header(data)
         self._check_header(header, LayerKind.ENHANCEMENT)
-        if header.frame_ref != dec.frame_ref or (header.width, header.height) != (dec.header.width, dec.header.height):
-            raise FrameMismatch("the enhancement bitstream belongs to a different frame than this base bitstream")
+        if header.frame_ref != dec.frame_ref or (header.width, header.height) != (
+            dec.header.width,
+            dec.header.height,
+        ):
+            raise FrameMismatch(
+                "the enhancement bitstream belongs to a different frame than this base bitstream"
+            )
         e = self.enhancement
         assert e is not None
         cond = e.condition(dec.y_hat)
         res = e.latent_codec.decompress([bitstream.payload(data)], header.latent_shape[1:], cond)
         if res["checksums"][0] != header.symbols_crc:
-            raise DecodeMismatch("decoded enhancement symbols differ from the encoded ones (symbol CRC mismatch)")
+            raise DecodeMismatch(
+                "decoded enhancement symbols differ from the encoded ones (symbol CRC mismatch)"
+            )
         out = e.synthesize(res["y_hat"].float(), cond.float())
         return out[0, :, : header.height, : header.width]
 

@@ -126,11 +126,13 @@ def parse_header(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Header
         raise NotABitstream("not a layercast bitstream (bad magic; expected b'LCST')")
     if len(data) < HEADER_SIZE:
         raise TruncatedBitstream(f"bitstream truncated: {len(data)} bytes, the header alone is {HEADER_SIZE}")
-    (_, version, kind, model_id, frame_ref, width, height, pad_r, pad_b, m, lh, lw, hc, plen, scrc) = _HEAD.unpack_from(
-        data
+    (_, version, kind, model_id, frame_ref, width, height, pad_r, pad_b, m, lh, lw, hc, plen, scrc) = (
+        _HEAD.unpack_from(data)
     )
     if version != FORMAT_VERSION:
-        raise UnsupportedVersion(f"bitstream format version {version} is not supported (this build reads {FORMAT_VERSION})")
+        raise UnsupportedVersion(
+            f"bitstream format version {version} is not supported (this build reads {FORMAT_VERSION})"
+        )
     try:
         kind = LayerKind(kind)
     except ValueError:
@@ -138,9 +140,13 @@ def parse_header(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Header
     if width == 0 or height == 0:
         raise CorruptBitstream(f"invalid image size {width}x{height}")
     if width * height > max_pixels:
-        raise ImageTooLarge(f"bitstream claims a {width}x{height} image, above the limit of {max_pixels} pixels")
+        raise ImageTooLarge(
+            f"bitstream claims a {width}x{height} image, above the limit of {max_pixels} pixels"
+        )
     if len(data) < HEADER_SIZE + plen:
-        raise TruncatedBitstream(f"bitstream truncated: payload has {len(data) - HEADER_SIZE} of {plen} bytes")
+        raise TruncatedBitstream(
+            f"bitstream truncated: payload has {len(data) - HEADER_SIZE} of {plen} bytes"
+        )
     if len(data) > HEADER_SIZE + plen:
         raise CorruptBitstream(f"{len(data) - HEADER_SIZE - plen} unexpected bytes after the payload")
     (crc,) = _CRC.unpack_from(data, _HEAD.size)

@@ -96,7 +96,9 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     except Exception as exc:  # unpickling errors of all kinds
         raise UnknownModel(f"{path} is not a readable layercast checkpoint: {exc}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise UnknownModel(f"{path} is not a layercast checkpoint (format {data.get('format') if isinstance(data, dict) else None!r})")
+        raise UnknownModel(
+            f"{path} is not a layercast checkpoint (format {data.get('format') if isinstance(data, dict) else None!r})"
+        )
     ckpt = Checkpoint(
         kind=data["kind"],
         config=CodecConfig.from_dict(data["config"]),
@@ -108,5 +110,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         path=path,
     )
     if ckpt.model_id != data["model_id"]:
-        raise UnknownModel(f"{path}: weights do not match the recorded model id {data['model_id']} (file corrupted?)")
+        raise UnknownModel(
+            f"{path}: weights do not match the recorded model id {data['model_id']} (file corrupted?)"
+        )
     return ckpt

@@ -95,7 +95,9 @@ def get_config(name: str) -> CodecConfig:
     try:
         return CONFIGS[name]
     except KeyError:
-        raise UnknownModel(f"no codec configuration named {name!r}; known: {', '.join(sorted(CONFIGS))}") from None
+        raise UnknownModel(
+            f"no codec configuration named {name!r}; known: {', '.join(sorted(CONFIGS))}"
+        ) from None
 
 
 def list_configs() -> list[str]:

@@ -28,7 +28,11 @@ TARGET_CHANNELS: dict[str, int] = {"reconstruction": 3, "segmentation": 19}
 
 class EnhancementLayer(nn.Module):
     def __init__(
-        self, config: CodecConfig, base_channels: int, target: Target = "reconstruction", standalone: bool = False
+        self,
+        config: CodecConfig,
+        base_channels: int,
+        target: Target = "reconstruction",
+        standalone: bool = False,
     ) -> None:
         super().__init__()
         if target not in TARGET_CHANNELS:
@@ -39,8 +43,12 @@ class EnhancementLayer(nn.Module):
         self.base_channels = base_channels
         m = config.latent_channels
         self.g_a = AnalysisTransform(config.widths, m, config.res_depth)
-        self.latent_codec = HyperpriorLatentCodec(m, config.hyper_channels, config.groups, condition_channels=base_channels)
-        self.g_s = SynthesisTransform(config.widths, m + base_channels, config.res_depth, TARGET_CHANNELS[target])
+        self.latent_codec = HyperpriorLatentCodec(
+            m, config.hyper_channels, config.groups, condition_channels=base_channels
+        )
+        self.g_s = SynthesisTransform(
+            config.widths, m + base_channels, config.res_depth, TARGET_CHANNELS[target]
+        )
 
     def condition(self, y_hat_base: Tensor) -> Tensor:
         return torch.zeros_like(y_hat_base) if self.standalone else y_hat_base
@@ -48,7 +56,11 @@ class EnhancementLayer(nn.Module):
     def forward(self, x: Tensor, y_hat_base: Tensor) -> dict[str, Any]:
         cond = self.condition(y_hat_base)
         out = self.latent_codec(self.g_a(x), cond)
-        return {"y_hat": out["y_hat"], "likelihoods": out["likelihoods"], "x_hat": self.synthesize(out["y_hat"], cond)}
+        return {
+            "y_hat": out["y_hat"],
+            "likelihoods": out["likelihoods"],
+            "x_hat": self.synthesize(out["y_hat"], cond),
+        }
 
     def synthesize(self, y_hat: Tensor, condition: Tensor) -> Tensor:
         return self.g_s(torch.cat([y_hat, condition.to(y_hat.dtype)], dim=1))

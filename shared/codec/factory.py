@@ -21,7 +21,11 @@ def build_base(config: str | CodecConfig, seed: int | None = None) -> BaseLayer:
 
 
 def build_enhancement(
-    config: str | CodecConfig, base_channels: int, target: str = "reconstruction", standalone: bool = False, seed: int | None = None
+    config: str | CodecConfig,
+    base_channels: int,
+    target: str = "reconstruction",
+    standalone: bool = False,
+    seed: int | None = None,
 ) -> EnhancementLayer:
     cfg = get_config(config) if isinstance(config, str) else config
     if seed is not None:
@@ -40,7 +44,10 @@ def base_checkpoint(
     update_entropy_models(base, force=True)
     task_info = None
     if task_model is not None:
-        task_info = {**(task or {}), "state_dict": {k: v.detach().cpu() for k, v in task_model.state_dict().items()}}
+        task_info = {
+            **(task or {}),
+            "state_dict": {k: v.detach().cpu() for k, v in task_model.state_dict().items()},
+        }
     return Checkpoint(
         kind="base",
         config=base.config,
@@ -52,7 +59,10 @@ def base_checkpoint(
 
 
 def enhancement_checkpoint(
-    enh: EnhancementLayer, base_model_id: str, training: dict[str, Any] | None = None, metrics: dict[str, Any] | None = None
+    enh: EnhancementLayer,
+    base_model_id: str,
+    training: dict[str, Any] | None = None,
+    metrics: dict[str, Any] | None = None,
 ) -> Checkpoint:
     update_entropy_models(enh, force=True)
     return Checkpoint(

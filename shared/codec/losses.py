@@ -54,7 +54,13 @@ def base_loss(
     rate = bpp(likelihoods, num_pixels)
     rec = rmse_255(x_preview, x)
     loss = lmbda * task_loss + rate + beta * rec
-    return {"loss": loss, "bpp": rate, "task": task_loss.detach(), "rmse": rec.detach(), "psnr": psnr(x_preview, x).detach()}
+    return {
+        "loss": loss,
+        "bpp": rate,
+        "task": task_loss.detach(),
+        "rmse": rec.detach(),
+        "psnr": psnr(x_preview, x).detach(),
+    }
 
 
 def enhancement_loss(

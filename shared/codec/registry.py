@@ -86,7 +86,12 @@ class Registry:
     def enhancement_for(self, base_model_id: str, target: str = "reconstruction") -> Entry | None:
         """The conditional (not standalone) enhancement model trained on top of a base model."""
         for e in self.entries():
-            if e.kind == "enhancement" and e.base_model_id == base_model_id and e.target == target and not e.standalone:
+            if (
+                e.kind == "enhancement"
+                and e.base_model_id == base_model_id
+                and e.target == target
+                and not e.standalone
+            ):
                 return e
         return None
 

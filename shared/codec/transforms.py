@@ -24,7 +24,9 @@ from layercast.shared.codec.layers import conv, deconv, residual_stack
 class AnalysisTransform(nn.Module):
     """g_a: 3 → widths[0] → widths[1] → widths[2] → M, each stage stride 2."""
 
-    def __init__(self, widths: Sequence[int], latent_channels: int, res_depth: int, in_channels: int = 3) -> None:
+    def __init__(
+        self, widths: Sequence[int], latent_channels: int, res_depth: int, in_channels: int = 3
+    ) -> None:
         super().__init__()
         chans = [in_channels, *widths, latent_channels]
         layers: list[nn.Module] = []
@@ -41,7 +43,9 @@ class AnalysisTransform(nn.Module):
 class SynthesisTransform(nn.Module):
     """g_s: M → widths[2] → widths[1] → widths[0] → out_channels, each stage x2."""
 
-    def __init__(self, widths: Sequence[int], latent_channels: int, res_depth: int, out_channels: int) -> None:
+    def __init__(
+        self, widths: Sequence[int], latent_channels: int, res_depth: int, out_channels: int
+    ) -> None:
         super().__init__()
         chans = [latent_channels, *reversed(list(widths)), out_channels]
         layers: list[nn.Module] = []

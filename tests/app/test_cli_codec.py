@@ -32,7 +32,22 @@ def test_encode_info_decode(model_dir, tmp_path, capsys):
     Image.fromarray(smooth_image(rng, 75, 101)).save(src / "a.png")
     Image.fromarray(smooth_image(rng, 64, 64)).save(src / "b.jpg", quality=90)
     out = tmp_path / "out"
-    assert main(["encode", str(src / "a.png"), str(src / "b.jpg"), "-o", str(out), "--model", "test-base", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "encode",
+                str(src / "a.png"),
+                str(src / "b.jpg"),
+                "-o",
+                str(out),
+                "--model",
+                "test-base",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     assert (out / "a.lcb").exists() and (out / "a.lce").exists()
 
     capsys.readouterr()
@@ -43,7 +58,12 @@ def test_encode_info_decode(model_dir, tmp_path, capsys):
     assert row["model_id"] == model_dir.base_model_id
     assert abs(row["bpp"] - 8 * row["total_bytes"] / (101 * 75)) < 1e-4
 
-    assert main(["decode", str(out / "a.lcb"), str(out / "b.lcb"), "-o", str(out), "--preview", "--device", "cpu"]) == 0
+    assert (
+        main(
+            ["decode", str(out / "a.lcb"), str(out / "b.lcb"), "-o", str(out), "--preview", "--device", "cpu"]
+        )
+        == 0
+    )
     assert main(["decode", str(out / "a.lcb"), "-o", str(out), "--device", "cpu"]) == 0
     full = np.asarray(Image.open(out / "a.full.png"))
     assert full.shape == (75, 101, 3)
@@ -60,7 +80,9 @@ def test_encode_info_decode(model_dir, tmp_path, capsys):
 def test_bad_inputs_give_clear_errors(model_dir, tmp_path, capsys):
     gray = tmp_path / "gray.png"
     Image.fromarray(np.zeros((32, 32), np.uint8)).save(gray)
-    assert main(["encode", str(gray), "-o", str(tmp_path / "o"), "--model", "test-base", "--device", "cpu"]) == 1
+    assert (
+        main(["encode", str(gray), "-o", str(tmp_path / "o"), "--model", "test-base", "--device", "cpu"]) == 1
+    )
     assert "grayscale" in capsys.readouterr().err
 
     junk = tmp_path / "junk.lcb"

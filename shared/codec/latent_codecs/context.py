@@ -70,7 +70,8 @@ class SpaceChannelContextCodec(nn.Module):
         self.gaussian = SteGaussianConditional()
         self.spatial = nn.ModuleList(CheckerboardMaskedConv2d(c, 2 * c, 5, padding=2) for c in self.groups)
         self.channel = nn.ModuleList(
-            _channel_context(sum(self.groups[:k]), 2 * c) if k else nn.Identity() for k, c in enumerate(self.groups)
+            _channel_context(sum(self.groups[:k]), 2 * c) if k else nn.Identity()
+            for k, c in enumerate(self.groups)
         )
         self.params = nn.ModuleList(
             _pointwise(side_channels + 2 * c + (2 * c if k else 0), 2 * c) for k, c in enumerate(self.groups)
@@ -147,13 +148,17 @@ class SpaceChannelContextCodec(nn.Module):
             indexes = self.gaussian.build_indexes(scales)
             for i in range(y.shape[0]):
                 sym = symbols[i].reshape(-1).tolist()
-                encoders[i].encode_with_indexes(sym, indexes[i].reshape(-1).tolist(), t.cdfs, t.lengths, t.offsets)
+                encoders[i].encode_with_indexes(
+                    sym, indexes[i].reshape(-1).tolist(), t.cdfs, t.lengths, t.offsets
+                )
                 checksums[i].update(sym)
             return symbols.to(means.dtype) + means
 
         return self._steps(side, code)
 
-    def decompress(self, side: Tensor, decoders: list[RansDecoder], checksums: list[SymbolChecksum]) -> Tensor:
+    def decompress(
+        self, side: Tensor, decoders: list[RansDecoder], checksums: list[SymbolChecksum]
+    ) -> Tensor:
         """Decode ŷ with the same steps as ``compress``; ``side`` fixes the batch and spatial size."""
         t = self.tables()
 
@@ -162,7 +167,9 @@ class SpaceChannelContextCodec(nn.Module):
             out = torch.empty(indexes.shape, dtype=torch.int32)
             for i in range(side.shape[0]):
                 try:
-                    values = decoders[i].decode_stream(indexes[i].reshape(-1).tolist(), t.cdfs, t.lengths, t.offsets)
+                    values = decoders[i].decode_stream(
+                        indexes[i].reshape(-1).tolist(), t.cdfs, t.lengths, t.offsets
+                    )
                 except (RuntimeError, ValueError, IndexError) as exc:  # the coder's own checks
                     raise CorruptBitstream(f"entropy decoding failed: {exc}") from None
                 checksums[i].update(values)

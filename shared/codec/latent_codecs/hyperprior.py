@@ -121,7 +121,9 @@ class HyperpriorLatentCodec(nn.Module):
         indexes = self.z_entropy._build_indexes(z.size()).int()
         for i in range(n):
             sym = z_sym[i].reshape(-1).tolist()
-            encoders[i].encode_with_indexes(sym, indexes[i].reshape(-1).tolist(), t.cdfs, t.lengths, t.offsets)
+            encoders[i].encode_with_indexes(
+                sym, indexes[i].reshape(-1).tolist(), t.cdfs, t.lengths, t.offsets
+            )
             checksums[i].update(sym)
         z_hat = z_sym.to(dtype) + medians
         y_hat = self.y_codec.compress(y, self._side(z_hat, condition), encoders, checksums)

@@ -75,7 +75,9 @@ def test_float32_coding_path_agrees_or_is_detected():
             mismatched += 1
             continue
         # agreement means the same symbols; means differ only by float rounding
-        assert torch.allclose(got.double(), ref, atol=MEAN_GRID)  # same symbols; a mean may sit one grid step away
+        assert torch.allclose(
+            got.double(), ref, atol=MEAN_GRID
+        )  # same symbols; a mean may sit one grid step away
         same += 1
     assert same + mismatched == 6
 

@@ -27,7 +27,9 @@ def test_both_layers_round_trip(untrained_codec, rng, size):
     enc = codec.base.latent_codec.compress(codec.base.g_a(codec._pad(codec._to_tensor(img)[None])[0]))
     dec = codec.decode_base(frame.base)
     assert torch.equal(dec.y_hat, enc["y_hat"])
-    assert len(torch.unique(torch.round(dec.y_hat))) > 5, "symbols should be varied for this test to mean anything"
+    assert len(torch.unique(torch.round(dec.y_hat))) > 5, (
+        "symbols should be varied for this test to mean anything"
+    )
 
     preview = codec.preview(dec)
     assert preview.shape == (*size, 3) and preview.dtype == np.uint8

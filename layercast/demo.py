@@ -1,0 +1,175 @@
+"""`layercast demo`: the whole product on one machine, on the CPU.
+
+One process runs a cloud gRPC server, N synthetic cameras (edge pipelines
+sharing one encoder) streaming base bitstreams to it over loopback, and the
+operator web page. It prints where to look and stops cleanly on Ctrl-C
+(cameras first, then the web page, then the cloud, which drains in-flight
+frames). Credentials are made up at start-up and printed; nothing listens
+beyond 127.0.0.1 unless asked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import tempfile
+import time
+from pathlib import Path
+
+log = logging.getLogger("layercast.demo")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="cloud + synthetic cameras + operator page on this machine (CPU)")
+    p.add_argument("--cameras", type=int, default=3, help="synthetic cameras (default 3)")
+    p.add_argument("--fps", type=float, default=2.0, help="frames per second per camera")
+    p.add_argument("--model", default="default", help="registry name of the codec")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--grpc-port", type=int, default=50051, help="0 = any free port")
+    p.add_argument("--web-port", type=int, default=8080, help="0 = any free port")
+    p.add_argument("--data-dir", type=Path, default=None, help="default: a fresh temporary folder")
+    p.add_argument("--password", default=None, help="operator password (default: generated and printed)")
+    p.add_argument(
+        "--duration", type=float, default=0.0, help="stop after this many seconds (0 = until Ctrl-C)"
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    return asyncio.run(_main(args))
+
+
+async def _main(args: argparse.Namespace) -> int:
+    import secrets
+
+    from layercast.cloud.config import load_cloud_config
+    from layercast.cloud.credentials import hash_token
+    from layercast.cloud.server import CloudServer
+    from layercast.edge.app import EdgeApp
+    from layercast.edge.config import load_edge_config
+    from layercast.edge.encoder import Encoder
+    from layercast.shared.codec import load_codec
+
+    data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="layercast-demo-"))
+    data_dir.mkdir(parents=True, exist_ok=True)
+    print(f"layercast demo: loading model {args.model!r} on the CPU ...", flush=True)
+    codec = load_codec(args.model, device="cpu")
+
+    cameras = {f"cam-{i + 1}": secrets.token_urlsafe(16) for i in range(args.cameras)}
+    cloud_cfg = load_cloud_config(
+        overrides={
+            "listen": args.host,
+            "port": args.grpc_port,
+            "data_dir": str(data_dir / "cloud"),
+            "model": args.model,
+            "device": "cpu",
+            "auth.camera_tokens": [f"{cam}={hash_token(tok)}" for cam, tok in cameras.items()],
+        }
+    )
+    cloud = CloudServer(cloud_cfg, codec=codec)
+    port = await cloud.start()
+    target = f"{args.host}:{port}"
+
+    encoder = Encoder(codec, device="cpu", batch_max=4)
+    edges = []
+    for i, (cam, token) in enumerate(cameras.items()):
+        cfg = load_edge_config(
+            overrides={
+                "camera_id": cam,
+                "token": token,
+                "data_dir": str(data_dir / cam),
+                "link.cloud": target,
+                "link.insecure": True,  # loopback only, inside one process
+                "source.spec": "synthetic",
+                "source.seed": 100 + i,
+                "source.fps": args.fps,
+                "encoder.model": args.model,
+            }
+        )
+        edges.append(EdgeApp(cfg, encoder=encoder))
+    edge_tasks = [asyncio.create_task(e.run(), name=f"edge-{e.config.camera_id}") for e in edges]
+
+    web_server = web_task = None
+    password = args.password or secrets.token_urlsafe(9)
+    web_url = None
+    try:
+        from layercast.cloud.web.app import build_web_server, create_app, demo_settings
+    except ImportError:
+        log.warning("operator web page not available in this build")
+    else:
+        settings = demo_settings(
+            cloud_target=target, username="operator", password=password, data_dir=data_dir / "web"
+        )
+        web_server = build_web_server(create_app(settings), args.host, args.web_port)
+        web_task = asyncio.create_task(web_server.serve(), name="web")
+        for _ in range(100):
+            if web_server.started:
+                break
+            await asyncio.sleep(0.05)
+        web_port = web_server.servers[0].sockets[0].getsockname()[1] if web_server.servers else args.web_port
+        web_url = f"http://{args.host}:{web_port}/"
+
+    print("\nlayercast demo is running (Ctrl-C to stop)")
+    print(
+        f"  model        {codec.base_model_id} (base, task {codec.task})"
+        f"{', enhancement ' + codec.enhancement_model_id if codec.enhancement_model_id else ''}"
+    )
+    print(f"  cloud gRPC   {target}   (health, reflection, EdgeLink, Analytics, Operator)")
+    print(f"  cameras      {', '.join(cameras)} at {args.fps:g} fps each (synthetic streets)")
+    if web_url:
+        print(f"  operator     {web_url}   user 'operator', password '{password}'")
+    print(f"  results      layercast subscribe --cloud {target}")
+    print(f"  enhance      layercast enhance --cloud {target} --camera cam-1 --seq 5 -o cam-1-5.png")
+    print(f"  data         {data_dir}\n", flush=True)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    started = time.monotonic()
+    try:
+        if args.duration > 0:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), args.duration)
+        else:
+            await stop.wait()
+    finally:
+        print(
+            "stopping: cameras, then the web page, then the cloud (draining in-flight frames) ...", flush=True
+        )
+        for e in edges:
+            e.request_stop()
+        results = await asyncio.gather(*edge_tasks, return_exceptions=True)
+        if web_server is not None:
+            web_server.should_exit = True
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(web_task, 10)
+        await cloud.stop()
+        if hasattr(encoder, "close"):
+            encoder.close()
+    elapsed = time.monotonic() - started
+    for e, r in zip(edges, results, strict=True):
+        if isinstance(r, BaseException):
+            print(f"  {e.config.camera_id}: stopped with {type(r).__name__}: {r}")
+        else:
+            print(f"  {e.config.camera_id}: {_stats_line(r)}")
+    print(f"demo ran {elapsed:.0f} s; stopped cleanly")
+    return 0
+
+
+def _stats_line(stats) -> str:
+    fields = (
+        "frames_captured",
+        "frames_encoded",
+        "frames_sent",
+        "frames_acked",
+        "frames_resent",
+        "frames_dropped_capture",
+        "frames_dropped_outbox",
+    )
+    parts = [f"{f.removeprefix('frames_')} {getattr(stats, f)}" for f in fields if hasattr(stats, f)]
+    return ", ".join(parts) or repr(stats)
