@@ -105,11 +105,7 @@ async def _main(args: argparse.Namespace) -> int:
         )
         web_server = build_web_server(create_app(settings), args.host, args.web_port)
         web_task = asyncio.create_task(web_server.serve(), name="web")
-        for _ in range(100):
-            if web_server.started:
-                break
-            await asyncio.sleep(0.05)
-        web_port = web_server.servers[0].sockets[0].getsockname()[1] if web_server.servers else args.web_port
+        web_port = await web_server.wait_started()
         web_url = f"http://{args.host}:{web_port}/"
 
     print("\nlayercast demo is running (Ctrl-C to stop)")

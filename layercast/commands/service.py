@@ -1,5 +1,5 @@
 """The service commands: `layercast cloud | subscribe | enhance` (cloud/cli.py), `layercast edge`
-(edge/cli.py) and `layercast demo` (layercast/demo.py). The edge and cloud packages never import
+(edge/cli.py), `layercast web` (cloud/web/cli.py) and `layercast demo` (layercast/demo.py). The edge and cloud packages never import
 each other; this module is where they meet."""
 
 from __future__ import annotations
@@ -9,9 +9,11 @@ import argparse
 
 def register(sub: argparse._SubParsersAction) -> None:
     from layercast.cloud.cli import register as register_cloud
+    from layercast.cloud.web.cli import register as register_web
     from layercast.edge.cli import register as register_edge
 
     register_cloud(sub)
+    register_web(sub)
     register_edge(sub)
     try:
         from layercast.demo import register as register_demo

@@ -1,0 +1,232 @@
+"""Settings of the operator web page.
+
+In code, :class:`WebSettings` is built directly::
+
+    settings = WebSettings(
+        cloud_target="127.0.0.1:50051",
+        users={"alice": (hash_password("…"), "enhancer"), "bob": ("$argon2id$…", "viewer")},
+        audit_log=Path("/var/log/layercast/audit.jsonl"),
+    )
+
+From a TOML file (``layercast web --config web.toml``), environment variables
+``LAYERCAST_WEB_*`` and flags, through :func:`load_web_settings`::
+
+    cloud = "127.0.0.1:50051"
+    cloud_token_file = "/etc/layercast/web.token"   # when the cloud requires operator tokens
+    listen = "127.0.0.1"
+    port = 8080
+    audit_log = "/var/log/layercast/audit.jsonl"
+    secret_key_file = "/etc/layercast/web.secret"   # keeps sessions valid across restarts
+    users = ["alice=enhancer:$argon2id$v=19$m=65536,t=3,p=4$…", "bob=viewer:$argon2id$…"]
+    tokens = ["dashboard=viewer:sha256:<64 hex>"]    # Authorization: Bearer <token> for scripts
+
+Make a password hash with ``layercast web --hash-password`` (reads the password on stdin).
+Put ``users`` in the TOML file: an environment variable splits lists at commas, and
+Argon2 hashes contain commas.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from layercast.cloud.web.passwords import hash_password, is_password_hash
+from layercast.shared.config import load_config
+from layercast.shared.errors import ConfigError
+
+Role = Literal["viewer", "enhancer"]
+#: What each role may do. An enhancer can do everything a viewer can.
+ROLES: dict[str, frozenset[str]] = {
+    "viewer": frozenset({"view"}),
+    "enhancer": frozenset({"view", "enhance"}),
+}
+ENV_PREFIX = "LAYERCAST_WEB_"
+_NAME_RE = re.compile(r"^[A-Za-z0-9._@-]{1,64}$")
+_TOKEN_HASH_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+MiB = 1 << 20
+
+
+@dataclass
+class WebSettings:
+    """Everything ``create_app`` needs. Secrets are kept out of ``repr``."""
+
+    #: ``host:port`` of the cloud's gRPC server (Operator and Analytics services).
+    cloud_target: str = "127.0.0.1:50051"
+    #: Bearer token the page presents to the cloud when the cloud requires operator tokens.
+    cloud_token: str = field(default="", repr=False)
+    #: PEM file of the CA of the cloud's TLS certificate; None = plain-text gRPC (loopback, closed networks).
+    cloud_ca_cert: Path | None = None
+    #: name -> (Argon2 password hash, role).
+    users: dict[str, tuple[str, str]] = field(default_factory=dict, repr=False)
+    #: name -> ("sha256:<hex>" of a token, role), for scripts using ``Authorization: Bearer <token>``.
+    tokens: dict[str, tuple[str, str]] = field(default_factory=dict, repr=False)
+    #: Key signing the session cookie; empty = a random key per start (everyone signs in again after a restart).
+    secret_key: str = field(default="", repr=False)
+    #: JSON-lines file of every enhancement request (who, camera, frame, when, outcome).
+    audit_log: Path = Path("layercast-web-audit.jsonl")
+    #: A session ends this long after sign-in.
+    session_max_age_s: int = 8 * 3600
+    #: Send the session cookie over HTTPS only (set when served behind TLS).
+    cookie_secure: bool = False
+    #: Live events a browser may have waiting; beyond that its oldest are dropped (never slowing anyone).
+    sse_queue: int = 64
+    #: Live event streams (browser tabs) served at once.
+    max_event_streams: int = 100
+    #: Seconds between keep-alive comments on idle event streams.
+    sse_heartbeat_s: float = 15.0
+    #: Deadline of an Enhance call (the camera must answer within it).
+    enhance_timeout_s: float = 30.0
+    #: Deadline of the other cloud calls.
+    rpc_timeout_s: float = 10.0
+    #: Frames per page of the timeline.
+    frames_per_page: int = 100
+    #: Bytes of preview PNGs kept by the page (shared by every browser).
+    preview_cache_bytes: int = 32 * MiB
+    #: Failed sign-ins from one address within ``login_window_s`` before it must wait.
+    login_max_failures: int = 10
+    login_window_s: float = 300.0
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ConfigError naming what to change."""
+        for kind, table in (("users", self.users), ("tokens", self.tokens)):
+            for name, entry in table.items():
+                if not _NAME_RE.match(name):
+                    raise ConfigError(f"{kind}: name {name!r} must be 1-64 characters of [A-Za-z0-9._@-]")
+                if not (isinstance(entry, tuple | list) and len(entry) == 2):
+                    raise ConfigError(f"{kind}[{name!r}] must be a (hash, role) pair")
+                secret, role = entry
+                if role not in ROLES:
+                    raise ConfigError(f"{kind}[{name!r}]: role {role!r} is not one of {', '.join(ROLES)}")
+                if kind == "users" and not is_password_hash(secret):
+                    raise ConfigError(
+                        f"users[{name!r}]: expected an Argon2 hash ($argon2id$…), not a plaintext password; "
+                        "make one with `layercast web --hash-password`"
+                    )
+                if kind == "tokens" and not _TOKEN_HASH_RE.match(secret):
+                    raise ConfigError(f"tokens[{name!r}]: expected sha256:<64 lowercase hex>")
+        clash = set(self.users) & set(self.tokens)
+        if clash:
+            raise ConfigError(f"names used both as a user and a token: {', '.join(sorted(clash))}")
+        for name, value, lo in (
+            ("session_max_age_s", self.session_max_age_s, 60),
+            ("sse_queue", self.sse_queue, 1),
+            ("max_event_streams", self.max_event_streams, 1),
+            ("frames_per_page", self.frames_per_page, 1),
+            ("login_max_failures", self.login_max_failures, 1),
+        ):
+            if value < lo:
+                raise ConfigError(f"{name} = {value} must be at least {lo}")
+        for name, value in (
+            ("enhance_timeout_s", self.enhance_timeout_s),
+            ("rpc_timeout_s", self.rpc_timeout_s),
+            ("sse_heartbeat_s", self.sse_heartbeat_s),
+            ("login_window_s", self.login_window_s),
+        ):
+            if value <= 0:
+                raise ConfigError(f"{name} = {value} must be positive")
+        if not self.cloud_target.strip():
+            raise ConfigError("cloud_target must be host:port of the cloud's gRPC server")
+
+
+def demo_settings(
+    *,
+    cloud_target: str,
+    username: str = "operator",
+    password: str,
+    role: str = "enhancer",
+    data_dir: Path,
+    cloud_token: str = "",
+) -> WebSettings:
+    """Settings with one user whose plaintext ``password`` is hashed now (for ``layercast demo``)."""
+    data_dir = Path(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return WebSettings(
+        cloud_target=cloud_target,
+        cloud_token=cloud_token,
+        users={username: (hash_password(password), role)},
+        audit_log=data_dir / "audit.jsonl",
+    )
+
+
+def parse_entries(entries: list[str], *, kind: str) -> dict[str, tuple[str, str]]:
+    """``name=role:secret`` entries (as in the TOML file) → ``{name: (secret, role)}``."""
+    out: dict[str, tuple[str, str]] = {}
+    for entry in entries:
+        name, sep, rest = entry.partition("=")
+        role, sep2, secret = rest.partition(":")
+        if not sep or not sep2 or not name.strip() or not secret:
+            raise ConfigError(f"{kind} entry {entry[:24]!r}…: expected name=role:hash")
+        name = name.strip()
+        if name in out:
+            raise ConfigError(f"{kind}: {name!r} is listed twice")
+        out[name] = (secret.strip(), role.strip())
+    return out
+
+
+@dataclass
+class WebFileConfig:
+    """What a TOML file / ``LAYERCAST_WEB_*`` / flags may set (see the module docstring)."""
+
+    cloud: str = "127.0.0.1:50051"
+    cloud_token_file: Path | None = None
+    cloud_ca_cert: Path | None = None
+    listen: str = "127.0.0.1"
+    port: int = field(default=8080, metadata={"min": 0, "max": 65535})
+    audit_log: Path = Path("layercast-web-audit.jsonl")
+    secret_key_file: Path | None = None
+    users: list[str] = field(default_factory=list)
+    tokens: list[str] = field(default_factory=list)
+    session_max_age_s: int = field(default=8 * 3600, metadata={"min": 60})
+    cookie_secure: bool = False
+    sse_queue: int = field(default=64, metadata={"min": 1})
+    max_event_streams: int = field(default=100, metadata={"min": 1})
+    enhance_timeout_s: float = field(default=30.0, metadata={"min": 0.1})
+    rpc_timeout_s: float = field(default=10.0, metadata={"min": 0.1})
+
+    def to_settings(self) -> WebSettings:
+        return WebSettings(
+            cloud_target=self.cloud,
+            cloud_token=_read_secret(self.cloud_token_file, "cloud_token_file"),
+            cloud_ca_cert=self.cloud_ca_cert,
+            users=parse_entries(self.users, kind="users"),
+            tokens=parse_entries(self.tokens, kind="tokens"),
+            secret_key=_read_secret(self.secret_key_file, "secret_key_file"),
+            audit_log=self.audit_log,
+            session_max_age_s=self.session_max_age_s,
+            cookie_secure=self.cookie_secure,
+            sse_queue=self.sse_queue,
+            max_event_streams=self.max_event_streams,
+            enhance_timeout_s=self.enhance_timeout_s,
+            rpc_timeout_s=self.rpc_timeout_s,
+        )
+
+
+def _read_secret(path: Path | None, key: str) -> str:
+    if path is None:
+        return ""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise ConfigError(f"{key} = {str(path)!r}: cannot read it ({exc.strerror or exc})") from None
+    if not lines or not lines[0].strip():
+        raise ConfigError(f"{key} = {str(path)!r} is empty")
+    return lines[0].strip()
+
+
+def load_web_settings(
+    toml_path: str | Path | None = None,
+    *,
+    overrides: dict[str, Any] | None = None,
+    environ: dict[str, str] | None = None,
+) -> tuple[WebFileConfig, WebSettings]:
+    """Defaults < TOML file < ``LAYERCAST_WEB_*`` < ``overrides``; returns the file config
+    (for ``listen`` and ``port``) and the settings built from it."""
+    cfg = load_config(
+        WebFileConfig, toml_path=toml_path, env_prefix=ENV_PREFIX, overrides=overrides, environ=environ
+    )
+    return cfg, cfg.to_settings()

@@ -1,0 +1,67 @@
+"""`layercast web` as its own process against a real cloud: TOML settings, port file, sign-in,
+the cloud's cameras, then a clean stop on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+
+import httpx
+
+from layercast.cloud.server import CloudServer
+from layercast.cloud.web.passwords import hash_password
+from tests.cloud.conftest import cloud_config
+from tests.cloud.web.stack import eventually, login
+
+
+async def test_standalone_web_process_serves_against_a_remote_cloud(tmp_path, task_codec):
+    cloud = CloudServer(cloud_config(tmp_path), codec=task_codec)
+    await cloud.start()
+    config = tmp_path / "web.toml"
+    config.write_text(
+        f'users = ["alice=enhancer:{hash_password("alice-enhances-42")}"]\n'
+        f'audit_log = "{tmp_path / "audit.jsonl"}"\n'
+    )
+    port_file = tmp_path / "port"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "layercast.cloud.web.cli",
+        "web",
+        "--config",
+        str(config),
+        "--cloud",
+        cloud.target,
+        "--port",
+        "0",
+        "--port-file",
+        str(port_file),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        await eventually(lambda: port_file.exists() or proc.returncode is not None, 60, "the port file")
+        assert proc.returncode is None, (await proc.stderr.read()).decode()
+        port = int(port_file.read_text())
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
+            await login(c, "alice")
+            r = await c.get("/api/cameras")
+            assert r.status_code == 200 and r.json()["cameras"] == []  # the cloud answered; no camera yet
+
+            async def live():
+                return (await c.get("/healthz")).json()["feed"]["state"] == "live"
+
+            await eventually(live, 20, "the page's live subscription to the cloud")
+        proc.send_signal(signal.SIGTERM)
+        rc = await asyncio.wait_for(proc.wait(), 20)
+        out = (await proc.stdout.read()).decode()
+        assert rc == 0, (await proc.stderr.read()).decode()
+        assert f"operator page on http://127.0.0.1:{port}/" in out and "layercast web: stopped" in out
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await cloud.stop(5.0)
