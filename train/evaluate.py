@@ -120,7 +120,9 @@ def load_task_reference(path: Path):
 
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     model = get_task_model(ckpt["name"], **ckpt["kwargs"])
-    model.load_state_dict(ckpt["state_dict"])
+    model.load_state_dict(
+        {k: v.float() if v.dtype == torch.float16 else v for k, v in ckpt["state_dict"].items()}
+    )
     return model.eval()
 
 

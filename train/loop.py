@@ -95,7 +95,9 @@ def _task_model(cfg: TrainConfig, task: str):
         ckpt = torch.load(cfg.task_init, map_location="cpu", weights_only=True)
         if ckpt["name"] != name:  # noqa: SIM102
             raise ConfigError(f"--task-init {cfg.task_init} holds {ckpt['name']}, not {name}")
-        model.load_state_dict(ckpt["state_dict"])
+        model.load_state_dict(
+            {k: v.float() if v.dtype == torch.float16 else v for k, v in ckpt["state_dict"].items()}
+        )
     return name, kwargs, model
 
 

@@ -90,6 +90,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--limit", type=int, default=None, help="first N test images only")
     p.add_argument("--no-baselines", action="store_true")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy 2-core box)")
     p.set_defaults(func=_eval)
 
     p = tsub.add_parser(
@@ -103,6 +104,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--target", choices=["reconstruction", "segmentation"], default="reconstruction")
     p.set_defaults(func=_experiment)
 
+    p = sub.add_parser("report", help="evaluate an experiment's runs and write the paper's table and plots")
+    p.add_argument("experiment", type=Path, help="folder made by `layercast train experiment`")
+    p.add_argument("--task", choices=["detection", "depth"], required=True)
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(func=_report)
+
     p = tsub.add_parser("ship", help="regenerate the shipped model set from scratch (resumable)")
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--out", type=Path, default=Path("runs/ship"))
@@ -113,6 +123,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _eval(args: argparse.Namespace) -> int:
     from layercast.train.evaluate import run_eval
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     refs = {}
     for item in args.task_ref:
         task, _, path = item.partition("=")
@@ -140,6 +154,20 @@ def _experiment(args: argparse.Namespace) -> int:
 
     for path in run_experiment(args.task, args.data, args.out, args.task_init, args.steps, args.target):
         print(path)
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    import json
+
+    import torch
+
+    from layercast.train.report import run_report
+
+    torch.set_num_threads(args.threads)
+    summary = run_report(args.experiment, args.data, args.out, args.task, args.limit)
+    print(json.dumps(summary, indent=2))
+    print((args.out / f"table_{args.task}.md").read_text())
     return 0
 
 

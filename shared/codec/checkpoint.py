@@ -18,7 +18,9 @@ the exact weights that can decode it.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,7 +67,16 @@ class Checkpoint:
     def name(self) -> str:
         return self.path.stem if self.path else self.model_id
 
-    def save(self, path: str | Path) -> str:
+    def to_half(self) -> None:
+        """Round every float weight to float16 (kept as float32 in memory): the compact form shipped
+        in the package. The model id then names the rounded weights, which load identically anywhere."""
+        self.state_dict = _rounded(self.state_dict)
+        if self.task and self.task.get("state_dict"):
+            self.task = {**self.task, "state_dict": _rounded(self.task["state_dict"])}
+
+    def save(self, path: str | Path, *, compact: bool = False) -> str:
+        """Write the checkpoint; ``compact`` stores float weights as float16 in a gzip file
+        (call ``to_half`` first so the in-memory weights and the model id match the file)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         model_id = self.model_id
@@ -81,16 +92,46 @@ class Checkpoint:
             "metrics": self.metrics,
         }
         tmp = path.with_suffix(path.suffix + ".tmp")
-        torch.save(data, tmp)
+        if compact:
+            data["state_dict"] = _as_half(data["state_dict"])
+            if data["task"] and data["task"].get("state_dict"):
+                data["task"] = {**data["task"], "state_dict": _as_half(data["task"]["state_dict"])}
+            buf = io.BytesIO()
+            torch.save(data, buf)
+            with gzip.open(tmp, "wb", compresslevel=9) as f:
+                f.write(buf.getvalue())
+        else:
+            torch.save(data, tmp)
         tmp.replace(path)
         self.path = path
         return model_id
 
 
+def _rounded(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.half().float() if v.dtype == torch.float32 else v for k, v in sd.items()}
+
+
+def _as_half(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().half() if v.dtype == torch.float32 else v for k, v in sd.items()}
+
+
+def _as_float(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.float() if v.dtype == torch.float16 else v for k, v in sd.items()}
+
+
+def _read(path: Path):
+    with path.open("rb") as f:
+        magic = f.read(2)
+    if magic == b"\x1f\x8b":  # a compact (gzip) checkpoint
+        with gzip.open(path, "rb") as f:
+            return torch.load(io.BytesIO(f.read()), map_location="cpu", weights_only=True)
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def load_checkpoint(path: str | Path) -> Checkpoint:
     path = Path(path)
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        data = _read(path)
     except FileNotFoundError:
         raise UnknownModel(f"checkpoint {path} does not exist") from None
     except Exception as exc:  # unpickling errors of all kinds
@@ -99,11 +140,14 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise UnknownModel(
             f"{path} is not a layercast checkpoint (format {data.get('format') if isinstance(data, dict) else None!r})"
         )
+    task = data.get("task")
+    if task and task.get("state_dict"):
+        task = {**task, "state_dict": _as_float(task["state_dict"])}
     ckpt = Checkpoint(
         kind=data["kind"],
         config=CodecConfig.from_dict(data["config"]),
-        state_dict=data["state_dict"],
-        task=data.get("task"),
+        state_dict=_as_float(data["state_dict"]),
+        task=task,
         enhancement=data.get("enhancement"),
         training=data.get("training") or {},
         metrics=data.get("metrics") or {},
