@@ -42,6 +42,7 @@ _FLAG_KEYS = {
     "credits": "credits_per_camera",
     "credentials_file": "auth.credentials_file",
     "allow_any_camera": "auth.allow_any_camera",
+    "metrics_port": "metrics_port",
 }
 
 
@@ -77,6 +78,7 @@ def register(subparsers: Any) -> None:
         metavar="KEY=VALUE",
         help="any configuration key, e.g. retention.max_age_s=3600",
     )
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port (0 = any free)")
     p.add_argument("--port-file", type=Path, help="write the bound port to this file once serving")
     p.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")
     p.add_argument(
@@ -199,6 +201,8 @@ def run_cloud(args: argparse.Namespace) -> int:
             f"task {server.engine.task}, store {config.db_path})",
             flush=True,
         )
+        if server.metrics_server is not None:
+            print(f"layercast cloud: metrics on {server.metrics_server.url}", flush=True)
         if args.port_file is not None:
             tmp = args.port_file.with_suffix(".tmp")
             tmp.write_text(f"{server.port}\n")

@@ -115,6 +115,9 @@ class CloudConfig:
     min_client_ping_interval_s: float = field(default=1.0, metadata=_bounds(0.1, 3600.0))
     #: Seconds ``stop()`` waits for in-flight frames and RPCs.
     shutdown_grace_s: float = field(default=10.0, metadata=_bounds(0.0, 3600.0))
+    #: Serve Prometheus metrics on http://metrics_listen:metrics_port/metrics (0 = any free port; unset or -1 = off).
+    metrics_port: int | None = field(default=None, metadata=_bounds(-1, 65535))
+    metrics_listen: str = "127.0.0.1"
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)

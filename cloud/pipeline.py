@@ -73,6 +73,8 @@ class PipelineStats:
     results: int = 0
     recovered: int = 0
     rejected_by_code: collections.Counter[str] = field(default_factory=collections.Counter)
+    #: (camera, outcome) → frames; outcome: "stored", "duplicate" or "rejected" (refused before storing).
+    by_camera: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
 
 
 class FramePipeline:
@@ -92,12 +94,14 @@ class FramePipeline:
         max_frame_bytes: int = 4 << 20,
         backlog_per_camera: int = 32,
         on_batch: Callable[[BatchRecord], None] | None = None,
+        on_results: Callable[[list[common_pb2.Result]], None] | None = None,
     ) -> None:
         self.store = store
         self.engine = engine
         self.hub = hub
         self.registry = registry
         self.stats = PipelineStats()
+        self._on_results = on_results  # observer of results just stored and published (metrics)
         self.max_frame_bytes = max_frame_bytes
         self.batcher: Batcher[FrameTask | AdhocTask, common_pb2.Result] = Batcher(
             self._infer,
@@ -169,6 +173,7 @@ class FramePipeline:
         outcome = await self.store.put_frame(record)
         if outcome is InsertOutcome.DUPLICATE:
             self.stats.frames_duplicate += 1
+            self.stats.by_camera[(cam, "duplicate")] += 1
             session.send(edge_pb2.CloudMessage(ack=edge_pb2.Ack(sequence=seq, duplicate=True)))
             session.send(_credits(1))
             return
@@ -182,6 +187,7 @@ class FramePipeline:
             )
             return
         self.stats.frames_new += 1
+        self.stats.by_camera[(cam, "stored")] += 1
         session.send(edge_pb2.CloudMessage(ack=edge_pb2.Ack(sequence=seq)))
         job = InferJob(cam, seq, frame.capture_time_us, frame.base, header)
         slots = self._backlog.setdefault(cam, asyncio.Semaphore(self.backlog_per_camera))
@@ -195,6 +201,7 @@ class FramePipeline:
     def reject(self, session: CameraSession, seq: int, code: str, message: str) -> None:
         self.stats.frames_rejected += 1
         self.stats.rejected_by_code[code] += 1
+        self.stats.by_camera[(session.camera_id, "rejected")] += 1
         log.info("camera %s frame %d rejected: %s %s", session.camera_id, seq, code, message)
         number = code_number(grpc.StatusCode[code])
         session.send(
@@ -260,6 +267,8 @@ class FramePipeline:
             for d in ok:
                 assert d.result is not None
                 self.hub.publish(d.result)
+            if self._on_results is not None:
+                self._on_results([d.result for d in ok if d.result is not None])
         for d in failed:
             job = d.item.job
             assert d.error is not None

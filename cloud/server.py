@@ -26,6 +26,7 @@ from layercast.cloud.config import CloudConfig
 from layercast.cloud.hub import Hub
 from layercast.cloud.inference import CodecLike, InferenceEngine, load_registry_codec, now_us
 from layercast.cloud.interceptors import ReadinessInterceptor, RequestLogInterceptor, TokenInterceptor
+from layercast.cloud.metrics import CloudMetrics
 from layercast.cloud.pipeline import FramePipeline
 from layercast.cloud.servicers.analytics import AnalyticsServicer
 from layercast.cloud.servicers.edge_link import EdgeLinkServicer
@@ -34,6 +35,7 @@ from layercast.cloud.sessions import EnhancementRouter, SessionRegistry
 from layercast.cloud.store import Store, open_store
 from layercast.cloud.viewer import FrameViewer
 from layercast.shared.errors import ConfigError
+from layercast.shared.metrics import MetricsServer, metrics_enabled, start_metrics_server
 from layercast.shared.rpc import (
     analytics_pb2,
     analytics_pb2_grpc,
@@ -92,6 +94,9 @@ class CloudServer:
         self._tasks: list[asyncio.Task[None]] = []
         self._aux = ThreadPoolExecutor(max_workers=2, thread_name_prefix="layercast-aux")
         self.started_at = time.time()
+        #: Prometheus metrics (``metrics.registry``), served on ``config.metrics_port`` from start().
+        self.metrics = CloudMetrics(self)
+        self.metrics_server: MetricsServer | None = None
         # Built by start():
         self.store: Store
         self.engine: InferenceEngine
@@ -136,6 +141,10 @@ class CloudServer:
         await self._server.start()
         log.info("cloud listening on %s (warming up)", self.target)
         try:
+            if metrics_enabled(cfg.metrics_port):
+                self.metrics_server = await start_metrics_server(
+                    self.metrics.registry, host=cfg.metrics_listen, port=cfg.metrics_port or 0
+                )
             if not self.engine.loaded:
                 self._state = "loading its model"
                 codec = await loop.run_in_executor(
@@ -166,7 +175,9 @@ class CloudServer:
     def _build_components(self) -> None:
         cfg = self.config
         self.registry = SessionRegistry()
-        self.router = EnhancementRouter(self.registry, timeout_s=cfg.enhancement_timeout_s)
+        self.router = EnhancementRouter(
+            self.registry, timeout_s=cfg.enhancement_timeout_s, on_fetch=self.metrics.on_enhancement
+        )
         self.camera_auth = CameraAuthenticator(cfg.camera_credentials(), allow_any=cfg.auth.allow_any_camera)
         self.operator_auth = TokenInterceptor(
             cfg.operator_credentials(), [f"/{SERVICE_NAMES[1]}/", f"/{SERVICE_NAMES[2]}/"]
@@ -187,6 +198,8 @@ class CloudServer:
             queue_capacity=cfg.batching.queue_capacity,
             max_frame_bytes=cfg.limits.max_frame_bytes,
             backlog_per_camera=cfg.credits_per_camera,
+            on_batch=self.metrics.on_batch,
+            on_results=self.metrics.on_results,
         )
         self.viewer = FrameViewer(
             store=self.store,
@@ -265,6 +278,9 @@ class CloudServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.store.close()
+        if self.metrics_server is not None:
+            await self.metrics_server.close()
+            self.metrics_server = None
         self._aux.shutdown(wait=False, cancel_futures=True)
         self._server = None
         log.info("cloud stopped")

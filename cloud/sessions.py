@@ -13,9 +13,11 @@ unknown at the edge → NOT_FOUND, no answer in time → DEADLINE_EXCEEDED.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from layercast.shared.errors import (
@@ -75,11 +77,14 @@ class SessionRegistry:
     def __init__(self) -> None:
         self._sessions: dict[str, CameraSession] = {}
         self._listeners: list[EnhancementRouter] = []
+        #: Streams attached since start, per camera (metrics: reconnects show here).
+        self.connects: collections.Counter[str] = collections.Counter()
 
     def attach(self, session: CameraSession) -> CameraSession | None:
         """Make ``session`` the camera's current one; the previous one (if any) is ended and returned."""
         old = self._sessions.get(session.camera_id)
         self._sessions[session.camera_id] = session
+        self.connects[session.camera_id] += 1
         if old is not None and old is not session:
             old.end("ABORTED", "superseded by a newer stream from the same camera")
             self._notify_closed(old)
@@ -125,9 +130,17 @@ class _Pending:
 class EnhancementRouter:
     """Routes enhancement requests to cameras and their answers back."""
 
-    def __init__(self, registry: SessionRegistry, *, timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        registry: SessionRegistry,
+        *,
+        timeout_s: float = 10.0,
+        on_fetch: Callable[[str, float, BaseException | None, int], None] | None = None,
+    ) -> None:
         self._registry = registry
         self.timeout_s = timeout_s
+        #: Observer of each round trip: (camera_id, seconds, error or None, bytes received).
+        self.on_fetch = on_fetch
         self._pending: dict[str, _Pending] = {}
         self._inflight: dict[tuple[str, int], asyncio.Task[bytes]] = {}
         registry._add_listener(self)
@@ -149,7 +162,21 @@ class EnhancementRouter:
             task = asyncio.create_task(self._fetch(camera_id, sequence, limit))
             self._inflight[key] = task
             task.add_done_callback(lambda _t: self._inflight.pop(key, None))
+            if self.on_fetch is not None:
+                task.add_done_callback(self._reporter(camera_id, time.monotonic()))
         return await asyncio.shield(task)
+
+    def _reporter(self, camera_id: str, started: float) -> Callable[[asyncio.Task[bytes]], None]:
+        def report(task: asyncio.Task[bytes]) -> None:
+            error = asyncio.CancelledError() if task.cancelled() else task.exception()
+            nbytes = len(task.result()) if error is None else 0
+            try:
+                if self.on_fetch is not None:
+                    self.on_fetch(camera_id, time.monotonic() - started, error, nbytes)
+            except Exception:
+                log.exception("enhancement observer failed")
+
+        return report
 
     async def _fetch(self, camera_id: str, sequence: int, timeout_s: float) -> bytes:
         session = self._registry.get(camera_id)

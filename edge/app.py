@@ -32,10 +32,12 @@ from layercast.edge.encoder import EncodedBatch, Encoder, next_batch
 from layercast.edge.enhancement_store import EnhancementStore
 from layercast.edge.frame_queue import DropOldestQueue
 from layercast.edge.link import EdgeIdentity, EdgeLink
+from layercast.edge.metrics import EdgeMetrics, edge_registry
 from layercast.edge.outbox import Outbox, OutboxStats
 from layercast.edge.sources import CapturedFrame, open_source, paced_frames
 from layercast.edge.stats import EdgeStats
 from layercast.shared.errors import ConfigError, LayercastError, StorageError
+from layercast.shared.metrics import MetricsServer, metrics_enabled, start_metrics_server
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +59,7 @@ class EdgeApp:
         stats: EdgeStats | None = None,
     ) -> None:
         self.config = config
-        self.stats = stats or EdgeStats()
+        self.stats = stats or EdgeMetrics(config.camera_id)
         self.encoder = encoder
         self._owns_encoder = encoder is None  # an injected encoder may be shared by several cameras
         self._source = source
@@ -70,6 +72,9 @@ class EdgeApp:
         self._stop_requested = False
         self._lock_file: IO[str] | None = None
         self.started = asyncio.Event()
+        #: Prometheus metrics of this camera (served on ``config.metrics_port`` while running).
+        self.registry = edge_registry(self)
+        self.metrics_server: MetricsServer | None = None
 
     def request_stop(self) -> None:
         """Ask ``run`` to stop gracefully (safe to call before or during ``run``, from the loop thread)."""
@@ -88,6 +93,10 @@ class EdgeApp:
         self._lock_data_dir()
         try:
             self._open_stores()
+            if metrics_enabled(cfg.metrics_port):
+                self.metrics_server = await start_metrics_server(
+                    self.registry, host=cfg.metrics_listen, port=cfg.metrics_port or 0
+                )
             if self.encoder is None:
                 log.info("loading codec %r (device %s)", cfg.encoder.model, cfg.encoder.device)
                 self.encoder = await asyncio.to_thread(Encoder.load, cfg.encoder)
@@ -103,6 +112,9 @@ class EdgeApp:
                 with contextlib.suppress(StorageError):
                     self.outbox_stats = self.outbox.stats()
                 self.outbox.close()
+            if self.metrics_server is not None:
+                await self.metrics_server.close()
+                self.metrics_server = None
             self._unlock_data_dir()
         return self.stats
 
@@ -169,7 +181,7 @@ class EdgeApp:
                 result = await self.encoder.encode(batch)
             except LayercastError as exc:
                 log.error("cannot encode %d frame(s): %s", len(batch), exc)
-                self.stats.last_error = str(exc)
+                self.stats.record_encode_error(len(batch), str(exc))
                 await self._count_drop("encode_error", len(batch))
                 continue
             await self._queue(result)
@@ -178,6 +190,9 @@ class EdgeApp:
         """Append a batch to the outbox (one transaction), keeping enhancements as it goes."""
         assert self.outbox is not None and self.link is not None
         self.stats.record_encode(len(result.frames), result.seconds, sum(len(e.base) for e in result.encoded))
+        for frame, enc in zip(result.frames, result.encoded, strict=True):
+            pixels = int(frame.image.shape[0]) * int(frame.image.shape[1])
+            self.stats.record_frame_size(pixels, len(enc.base), len(enc.enhancement or b""))
         items = [
             (frame.capture_time_us, enc.base, self._keeper(enc.enhancement, frame.capture_time_us))
             for frame, enc in zip(result.frames, result.encoded, strict=True)

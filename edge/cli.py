@@ -39,6 +39,7 @@ _FLAG_KEYS = {
     "model": "encoder.model",
     "device": "encoder.device",
     "batch_max": "encoder.batch_max",
+    "metrics_port": "metrics_port",
 }
 
 
@@ -79,6 +80,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--model", help="codec registry name or id")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where the encoder runs")
     p.add_argument("--batch-max", type=int, help="largest encode batch when frames queue up")
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port (0 = any free)")
     p.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")
     p.add_argument("--stats", action="store_true", help="print the final counters as JSON on exit")
     p.set_defaults(func=run)

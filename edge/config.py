@@ -176,6 +176,9 @@ class EdgeConfig:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     outbox: OutboxConfig = field(default_factory=OutboxConfig)
     store: EnhancementStoreConfig = field(default_factory=EnhancementStoreConfig)
+    #: Serve Prometheus metrics on http://metrics_listen:metrics_port/metrics (0: any free port; unset or -1: off).
+    metrics_port: int | None = field(default=None, metadata={"min": -1, "max": 65535})
+    metrics_listen: str = "127.0.0.1"
 
     def validate(self) -> None:
         """Cross-field checks; raises ConfigError naming the key."""

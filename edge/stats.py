@@ -22,6 +22,7 @@ class EdgeStats:
     frames_encoded: int = 0
     encode_batches: int = 0
     encode_seconds: float = 0.0
+    frames_encode_failed: int = 0  # captured frames lost to an encoder error
     base_bytes_encoded: int = 0
     enhancement_bytes_stored: int = 0
     frames_queued: int = 0  # appended to the outbox
@@ -59,6 +60,13 @@ class EdgeStats:
         self.encode_batches += 1
         self.encode_seconds += seconds
         self.base_bytes_encoded += base_bytes
+
+    def record_encode_error(self, frames: int, message: str) -> None:
+        self.frames_encode_failed += frames
+        self.last_error = message
+
+    def record_frame_size(self, pixels: int, base_bytes: int, enhancement_bytes: int) -> None:
+        """One encoded frame's sizes; no counter here (edge/metrics.py keeps the bits-per-pixel histogram)."""
 
     def record_queued(self, stored: bool, dropped: int) -> None:
         self.frames_queued += int(stored)
