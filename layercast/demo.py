@@ -30,6 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--grpc-port", type=int, default=50051, help="0 = any free port")
     p.add_argument("--web-port", type=int, default=8080, help="0 = any free port")
+    p.add_argument(
+        "--metrics-port", type=int, default=9464, help="cloud /metrics (0 = any free port, -1 = off)"
+    )
     p.add_argument("--data-dir", type=Path, default=None, help="default: a fresh temporary folder")
     p.add_argument("--password", default=None, help="operator password (default: generated and printed)")
     p.add_argument(
@@ -67,6 +70,7 @@ async def _main(args: argparse.Namespace) -> int:
             "model": args.model,
             "device": "cpu",
             "auth.camera_tokens": [f"{cam}={hash_token(tok)}" for cam, tok in cameras.items()],
+            "metrics_port": args.metrics_port,
         }
     )
     cloud = CloudServer(cloud_cfg, codec=codec)
@@ -87,6 +91,7 @@ async def _main(args: argparse.Namespace) -> int:
                 "source.seed": 100 + i,
                 "source.fps": args.fps,
                 "encoder.model": args.model,
+                "metrics_port": -1 if args.metrics_port < 0 else 0,
             }
         )
         edges.append(EdgeApp(cfg, encoder=encoder))
@@ -108,6 +113,7 @@ async def _main(args: argparse.Namespace) -> int:
         web_port = await web_server.wait_started()
         web_url = f"http://{args.host}:{web_port}/"
 
+    await asyncio.sleep(1.0)  # let the cameras open their streams and metrics endpoints
     print("\nlayercast demo is running (Ctrl-C to stop)")
     print(
         f"  model        {codec.base_model_id} (base, task {codec.task})"
@@ -117,6 +123,11 @@ async def _main(args: argparse.Namespace) -> int:
     print(f"  cameras      {', '.join(cameras)} at {args.fps:g} fps each (synthetic streets)")
     if web_url:
         print(f"  operator     {web_url}   user 'operator', password '{password}'")
+    if cloud.metrics_server is not None:
+        print(f"  metrics      {cloud.metrics_server.url()} (cloud)")
+        edge_urls = [e.metrics_server.url() for e in edges if getattr(e, "metrics_server", None)]
+        if edge_urls:
+            print(f"               {'  '.join(edge_urls)} (cameras)")
     print(f"  results      layercast subscribe --cloud {target}")
     print(f"  enhance      layercast enhance --cloud {target} --camera cam-1 --seq 5 -o cam-1-5.png")
     print(f"  data         {data_dir}\n", flush=True)
