@@ -113,25 +113,6 @@ async def _main(args: argparse.Namespace) -> int:
         web_port = await web_server.wait_started()
         web_url = f"http://{args.host}:{web_port}/"
 
-    await asyncio.sleep(1.0)  # let the cameras open their streams and metrics endpoints
-    print("\nlayercast demo is running (Ctrl-C to stop)")
-    print(
-        f"  model        {codec.base_model_id} (base, task {codec.task})"
-        f"{', enhancement ' + codec.enhancement_model_id if codec.enhancement_model_id else ''}"
-    )
-    print(f"  cloud gRPC   {target}   (health, reflection, EdgeLink, Analytics, Operator)")
-    print(f"  cameras      {', '.join(cameras)} at {args.fps:g} fps each (synthetic streets)")
-    if web_url:
-        print(f"  operator     {web_url}   user 'operator', password '{password}'")
-    if cloud.metrics_server is not None:
-        print(f"  metrics      {cloud.metrics_server.url()} (cloud)")
-        edge_urls = [e.metrics_server.url() for e in edges if getattr(e, "metrics_server", None)]
-        if edge_urls:
-            print(f"               {'  '.join(edge_urls)} (cameras)")
-    print(f"  results      layercast subscribe --cloud {target}")
-    print(f"  enhance      layercast enhance --cloud {target} --camera cam-1 --seq 5 -o cam-1-5.png")
-    print(f"  data         {data_dir}\n", flush=True)
-
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -139,6 +120,25 @@ async def _main(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
     started = time.monotonic()
     try:
+        await asyncio.sleep(1.0)  # let the cameras open their streams and metrics endpoints
+        print("\nlayercast demo is running (Ctrl-C to stop)")
+        print(
+            f"  model        {codec.base_model_id} (base, task {codec.task})"
+            f"{', enhancement ' + codec.enhancement_model_id if codec.enhancement_model_id else ''}"
+        )
+        print(f"  cloud gRPC   {target}   (health, reflection, EdgeLink, Analytics, Operator)")
+        print(f"  cameras      {', '.join(cameras)} at {args.fps:g} fps each (synthetic streets)")
+        if web_url:
+            print(f"  operator     {web_url}   user 'operator', password '{password}'")
+        if cloud.metrics_server is not None:
+            print(f"  metrics      {cloud.metrics_server.url} (cloud)")
+            edge_urls = [e.metrics_server.url for e in edges if getattr(e, "metrics_server", None)]
+            if edge_urls:
+                print(f"               {'  '.join(edge_urls)} (cameras)")
+        print(f"  results      layercast subscribe --cloud {target}")
+        print(f"  enhance      layercast enhance --cloud {target} --camera cam-1 --seq 5 -o cam-1-5.png")
+        print(f"  data         {data_dir}\n", flush=True)
+
         if args.duration > 0:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), args.duration)
