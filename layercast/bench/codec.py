@@ -118,8 +118,8 @@ def bytes_vs_estimate(codec, n: int = 8, h: int = 192, w: int = 256) -> list[dic
     return rows
 
 
-def run(configs: list[str], repeat: int, trained: str | None) -> None:
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+def run(configs: list[str], repeat: int, trained: str | None, threads: int = 1) -> None:
+    torch.set_num_threads(threads)
     print(f"# codec speed, median of {repeat} runs, {torch.get_num_threads()} threads, CPU")
     print(f"{'model':24} {'size':>9} {'enc ms':>8} {'dec ms':>8} {'bytes':>7}  breakdown (ours)")
     for h, w in SIZES:
@@ -138,11 +138,12 @@ def run(configs: list[str], repeat: int, trained: str | None) -> None:
             print(f"{name:24} {w}x{h:<5} {r['encode_ms']:8.1f} {r['decode_ms']:8.1f} {r['bytes']:7d}")
     print("\n# decode_ms for ours = entropy decoding of ŷ (what the cloud needs before the task model);")
     print("# CompressAI's decompress includes its synthesis transform g_s, so compare with ours + g_s_task.")
-    codec = ours(configs[0], trained if configs[0] == "trained" else None)
+    name = "trained" if trained else configs[0]
+    codec = ours(name, trained)
     rows = bytes_vs_estimate(codec)
     est = sum(r["estimate_bytes"] for r in rows)
     act = sum(r["payload_bytes"] for r in rows)
-    print(f"\n# actual bytes vs entropy estimate ({len(rows)} images 256x192, model {configs[0]})")
+    print(f"\n# actual bytes vs entropy estimate ({len(rows)} images 256x192, model {trained or configs[0]})")
     for r in rows:
         print(
             f"estimate {r['estimate_bytes']:9.1f} B   payload {r['payload_bytes']:6d} B   + header {r['header_bytes']} B"
