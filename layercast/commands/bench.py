@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -12,12 +13,90 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--configs", nargs="+", default=["tiny", "small", "paper"])
     p.add_argument("--trained", default=None, help="registry name of a trained model to add as 'trained'")
     p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--threads", type=int, default=1, help="torch threads for every model (same for all)")
     p.set_defaults(func=_codec)
+
+    s = bsub.add_parser(
+        "service",
+        help="cloud throughput and latency for 1/4/16 cameras, batching on/off, base bitstreams vs JPEG",
+        description=(
+            "Real gRPC over loopback, in one process: a cloud server, N camera streams and a live subscriber. "
+            "Prints frames per second, bytes per frame and p50/p99 latency (capture -> result) for base "
+            "bitstreams and for JPEG at equal task accuracy through the same server path."
+        ),
+    )
+    s.add_argument("--model", default="default", help="registry name of the codec (default: default)")
+    s.add_argument(
+        "--cameras", type=int, nargs="+", default=[1, 4, 16], help="camera counts (default 1 4 16)"
+    )
+    s.add_argument("--duration", type=float, default=10.0, help="measured seconds per configuration")
+    s.add_argument("--warmup", type=float, default=2.0, help="seconds of load before measuring")
+    s.add_argument("--window", type=int, default=1, help="frames in flight per camera (the cloud's credits)")
+    s.add_argument("--max-batch", type=int, default=8, help="max_batch_size with batching on")
+    s.add_argument("--queue-delay-ms", type=float, default=5.0, help="max_queue_delay with batching on")
+    s.add_argument(
+        "--jpeg-quality",
+        type=int,
+        default=None,
+        help="JPEG quality (default: where JPEG reaches the model's mAP, from --eval-dir or measured on --data)",
+    )
+    s.add_argument(
+        "--eval-dir",
+        type=Path,
+        action="append",
+        default=None,
+        help="`layercast eval` output to read (repeatable; default docs/results, runs/eval, runs/eval-ship)",
+    )
+    s.add_argument("--data", type=Path, default=Path("data/synth"), help="synthetic data set for calibration")
+    s.add_argument(
+        "--calibrate-images", type=int, default=100, help="test images for the quality calibration (0 = skip)"
+    )
+    s.add_argument(
+        "--task-model",
+        type=Path,
+        default=Path("shared/zoo/tasks/detection.pt"),
+        help="clean-image task model of the JPEG path",
+    )
+    s.add_argument("--payloads", nargs="+", choices=["layercast", "jpeg"], default=["layercast", "jpeg"])
+    s.add_argument("--size", default="256x192", help="frame size WxH (default 256x192)")
+    s.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    s.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
+    s.set_defaults(func=_service)
+
+
+def _service(args: argparse.Namespace) -> int:
+    from layercast.bench.service import Options, run
+
+    w, _, h = args.size.partition("x")
+    run(
+        Options(
+            model=args.model,
+            cameras=tuple(args.cameras),
+            duration=args.duration,
+            warmup=args.warmup,
+            window=args.window,
+            max_batch=args.max_batch,
+            queue_delay_ms=args.queue_delay_ms,
+            jpeg_quality=args.jpeg_quality,
+            task_model=args.task_model,
+            eval_dirs=tuple(
+                args.eval_dir or (Path("docs/results"), Path("runs/eval"), Path("runs/eval-ship"))
+            ),
+            data=args.data,
+            calibrate_images=args.calibrate_images,
+            payloads=tuple(args.payloads),
+            width=int(w),
+            height=int(h),
+            threads=args.threads,
+            json_out=args.json,
+        )
+    )
+    return 0
 
 
 def _codec(args: argparse.Namespace) -> int:
     from layercast.bench.codec import run
 
     configs = list(args.configs) + (["trained"] if args.trained else [])
-    run(configs, args.repeat, args.trained)
+    run(configs, args.repeat, args.trained, args.threads)
     return 0

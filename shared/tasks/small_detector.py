@@ -107,7 +107,7 @@ class SmallDetector(TaskModel):
         prob = torch.sigmoid(raw.heatmap.float())
         peaks = prob * (F.max_pool2d(prob, 3, 1, 1) == prob)
         top = min(self.max_detections, k * h * w)
-        scores, idx = peaks.view(b, -1).topk(top, dim=1)
+        scores, idx = peaks.reshape(b, -1).topk(top, dim=1)
         cls, cell = idx // (h * w), idx % (h * w)
         in_h, in_w = raw.input_size
         results = []
