@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import IO
 
 import numpy as np
+
 from layercast.edge.config import EdgeConfig
 from layercast.edge.encoder import EncodedBatch, Encoder, next_batch
 from layercast.edge.enhancement_store import EnhancementStore

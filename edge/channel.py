@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import grpc
 import grpc.aio
+
 from layercast.edge.config import LinkConfig
 from layercast.shared.errors import ConfigError
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
+
 from layercast.edge.config import EncoderConfig
 from layercast.edge.frame_queue import DropOldestQueue
 from layercast.edge.sources import CapturedFrame

@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 
 import grpc
 import grpc.aio
+
 from layercast.edge.backoff import Backoff
 from layercast.edge.channel import make_channel
 from layercast.edge.config import LinkConfig

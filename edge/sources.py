@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from layercast.edge.config import SourceConfig
 from layercast.shared.errors import ConfigError
 

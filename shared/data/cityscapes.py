@@ -29,6 +29,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
 from layercast.shared.data.camera import (
     CITYSCAPES_BASELINE,
     cityscapes_focal,
@@ -43,8 +46,6 @@ from layercast.shared.data.labels import (
     label_ids_to_train_ids,
 )
 from layercast.shared.errors import ConfigError
-from PIL import Image
-from torch.utils.data import Dataset
 
 Target = dict[str, Any]
 Transform = Callable[[torch.Tensor, Target], tuple[torch.Tensor, Target]]

@@ -23,9 +23,10 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from layercast.shared.errors import ConfigError
 from PIL import Image
 from torch.utils.data import Dataset
+
+from layercast.shared.errors import ConfigError
 
 Target = dict[str, Any]
 Transform = Callable[[torch.Tensor, Target], tuple[torch.Tensor, Target]]

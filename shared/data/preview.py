@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
 from layercast.shared.data.labels import CLASS_BY_COCO_ID, LABEL_COLORS
 from layercast.shared.data.synth import Scene
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
 from layercast.shared.data.camera import PinholeCamera
 
 F32 = np.float32

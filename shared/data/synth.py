@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
+
 from layercast.shared.data.camera import PinholeCamera, depth_to_disparity
 from layercast.shared.data.raster import F32, Canvas, Draws, Region, rgb3
 from layercast.shared.data.synth_background import render_background

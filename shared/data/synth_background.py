@@ -10,6 +10,7 @@ and multiplied by a colour last.
 from __future__ import annotations
 
 import numpy as np
+
 from layercast.shared.data.labels import CS
 from layercast.shared.data.raster import F32, Canvas, frac, hash01, noise, rgb3
 from layercast.shared.data.synth_layout import Layout, Side

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
+
 from layercast.shared.data.camera import PinholeCamera, cityscapes_focal
 from layercast.shared.data.raster import Draws
 from layercast.shared.data.synth_objects import KINDS

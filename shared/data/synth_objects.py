@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
 from layercast.shared.data.labels import CS
 from layercast.shared.data.raster import (
     F32,

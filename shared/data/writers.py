@@ -35,10 +35,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from PIL import Image
+
 from layercast.shared.data.camera import encode_disparity_png
 from layercast.shared.data.labels import CITYSCAPES_LABELS, coco_categories
 from layercast.shared.data.synth import Scene, render_scene
-from PIL import Image
 
 #: Bumped whenever the renderer changes what a seed produces.
 GENERATOR_VERSION = "synth-streets-1"

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import grpc
 import grpc.aio
+
 from layercast.edge.config import BackoffConfig, LinkConfig
 from layercast.shared.rpc import edge_pb2, edge_pb2_grpc
 

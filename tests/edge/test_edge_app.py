@@ -11,13 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from edge_fake_cloud import CloudServer, eventually, link_config
+from PIL import Image
+
 from layercast.edge.app import EdgeApp
 from layercast.edge.config import EdgeConfig, EnhancementStoreConfig, OutboxConfig, SourceConfig
 from layercast.edge.encoder import Encoder
 from layercast.edge.enhancement_store import LookupStatus
 from layercast.shared.errors import ConfigError
 from layercast.shared.rpc import edge_pb2
-from PIL import Image
 
 
 @dataclass(frozen=True)

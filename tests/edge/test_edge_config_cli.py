@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from layercast.edge import cli
 from layercast.edge.backoff import Backoff
 from layercast.edge.channel import channel_options

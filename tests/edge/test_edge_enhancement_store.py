@@ -6,6 +6,7 @@ import errno
 import os
 
 import pytest
+
 from layercast.edge.enhancement_store import HEADER_SIZE, EnhancementStore, LookupStatus
 from layercast.shared.errors import StorageError, StorageFull
 

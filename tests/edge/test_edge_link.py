@@ -11,6 +11,7 @@ import contextlib
 import grpc
 import pytest
 from edge_fake_cloud import CloudServer, eventually, link_config
+
 from layercast.edge.enhancement_store import EnhancementStore
 from layercast.edge.link import EdgeIdentity, EdgeLink
 from layercast.edge.outbox import Outbox

@@ -9,6 +9,7 @@ import sys
 import textwrap
 
 import pytest
+
 from layercast.edge.outbox import Outbox
 
 

@@ -12,6 +12,7 @@ import asyncio
 
 import numpy as np
 from edge_fake_cloud import CloudServer, eventually, link_config
+
 from layercast.edge.app import EdgeApp
 from layercast.edge.config import EdgeConfig, SourceConfig
 from layercast.edge.encoder import Encoder

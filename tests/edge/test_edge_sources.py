@@ -8,11 +8,12 @@ import time
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from layercast.edge.config import SourceConfig
 from layercast.edge.frame_queue import DropOldestQueue
 from layercast.edge.sources import FolderSource, Pacer, open_source, paced_frames
 from layercast.shared.errors import ConfigError
-from PIL import Image
 
 
 class FakeClock:

@@ -11,6 +11,7 @@ import grpc
 import grpc.aio
 import pytest
 from edge_fake_cloud import FakeCloud, eventually, link_config
+
 from layercast.edge.link import EdgeIdentity, EdgeLink
 from layercast.edge.outbox import Outbox
 from layercast.edge.stats import EdgeStats

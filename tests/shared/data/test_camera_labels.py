@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from layercast.shared.data.camera import (
     CITYSCAPES_BASELINE,
     PinholeCamera,

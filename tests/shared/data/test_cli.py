@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
-from layercast.shared.data.coco import CocoDetection
 from PIL import Image
 
 from layercast.cli import main
+from layercast.shared.data.coco import CocoDetection
 
 
 def test_synth_cli_writes_a_readable_split(tmp_path, capsys):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from layercast.shared.data.camera import CITYSCAPES_BASELINE, cityscapes_focal
 from layercast.shared.data.labels import CLASS_BY_COCO_ID, CS
 from layercast.shared.data.synth import MIN_BOX_SIDE, SyntheticCamera, render_scene

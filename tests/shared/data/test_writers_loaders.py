@@ -8,13 +8,14 @@ import os
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+
 from layercast.shared.data.camera import decode_disparity_png
 from layercast.shared.data.cityscapes import Cityscapes, read_disparity
 from layercast.shared.data.coco import CocoDetection
 from layercast.shared.data.labels import CLASS_BY_COCO_ID, label_ids_to_train_ids
 from layercast.shared.data.synth import render_scene
 from layercast.shared.data.writers import cityscapes_stem, generate, image_id, scene_seed
-from PIL import Image
 
 N_TRAIN, N_VAL, SEED = 4, 2, 11
 
