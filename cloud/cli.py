@@ -368,23 +368,9 @@ async def _enhance(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Run these commands without the full ``layercast`` CLI (``python -m layercast.cloud.cli``)."""
-    parser = argparse.ArgumentParser(prog="layercast")
-    parser.add_argument("-v", "--verbose", action="count", default=0)
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    from layercast.shared.errors import LayercastError
+    from layercast.shared.cli import build_parser, run
 
-    try:
-        return int(args.func(args) or 0)
-    except LayercastError as exc:
-        print(f"layercast {args.command}: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+    return run(build_parser([register]), argv)
 
 
 if __name__ == "__main__":

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 
 from layercast import __version__
+from layercast.shared.cli import build_parser as build_parser_from
+from layercast.shared.cli import run
 
 #: Modules that each register one or more sub-commands.
 COMMAND_MODULES = [
@@ -25,11 +26,7 @@ COMMAND_MODULES = [
 ]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="layercast", description=__doc__.splitlines()[0])
-    parser.add_argument("--version", action="version", version=f"layercast {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+def _registers():
     for name in COMMAND_MODULES:
         try:
             module = importlib.import_module(name)
@@ -37,29 +34,15 @@ def build_parser() -> argparse.ArgumentParser:
             if exc.name != name:
                 raise
             continue
-        module.register(sub)
-    return parser
+        yield module.register
+
+
+def build_parser() -> argparse.ArgumentParser:
+    return build_parser_from(_registers(), description=__doc__.splitlines()[0], version=__version__)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    from layercast.shared.errors import LayercastError
-
-    try:
-        return int(args.func(args) or 0)
-    except LayercastError as exc:
-        print(f"layercast {args.command}: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+    return run(build_parser(), argv)
 
 
 if __name__ == "__main__":
