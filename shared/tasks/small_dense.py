@@ -17,18 +17,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from layercast.shared.tasks.base import ImageNormalize, TaskModel, check_images
+from layercast.shared.tasks.base import ImageNormalize, check_images
+from layercast.shared.tasks.dense_base import DepthTaskModel, SegmentationTaskModel
 from layercast.shared.tasks.dense_ops import (
     CITYSCAPES_FOCAL_BASELINE,
     DEFAULT_DISPARITY_SCALE,
-    depth_results,
-    masked_disparity_loss,
-    segmentation_loss,
-    segmentation_results,
 )
 from layercast.shared.tasks.layers import ConvBNAct, TinyEncoder, TopDownDecoder
 from layercast.shared.tasks.registry import register_task_model
-from layercast.shared.tasks.types import CITYSCAPES_NUM_CLASSES, TaskResult
+from layercast.shared.tasks.types import CITYSCAPES_NUM_CLASSES
 
 
 class SmallDenseNet(nn.Module):
@@ -48,10 +45,8 @@ class SmallDenseNet(nn.Module):
         return F.interpolate(out, size=images.shape[-2:], mode="bilinear", align_corners=False)
 
 
-class SmallDepth(TaskModel):
+class SmallDepth(DepthTaskModel):
     """Monocular depth as normalised disparity (softplus output), masked L1 loss."""
-
-    task = "depth"
 
     def __init__(
         self,
@@ -71,25 +66,9 @@ class SmallDepth(TaskModel):
         check_images(images)
         return F.softplus(self.net(images))
 
-    def loss(self, raw: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return masked_disparity_loss(
-            raw,
-            targets,
-            focal_baseline=self.focal_baseline,
-            disparity_scale=self.disparity_scale,
-            kind=self.loss_kind,
-        )
 
-    def postprocess(self, raw: torch.Tensor, image_sizes: Sequence[tuple[int, int]]) -> list[TaskResult]:
-        return depth_results(
-            raw, image_sizes, focal_baseline=self.focal_baseline, disparity_scale=self.disparity_scale
-        )
-
-
-class SmallSegmenter(TaskModel):
+class SmallSegmenter(SegmentationTaskModel):
     """Semantic segmentation into ``num_classes`` train ids (255 ignored)."""
-
-    task = "segmentation"
 
     def __init__(self, *, num_classes: int = CITYSCAPES_NUM_CLASSES, **net_kwargs: object) -> None:
         super().__init__()
@@ -99,12 +78,6 @@ class SmallSegmenter(TaskModel):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         check_images(images)
         return self.net(images)
-
-    def loss(self, raw: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return segmentation_loss(raw, targets)
-
-    def postprocess(self, raw: torch.Tensor, image_sizes: Sequence[tuple[int, int]]) -> list[TaskResult]:
-        return segmentation_results(raw, image_sizes)
 
 
 @register_task_model("small_depth", task="depth")

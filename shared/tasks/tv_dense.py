@@ -13,30 +13,24 @@ in [0, 1] are normalised with ImageNet statistics inside the wrapper.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from torchvision.models.segmentation import deeplabv3_resnet50, lraspp_mobilenet_v3_large
 
-from layercast.shared.tasks.base import ImageNormalize, TaskModel, check_images
+from layercast.shared.tasks.base import ImageNormalize, check_images
+from layercast.shared.tasks.dense_base import DepthTaskModel, SegmentationTaskModel
 from layercast.shared.tasks.dense_ops import (
     CITYSCAPES_FOCAL_BASELINE,
     DEFAULT_DISPARITY_SCALE,
-    depth_results,
-    masked_disparity_loss,
-    segmentation_loss,
-    segmentation_results,
 )
 from layercast.shared.tasks.registry import register_task_model
-from layercast.shared.tasks.types import CITYSCAPES_NUM_CLASSES, TaskResult
+from layercast.shared.tasks.types import CITYSCAPES_NUM_CLASSES
 from layercast.shared.tasks.weights import load_into, load_weights_file, read_state_dict
 
 
-class TorchvisionDepth(TaskModel):
+class TorchvisionDepth(DepthTaskModel):
     """A torchvision segmentation network with one channel read as normalised disparity."""
-
-    task = "depth"
 
     def __init__(
         self,
@@ -57,25 +51,9 @@ class TorchvisionDepth(TaskModel):
         check_images(images)
         return self.model(self.normalize(images))["out"]
 
-    def loss(self, raw: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return masked_disparity_loss(
-            raw,
-            targets,
-            focal_baseline=self.focal_baseline,
-            disparity_scale=self.disparity_scale,
-            kind=self.loss_kind,
-        )
 
-    def postprocess(self, raw: torch.Tensor, image_sizes: Sequence[tuple[int, int]]) -> list[TaskResult]:
-        return depth_results(
-            raw, image_sizes, focal_baseline=self.focal_baseline, disparity_scale=self.disparity_scale
-        )
-
-
-class TorchvisionSegmenter(TaskModel):
+class TorchvisionSegmenter(SegmentationTaskModel):
     """A torchvision segmentation network predicting train-id logits."""
-
-    task = "segmentation"
 
     def __init__(self, model: torch.nn.Module) -> None:
         super().__init__()
@@ -85,12 +63,6 @@ class TorchvisionSegmenter(TaskModel):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         check_images(images)
         return self.model(self.normalize(images))["out"]
-
-    def loss(self, raw: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return segmentation_loss(raw, targets)
-
-    def postprocess(self, raw: torch.Tensor, image_sizes: Sequence[tuple[int, int]]) -> list[TaskResult]:
-        return segmentation_results(raw, image_sizes)
 
 
 def _load_backbone(backbone: torch.nn.Module, path: str | Path, *, strict: bool, mobilenet: bool) -> None:
