@@ -42,6 +42,9 @@ from layercast.shared.metrics import MetricsServer, metrics_enabled, start_metri
 
 log = logging.getLogger(__name__)
 
+#: Seconds between attempts to open an enhancement store that could not be opened (its disk may come back).
+STORE_RETRY_S = 5.0
+
 
 class EdgeApp:
     """Runs one edge (camera) until stopped. Components are public once ``run`` has started them.
@@ -68,6 +71,8 @@ class EdgeApp:
         #: The outbox's persistent counters as they were when ``run`` ended.
         self.outbox_stats: OutboxStats | None = None
         self.store: EnhancementStore | None = None
+        #: Why the configured enhancement store is not open ("" when it is, or when it is disabled).
+        self.store_unavailable = ""
         self.link: EdgeLink | None = None
         self._stop: asyncio.Event | None = None
         self._stop_requested = False
@@ -103,6 +108,7 @@ class EdgeApp:
                 self.encoder = await asyncio.to_thread(Encoder.load, cfg.encoder)
             source = self._source if self._source is not None else open_source(cfg.source)
             self.link = EdgeLink(cfg.link, self._identity(), self.outbox, self.store, self.stats)  # type: ignore[arg-type]
+            self.link.store_unavailable = self.store_unavailable
             if cfg.link.insecure:
                 log.warning("edge link to %s is NOT encrypted (link.insecure = true)", cfg.link.cloud)
             await self._pipeline(source)
@@ -126,7 +132,7 @@ class EdgeApp:
         capture = asyncio.create_task(self._capture(source, queue), name="edge-capture")
         encode = asyncio.create_task(self._encode(queue), name="edge-encode")
         link = asyncio.create_task(self.link.run(link_stop), name="edge-link")
-        sweeper = asyncio.create_task(self._sweep(), name="edge-sweep")
+        sweeper = asyncio.create_task(self._maintain_store(), name="edge-store")
         stop_wait = asyncio.create_task(self._stop.wait())
         self.started.set()
         try:
@@ -222,14 +228,22 @@ class EdgeApp:
             return None
 
         def keep(sequence: int) -> None:
+            healthy = self.stats.store_healthy
             try:
                 store.put(sequence, enhancement, capture_time_us)
             except StorageError as exc:
                 self.stats.record_store_error(str(exc))
-                if self.stats.store_errors == 1 or self.stats.store_errors % 100 == 0:
-                    log.error("enhancement store failed (%d so far): %s", self.stats.store_errors, exc)
+                if healthy or self.stats.store_errors % 100 == 0:  # each outage, then every 100th
+                    log.error(
+                        "enhancement store failed (%d so far; base frames go on, enhancement requests "
+                        "for these frames are answered STORE_ERROR): %s",
+                        self.stats.store_errors,
+                        exc,
+                    )
                 return
             self.stats.record_stored(len(enhancement))
+            if not healthy:
+                log.warning("enhancement store works again (frame %d kept)", sequence)
 
         return keep
 
@@ -240,11 +254,16 @@ class EdgeApp:
         except StorageError as exc:
             log.error("cannot count %d dropped frame(s): %s", frames, exc)
 
-    async def _sweep(self) -> None:
-        if self.store is None:
+    async def _maintain_store(self) -> None:
+        """Evict expired enhancements; until a store that could not be opened opens, retry it."""
+        if not self.config.store.enabled:
             return
         period = min(60.0, max(1.0, self.config.store.max_age_s / 10))
         while True:
+            if self.store is None:
+                await asyncio.sleep(STORE_RETRY_S)
+                self._use_store(await asyncio.to_thread(self._try_open_store))
+                continue
             await asyncio.sleep(period)
             try:
                 await asyncio.to_thread(self.store.sweep)
@@ -262,20 +281,42 @@ class EdgeApp:
             synchronous=cfg.outbox.synchronous,
         )
         if cfg.store.enabled:
-            try:
-                self.store = EnhancementStore(
-                    cfg.store_dir, cfg.camera_id, max_bytes=cfg.store.max_bytes, max_age_s=cfg.store.max_age_s
+            self._use_store(self._try_open_store())
+
+    def _try_open_store(self) -> EnhancementStore | StorageError:
+        """The enhancement store, or why it cannot be opened (blocking: run in a thread when looping)."""
+        cfg = self.config
+        try:
+            return EnhancementStore(
+                cfg.store_dir, cfg.camera_id, max_bytes=cfg.store.max_bytes, max_age_s=cfg.store.max_age_s
+            )
+        except StorageError as exc:
+            return exc
+
+    def _use_store(self, opened: EnhancementStore | StorageError) -> None:
+        """Adopt a freshly opened store. On failure the base stream goes on without one, requests
+        are answered STORE_ERROR, and ``_maintain_store`` tries again every ``STORE_RETRY_S``."""
+        if isinstance(opened, StorageError):
+            first = not self.store_unavailable
+            self.store_unavailable = f"the edge cannot open its enhancement store: {opened}"
+            self.stats.record_store_error(str(opened))
+            if first:
+                log.error(
+                    "running without an enhancement store, retrying every %gs: %s", STORE_RETRY_S, opened
                 )
-            except StorageError as exc:  # the base stream goes on without enhancement layers
-                self.stats.record_store_error(str(exc))
-                log.error("running without an enhancement store: %s", exc)
+            return
+        self.store, self.store_unavailable = opened, ""
+        self.stats.store_healthy = True
+        if self.link is not None:  # reopened while running
+            self.link.store, self.link.store_unavailable = opened, ""
+            log.warning("enhancement store %s opened; enhancement layers are kept again", opened.root)
 
     def _identity(self) -> EdgeIdentity:
         from layercast import __version__
 
         assert self.encoder is not None
         caps = []
-        if self.store is not None and self.encoder.enhancement_model_id:
+        if self.config.store.enabled and self.encoder.enhancement_model_id:
             caps.append("enhancement")
         if self.encoder.device == "cuda":
             caps.append("cuda")

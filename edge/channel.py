@@ -16,6 +16,12 @@ def channel_options(config: LinkConfig) -> list[tuple[str, int | str]]:
         # this is what notices a dead NAT mapping or a pulled cable while the stream looks open.
         ("grpc.keepalive_time_ms", config.keepalive_time_ms),
         ("grpc.keepalive_timeout_ms", config.keepalive_timeout_ms),
+        # Give every ping the keepalive's deadline. gRPC lets a keepalive ride on a ping already in
+        # flight (a flow-control BDP probe, sent all the time while frames flow), and that one waits
+        # for its ack for ping_timeout_ms, 60 s by default: without this a link that goes dark while
+        # streaming is noticed after a minute, not after keepalive_time + keepalive_timeout
+        # (measured in tests/e2e/test_faults_network.py).
+        ("grpc.http2.ping_timeout_ms", config.keepalive_timeout_ms),
         # The stream is always open, but allow pings regardless (and between streams).
         ("grpc.keepalive_permit_without_calls", 1),
         # 0 = no limit on pings sent without data frames in between (the default 2 would stop them

@@ -73,7 +73,8 @@ class LinkConfig:
     server_name: str | None = None
     #: HTTP/2 keepalive: ping the cloud after this long without activity ...
     keepalive_time_ms: int = field(default=20_000, metadata={"min": 1_000})
-    #: ... and declare the link dead when the ping is not answered within this.
+    #: ... and declare the link dead when the ping is not answered within this. A link that goes
+    #: dark is noticed within keepalive_time_ms + keepalive_timeout_ms (tests/e2e/test_faults_network.py).
     keepalive_timeout_ms: int = field(default=10_000, metadata={"min": 100})
     #: Largest message the edge sends (base frames and enhancement responses).
     max_send_message_bytes: int = field(default=16 * MiB, metadata={"min": 64 * 1024})

@@ -84,6 +84,10 @@ class PlainSealer:
         return stored
 
 
+class NotKept(StorageError):
+    """This frame's enhancement could not be written when it was captured (a failure already counted)."""
+
+
 class LookupStatus(enum.Enum):
     FOUND = "found"
     EXPIRED = "expired"  # the store had it; retention evicted it
@@ -118,6 +122,14 @@ class _Entry:
 
 def _now_us() -> int:
     return time.time_ns() // 1000
+
+
+def temp_name(sequence: int, pid: int) -> str:
+    """Name of the file frame ``sequence`` is written to by process ``pid`` before its rename.
+
+    Hidden (leading dot) and recognisable (``.tmp-``), so a start-up removes what a crash left.
+    """
+    return f".{sequence:020d}.tmp-{pid}"
 
 
 class EnhancementStore:
@@ -228,7 +240,7 @@ class EnhancementStore:
             zlib.crc32(payload),
         )
         final = self.root / f"{sequence:020d}-{created_us}{_SUFFIX}"
-        tmp = self.root / f".{sequence:020d}.tmp-{os.getpid()}"
+        tmp = self.root / temp_name(sequence, os.getpid())
         try:
             with open(tmp, "wb") as f:
                 f.write(header)
@@ -326,7 +338,7 @@ class EnhancementStore:
 
     def _missing(self, sequence: int) -> Lookup:
         if sequence in self._failed:
-            raise StorageError(f"enhancement of frame {sequence} was not stored: {self._failed[sequence]}")
+            raise NotKept(f"enhancement of frame {sequence} was not stored: {self._failed[sequence]}")
         if sequence <= self._hwm:
             return Lookup(
                 LookupStatus.EXPIRED,

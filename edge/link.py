@@ -123,6 +123,9 @@ class EdgeLink:
         self.identity = identity
         self.outbox = outbox
         self.store = store
+        #: Set (to the reason) when the edge keeps enhancement layers but its store cannot be opened:
+        #: requests are then answered STORE_ERROR, not "this edge keeps none".
+        self.store_unavailable = ""
         self.stats = stats or EdgeStats()
         self.backoff = backoff or Backoff(config.backoff)
         self.session_id = ""
@@ -434,7 +437,11 @@ class EdgeLink:
     async def _serve_request(self, req: edge_pb2.EnhancementRequest, limiter: asyncio.Semaphore) -> None:
         async with limiter:
             resp = await answer_request(
-                req, self.store, self.stats, self.config.max_send_message_bytes - MESSAGE_OVERHEAD
+                req,
+                self.store,
+                self.stats,
+                self.config.max_send_message_bytes - MESSAGE_OVERHEAD,
+                store_unavailable=self.store_unavailable,
             )
         self._control.append(edge_pb2.EdgeMessage(enhancement=resp))
         self._wake.set()

@@ -30,6 +30,8 @@ layercast_edge_connects_total                             counter  streams welco
 layercast_edge_reconnects_total                           counter  connection attempts after the first
 layercast_edge_disconnects_total                          counter
 layercast_edge_connected                                  gauge    1 while a stream is open
+layercast_edge_enhancement_store_healthy                  gauge    0 while the store fails (disk full,
+                                                                   unwritable, cannot open); store enabled only
 layercast_edge_outbox_frames                              gauge    link queue depth (not yet acked)
 layercast_edge_frames_in_flight                           gauge    sent, not yet acked
 layercast_edge_start_time_seconds                         gauge    unix time
@@ -190,6 +192,13 @@ class EdgeCollector(Collector):
         yield counter("reconnects", "Connection attempts after the first.", s.reconnects)
         yield counter("disconnects", "Streams that ended.", s.disconnects)
         yield gauge("connected", "1 while a stream to the cloud is open.", float(s.connected))
+        if app.config.store.enabled:
+            yield gauge(
+                "enhancement_store_healthy",
+                "0 from an enhancement store failure (disk full, unwritable, cannot open) until an "
+                "enhancement is kept again; base frames flow regardless.",
+                float(s.store_healthy),
+            )
         outbox = app.outbox
         yield gauge(
             "outbox_frames",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 
-from layercast.edge.enhancement_store import EnhancementStore, LookupStatus
+from layercast.edge.enhancement_store import EnhancementStore, LookupStatus, NotKept
 from layercast.edge.stats import EdgeStats
 from layercast.shared.errors import StorageError
 from layercast.shared.rpc import edge_pb2
@@ -24,8 +24,14 @@ async def answer_request(
     store: EnhancementStore | None,
     stats: EdgeStats,
     max_bytes: int,
+    *,
+    store_unavailable: str = "",
 ) -> edge_pb2.EnhancementResponse:
-    """The response to ``req``; reads the store in a worker thread; never raises for store failures."""
+    """The response to ``req``; reads the store in a worker thread; never raises for store failures.
+
+    ``store_unavailable``: why the store this edge is configured to keep cannot be opened (then
+    ``store`` is None and the answer is STORE_ERROR rather than "keeps no enhancement layers").
+    """
 
     def unavailable(reason: int, label: str, message: str) -> edge_pb2.EnhancementResponse:
         stats.record_enhancement(label)
@@ -35,12 +41,15 @@ async def answer_request(
             unavailable=Unavailable(reason=reason, message=message),
         )
 
+    if store is None and store_unavailable:
+        return unavailable(Unavailable.STORE_ERROR, "store_error", store_unavailable)
     if store is None:
         return unavailable(Unavailable.NOT_FOUND, "not_found", "this edge keeps no enhancement layers")
     try:
         found = await asyncio.to_thread(store.get, req.sequence)
     except StorageError as exc:
-        stats.record_store_error(str(exc))
+        if not isinstance(exc, NotKept):  # a failed write was counted when it happened
+            stats.record_store_error(str(exc))
         return unavailable(Unavailable.STORE_ERROR, "store_error", str(exc))
     if found.status is LookupStatus.EXPIRED:
         return unavailable(Unavailable.EXPIRED, "expired", found.message)

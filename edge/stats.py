@@ -36,6 +36,7 @@ class EdgeStats:
     frames_too_large: int = 0  # larger than the cloud's max_frame_bytes: never sent, counted as dropped
     sequence_collisions: int = 0  # duplicate acks for frames never sent before (see link.py)
     store_errors: int = 0  # enhancement store failures (the base stream went on)
+    store_healthy: bool = True  # False from a store failure until the next enhancement is kept
     outbox_errors: int = 0  # outbox write failures
     frames_lost_outbox_error: int = 0  # encoded frames that could not be persisted (counted here only)
     enhancement_requests: int = 0
@@ -74,9 +75,11 @@ class EdgeStats:
 
     def record_stored(self, nbytes: int) -> None:
         self.enhancement_bytes_stored += nbytes
+        self.store_healthy = True
 
     def record_store_error(self, message: str) -> None:
         self.store_errors += 1
+        self.store_healthy = False
         self.last_error = message
 
     def record_outbox_error(self, frames: int, message: str) -> None:

@@ -100,6 +100,7 @@ def test_every_alert_has_severity_summary_and_known_metrics():
         "LayercastCameraDown",
         "LayercastEdgeDroppingFrames",
         "LayercastEnhancementFailures",
+        "LayercastEdgeEnhancementStoreFailing",
         "LayercastEndToEndLatencySLO",
     }
     assert wanted <= {r["alert"] for r in rules}

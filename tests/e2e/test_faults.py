@@ -35,7 +35,7 @@ from tests.e2e.services import ROOT, CloudProcess, EdgeProcess, Model, wait_unti
 MiB = 1 << 20
 TOKENS = {
     cam: f"faults-{cam}-" + "z" * 24
-    for cam in ("hand-1", "hand-2", "bad-1", "alien-1", "exp-1", "k-1", "k-2")
+    for cam in ("hand-1", "hand-2", "bad-1", "alien-1", "exp-1", "k-1", "k-2", "k-3", "k-4")
 }
 WRONG_TOKEN = "not-the-token-of-bad-1-" + "q" * 16
 
@@ -292,15 +292,16 @@ async def test_message_above_the_limit_ends_the_stream_with_resource_exhausted(
 # -- a crash of the cloud ---------------------------------------------------------------------------
 
 KILL_FRAMES = 40
+KILL_CAMERAS = ("k-1", "k-2", "k-3", "k-4")
 
 
 def test_kill_9_of_the_cloud_mid_run_loses_and_duplicates_nothing(
     tmp_path_factory: pytest.TempPathFactory, model: Model, cloud: CloudProcess
 ) -> None:
-    """Last test of the module: it crashes the module's cloud (SIGKILL) while two edges stream,
+    """Last test of the module: it crashes the module's cloud (SIGKILL) while four edges stream,
     and restarts it on the same port and data directory."""
     work = tmp_path_factory.mktemp("kill9")
-    cams = ("k-1", "k-2")
+    cams = KILL_CAMERAS
     folders = {
         cam: write_folder(work / "frames" / cam, camera_images(10 + i, KILL_FRAMES))
         for i, cam in enumerate(cams)
@@ -332,10 +333,7 @@ def test_kill_9_of_the_cloud_mid_run_loses_and_duplicates_nothing(
                     "--cloud",
                     cloud.target,
                     "--retry",
-                    "--camera",
-                    "k-1",
-                    "--camera",
-                    "k-2",
+                    *(arg for cam in cams for arg in ("--camera", cam)),
                     "--limit",
                     str(len(cams) * KILL_FRAMES),
                 ],
@@ -351,7 +349,9 @@ def test_kill_9_of_the_cloud_mid_run_loses_and_duplicates_nothing(
         cloud.kill9()
         before = [json.loads(line) for line in live_out.read_bytes().splitlines()]
         assert len(before) < len(cams) * KILL_FRAMES  # the crash really is mid-run
+        t0 = time.monotonic()
         cloud.start()  # same port, same data directory
+        restart_s = time.monotonic() - t0
         runs = {cam: e.finish(timeout=300) for cam, e in edges.items()}
         assert live.wait(120) == 0
         final = {cam: subscribe(cloud.target, cam, KILL_FRAMES) for cam in cams}
@@ -382,3 +382,10 @@ def test_kill_9_of_the_cloud_mid_run_loses_and_duplicates_nothing(
     assert {(r["camera_id"], r["sequence"]): r["capture_time_us"] for r in got} == {
         (cam, r.sequence): r.capture_time_us for cam in cams for r in final[cam]
     }
+    stats = [runs[cam].stats for cam in cams]
+    print(
+        f"\nFIGURE cloud kill -9: {len(cams)} cameras x {KILL_FRAMES} frames, killed after {len(before)} "
+        f"results, back in {restart_s:.1f}s; results {sum(len(final[c]) for c in cams)}, lost 0, "
+        f"duplicates 0 (live subscriber saw {len(got)}); edges resent {sum(s['frames_resent'] for s in stats)}, "
+        f"acked as duplicate {sum(s['frames_acked_duplicate'] for s in stats)}"
+    )

@@ -184,7 +184,37 @@ async def test_broken_enhancement_store_does_not_stop_the_base_stream(cloud: Clo
     assert app.stats.store_errors == 1 and "enhancement store" in app.stats.last_error
     assert app.stats.frames_acked == 3
     resp = cloud.servicer.responses[0]
-    assert resp.unavailable.reason == edge_pb2.EnhancementUnavailable.NOT_FOUND
+    # the edge is meant to keep them: "the store failed", not "this edge keeps none"
+    assert resp.unavailable.reason == edge_pb2.EnhancementUnavailable.STORE_ERROR
+    assert "cannot open its enhancement store" in resp.unavailable.message
+    assert not app.stats.store_healthy
+
+
+async def test_enhancement_store_that_could_not_be_opened_is_retried_until_it_opens(
+    cloud: CloudServer, tmp_path, monkeypatch
+):
+    monkeypatch.setattr("layercast.edge.app.STORE_RETRY_S", 0.05)
+    write_images(tmp_path / "f", 2, seed=8)
+    cfg = edge_config(tmp_path / "edge", cloud, f"folder:{tmp_path / 'f'}")
+    cfg.store = EnhancementStoreConfig(max_bytes=10_000)
+    cfg.store_dir.parent.mkdir(parents=True)
+    cfg.store_dir.write_text("in the way")
+    fc = cloud.servicer
+    fc.auto_ack = False  # keep the app running
+    app = EdgeApp(cfg, encoder=Encoder(StandInCodec()))
+    task = asyncio.create_task(app.run())
+    await eventually(lambda: len(fc.frames) == 2 and app.stats.store_errors >= 3, what="retries")
+    assert app.store is None and not app.stats.store_healthy
+    cfg.store_dir.unlink()  # the disk is back
+    await eventually(lambda: app.store is not None, what="the store to open")
+    assert app.link is not None and app.link.store is app.store and not app.link.store_unavailable
+    assert app.stats.store_healthy
+    fc.current.send(enhancement_request=edge_pb2.EnhancementRequest(request_id="y", sequence=1))
+    await eventually(lambda: fc.responses, what="an answer")
+    # frame 1 was captured while the store was away: the reopened store never had it
+    assert fc.responses[0].unavailable.reason == edge_pb2.EnhancementUnavailable.NOT_FOUND
+    fc.current.ack(1, 2)
+    await asyncio.wait_for(task, 20)
 
 
 def test_one_process_per_data_dir(tmp_path):

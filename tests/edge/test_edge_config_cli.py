@@ -132,6 +132,8 @@ def test_keepalive_and_message_limits_are_set():
     opts = dict(channel_options(cfg.link))
     assert opts["grpc.keepalive_time_ms"] == 15000
     assert opts["grpc.keepalive_timeout_ms"] == cfg.link.keepalive_timeout_ms
+    # any ping (a flow-control probe the keepalive rides on) must be answered within the keepalive's timeout
+    assert opts["grpc.http2.ping_timeout_ms"] == cfg.link.keepalive_timeout_ms
     assert opts["grpc.keepalive_permit_without_calls"] == 1
     assert opts["grpc.max_send_message_length"] == cfg.link.max_send_message_bytes
     assert opts["grpc.max_receive_message_length"] == cfg.link.max_receive_message_bytes
