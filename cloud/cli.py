@@ -9,6 +9,12 @@
 
 Operator tokens are read from ``--token-file`` or ``LAYERCAST_TOKEN`` (a token on
 the command line is visible to other users of the machine).
+
+Every link uses TLS: the cloud serves with ``--tls-cert/--tls-key`` (and ``--tls-client-ca``
+for mutual TLS), clients check it with ``--ca-cert`` (default: the system's trusted roots) and
+present ``--client-cert/--client-key`` when the cloud asks for client certificates. Certificates
+for a test or small deployment: ``layercast certs``. Plain text only with ``--insecure`` (both
+sides), which is logged as a warning.
 """
 
 from __future__ import annotations
@@ -27,6 +33,9 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 DEFAULT_TARGET = "127.0.0.1:50051"
+#: Message sizes of the subscribe/enhance clients, chosen on purpose: a reconstruction PNG of a large
+#: frame is above gRPC's default 4 MiB; requests are tiny.
+CLIENT_OPTIONS = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 1 << 20)]
 
 #: flag dest -> dotted config key of CloudConfig
 _FLAG_KEYS = {
@@ -43,6 +52,10 @@ _FLAG_KEYS = {
     "credentials_file": "auth.credentials_file",
     "allow_any_camera": "auth.allow_any_camera",
     "metrics_port": "metrics_port",
+    "insecure": "insecure",
+    "tls_cert": "tls.cert",
+    "tls_key": "tls.key",
+    "tls_client_ca": "tls.client_ca",
 }
 
 
@@ -64,6 +77,18 @@ def register(subparsers: Any) -> None:
     p.add_argument("--workers", type=int, help="batches computed at the same time")
     p.add_argument("--credits", type=int, help="unacknowledged frames a camera may have in flight")
     p.add_argument("--credentials-file", type=Path, help='TOML file with [cameras] id = "sha256:…"')
+    p.add_argument("--tls-cert", type=Path, help="the server's certificate chain (PEM)")
+    p.add_argument("--tls-key", type=Path, help="the server's private key (PEM)")
+    p.add_argument(
+        "--tls-client-ca", type=Path, help="CA of client certificates: mutual TLS, cameras by certificate"
+    )
+    p.add_argument(
+        "--insecure",
+        action="store_const",
+        const=True,
+        default=None,
+        help="serve plain text without TLS (closed test networks only; logged as a warning)",
+    )
     p.add_argument(
         "--allow-any-camera",
         action="store_const",
@@ -134,6 +159,26 @@ def register(subparsers: Any) -> None:
 def _client_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cloud", default=os.environ.get("LAYERCAST_CLOUD", DEFAULT_TARGET), metavar="HOST:PORT")
     p.add_argument("--token-file", type=Path, help="file whose first line is the operator token")
+    p.add_argument(
+        "--ca-cert", type=Path, help="CA certificate (PEM) of the cloud's TLS (default: system roots)"
+    )
+    p.add_argument("--client-cert", type=Path, help="client certificate (PEM), when the cloud asks for one")
+    p.add_argument("--client-key", type=Path, help="client private key (PEM)")
+    p.add_argument(
+        "--insecure", action="store_true", help="plain text without TLS (testing only; logged as a warning)"
+    )
+
+
+def _open_channel(args: argparse.Namespace, what: str) -> Any:
+    """The channel to ``--cloud``: TLS as the flags say, plain text only with ``--insecure``."""
+    from layercast.shared.tls import ClientTls, open_channel, warn_insecure
+
+    tls = ClientTls(
+        insecure=args.insecure, ca_cert=args.ca_cert, client_cert=args.client_cert, client_key=args.client_key
+    )
+    if tls.insecure:
+        warn_insecure(f"layercast {what}", args.cloud)
+    return open_channel(args.cloud, tls, CLIENT_OPTIONS)
 
 
 def _operator_metadata(args: argparse.Namespace) -> list[tuple[str, str]]:
@@ -197,7 +242,7 @@ def run_cloud(args: argparse.Namespace) -> int:
                 pass
         await server.start()
         print(
-            f"layercast cloud: serving on {server.target} (model {server.engine.base_model_id}, "
+            f"layercast cloud: serving on {server.target}, {server.transport} (model {server.engine.base_model_id}, "
             f"task {server.engine.task}, store {config.db_path})",
             flush=True,
         )
@@ -286,7 +331,7 @@ async def _subscribe(args: argparse.Namespace) -> int:
     metadata = _operator_metadata(args)
     printed = 0
     backoff = 0.5
-    async with aio.insecure_channel(args.cloud) as channel:
+    async with _open_channel(args, "subscribe") as channel:
         stub = analytics_pb2_grpc.AnalyticsStub(channel)
         while True:
             request = analytics_pb2.SubscribeRequest(
@@ -335,7 +380,7 @@ async def _enhance(args: argparse.Namespace) -> int:
 
     from layercast.shared.rpc import operator_pb2, operator_pb2_grpc
 
-    async with aio.insecure_channel(args.cloud) as channel:
+    async with _open_channel(args, "enhance") as channel:
         stub = operator_pb2_grpc.OperatorStub(channel)
         request = operator_pb2.EnhanceRequest(
             frame=operator_pb2.FrameRef(camera_id=args.camera, sequence=args.seq)

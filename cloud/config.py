@@ -13,17 +13,32 @@ A TOML file mirrors the dataclasses::
     max_queue_delay_ms = 10
     [auth]
     camera_tokens = ["cam-1=sha256:…"]
+    operator_tokens = ["alice=sha256:…", "web=sha256:…", "dash=sha256:…"]
+    enhancers = ["alice", "web"]    # may call Enhance; other operators are viewers
+    [limits]
+    camera_frames_per_s = 200       # per camera; above it its stream is read more slowly
+    operator_requests_per_s = 1000  # per operator; above it RESOURCE_EXHAUSTED
+    [tls]                       # or insecure = true: plain text, explicitly (logged as a warning)
+    cert = "pki/server.pem"
+    key = "pki/server.key"
+    client_ca = "pki/ca.pem"    # mutual TLS: cameras are who their certificates say
+    [cluster]                   # several replicas sharing cameras and results (docs/scale-out.md)
+    backend = "redis"
+    redis_url = "redis://redis:6379/0"
 
 Environment: ``LAYERCAST_CLOUD_BATCHING__MAX_BATCH_SIZE=8``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from layercast.cloud.credentials import TokenTable
+from layercast.cloud.roles import OperatorRoles
 from layercast.shared.config import load_config
 from layercast.shared.errors import ConfigError
 
@@ -61,14 +76,44 @@ class BatchingConfig:
 class AuthConfig:
     """Who may connect. Tokens are stored as ``sha256:<hex>`` hashes only."""
 
-    #: ``camera_id=sha256:<hex>`` entries.
-    camera_tokens: list[str] = field(default_factory=list)
+    #: ``camera_id=sha256:<hex>`` entries (never quoted in errors: a token may be there by mistake).
+    camera_tokens: list[str] = field(default_factory=list, metadata={"secret": True})
     #: A TOML file with a ``[cameras]`` table: ``camera_id = "sha256:<hex>"``.
     credentials_file: Path | None = None
     #: ``name=sha256:<hex>`` entries for the Operator and Analytics APIs; empty = those APIs need no token.
-    operator_tokens: list[str] = field(default_factory=list)
+    operator_tokens: list[str] = field(default_factory=list, metadata={"secret": True})
     #: Accept any camera id and token (closed test networks only; logged as a warning).
     allow_any_camera: bool = False
+    #: Operator names (from ``operator_tokens``) that may call Operator.Enhance; the others are viewers
+    #: (list, preview, subscribe, infer). Unset = every operator token may Enhance, as before roles
+    #: existed; ``[]`` = nobody. See ``layercast.cloud.roles``.
+    enhancers: list[str] | None = None
+
+
+@dataclass
+class TlsConfig:
+    """The server's TLS (files made by ``layercast certs``; see ``layercast.shared.pki``).
+
+    With ``client_ca`` every connection must present a client certificate signed by it, checked
+    in the handshake (Python gRPC cannot ask for an optional one): cameras present theirs, whose
+    ``layercast:camera:<id>`` URI is the camera's identity, operators and subscribers an operator
+    certificate (plus their token when ``auth.operator_tokens`` is set)."""
+
+    #: PEM certificate chain and private key of the server.
+    cert: Path | None = None
+    key: Path | None = None
+    #: PEM file of the CA that signs client certificates (mutual TLS); unset = server TLS only.
+    client_ca: Path | None = None
+    #: A camera must be identified by its certificate (a token alone is refused). Unset = true when
+    #: ``client_ca`` is set. False lets cameras with certificates naming no camera (another PKI) prove
+    #: who they are with a token; a certificate that names a camera must still match the Hello.
+    require_camera_certs: bool | None = None
+
+    @property
+    def camera_certs_required(self) -> bool:
+        if self.require_camera_certs is None:
+            return self.client_ca is not None
+        return self.require_camera_certs
 
 
 @dataclass
@@ -82,6 +127,72 @@ class LimitsConfig:
     hello_timeout_s: float = field(default=10.0, metadata=_bounds(0.1, 600.0))
     #: Frames per ListFrames answer at most.
     max_list_frames: int = field(default=500, metadata=_bounds(1, 100_000))
+    #: A connection must finish its handshake (TLS if any, the HTTP/2 preface and SETTINGS) within
+    #: this time or it is closed: a slow-loris client that sends nothing or half a preface holds a
+    #: socket for this long at most.
+    handshake_timeout_s: float = field(default=10.0, metadata=_bounds(0.1, 600.0))
+    #: Frames per second one camera may send (0 = no limit), with bursts of up to
+    #: ``camera_frames_burst``. Above it the camera's stream is read more slowly (flow control and
+    #: credits slow the edge; no frame is refused or lost). See ``layercast.cloud.ratelimit``.
+    camera_frames_per_s: float = field(default=200.0, metadata=_bounds(0.0))
+    camera_frames_burst: int = field(default=400, metadata=_bounds(1))
+    #: Operator and Analytics requests per second of one operator (its token's name; the caller's
+    #: address when those APIs are open), 0 = no limit. Above it: RESOURCE_EXHAUSTED. A guard against
+    #: runaway clients, not a quota: a Subscribe is one request however long it streams.
+    operator_requests_per_s: float = field(default=1000.0, metadata=_bounds(0.0))
+    operator_requests_burst: int = field(default=2000, metadata=_bounds(1))
+    #: A connection with no call open for this long is sent GOAWAY and closed (clients reconnect
+    #: when they next call; camera and subscriber streams are calls, so they are never idle).
+    connection_idle_s: float = field(default=300.0, metadata=_bounds(0.5, 86400.0))
+
+
+@dataclass
+class ClusterConfig:
+    """Scale-out: several cloud replicas sharing, through Redis, which replica holds which camera's
+    stream, operator calls forwarded to it, and one log of results every subscriber reads
+    (``layercast.cloud.cluster``, docs/scale-out.md). ``none`` = one process, nothing shared."""
+
+    backend: Literal["none", "redis"] = "none"
+    #: ``redis://[user:password@]host:port/db``, ``rediss://`` (TLS) or ``unix:///path.sock``.
+    redis_url: str = field(default="redis://127.0.0.1:6379/0", metadata={"secret": True})
+    #: This replica's name in the cluster; unset = ``<hostname>-<random>``, kept in
+    #: ``<data_dir>/replica-id`` so a restart with the same store keeps it. Must differ per replica.
+    replica_id: str | None = None
+    #: Prefix of every Redis key (several deployments may share one Redis).
+    key_prefix: str = "layercast"
+    #: Lease on a camera (and on the replica's liveness), refreshed every third of it while held: a
+    #: replica that dies stops being routed to within this time.
+    ownership_ttl_s: float = field(default=15.0, metadata=_bounds(1.0, 3600.0))
+    #: Longest wait for another replica's answer to a forwarded call (the caller's deadline when shorter).
+    forward_timeout_s: float = field(default=15.0, metadata=_bounds(0.1, 600.0))
+    #: Results kept in the shared log (approximately; also trimmed to ``retention.max_age_s``).
+    results_maxlen: int = field(default=100_000, metadata=_bounds(100))
+
+    def __repr__(self) -> str:  # ``--print-config`` and logs: never the password in redis_url
+        shown = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        shown["redis_url"] = re.sub(r"//([^:@/]*):[^@/]*@", r"//\1:***@", self.redis_url)
+        return f"ClusterConfig({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
+
+    def validate(self) -> None:
+        if self.backend == "none":
+            return
+        if not re.fullmatch(r"(redis|rediss|unix)://\S+", self.redis_url):
+            raise ConfigError(
+                "cluster.redis_url must look like redis://host:6379/0, rediss://host:6380/0 or "
+                "unix:///path/redis.sock (value not shown: it may hold a password)"
+            )
+        if self.replica_id is not None and not _REPLICA_ID.fullmatch(self.replica_id):
+            raise ConfigError(
+                f"cluster.replica_id = {self.replica_id!r} must be 1-128 letters, digits or . _ : - "
+                "(or unset for <hostname>-<random>)"
+            )
+        if not _REPLICA_ID.fullmatch(self.key_prefix):
+            raise ConfigError(
+                f"cluster.key_prefix = {self.key_prefix!r} must be 1-128 letters, digits or . _ : -"
+            )
+
+
+_REPLICA_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 @dataclass
@@ -90,9 +201,15 @@ class CloudConfig:
 
     listen: str = "127.0.0.1"
     port: int = field(default=50051, metadata=_bounds(0, 65535))
+    #: Serve plain-text gRPC without TLS. Must be asked for explicitly (the server refuses to start
+    #: without ``[tls]`` otherwise) and is logged as a warning: closed test networks, or behind a
+    #: proxy that terminates TLS.
+    insecure: bool = False
     data_dir: Path = Path("layercast-cloud")
     #: SQLite file; default ``<data_dir>/cloud.db``.
     store_path: Path | None = None
+    #: JSON-lines audit log of Operator.Enhance calls; default ``<data_dir>/audit.jsonl``.
+    audit_log: Path | None = None
     #: Registry name of the codec (``default`` = the shipped small model).
     model: str = "default"
     #: ``cpu``, ``cuda``, ``cuda:1`` …; unset = cuda when present, else cpu.
@@ -121,12 +238,19 @@ class CloudConfig:
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
     @property
     def db_path(self) -> Path:
         """Where the SQLite store lives."""
         return self.store_path if self.store_path is not None else self.data_dir / "cloud.db"
+
+    @property
+    def audit_path(self) -> Path:
+        """Where Operator.Enhance calls are recorded."""
+        return self.audit_log if self.audit_log is not None else self.data_dir / "audit.jsonl"
 
     def validate(self) -> None:
         """Cross-field checks; raise ConfigError saying what to change."""
@@ -143,13 +267,32 @@ class CloudConfig:
                 f"keepalive_timeout_s = {self.keepalive_timeout_s} must be shorter than "
                 f"keepalive_time_s = {self.keepalive_time_s}"
             )
+        self.validate_tls()
         cameras = self.camera_credentials()
-        if not len(cameras) and not self.auth.allow_any_camera:
+        if not len(cameras) and not self.auth.allow_any_camera and not self.tls.camera_certs_required:
             raise ConfigError(
-                "no camera credentials configured: set auth.camera_tokens (camera_id=sha256:<hex>) or "
-                "auth.credentials_file, or auth.allow_any_camera = true on a closed test network"
+                "no camera credentials configured: set tls.client_ca (cameras with certificates from "
+                "`layercast certs`), auth.camera_tokens (camera_id=sha256:<hex>) or auth.credentials_file, "
+                "or auth.allow_any_camera = true on a closed test network"
             )
-        self.operator_credentials()
+        self.operator_roles()
+
+    def validate_tls(self) -> None:
+        """TLS or an explicit ``insecure = true``, and TLS settings that fit together."""
+        tls = self.tls
+        if self.insecure:
+            if tls.cert is not None or tls.key is not None or tls.client_ca is not None:
+                raise ConfigError("insecure = true and [tls] settings are both given; choose one")
+            return
+        if tls.cert is None or tls.key is None:
+            raise ConfigError(
+                "TLS is required: set tls.cert and tls.key (make them with `layercast certs`), or "
+                "insecure = true (LAYERCAST_CLOUD_INSECURE=true, --insecure) for plain text on a closed network"
+            )
+        if tls.require_camera_certs and tls.client_ca is None:
+            raise ConfigError(
+                "tls.require_camera_certs = true needs tls.client_ca (the CA of camera certificates)"
+            )
 
     def camera_credentials(self) -> TokenTable:
         """Camera id → token hash, from ``auth.camera_tokens`` and ``auth.credentials_file``."""
@@ -161,6 +304,10 @@ class CloudConfig:
     def operator_credentials(self) -> TokenTable:
         """Operator name → token hash (empty table = operator APIs open)."""
         return TokenTable.parse(self.auth.operator_tokens, source="auth.operator_tokens")
+
+    def operator_roles(self) -> OperatorRoles:
+        """Who may Enhance (``auth.enhancers``), checked against the operator tokens."""
+        return OperatorRoles.from_config(self.auth.enhancers, self.operator_credentials().names())
 
     @property
     def address(self) -> str:

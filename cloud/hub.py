@@ -13,6 +13,11 @@ takes live results, skipping any whose sequence it has already delivered for
 that camera. Results are written to the store *before* they are published and
 published in store order, so nothing falls between the two and nothing
 appears twice.
+
+The log replayed is a :class:`ResultSource`: the store in embedded mode; with
+several cloud replicas, the Redis Stream they all append to
+(``layercast.cloud.cluster.results``), whose reader publishes into the hub in
+stream order, which keeps the same guarantee.
 """
 
 from __future__ import annotations
@@ -21,12 +26,33 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from layercast.cloud.store import Store, StoredResult
+from layercast.cloud.store import StoredResult
 from layercast.shared.errors import ServiceClosing
 from layercast.shared.rpc import common_pb2
 
 log = logging.getLogger(__name__)
+
+
+class ResultSource(Protocol):
+    """The ordered log of results a subscriber replays (see :meth:`SqliteStore.results_after`)."""
+
+    async def results_after(
+        self,
+        *,
+        cameras: Iterable[str] | None = None,
+        resume_after: Mapping[str, int] | None = None,
+        default_after: int = 0,
+        cursor: int = 0,
+        limit: int = 500,
+    ) -> list[StoredResult]: ...
+
+
+class ResultSink(Protocol):
+    """Where the pipeline sends each stored result, in store order: the hub, or the shared log."""
+
+    def publish(self, result: common_pb2.Result) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -53,7 +79,7 @@ class _Subscription:
 class Hub:
     """Fans results out to subscribers; see the module docstring for the guarantees."""
 
-    def __init__(self, store: Store, *, queue_size: int = 256, page_size: int = 256) -> None:
+    def __init__(self, store: ResultSource, *, queue_size: int = 256, page_size: int = 256) -> None:
         self._store = store
         self.queue_size = queue_size
         self.page_size = page_size

@@ -36,6 +36,8 @@ from layercast.shared.rpc import common_pb2
 log = logging.getLogger(__name__)
 
 _BACKGROUND_NAMES = {"__background__", "background", "__bg__"}
+#: What Analytics.Infer accepts as an image.
+IMAGE_FORMATS = ("PNG", "JPEG")
 
 
 class CodecLike(Protocol):
@@ -176,7 +178,21 @@ class InferenceEngine:
 
     # -- batch path -----------------------------------------------------------------------------
     def run_batch(self, jobs: Sequence[InferJob]) -> list[common_pb2.Result | LayercastError]:
-        """Decode and infer a batch; a failing item yields its error, the others their Result."""
+        """Decode and infer a batch; a failing item yields its error, the others their Result.
+
+        Frames are checked against ``max_pixels`` again from their header, because frames recovered
+        from the store at start-up were checked under the limit of an earlier configuration."""
+        too_large = {i for i, j in enumerate(jobs) if j.header.width * j.header.height > self.max_pixels}
+        if too_large:
+            rest = iter(self.run_batch([j for i, j in enumerate(jobs) if i not in too_large]))
+            return [
+                ImageTooLarge(
+                    f"frame of {j.header.width}x{j.header.height} is above the limit of {self.max_pixels} pixels"
+                )
+                if i in too_large
+                else next(rest)
+                for i, j in enumerate(jobs)
+            ]
         decoded = self._decode([j.base for j in jobs])
         good = [i for i, d in enumerate(decoded) if not isinstance(d, BaseException)]
         out: list[common_pb2.Result | LayercastError] = list(decoded)  # errors stay in place
@@ -257,10 +273,20 @@ class InferenceEngine:
         return encode_png(self.codec.reconstruct(self.decode_one(base), enhancement))
 
     def encode_image(self, data: bytes) -> bytes:
-        """A PNG/JPEG file to a base bitstream; the size is checked before the pixels are decoded."""
+        """A PNG/JPEG file to a base bitstream; the size is checked before the pixels are decoded.
+
+        ``Image.open`` reads only the header (the size); the pixels are decoded by ``convert`` once
+        the size is known to be within ``max_pixels``. Only PNG and JPEG are parsed (Pillow's other
+        formats are more attack surface than the API promises), and a header above Pillow's own
+        decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``) is refused as too large as well."""
         try:
-            im = Image.open(io.BytesIO(data))
+            im = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
             w, h = im.size
+        except Image.DecompressionBombError as exc:
+            raise ImageTooLarge(
+                f"image header claims more than the limit of {self.max_pixels} pixels (refused before "
+                f"decoding): {exc}"
+            ) from None
         except Exception as exc:
             raise InvalidImage(f"not a readable PNG or JPEG image: {exc}") from None
         if w * h > self.max_pixels:

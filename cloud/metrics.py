@@ -43,6 +43,9 @@ layercast_cloud_enhancement_pending                 gauge
 layercast_cloud_subscribers                         gauge    live Analytics subscribers
 layercast_cloud_subscriber_lag_max                  gauge    results queued for the furthest-behind one
 layercast_cloud_subscribers_lagged_total            counter  subscribers cut off for lagging
+layercast_cloud_auth_refusals_total{reason}         counter  callers refused, see ``auth.REFUSAL_REASONS``
+layercast_cloud_rate_limited_total{kind}            counter  camera_frames delayed / operator_requests refused
+layercast_cloud_audit_write_failures_total          counter  Enhance audit lines that could not be written
 layercast_cloud_ready                               gauge    1 once serving
 layercast_build_info{version,base_model_id,enhancement_model_id}  gauge  1
 ==================================================  =======  ===========================================
@@ -323,3 +326,30 @@ class CloudCollector(Collector):
             lag.add_metric([], max(hub.lag(), default=0))
             lagged.add_metric([], hub.lagged_total)
         yield from (subs, lag, lagged)
+
+        refusals = CounterMetricFamily(
+            "layercast_cloud_auth_refusals",
+            "Callers refused by authentication (cameras and operators), by reason.",
+            labels=["reason"],
+        )
+        auth = getattr(server, "auth_refusals", None)
+        if auth is not None:
+            for reason, n in auth.counts.items():
+                refusals.add_metric([reason], n)
+        yield refusals
+
+        limited = CounterMetricFamily(
+            "layercast_cloud_rate_limited",
+            "Frames slowed (camera_frames) and requests refused (operator_requests) by rate limits.",
+            labels=["kind"],
+        )
+        for limiter in (getattr(server, "frame_limiter", None), getattr(server, "operator_limiter", None)):
+            if limiter is not None:
+                limited.add_metric([limiter.kind], limiter.limited)
+        yield limited
+        audit = getattr(server, "enhance_audit", None)
+        yield CounterMetricFamily(
+            "layercast_cloud_audit_write_failures",
+            "Audit lines of Operator.Enhance calls that could not be written.",
+            value=audit.write_failures if audit is not None else 0,
+        )

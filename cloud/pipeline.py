@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from layercast.cloud.batcher import Batcher, BatchRecord, Done
-from layercast.cloud.hub import Hub
+from layercast.cloud.hub import ResultSink
 from layercast.cloud.inference import FrameHeader, InferenceEngine, InferJob, now_us
 from layercast.cloud.sessions import CameraSession, SessionRegistry
 from layercast.cloud.status import code_number, status_of
@@ -85,7 +85,7 @@ class FramePipeline:
         *,
         store: Store,
         engine: InferenceEngine,
-        hub: Hub,
+        hub: ResultSink,
         registry: SessionRegistry,
         max_batch_size: int,
         max_queue_delay_s: float,
@@ -116,6 +116,9 @@ class FramePipeline:
         self._camera_locks: dict[str, asyncio.Lock] = {}
         self._backlog: dict[str, asyncio.Semaphore] = {}
         self.backlog_per_camera = backlog_per_camera
+        #: Frames of each camera's streams waiting for their result, and a signal when that changes.
+        self._unfinished: collections.Counter[str] = collections.Counter()
+        self._finished = asyncio.Condition()
 
     # -- ingest -----------------------------------------------------------------------------------
     def stop_accepting(self) -> None:
@@ -192,10 +195,12 @@ class FramePipeline:
         job = InferJob(cam, seq, frame.capture_time_us, frame.base, header)
         slots = self._backlog.setdefault(cam, asyncio.Semaphore(self.backlog_per_camera))
         await slots.acquire()
+        self._unfinished[cam] += 1
         try:
             await self.batcher.submit(FrameTask(job, session.session_id, holds_slot=True), key=cam)
         except BaseException:
             slots.release()
+            self._unfinished[cam] -= 1
             raise
 
     def reject(self, session: CameraSession, seq: int, code: str, message: str) -> None:
@@ -291,12 +296,22 @@ class FramePipeline:
         for d in frames:
             if d.item.holds_slot:
                 self._backlog[d.item.job.camera_id].release()
+                self._unfinished[d.item.job.camera_id] -= 1
             if d.item.session_id is not None:
                 credits[(d.item.job.camera_id, d.item.session_id)] += 1
         for (cam, sid), n in credits.items():
             session = self.registry.get(cam)
             if session is not None and session.session_id == sid:
                 session.send(_credits(n))
+        if any(d.item.holds_slot for d in frames):
+            async with self._finished:
+                self._finished.notify_all()
+
+    async def settled(self, camera_id: str) -> None:
+        """Wait until every frame a stream of ``camera_id`` sent has its result stored and published
+        (or its failure recorded): a camera moving to another cloud replica hands over in order."""
+        async with self._finished:
+            await self._finished.wait_for(lambda: self._unfinished[camera_id] <= 0)
 
 
 class _Reject(Exception):

@@ -16,25 +16,38 @@ import contextlib
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from layercast.cloud.auth import CameraAuthenticator
+from layercast.cloud.audit import AuditLog
+from layercast.cloud.auth import AuthRefusals, CameraAuthenticator
+from layercast.cloud.cluster import open_cluster
 from layercast.cloud.config import CloudConfig
-from layercast.cloud.hub import Hub
+from layercast.cloud.decoding import DecodeErrorInterceptor
+from layercast.cloud.enhance_audit import EnhanceAuditInterceptor
+from layercast.cloud.health import HealthServicer
+from layercast.cloud.hub import Hub, ResultSink, ResultSource
 from layercast.cloud.inference import CodecLike, InferenceEngine, load_registry_codec, now_us
-from layercast.cloud.interceptors import ReadinessInterceptor, RequestLogInterceptor, TokenInterceptor
+from layercast.cloud.interceptors import (
+    CameraCertGate,
+    ReadinessInterceptor,
+    RequestLogInterceptor,
+    TokenInterceptor,
+)
 from layercast.cloud.metrics import CloudMetrics
 from layercast.cloud.pipeline import FramePipeline
+from layercast.cloud.ratelimit import KeyedLimiter, OperatorRateLimitInterceptor
 from layercast.cloud.servicers.analytics import AnalyticsServicer
 from layercast.cloud.servicers.edge_link import EdgeLinkServicer
-from layercast.cloud.servicers.operator import OperatorServicer
-from layercast.cloud.sessions import EnhancementRouter, SessionRegistry
+from layercast.cloud.servicers.operator import LocalOperator, OperatorServicer
+from layercast.cloud.sessions import EnhancementRouter, EnhancementSource, SessionRegistry
 from layercast.cloud.store import Store, open_store
+from layercast.cloud.tls import server_credentials
 from layercast.cloud.viewer import FrameViewer
-from layercast.shared.errors import ConfigError
+from layercast.shared.errors import ConfigError, LayercastError
 from layercast.shared.metrics import MetricsServer, metrics_enabled, start_metrics_server
 from layercast.shared.rpc import (
     analytics_pb2,
@@ -44,6 +57,9 @@ from layercast.shared.rpc import (
     operator_pb2,
     operator_pb2_grpc,
 )
+
+if TYPE_CHECKING:
+    from layercast.cloud.cluster.node import RedisCluster
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +79,9 @@ def server_options(cfg: CloudConfig) -> list[tuple[str, int]]:
         # Ping idle connections so a dead link to a camera is noticed.
         ("grpc.keepalive_time_ms", int(cfg.keepalive_time_s * 1000)),
         ("grpc.keepalive_timeout_ms", int(cfg.keepalive_timeout_s * 1000)),
+        # Every ping gets the keepalive's deadline: a keepalive may ride on a flow-control ping
+        # already in flight, whose default deadline is 60 s (see edge/channel.py).
+        ("grpc.http2.ping_timeout_ms", int(cfg.keepalive_timeout_s * 1000)),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.max_pings_without_data", 0),
         # Let cameras ping this often (their keepalive) without being sent GOAWAY "too_many_pings".
@@ -70,6 +89,9 @@ def server_options(cfg: CloudConfig) -> list[tuple[str, int]]:
         ("grpc.http2.min_recv_ping_interval_without_data_ms", int(cfg.min_client_ping_interval_s * 1000)),
         # A second server on the same port must fail, not silently share it.
         ("grpc.so_reuseport", 0),
+        # Bounds on connections that do nothing (slow-loris): no handshake in time, or no call for long.
+        ("grpc.server_handshake_timeout_ms", int(cfg.limits.handshake_timeout_s * 1000)),
+        ("grpc.max_connection_idle_ms", int(cfg.limits.connection_idle_s * 1000)),
     ]
 
 
@@ -90,10 +112,12 @@ class CloudServer:
         self._ready = False
         self._state = "starting"
         self._server: aio.Server | None = None
-        self._health = health.aio.HealthServicer()
+        self._health = HealthServicer()  # grpc's, with a message for unknown service names
         self._tasks: list[asyncio.Task[None]] = []
         self._aux = ThreadPoolExecutor(max_workers=2, thread_name_prefix="layercast-aux")
         self.started_at = time.time()
+        #: Callers refused by authentication, by reason (``layercast_cloud_auth_refusals_total``).
+        self.auth_refusals = AuthRefusals()
         #: Prometheus metrics (``metrics.registry``), served on ``config.metrics_port`` from start().
         self.metrics = CloudMetrics(self)
         self.metrics_server: MetricsServer | None = None
@@ -105,8 +129,18 @@ class CloudServer:
         self.registry: SessionRegistry
         self.router: EnhancementRouter
         self.viewer: FrameViewer
+        #: Scale-out membership (``[cluster] backend = "redis"``); None in embedded mode.
+        self.cluster: RedisCluster | None = None
         self.camera_auth: CameraAuthenticator
         self.operator_auth: TokenInterceptor
+        self.audit: AuditLog
+        self.enhance_audit: EnhanceAuditInterceptor
+        #: Rate limits (``layercast_cloud_rate_limited_total{kind}``), see ``layercast.cloud.ratelimit``.
+        lim = config.limits
+        self.frame_limiter = KeyedLimiter("camera_frames", lim.camera_frames_per_s, lim.camera_frames_burst)
+        self.operator_limiter = KeyedLimiter(
+            "operator_requests", lim.operator_requests_per_s, lim.operator_requests_burst
+        )
 
     # -- lifecycle ------------------------------------------------------------------------------
     @property
@@ -123,6 +157,13 @@ class CloudServer:
             host = f"[{host}]"
         return f"{host}:{self.port}"
 
+    @property
+    def transport(self) -> str:
+        """How clients reach this server: ``mutual TLS``, ``TLS`` or ``plain text``."""
+        if self.config.insecure:
+            return "plain text"
+        return "mutual TLS" if self.config.tls.client_ca is not None else "TLS"
+
     async def start(self) -> int:
         """Bind, load and warm up the model, queue unfinished frames, then report SERVING.
 
@@ -130,16 +171,20 @@ class CloudServer:
         Returns the bound port (useful with ``port = 0``)."""
         cfg = self.config
         loop = asyncio.get_running_loop()
+        credentials = server_credentials(cfg)  # TLS, or plain text only when asked for (ConfigError)
         self._build_components()
         self._server = self._build_server()
         for name in ("", *SERVICE_NAMES):
             await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-        port = self._server.add_insecure_port(cfg.address)
+        if credentials is None:
+            port = self._server.add_insecure_port(cfg.address)
+        else:
+            port = self._server.add_secure_port(cfg.address, credentials)
         if port == 0:
             raise ConfigError(f"cannot listen on {cfg.address} (address in use or not available)")
         self.port = port
         await self._server.start()
-        log.info("cloud listening on %s (warming up)", self.target)
+        log.info("cloud listening on %s, %s (warming up)", self.target, self.transport)
         try:
             if metrics_enabled(cfg.metrics_port):
                 self.metrics_server = await start_metrics_server(
@@ -153,6 +198,11 @@ class CloudServer:
                 self.engine.attach(codec)
             self._state = "warming up"
             await loop.run_in_executor(self._aux, self.engine.warm_up)
+            if self.cluster is not None:
+                self._state = "joining the cluster"
+                await self.cluster.start(
+                    registry=self.registry, hub=self.hub, store=self.store, pipeline=self.pipeline
+                )
             self._state = "recovering unfinished frames"
             self.pipeline.batcher.start()
             await self.pipeline.recover()
@@ -178,19 +228,39 @@ class CloudServer:
         self.router = EnhancementRouter(
             self.registry, timeout_s=cfg.enhancement_timeout_s, on_fetch=self.metrics.on_enhancement
         )
-        self.camera_auth = CameraAuthenticator(cfg.camera_credentials(), allow_any=cfg.auth.allow_any_camera)
+        self.camera_auth = CameraAuthenticator(
+            cfg.camera_credentials(),
+            allow_any=cfg.auth.allow_any_camera,
+            require_cert=not cfg.insecure and cfg.tls.camera_certs_required,
+            refusals=self.auth_refusals,
+        )
+        operator_tokens, roles = cfg.operator_credentials(), cfg.operator_roles()
         self.operator_auth = TokenInterceptor(
-            cfg.operator_credentials(), [f"/{SERVICE_NAMES[1]}/", f"/{SERVICE_NAMES[2]}/"]
+            operator_tokens, self._operator_prefixes(), self.auth_refusals, roles=roles
+        )
+        log.info("%s", roles.describe())
+        self.audit = AuditLog(cfg.audit_path)
+        self.audit.check_writable("audit_log")
+        self.enhance_audit = EnhanceAuditInterceptor(
+            self.audit, roles, tokens_required=len(operator_tokens) > 0
         )
         self.store = self._store_override or open_store(cfg.db_path)
         self.engine = InferenceEngine(
             self._codec, max_pixels=cfg.limits.max_image_pixels, depth_encoding=cfg.depth_encoding
         )
-        self.hub = Hub(self.store, queue_size=cfg.subscriber_queue)
+        # Embedded: the store is the log subscribers replay and the pipeline publishes to the hub.
+        # Scale-out: every replica appends to one shared log, whose reader publishes to the hub.
+        self.cluster = open_cluster(cfg)
+        log_source: ResultSource = self.store if self.cluster is None else self.cluster.results
+        self.hub = Hub(log_source, queue_size=cfg.subscriber_queue)
+        sink: ResultSink = self.hub if self.cluster is None else self.cluster.results
+        enhancements: EnhancementSource = self.router
+        if self.cluster is not None:
+            enhancements = self.cluster.enhancements(self.router, self.registry)
         self.pipeline = FramePipeline(
             store=self.store,
             engine=self.engine,
-            hub=self.hub,
+            hub=sink,
             registry=self.registry,
             max_batch_size=cfg.batching.max_batch_size,
             max_queue_delay_s=cfg.batching.max_queue_delay_ms / 1000.0,
@@ -204,18 +274,36 @@ class CloudServer:
         self.viewer = FrameViewer(
             store=self.store,
             engine=self.engine,
-            router=self.router,
+            router=enhancements,
             executor=self._aux,
             cache_bytes=cfg.cache_bytes,
         )
+
+    @staticmethod
+    def _operator_prefixes() -> list[str]:
+        """Method prefixes of the Analytics and Operator services (the operators' APIs)."""
+        return [f"/{SERVICE_NAMES[1]}/", f"/{SERVICE_NAMES[2]}/"]
+
+    def _identity_gates(self) -> list[aio.ServerInterceptor]:
+        """With client certificates, keep camera certificates off the Operator and Analytics APIs."""
+        if self.config.insecure or self.config.tls.client_ca is None:
+            return []
+        return [CameraCertGate([f"/{SERVICE_NAMES[1]}/", f"/{SERVICE_NAMES[2]}/"], self.auth_refusals)]
 
     def _build_server(self) -> aio.Server:
         cfg = self.config
         server = aio.server(
             interceptors=[
                 RequestLogInterceptor(),
+                # Outside everything that may refuse an Enhance call, so refusals are audited too.
+                self.enhance_audit,
                 ReadinessInterceptor(lambda: self._ready, lambda: f"the cloud is {self._state}"),
                 self.operator_auth,
+                # After the token check, which names the operator the limit is counted for.
+                OperatorRateLimitInterceptor(self.operator_limiter, self._operator_prefixes()),
+                *self._identity_gates(),
+                # Last, so readiness and authentication answer before a request is found malformed.
+                DecodeErrorInterceptor(),
             ],
             options=server_options(cfg),
         )
@@ -232,6 +320,8 @@ class CloudServer:
                 heartbeat_interval_ms=cfg.heartbeat_interval_ms,
                 max_frame_bytes=cfg.limits.max_frame_bytes,
                 hello_timeout_s=cfg.limits.hello_timeout_s,
+                frame_limiter=self.frame_limiter,
+                presence=self.cluster,
             ),
             server,
         )
@@ -239,16 +329,15 @@ class CloudServer:
             AnalyticsServicer(hub=self.hub, pipeline=self.pipeline, engine=self.engine, executor=self._aux),
             server,
         )
-        operator_pb2_grpc.add_OperatorServicer_to_server(
-            OperatorServicer(
-                store=self.store,
-                registry=self.registry,
-                viewer=self.viewer,
-                default_limit=100,
-                max_limit=cfg.limits.max_list_frames,
-            ),
-            server,
+        local = LocalOperator(
+            store=self.store,
+            registry=self.registry,
+            viewer=self.viewer,
+            default_limit=100,
+            max_limit=cfg.limits.max_list_frames,
         )
+        operator_api = local if self.cluster is None else self.cluster.operator_api(local, self.router)
+        operator_pb2_grpc.add_OperatorServicer_to_server(OperatorServicer(operator_api), server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
@@ -270,6 +359,8 @@ class CloudServer:
             log.warning(
                 "shutdown grace ran out with frames still in the batcher; they are processed after restart"
             )
+        if self.cluster is not None:  # the last results reach the other replicas' subscribers too
+            await self.cluster.flush(max(0.0, deadline - time.monotonic()))
         self.hub.close()
         await self._server.stop(max(0.0, deadline - time.monotonic()))
         for task in self._tasks:
@@ -277,6 +368,8 @@ class CloudServer:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self.cluster is not None:
+            await self.cluster.close()
         await self.store.close()
         if self.metrics_server is not None:
             await self.metrics_server.close()
@@ -304,6 +397,11 @@ class CloudServer:
                     )
             except Exception:
                 log.exception("retention sweep failed")
+            if self.cluster is not None:  # the shared results stream keeps results as long as the stores
+                try:
+                    await self.cluster.results.trim(r.max_age_s)
+                except LayercastError as exc:
+                    log.warning("could not trim the shared results stream: %s", exc)
             await asyncio.sleep(r.sweep_interval_s)
 
 

@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from layercast.shared.errors import (
     CameraOffline,
@@ -69,6 +70,26 @@ class CameraSession:
         if self.end_reason is None:
             self.end_reason = (status, message)
             self.outgoing.put_nowait(None)
+
+
+class Presence(Protocol):
+    """Tells the other cloud replicas which cameras' streams this one holds (scale-out; see
+    ``layercast.cloud.cluster``). Embedded mode has none: this process holds every stream."""
+
+    async def attached(self, session: CameraSession) -> None:
+        """``session`` became its camera's current stream here (awaited before the Welcome)."""
+        ...
+
+    def detached(self, session: CameraSession) -> None:
+        """``session`` ended; never raises, never waits (it runs in a stream's cleanup)."""
+        ...
+
+
+class EnhancementSource(Protocol):
+    """Where enhancement bitstreams come from: :class:`EnhancementRouter` (this process's streams),
+    or in scale-out a router that asks the replica holding the camera."""
+
+    async def fetch(self, camera_id: str, sequence: int, *, timeout_s: float | None = None) -> bytes: ...
 
 
 class SessionRegistry:

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 from layercast.cloud.cache import LruCache
 from layercast.cloud.inference import InferenceEngine, PngImage
-from layercast.cloud.sessions import EnhancementRouter
+from layercast.cloud.sessions import EnhancementSource
 from layercast.cloud.store import FrameRecord, Store
-from layercast.shared.errors import FrameNotFound
+from layercast.shared.errors import FrameNotStored
 from layercast.shared.rpc import common_pb2
 
 
@@ -50,7 +50,7 @@ class FrameViewer:
         *,
         store: Store,
         engine: InferenceEngine,
-        router: EnhancementRouter,
+        router: EnhancementSource,
         executor: Executor,
         cache_bytes: int,
     ) -> None:
@@ -66,7 +66,7 @@ class FrameViewer:
     async def frame(self, camera_id: str, sequence: int) -> FrameRecord:
         rec = await self._store.get_frame(camera_id, sequence)
         if rec is None or rec.status == "rejected":
-            raise FrameNotFound(f"frame {sequence} of camera {camera_id!r} is not stored in the cloud")
+            raise FrameNotStored(f"frame {sequence} of camera {camera_id!r} is not stored in the cloud")
         return rec
 
     async def preview(self, camera_id: str, sequence: int) -> PngImage:

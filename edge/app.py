@@ -35,6 +35,7 @@ from layercast.edge.frame_queue import DropOldestQueue
 from layercast.edge.link import EdgeIdentity, EdgeLink
 from layercast.edge.metrics import EdgeMetrics, edge_registry
 from layercast.edge.outbox import Outbox, OutboxStats
+from layercast.edge.sealing import AesGcmSealer, sealer_from_config
 from layercast.edge.sources import CapturedFrame, open_source, paced_frames
 from layercast.edge.stats import EdgeStats
 from layercast.shared.errors import ConfigError, LayercastError, StorageError
@@ -71,6 +72,7 @@ class EdgeApp:
         #: The outbox's persistent counters as they were when ``run`` ended.
         self.outbox_stats: OutboxStats | None = None
         self.store: EnhancementStore | None = None
+        self._sealer: AesGcmSealer | None = None
         #: Why the configured enhancement store is not open ("" when it is, or when it is disabled).
         self.store_unavailable = ""
         self.link: EdgeLink | None = None
@@ -281,6 +283,10 @@ class EdgeApp:
             synchronous=cfg.outbox.synchronous,
         )
         if cfg.store.enabled:
+            # A bad key is a configuration error: the edge does not start (no silent plaintext).
+            self._sealer = sealer_from_config(cfg.store.encryption_key_file, cfg.store.encryption_key)
+            if self._sealer is not None:
+                log.info("enhancement store encrypted with AES-256-GCM, key id %s", self._sealer.key_id.hex())
             self._use_store(self._try_open_store())
 
     def _try_open_store(self) -> EnhancementStore | StorageError:
@@ -288,7 +294,11 @@ class EdgeApp:
         cfg = self.config
         try:
             return EnhancementStore(
-                cfg.store_dir, cfg.camera_id, max_bytes=cfg.store.max_bytes, max_age_s=cfg.store.max_age_s
+                cfg.store_dir,
+                cfg.camera_id,
+                max_bytes=cfg.store.max_bytes,
+                max_age_s=cfg.store.max_age_s,
+                sealer=self._sealer,
             )
         except StorageError as exc:
             return exc

@@ -6,7 +6,7 @@ import grpc
 import grpc.aio
 
 from layercast.edge.config import LinkConfig
-from layercast.shared.errors import ConfigError
+from layercast.shared.tls import ClientTls, open_channel
 
 
 def channel_options(config: LinkConfig) -> list[tuple[str, int | str]]:
@@ -41,16 +41,11 @@ def channel_options(config: LinkConfig) -> list[tuple[str, int | str]]:
 
 def make_channel(config: LinkConfig) -> grpc.aio.Channel:
     """A channel to ``config.cloud``: TLS (mutual when a client certificate is set) or plain text."""
-    options = channel_options(config)
-    if config.insecure:
-        return grpc.aio.insecure_channel(config.cloud, options=options)
-    try:
-        root = config.ca_cert.read_bytes() if config.ca_cert else None
-        key = config.client_key.read_bytes() if config.client_key else None
-        chain = config.client_cert.read_bytes() if config.client_cert else None
-    except OSError as exc:
-        raise ConfigError(f"cannot read a TLS file for the link: {exc}") from None
-    if config.server_name:
-        options.append(("grpc.ssl_target_name_override", config.server_name))
-    creds = grpc.ssl_channel_credentials(root_certificates=root, private_key=key, certificate_chain=chain)
-    return grpc.aio.secure_channel(config.cloud, creds, options=options)
+    tls = ClientTls(
+        insecure=config.insecure,
+        ca_cert=config.ca_cert,
+        client_cert=config.client_cert,
+        client_key=config.client_key,
+        server_name=config.server_name,
+    )
+    return open_channel(config.cloud, tls, channel_options(config))

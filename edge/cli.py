@@ -3,6 +3,9 @@
 Settings come from defaults < ``--config FILE`` (TOML) < ``LAYERCAST_EDGE_*``
 environment variables < the flags below. Prefer ``LAYERCAST_EDGE_TOKEN`` or
 ``--token-file`` to ``--token`` (command lines are visible to other users).
+
+Encryption at rest of the enhancement store: ``layercast edge --new-key KEYFILE`` makes a key,
+``--encryption-key-file KEYFILE`` (``store.encryption_key_file``) uses it.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ _FLAG_KEYS = {
     "device": "encoder.device",
     "batch_max": "encoder.batch_max",
     "metrics_port": "metrics_port",
+    "encryption_key_file": "store.encryption_key_file",
 }
 
 
@@ -81,6 +85,17 @@ def register(subparsers: Any) -> None:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where the encoder runs")
     p.add_argument("--batch-max", type=int, help="largest encode batch when frames queue up")
     p.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port (0 = any free)")
+    p.add_argument(
+        "--encryption-key-file",
+        type=Path,
+        help="encrypt the enhancement store with the base64 AES-256 key in this file",
+    )
+    p.add_argument(
+        "--new-key",
+        type=Path,
+        metavar="FILE",
+        help="write a new random encryption key to FILE (mode 0600, never overwritten) and exit",
+    )
     p.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")
     p.add_argument("--stats", action="store_true", help="print the final counters as JSON on exit")
     p.set_defaults(func=run)
@@ -97,6 +112,13 @@ def run(args: argparse.Namespace) -> int:
     from layercast.edge.app import EdgeApp
     from layercast.edge.config import load_edge_config
 
+    if getattr(args, "new_key", None) is not None:
+        from layercast.edge.sealing import write_key_file
+
+        kid = write_key_file(args.new_key)
+        print(f"wrote a new enhancement store key to {args.new_key} (key id {kid.hex()})")
+        print(f"use it with: store.encryption_key_file = {str(args.new_key)!r}")
+        return 0
     config = load_edge_config(args.config, overrides_from_args(args))
     if args.print_config:
         print(config)  # the token is excluded from repr

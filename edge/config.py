@@ -159,6 +159,11 @@ class EnhancementStoreConfig:
     enabled: bool = True
     max_bytes: int = field(default=1024 * MiB, metadata={"min": 1024})
     max_age_s: float = field(default=3600.0, metadata={"min": 1.0})
+    #: Encrypt the stored layers (AES-256-GCM, see ``layercast.edge.sealing``) with the base64 key in
+    #: this file (``layercast edge --new-key FILE`` makes one). Unset: stored unencrypted.
+    encryption_key_file: Path | None = None
+    #: The same key given directly, for ``LAYERCAST_EDGE_STORE__ENCRYPTION_KEY`` (never printed).
+    encryption_key: str = field(default="", repr=False, metadata={"secret": True})
 
 
 @dataclass
@@ -167,7 +172,7 @@ class EdgeConfig:
 
     camera_id: str = "camera-0"
     #: Bearer token for camera_id (prefer token_file or the environment over a flag).
-    token: str = field(default="", repr=False)
+    token: str = field(default="", repr=False, metadata={"secret": True})
     #: File holding the token (first line); used when ``token`` is empty.
     token_file: Path | None = None
     #: Outbox database and enhancement store live here.

@@ -18,10 +18,12 @@ Files are written to a temporary name and renamed, without fsync: an
 enhancement lost in a power cut is acceptable, a torn one is caught by the
 length and CRC checks and reported as a store error, never served.
 
-Encryption at rest (later): the payload passes through a :class:`Sealer`
+Encryption at rest: the payload passes through a :class:`Sealer`
 (``seal(data, aad)`` / ``open(stored, aad)``) whose id is recorded in the
 header; the associated data binds a payload to its camera and sequence. The
-default :class:`PlainSealer` stores the bytes as they are.
+default :class:`PlainSealer` stores the bytes as they are;
+:class:`~layercast.edge.sealing.AesGcmSealer` (``store.encryption_key_file``)
+encrypts them. A file written by another sealer is refused saying which.
 
 Failures to write (disk full, directory unwritable) raise :class:`StorageFull`
 / :class:`StorageError`; the caller counts them and carries on sending base
@@ -82,6 +84,14 @@ class PlainSealer:
 
     def open(self, stored: bytes, aad: bytes) -> bytes:
         return stored
+
+
+#: How files of each sealer id are described in errors.
+SEALER_NAMES = {0: "without encryption", 1: "encrypted (AES-256-GCM)"}
+
+
+def _sealed_as(sealer_id: int) -> str:
+    return SEALER_NAMES.get(sealer_id, f"by an unknown sealer (id {sealer_id})")
 
 
 class NotKept(StorageError):
@@ -364,8 +374,14 @@ class EnhancementStore:
         if len(payload) != length or zlib.crc32(payload) != crc:
             raise corrupt("length or checksum mismatch (torn write?)")
         if sealer_id != self.sealer.sealer_id:
-            raise corrupt(f"sealed with sealer {sealer_id}, this store uses {self.sealer.sealer_id}")
-        return self.sealer.open(payload, self._aad(sequence))
+            raise StorageError(
+                f"enhancement store {self.root}: frame {sequence} was stored {_sealed_as(sealer_id)}, but "
+                f"this store is {_sealed_as(self.sealer.sealer_id)}: not served (it cannot be authenticated)"
+            )
+        try:
+            return self.sealer.open(payload, self._aad(sequence))
+        except StorageError as exc:
+            raise StorageError(f"enhancement store {self.root}: frame {sequence}: {exc}") from None
 
     def _aad(self, sequence: int) -> bytes:
         return f"layercast-enh/{self.camera_id}/{sequence}".encode()

@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "layercast.commands.train",
     "layercast.commands.service",
     "layercast.commands.bench",
+    "layercast.commands.certs",
 ]
 
 

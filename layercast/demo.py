@@ -6,6 +6,11 @@ operator web page. It prints where to look and stops cleanly on Ctrl-C
 (cameras first, then the web page, then the cloud, which drains in-flight
 frames). Credentials are made up at start-up and printed; nothing listens
 beyond 127.0.0.1 unless asked.
+
+Every gRPC link is mutual TLS, as in a deployment: a private CA, the cloud's
+certificate and one certificate per camera (its identity) and for the page and
+the command line are made at start-up in ``<data dir>/pki`` (``shared/pki.py``,
+milliseconds).
 """
 
 from __future__ import annotations
@@ -49,19 +54,21 @@ async def _main(args: argparse.Namespace) -> int:
     import secrets
 
     from layercast.cloud.config import load_cloud_config
-    from layercast.cloud.credentials import hash_token
     from layercast.cloud.server import CloudServer
     from layercast.edge.app import EdgeApp
     from layercast.edge.config import load_edge_config
     from layercast.edge.encoder import Encoder
     from layercast.shared.codec import load_codec
+    from layercast.shared.pki import create_local_pki
+    from layercast.shared.tls import ClientTls
 
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="layercast-demo-"))
     data_dir.mkdir(parents=True, exist_ok=True)
     print(f"layercast demo: loading model {args.model!r} on the CPU ...", flush=True)
     codec = load_codec(args.model, device="cpu")
 
-    cameras = {f"cam-{i + 1}": secrets.token_urlsafe(16) for i in range(args.cameras)}
+    cameras = [f"cam-{i + 1}" for i in range(args.cameras)]
+    pki = create_local_pki(data_dir / "pki", cameras, operators=["web", "cli"], **_server_names(args.host))
     cloud_cfg = load_cloud_config(
         overrides={
             "listen": args.host,
@@ -69,7 +76,10 @@ async def _main(args: argparse.Namespace) -> int:
             "data_dir": str(data_dir / "cloud"),
             "model": args.model,
             "device": "cpu",
-            "auth.camera_tokens": [f"{cam}={hash_token(tok)}" for cam, tok in cameras.items()],
+            # Mutual TLS: each camera is who its certificate says (no tokens needed).
+            "tls.cert": str(pki.server_cert),
+            "tls.key": str(pki.server_key),
+            "tls.client_ca": str(pki.ca_cert),
             "metrics_port": args.metrics_port,
         }
     )
@@ -79,14 +89,16 @@ async def _main(args: argparse.Namespace) -> int:
 
     encoder = Encoder(codec, device="cpu", batch_max=4)
     edges = []
-    for i, (cam, token) in enumerate(cameras.items()):
+    for i, cam in enumerate(cameras):
+        cam_cert, cam_key = pki.camera(cam)
         cfg = load_edge_config(
             overrides={
                 "camera_id": cam,
-                "token": token,
                 "data_dir": str(data_dir / cam),
                 "link.cloud": target,
-                "link.insecure": True,  # loopback only, inside one process
+                "link.ca_cert": str(pki.ca_cert),
+                "link.client_cert": str(cam_cert),
+                "link.client_key": str(cam_key),
                 "source.spec": "synthetic",
                 "source.seed": 100 + i,
                 "source.fps": args.fps,
@@ -105,8 +117,13 @@ async def _main(args: argparse.Namespace) -> int:
     except ImportError:
         log.warning("operator web page not available in this build")
     else:
+        web_cert, web_key = pki.operator("web")
         settings = demo_settings(
-            cloud_target=target, username="operator", password=password, data_dir=data_dir / "web"
+            cloud_target=target,
+            username="operator",
+            password=password,
+            data_dir=data_dir / "web",
+            cloud_tls=ClientTls(ca_cert=pki.ca_cert, client_cert=web_cert, client_key=web_key),
         )
         web_server = build_web_server(create_app(settings), args.host, args.web_port)
         web_task = asyncio.create_task(web_server.serve(), name="web")
@@ -126,7 +143,8 @@ async def _main(args: argparse.Namespace) -> int:
             f"  model        {codec.base_model_id} (base, task {codec.task})"
             f"{', enhancement ' + codec.enhancement_model_id if codec.enhancement_model_id else ''}"
         )
-        print(f"  cloud gRPC   {target}   (health, reflection, EdgeLink, Analytics, Operator)")
+        print(f"  cloud gRPC   {target}   mutual TLS (health, reflection, EdgeLink, Analytics, Operator)")
+        print(f"  certificates {pki.layout.root}   (CA, cloud, one per camera, operators web and cli)")
         print(f"  cameras      {', '.join(cameras)} at {args.fps:g} fps each (synthetic streets)")
         if web_url:
             print(f"  operator     {web_url}   user 'operator', password '{password}'")
@@ -135,8 +153,12 @@ async def _main(args: argparse.Namespace) -> int:
             edge_urls = [e.metrics_server.url for e in edges if getattr(e, "metrics_server", None)]
             if edge_urls:
                 print(f"               {'  '.join(edge_urls)} (cameras)")
-        print(f"  results      layercast subscribe --cloud {target}")
-        print(f"  enhance      layercast enhance --cloud {target} --camera cam-1 --seq 5 -o cam-1-5.png")
+        cli_cert, cli_key = pki.operator("cli")
+        tls_flags = f"--ca-cert {pki.ca_cert} --client-cert {cli_cert} --client-key {cli_key}"
+        print(f"  results      layercast subscribe --cloud {target} {tls_flags}")
+        print(
+            f"  enhance      layercast enhance --cloud {target} {tls_flags} --camera cam-1 --seq 5 -o cam-1-5.png"
+        )
         print(f"  data         {data_dir}\n", flush=True)
 
         if args.duration > 0:
@@ -166,6 +188,20 @@ async def _main(args: argparse.Namespace) -> int:
             print(f"  {e.config.camera_id}: {_stats_line(r)}")
     print(f"demo ran {elapsed:.0f} s; stopped cleanly")
     return 0
+
+
+def _server_names(host: str) -> dict[str, list[str]]:
+    """The names the cloud's certificate must carry for clients dialling ``host``."""
+    import ipaddress
+
+    hosts, ips = ["localhost"], ["127.0.0.1"]
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        hosts.append(host)
+    else:
+        ips.append(host.strip("[]"))
+    return {"hosts": list(dict.fromkeys(hosts)), "ips": list(dict.fromkeys(ips))}
 
 
 def _stats_line(stats) -> str:

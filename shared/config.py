@@ -15,7 +15,8 @@ underscores: ``LAYERCAST_CLOUD_BATCHING__MAX_BATCH_SIZE=8``. Supported field
 types: bool, int, float, str, Path, Literal[...], list[str], optional forms of
 those (``X | None``), and nested dataclasses. A field may declare bounds with
 ``field(metadata={"min": 1, "max": 64})``. Every failure raises ConfigError
-naming the key, the value, where it came from and what was expected.
+naming the key, the value, where it came from and what was expected; a field
+with ``metadata={"secret": True}`` (a token, a key) never has its value quoted.
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ def _build(cls: type[T], prefix: str, values: dict[str, tuple[Any, str]]) -> T:
             kwargs[f.name] = _build(tp, key + ".", values)
         elif key in values:
             raw, source = values[key]
-            value = _coerce(raw, tp, key, source)
+            value = _coerce(raw, tp, key, source, secret=bool(f.metadata.get("secret")))
             _check_bounds(value, f.metadata, key, source)
             kwargs[f.name] = value
     try:
@@ -141,16 +142,19 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
-def _coerce(raw: Any, tp: Any, key: str, source: str) -> Any:
+def _coerce(raw: Any, tp: Any, key: str, source: str, secret: bool = False) -> Any:
+    """``raw`` as type ``tp``; a ``secret`` field's value is never quoted in the error."""
+
     def fail(expected: str) -> ConfigError:
-        return ConfigError(f"{key} = {raw!r} (from {source}): expected {expected}")
+        shown = "<secret, not shown>" if secret else repr(raw)
+        return ConfigError(f"{key} = {shown} (from {source}): expected {expected}")
 
     origin = get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in get_args(tp) if a is not type(None)]
         if raw is None or (isinstance(raw, str) and raw.lower() in {"", "none", "null"}):
             return None
-        return _coerce(raw, args[0], key, source)
+        return _coerce(raw, args[0], key, source, secret)
     if origin is Literal:
         choices = get_args(tp)
         if raw not in choices:
@@ -162,7 +166,7 @@ def _coerce(raw: Any, tp: Any, key: str, source: str) -> Any:
             raw = [part.strip() for part in raw.split(",") if part.strip()]
         if not isinstance(raw, list | tuple):
             raise fail("a list")
-        return [_coerce(v, item, key, source) for v in raw]
+        return [_coerce(v, item, key, source, secret) for v in raw]
     if tp is bool:
         if isinstance(raw, bool):
             return raw

@@ -145,3 +145,30 @@ class NotReady(LayercastError):
     """The service is still starting (loading or warming up its model)."""
 
     grpc_status = "UNAVAILABLE"
+
+
+class MalformedMessage(LayercastError):
+    """A request whose bytes do not parse as its protobuf message type (corrupt wire format, bad UTF-8)."""
+
+    grpc_status = "INVALID_ARGUMENT"
+
+
+# --- scale-out (several cloud replicas sharing state through Redis) -----------
+
+
+class FrameNotStored(FrameNotFound):
+    """A frame that is not in this process's store (it may be in another cloud replica's)."""
+
+
+class ClusterUnavailable(LayercastError):
+    """The store the cloud replicas share (Redis) cannot be reached."""
+
+    grpc_status = "UNAVAILABLE"
+
+
+class ReplicaError(LayercastError):
+    """An error raised on another cloud replica, carried back with the gRPC status it had there."""
+
+    def __init__(self, grpc_status: str, message: str) -> None:
+        super().__init__(message)
+        self.grpc_status = grpc_status

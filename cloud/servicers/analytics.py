@@ -16,6 +16,11 @@ from layercast.cloud.status import abort_with
 from layercast.shared.errors import InvalidImage, LayercastError
 from layercast.shared.rpc import analytics_pb2, analytics_pb2_grpc
 
+#: Most cameras one subscription may name (in ``camera_ids`` and in ``resume_after`` each). Far above
+#: any deployment's camera count; it bounds the store query a request builds (SQLite allows a fixed
+#: number of parameters per statement, and the request limit alone lets through hundreds of thousands).
+MAX_SUBSCRIBE_CAMERAS = 10_000
+
 
 class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServicer):
     def __init__(
@@ -29,6 +34,15 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServicer):
     async def Subscribe(
         self, request: analytics_pb2.SubscribeRequest, context: aio.ServicerContext
     ) -> AsyncIterator[analytics_pb2.SubscribeEvent]:
+        for name, count in (
+            ("camera_ids", len(request.camera_ids)),
+            ("resume_after", len(request.resume_after)),
+        ):
+            if count > MAX_SUBSCRIBE_CAMERAS:
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"{name} names {count} cameras; a subscription may name at most {MAX_SUBSCRIBE_CAMERAS}",
+                )
         events = self._hub.follow(
             cameras=list(request.camera_ids),
             resume_after=dict(request.resume_after),

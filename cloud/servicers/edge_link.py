@@ -12,8 +12,9 @@ from grpc import aio
 from layercast.cloud.auth import CameraAuthenticator
 from layercast.cloud.inference import InferenceEngine, now_us
 from layercast.cloud.pipeline import FramePipeline
-from layercast.cloud.sessions import CameraSession, EnhancementRouter, SessionRegistry
-from layercast.cloud.status import abort_with
+from layercast.cloud.ratelimit import KeyedLimiter
+from layercast.cloud.sessions import CameraSession, EnhancementRouter, Presence, SessionRegistry
+from layercast.cloud.status import abort_with, bounded
 from layercast.cloud.store import Store
 from layercast.shared.errors import LayercastError, PermissionDenied, ServiceClosing, Unauthenticated
 from layercast.shared.rpc import edge_pb2, edge_pb2_grpc
@@ -35,6 +36,8 @@ class EdgeLinkServicer(edge_pb2_grpc.EdgeLinkServicer):
         heartbeat_interval_ms: int,
         max_frame_bytes: int,
         hello_timeout_s: float,
+        frame_limiter: KeyedLimiter | None = None,
+        presence: Presence | None = None,
     ) -> None:
         self._auth = auth
         self._engine = engine
@@ -46,6 +49,10 @@ class EdgeLinkServicer(edge_pb2_grpc.EdgeLinkServicer):
         self._heartbeat_ms = heartbeat_interval_ms
         self._max_frame_bytes = max_frame_bytes
         self._hello_timeout_s = hello_timeout_s
+        #: Frames per second per camera: above it the stream is read more slowly (never refused).
+        self._frame_limiter = frame_limiter
+        #: Scale-out: records in the shared store that this replica holds the camera (None = embedded).
+        self._presence = presence
 
     async def Connect(
         self, request_iterator: AsyncIterator[edge_pb2.EdgeMessage], context: aio.ServicerContext
@@ -54,11 +61,13 @@ class EdgeLinkServicer(edge_pb2_grpc.EdgeLinkServicer):
         try:
             first = await asyncio.wait_for(anext(requests), self._hello_timeout_s)
         except (TimeoutError, StopAsyncIteration):
+            self._auth.refusals.count("no_hello")
             await context.abort(
                 grpc.StatusCode.UNAUTHENTICATED, "the first message on the stream must be a Hello"
             )
             return
         if first.WhichOneof("kind") != "hello":
+            self._auth.refusals.count("no_hello")
             await context.abort(
                 grpc.StatusCode.UNAUTHENTICATED, "the first message on the stream must be a Hello"
             )
@@ -86,8 +95,13 @@ class EdgeLinkServicer(edge_pb2_grpc.EdgeLinkServicer):
             hello.next_sequence,
             camera.last_sequence,
         )
-        reader = asyncio.create_task(self._read(requests, session), name=f"edge-read-{camera_id}")
+        reader: asyncio.Task[None] | None = None
         try:
+            if self._presence is not None:
+                # Before reading frames and the Welcome: the replica the camera streamed to before
+                # hands over (its results first), then every replica routes to this one.
+                await self._presence.attached(session)
+            reader = asyncio.create_task(self._read(requests, session), name=f"edge-read-{camera_id}")
             yield edge_pb2.CloudMessage(
                 welcome=edge_pb2.Welcome(
                     session_id=session.session_id,
@@ -104,10 +118,13 @@ class EdgeLinkServicer(edge_pb2_grpc.EdgeLinkServicer):
                 yield message
             status, text = session.end_reason or (None, "")
             if status is not None:
-                await context.abort(grpc.StatusCode[status], text)
+                await context.abort(grpc.StatusCode[status], bounded(text))
         finally:
-            reader.cancel()
+            if reader is not None:
+                reader.cancel()
             self._registry.detach(session)
+            if self._presence is not None:
+                self._presence.detached(session)
             try:
                 await self._store.touch_camera(camera_id, now_us())
             except Exception:  # the store may already be closed at shutdown
@@ -124,6 +141,10 @@ class EdgeLinkServicer(edge_pb2_grpc.EdgeLinkServicer):
                 session.last_seen_us = now_us()
                 kind = message.WhichOneof("kind")
                 if kind == "frame":
+                    if self._frame_limiter is not None:
+                        await self._frame_limiter.pace(session.camera_id)
+                        if session.closed:
+                            return
                     await self._pipeline.ingest(session, message.frame)
                 elif kind == "enhancement":
                     self._router.resolve(session, message.enhancement)
@@ -142,7 +163,8 @@ class EdgeLinkServicer(edge_pb2_grpc.EdgeLinkServicer):
             raise
         except ServiceClosing as exc:
             session.end("UNAVAILABLE", str(exc))
-        except PermissionDenied as exc:
+        except PermissionDenied as exc:  # answered a request sent to another camera
+            self._auth.refusals.count("answer_other_camera")
             session.end("PERMISSION_DENIED", str(exc))
         except LayercastError as exc:
             session.end(exc.grpc_status, str(exc))

@@ -1,6 +1,15 @@
-"""Operator: browse cameras and frames, previews, enhancement on demand."""
+"""Operator: browse cameras and frames, previews, enhancement on demand.
+
+The servicer maps an :class:`OperatorApi` onto gRPC: :class:`LocalOperator` answers from this
+process (its store, its camera streams); with several cloud replicas a cluster-aware API
+(``layercast.cloud.cluster.operator``) answers from every replica and forwards to the one that
+holds a camera or a frame, on top of the same :class:`LocalOperator`.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import Protocol, TypeVar
 
 from grpc import aio
 
@@ -11,8 +20,27 @@ from layercast.cloud.viewer import FrameViewer
 from layercast.shared.errors import LayercastError
 from layercast.shared.rpc import operator_pb2, operator_pb2_grpc
 
+T = TypeVar("T")
 
-class OperatorServicer(operator_pb2_grpc.OperatorServicer):
+
+class OperatorApi(Protocol):
+    """The Operator service as plain calls: request messages in, response messages out, typed errors."""
+
+    async def list_cameras(
+        self, request: operator_pb2.ListCamerasRequest
+    ) -> operator_pb2.ListCamerasResponse: ...
+    async def list_frames(
+        self, request: operator_pb2.ListFramesRequest
+    ) -> operator_pb2.ListFramesResponse: ...
+    async def preview(self, request: operator_pb2.FrameRef) -> operator_pb2.Image: ...
+    async def enhance(
+        self, request: operator_pb2.EnhanceRequest, timeout_s: float | None
+    ) -> operator_pb2.EnhanceResponse: ...
+
+
+class LocalOperator:
+    """The Operator API answered by this process alone."""
+
     def __init__(
         self,
         *,
@@ -25,11 +53,15 @@ class OperatorServicer(operator_pb2_grpc.OperatorServicer):
         self._store = store
         self._registry = registry
         self._viewer = viewer
-        self._default_limit = min(default_limit, max_limit)
-        self._max_limit = max_limit
+        self.default_limit = min(default_limit, max_limit)
+        self.max_limit = max_limit
 
-    async def ListCameras(
-        self, request: operator_pb2.ListCamerasRequest, context: aio.ServicerContext
+    def limit_of(self, request: operator_pb2.ListFramesRequest) -> int:
+        """How many frames a ListFrames request gets at most."""
+        return min(request.limit or self.default_limit, self.max_limit)
+
+    async def list_cameras(
+        self, request: operator_pb2.ListCamerasRequest
     ) -> operator_pb2.ListCamerasResponse:
         cameras = await self._store.list_cameras()
         return operator_pb2.ListCamerasResponse(
@@ -48,12 +80,9 @@ class OperatorServicer(operator_pb2_grpc.OperatorServicer):
             ]
         )
 
-    async def ListFrames(
-        self, request: operator_pb2.ListFramesRequest, context: aio.ServicerContext
-    ) -> operator_pb2.ListFramesResponse:
-        limit = min(request.limit or self._default_limit, self._max_limit)
+    async def list_frames(self, request: operator_pb2.ListFramesRequest) -> operator_pb2.ListFramesResponse:
         frames = await self._store.list_frames(
-            request.camera_id, before_sequence=request.before_sequence, limit=limit
+            request.camera_id, before_sequence=request.before_sequence, limit=self.limit_of(request)
         )
         return operator_pb2.ListFramesResponse(
             frames=[
@@ -70,29 +99,14 @@ class OperatorServicer(operator_pb2_grpc.OperatorServicer):
             ]
         )
 
-    async def GetPreview(
-        self, request: operator_pb2.FrameRef, context: aio.ServicerContext
-    ) -> operator_pb2.Image:
-        try:
-            img = await self._viewer.preview(request.camera_id, request.sequence)
-        except LayercastError as exc:
-            await abort_with(context, exc)
-            raise AssertionError("unreachable") from exc
+    async def preview(self, request: operator_pb2.FrameRef) -> operator_pb2.Image:
+        img = await self._viewer.preview(request.camera_id, request.sequence)
         return operator_pb2.Image(png=img.png, width=img.width, height=img.height)
 
-    async def Enhance(
-        self, request: operator_pb2.EnhanceRequest, context: aio.ServicerContext
+    async def enhance(
+        self, request: operator_pb2.EnhanceRequest, timeout_s: float | None
     ) -> operator_pb2.EnhanceResponse:
-        remaining = context.time_remaining()
-        try:
-            out = await self._viewer.enhance(
-                request.frame.camera_id,
-                request.frame.sequence,
-                timeout_s=remaining if remaining is not None and remaining > 0 else None,
-            )
-        except LayercastError as exc:
-            await abort_with(context, exc)
-            raise AssertionError("unreachable") from exc
+        out = await self._viewer.enhance(request.frame.camera_id, request.frame.sequence, timeout_s=timeout_s)
         response = operator_pb2.EnhanceResponse(
             reconstruction=operator_pb2.Image(
                 png=out.image.png, width=out.image.width, height=out.image.height
@@ -106,3 +120,40 @@ class OperatorServicer(operator_pb2_grpc.OperatorServicer):
         if out.result is not None:
             response.result.CopyFrom(out.result)
         return response
+
+
+class OperatorServicer(operator_pb2_grpc.OperatorServicer):
+    """gRPC face of an :class:`OperatorApi`: typed errors become statuses."""
+
+    def __init__(self, api: OperatorApi) -> None:
+        self._api = api
+
+    async def ListCameras(
+        self, request: operator_pb2.ListCamerasRequest, context: aio.ServicerContext
+    ) -> operator_pb2.ListCamerasResponse:
+        return await _answer(context, self._api.list_cameras(request))
+
+    async def ListFrames(
+        self, request: operator_pb2.ListFramesRequest, context: aio.ServicerContext
+    ) -> operator_pb2.ListFramesResponse:
+        return await _answer(context, self._api.list_frames(request))
+
+    async def GetPreview(
+        self, request: operator_pb2.FrameRef, context: aio.ServicerContext
+    ) -> operator_pb2.Image:
+        return await _answer(context, self._api.preview(request))
+
+    async def Enhance(
+        self, request: operator_pb2.EnhanceRequest, context: aio.ServicerContext
+    ) -> operator_pb2.EnhanceResponse:
+        remaining = context.time_remaining()
+        timeout_s = remaining if remaining is not None and remaining > 0 else None
+        return await _answer(context, self._api.enhance(request, timeout_s))
+
+
+async def _answer(context: aio.ServicerContext, call: Awaitable[T]) -> T:
+    try:
+        return await call
+    except LayercastError as exc:
+        await abort_with(context, exc)
+        raise AssertionError("unreachable") from exc

@@ -191,7 +191,7 @@ async def enhance(request: Request) -> JSONResponse:
         )
     t0 = time.perf_counter()
     try:
-        resp = await st.client.enhance(cam, seq)
+        resp = await st.client.enhance(cam, seq, on_behalf_of=p.name)
     except CloudError as exc:
         audit(
             exc.kind,

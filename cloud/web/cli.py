@@ -25,6 +25,9 @@ _FLAG_KEYS = {
     "cloud": "cloud",
     "cloud_token_file": "cloud_token_file",
     "cloud_ca_cert": "cloud_ca_cert",
+    "cloud_client_cert": "cloud_client_cert",
+    "cloud_client_key": "cloud_client_key",
+    "cloud_insecure": "cloud_insecure",
     "host": "listen",
     "port": "port",
     "audit_log": "audit_log",
@@ -46,7 +49,18 @@ def register(subparsers: Any) -> None:
     p.add_argument("--cloud", metavar="HOST:PORT", help="the cloud's gRPC address (default 127.0.0.1:50051)")
     p.add_argument("--cloud-token-file", type=Path, help="file with the operator token the cloud expects")
     p.add_argument(
-        "--cloud-ca-cert", type=Path, help="CA certificate of the cloud's TLS (default: plain text)"
+        "--cloud-ca-cert", type=Path, help="CA certificate of the cloud's TLS (default: the system's roots)"
+    )
+    p.add_argument(
+        "--cloud-client-cert", type=Path, help="the page's client certificate, for a cloud with mutual TLS"
+    )
+    p.add_argument("--cloud-client-key", type=Path, help="the page's client private key")
+    p.add_argument(
+        "--cloud-insecure",
+        action="store_const",
+        const=True,
+        default=None,
+        help="plain-text gRPC to the cloud (testing only; logged as a warning)",
     )
     p.add_argument("--host", help="address to serve on (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port to serve on; 0 = any free port (default 8080)")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import grpc
 from grpc import aio
 
+from layercast.cloud.roles import ON_BEHALF_OF_KEY
 from layercast.cloud.web.settings import WebSettings
 from layercast.shared.rpc import (
     analytics_pb2,
@@ -22,9 +23,12 @@ from layercast.shared.rpc import (
     operator_pb2,
     operator_pb2_grpc,
 )
+from layercast.shared.tls import open_channel, warn_insecure
 
 #: Largest message accepted from the cloud (a reconstruction PNG of a large frame).
 MAX_MESSAGE_BYTES = 64 << 20
+#: Largest message the page sends (its requests are a few bytes).
+MAX_SEND_BYTES = 1 << 20
 
 
 @dataclass
@@ -96,6 +100,16 @@ def map_rpc_error(exc: aio.AioRpcError, *, camera_id: str = "", sequence: int | 
         return CloudError(
             504, "timeout", "No answer in time", f"Camera {cam} did not answer in time.", name, details
         )
+    if code == grpc.StatusCode.PERMISSION_DENIED and "viewer role" in details:
+        return CloudError(
+            502,
+            "not_authorised",
+            "Page not allowed to enhance",
+            "The cloud lets this page's operator token view but not enhance; add the page's operator "
+            "name to the cloud's auth.enhancers.",
+            name,
+            details,
+        )
     if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
         return CloudError(
             502,
@@ -117,16 +131,15 @@ class CloudClient:
         self.settings = settings
         options = [
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_SEND_BYTES),
             ("grpc.keepalive_time_ms", 30_000),
             ("grpc.keepalive_timeout_ms", 10_000),
             ("grpc.initial_reconnect_backoff_ms", 500),
             ("grpc.max_reconnect_backoff_ms", 5_000),
         ]
-        if settings.cloud_ca_cert is not None:
-            creds = grpc.ssl_channel_credentials(root_certificates=settings.cloud_ca_cert.read_bytes())
-            self.channel = aio.secure_channel(settings.cloud_target, creds, options=options)
-        else:
-            self.channel = aio.insecure_channel(settings.cloud_target, options=options)
+        if settings.cloud_insecure:
+            warn_insecure("operator page", settings.cloud_target)
+        self.channel = open_channel(settings.cloud_target, settings.cloud_tls, options)
         self.operator = operator_pb2_grpc.OperatorStub(self.channel)
         self.analytics = analytics_pb2_grpc.AnalyticsStub(self.channel)
         self.metadata = (("authorization", f"Bearer {settings.cloud_token}"),) if settings.cloud_token else ()
@@ -179,13 +192,20 @@ class CloudClient:
         except aio.AioRpcError as exc:
             raise map_rpc_error(exc, camera_id=camera_id, sequence=sequence) from None
 
-    async def enhance(self, camera_id: str, sequence: int) -> operator_pb2.EnhanceResponse:
+    async def enhance(
+        self, camera_id: str, sequence: int, *, on_behalf_of: str = ""
+    ) -> operator_pb2.EnhanceResponse:
+        """Ask the cloud for a frame's reconstruction; ``on_behalf_of`` (the signed-in user) goes into
+        the cloud's audit log as ``<page's operator>:<user>``."""
+        metadata = self.metadata
+        if on_behalf_of:
+            metadata = (*metadata, (ON_BEHALF_OF_KEY, on_behalf_of))
         try:
             return await self.operator.Enhance(
                 operator_pb2.EnhanceRequest(
                     frame=operator_pb2.FrameRef(camera_id=camera_id, sequence=sequence)
                 ),
-                metadata=self.metadata,
+                metadata=metadata,
                 timeout=self.settings.enhance_timeout_s,
             )
         except aio.AioRpcError as exc:

@@ -13,6 +13,10 @@ From a TOML file (``layercast web --config web.toml``), environment variables
 
     cloud = "127.0.0.1:50051"
     cloud_token_file = "/etc/layercast/web.token"   # when the cloud requires operator tokens
+    cloud_ca_cert = "/etc/layercast/pki/ca.pem"     # the cloud's TLS (default: the system's roots)
+    cloud_client_cert = "/etc/layercast/pki/operators/web.pem"   # when the cloud requires client
+    cloud_client_key = "/etc/layercast/pki/operators/web.key"    # certificates (tls.client_ca)
+    # cloud_insecure = true                         # plain-text gRPC, explicitly (logged as a warning)
     listen = "127.0.0.1"
     port = 8080
     audit_log = "/var/log/layercast/audit.jsonl"
@@ -35,6 +39,7 @@ from typing import Any, Literal
 from layercast.cloud.web.passwords import hash_password, is_password_hash
 from layercast.shared.config import load_config
 from layercast.shared.errors import ConfigError
+from layercast.shared.tls import ClientTls
 
 Role = Literal["viewer", "enhancer"]
 #: What each role may do. An enhancer can do everything a viewer can.
@@ -56,8 +61,13 @@ class WebSettings:
     cloud_target: str = "127.0.0.1:50051"
     #: Bearer token the page presents to the cloud when the cloud requires operator tokens.
     cloud_token: str = field(default="", repr=False)
-    #: PEM file of the CA of the cloud's TLS certificate; None = plain-text gRPC (loopback, closed networks).
+    #: PEM file of the CA of the cloud's TLS certificate; None = the system's trusted roots.
     cloud_ca_cert: Path | None = None
+    #: The page's client certificate and key (an operator certificate), for a cloud with mutual TLS.
+    cloud_client_cert: Path | None = None
+    cloud_client_key: Path | None = None
+    #: Plain-text gRPC to the cloud, only when asked for (loopback, closed networks; logged as a warning).
+    cloud_insecure: bool = False
     #: name -> (Argon2 password hash, role).
     users: dict[str, tuple[str, str]] = field(default_factory=dict, repr=False)
     #: name -> ("sha256:<hex>" of a token, role), for scripts using ``Authorization: Bearer <token>``.
@@ -131,6 +141,20 @@ class WebSettings:
                 raise ConfigError(f"{name} = {value} must be positive")
         if not self.cloud_target.strip():
             raise ConfigError("cloud_target must be host:port of the cloud's gRPC server")
+        if self.cloud_insecure and self.cloud_ca_cert is not None:
+            raise ConfigError("cloud_insecure = true and cloud_ca_cert are both given; choose one")
+        if (self.cloud_client_cert is None) != (self.cloud_client_key is None):
+            raise ConfigError("cloud_client_cert and cloud_client_key must be given together")
+
+    @property
+    def cloud_tls(self) -> ClientTls:
+        """How the page's gRPC client reaches the cloud."""
+        return ClientTls(
+            insecure=self.cloud_insecure,
+            ca_cert=self.cloud_ca_cert,
+            client_cert=self.cloud_client_cert,
+            client_key=self.cloud_client_key,
+        )
 
 
 def demo_settings(
@@ -141,13 +165,20 @@ def demo_settings(
     role: str = "enhancer",
     data_dir: Path,
     cloud_token: str = "",
+    cloud_tls: ClientTls | None = None,
 ) -> WebSettings:
-    """Settings with one user whose plaintext ``password`` is hashed now (for ``layercast demo``)."""
+    """Settings with one user whose plaintext ``password`` is hashed now (for ``layercast demo``);
+    ``cloud_tls`` says how to reach the cloud (default: TLS with the system's roots)."""
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
+    tls = cloud_tls or ClientTls()
     return WebSettings(
         cloud_target=cloud_target,
         cloud_token=cloud_token,
+        cloud_ca_cert=tls.ca_cert,
+        cloud_client_cert=tls.client_cert,
+        cloud_client_key=tls.client_key,
+        cloud_insecure=tls.insecure,
         users={username: (hash_password(password), role)},
         audit_log=data_dir / "audit.jsonl",
     )
@@ -160,7 +191,9 @@ def parse_entries(entries: list[str], *, kind: str) -> dict[str, tuple[str, str]
         name, sep, rest = entry.partition("=")
         role, sep2, secret = rest.partition(":")
         if not sep or not sep2 or not name.strip() or not secret:
-            raise ConfigError(f"{kind} entry {entry[:24]!r}…: expected name=role:hash")
+            # Only the name part is quoted: the rest may be a password or token written by mistake.
+            shown = f"{name.strip()[:64]}=…" if sep else "…"
+            raise ConfigError(f"{kind} entry {shown!r}: expected name=role:hash")
         name = name.strip()
         if name in out:
             raise ConfigError(f"{kind}: {name!r} is listed twice")
@@ -175,6 +208,9 @@ class WebFileConfig:
     cloud: str = "127.0.0.1:50051"
     cloud_token_file: Path | None = None
     cloud_ca_cert: Path | None = None
+    cloud_client_cert: Path | None = None
+    cloud_client_key: Path | None = None
+    cloud_insecure: bool = False
     listen: str = "127.0.0.1"
     port: int = field(default=8080, metadata={"min": 0, "max": 65535})
     audit_log: Path = Path("layercast-web-audit.jsonl")
@@ -193,6 +229,9 @@ class WebFileConfig:
             cloud_target=self.cloud,
             cloud_token=_read_secret(self.cloud_token_file, "cloud_token_file"),
             cloud_ca_cert=self.cloud_ca_cert,
+            cloud_client_cert=self.cloud_client_cert,
+            cloud_client_key=self.cloud_client_key,
+            cloud_insecure=self.cloud_insecure,
             users=parse_entries(self.users, kind="users"),
             tokens=parse_entries(self.tokens, kind="tokens"),
             secret_key=_read_secret(self.secret_key_file, "secret_key_file"),

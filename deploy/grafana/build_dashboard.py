@@ -162,6 +162,26 @@ ROWS: list[tuple[str, list[dict[str, Any]]]] = [
                 unit="reqps",
             ),
             panel(
+                "Callers refused by authentication, by reason",
+                [q(f"sum by (reason) (rate(layercast_cloud_auth_refusals_total[{RI}]))", "{{reason}}")],
+                unit="reqps",
+                desc="Cameras with wrong or another camera's credentials (certificate or token), "
+                "camera certificates on the operator APIs, missing operator tokens.",
+            ),
+            panel(
+                "Rate limits and the audit log",
+                [
+                    q(f"sum by (kind) (rate(layercast_cloud_rate_limited_total[{RI}]))", "{{kind}}"),
+                    q(
+                        f"sum(rate(layercast_cloud_audit_write_failures_total[{RI}]))",
+                        "audit lines not written",
+                    ),
+                ],
+                unit="reqps",
+                desc="camera_frames: frames read later because a camera was above limits.camera_frames_per_s "
+                "(slowed, not refused); operator_requests: calls refused above limits.operator_requests_per_s.",
+            ),
+            panel(
                 "End-to-end latency (capture → result)",
                 quantiles("layercast_cloud_end_to_end_seconds", by="camera", sel=CAM, qs=(0.5, 0.95)),
                 unit="s",
@@ -335,6 +355,10 @@ ROWS: list[tuple[str, list[dict[str, Any]]]] = [
                     ),
                 ],
                 unit="Bps",
+            ),
+            panel(
+                "Enhancement store healthy (edge; 0 = writes failing)",
+                [q(f"min by (camera) (layercast_edge_enhancement_store_healthy{{{CAM}}})", "{{camera}}")],
             ),
             panel(
                 "Edge errors and heartbeats",

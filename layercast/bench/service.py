@@ -373,6 +373,7 @@ async def run_setting(
         overrides={
             "listen": "127.0.0.1",
             "port": 0,
+            "insecure": True,  # in-process loopback: the service is measured, not TLS
             "data_dir": str(workdir),
             "device": "cpu",
             "credits_per_camera": window,
@@ -381,6 +382,9 @@ async def run_setting(
             "batching.max_queue_delay_ms": queue_delay_ms if setting.batching else 0.0,
             "auth.camera_tokens": [f"{c}={hash_token(t)}" for c, t in tokens.items()],
             "shutdown_grace_s": 5.0,
+            # The bench measures what the server can do, not a deployment's rate limits.
+            "limits.camera_frames_per_s": 0,
+            "limits.operator_requests_per_s": 0,
         },
         environ={},
     )

@@ -1,4 +1,4 @@
-"""`layercast bench codec|service`: benchmarks that print figures."""
+"""`layercast bench codec|service|soak`: benchmarks that print figures."""
 
 from __future__ import annotations
 
@@ -62,6 +62,94 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     s.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
     s.set_defaults(func=_service)
+    _register_soak(bsub)
+
+
+def _register_soak(bsub: argparse._SubParsersAction) -> None:
+    k = bsub.add_parser(
+        "soak",
+        help="many cameras against one `layercast cloud` process for minutes; --ramp finds how many it holds",
+        description=(
+            "A real `layercast cloud` process (1 torch thread) and, in this process, cameras that replay "
+            "pre-encoded base bitstreams with fresh sequence numbers through the edge's own outbox and "
+            "EdgeLink, plus a live Analytics subscriber. Prints, every --report-every seconds, frames "
+            "captured/sent/acked/answered, frames lost by id, p50/p99 latency (capture -> result), and RSS, "
+            "open fds and CPU of the cloud and of this process (from /proc); then a summary. See docs/soak.md."
+        ),
+    )
+    k.add_argument("--cameras", type=int, default=16, help="cameras (default 16)")
+    k.add_argument("--fps", type=float, default=10.0, help="frames per second per camera (default 10)")
+    k.add_argument("--minutes", type=float, default=10.0, help="length of the soak (default 10)")
+    k.add_argument("--size", type=int, default=64, help="square frame side in pixels (default 64)")
+    k.add_argument("--report-every", type=float, default=60.0, help="seconds between reports (default 60)")
+    k.add_argument("--out", type=Path, default=None, help="write soak/ramp .csv and .json here")
+    k.add_argument("--model", default="default", help="registry name of the codec (default: default)")
+    k.add_argument("--pool", type=int, default=8, help="pre-encoded frames per camera (default 8)")
+    k.add_argument(
+        "--drain", type=float, default=30.0, help="seconds to wait for the backlog after capture stops"
+    )
+    k.add_argument(
+        "--outbox-sync",
+        choices=["NORMAL", "FULL"],
+        default="NORMAL",
+        help="SQLite synchronous of the outboxes",
+    )
+    k.add_argument(
+        "--cloud-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="cloud setting (layercast cloud --set)",
+    )
+    k.add_argument(
+        "--threads", type=int, default=1, help="torch threads of the cloud and this process (default 1)"
+    )
+    k.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r = k.add_argument_group("ramp")
+    r.add_argument(
+        "--ramp", action="store_true", help="cameras 1, 2, 4, 8, 16, 24, ... until latency or backlog fails"
+    )
+    r.add_argument("--step-seconds", type=float, default=20.0, help="measured seconds per step (default 20)")
+    r.add_argument(
+        "--step-warmup", type=float, default=5.0, help="seconds before each step is measured (default 5)"
+    )
+    r.add_argument("--max-cameras", type=int, default=64, help="largest count tried (default 64)")
+    r.add_argument(
+        "--max-latency-ms", type=float, default=1000.0, help="p99 a step must stay under (default 1000)"
+    )
+    r.add_argument(
+        "--no-refine", action="store_true", help="do not bisect between the last held and first failed count"
+    )
+    k.set_defaults(func=_soak)
+
+
+def _soak(args: argparse.Namespace) -> int:
+    from layercast.bench.soak import SoakOptions, run
+
+    run(
+        SoakOptions(
+            cameras=args.cameras,
+            fps=args.fps,
+            minutes=args.minutes,
+            size=args.size,
+            report_every=args.report_every,
+            out=args.out,
+            model=args.model,
+            pool=args.pool,
+            ramp=args.ramp,
+            step_seconds=args.step_seconds,
+            step_warmup=args.step_warmup,
+            max_cameras=args.max_cameras,
+            max_latency_ms=args.max_latency_ms,
+            refine=not args.no_refine,
+            drain_s=args.drain,
+            outbox_sync=args.outbox_sync,
+            cloud_set=tuple(args.cloud_set),
+            threads=args.threads,
+            progress=not args.no_progress,
+        )
+    )
+    return 0
 
 
 def _service(args: argparse.Namespace) -> int:

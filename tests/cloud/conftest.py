@@ -66,7 +66,10 @@ def frames(task_codec: ScalableCodec) -> list[EncodedFrame]:
 
 
 def cloud_config(tmp_path: Path, **overrides: Any) -> CloudConfig:
+    """A cloud on 127.0.0.1, any free port; plain text (``insecure``) unless ``tls.*`` overrides are
+    given (tests/cloud/test_tls.py covers TLS)."""
     values: dict[str, Any] = {
+        "insecure": not any(key.startswith("tls.") for key in overrides),
         "listen": "127.0.0.1",
         "port": 0,
         "data_dir": str(tmp_path / "cloud"),

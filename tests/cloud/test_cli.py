@@ -1,5 +1,6 @@
 """The commands as a person runs them: `layercast cloud` in its own process, then
-`layercast subscribe` and `layercast enhance` against it."""
+`layercast subscribe` and `layercast enhance` against it (over mutual TLS with an operator
+certificate, or plain text with --insecure)."""
 
 from __future__ import annotations
 
@@ -18,8 +19,11 @@ from grpc import aio
 from PIL import Image
 
 from layercast.cloud.credentials import hash_token
+from layercast.cloud.server import CloudServer
+from layercast.shared.pki import create_local_pki
 from layercast.shared.rpc import edge_pb2
-from tests.cloud.conftest import TOKENS, EdgeStream
+from layercast.shared.tls import ClientTls, open_channel
+from tests.cloud.conftest import TOKENS, EdgeStream, cloud_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -39,31 +43,69 @@ async def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float 
     return proc.returncode, out.decode(), err.decode()
 
 
-async def test_subscribe_and_enhance_commands(cloud, task_codec, frames, tmp_path):
+@pytest.fixture
+async def mtls_cloud(tmp_path, task_codec):
+    pki = create_local_pki(tmp_path / "pki", ["cam-a"], operators=["cli"])
+    tls = {
+        "tls.cert": str(pki.server_cert),
+        "tls.key": str(pki.server_key),
+        "tls.client_ca": str(pki.ca_cert),
+    }
+    server = CloudServer(cloud_config(tmp_path, **tls), codec=task_codec)
+    await server.start()
+    try:
+        yield server, pki
+    finally:
+        await server.stop(5.0)
+
+
+async def test_subscribe_and_enhance_commands(mtls_cloud, task_codec, frames, tmp_path):
+    cloud, pki = mtls_cloud
     target = cloud.target
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    async with aio.insecure_channel(target) as ch:
+    cert, key = pki.operator("cli")
+    tls_flags = (f"--ca-cert={pki.ca_cert}", f"--client-cert={cert}", f"--client-key={key}")
+    cam_cert, cam_key = pki.camera("cam-a")
+    async with open_channel(
+        target, ClientTls(ca_cert=pki.ca_cert, client_cert=cam_cert, client_key=cam_key)
+    ) as ch:
         e = EdgeStream(ch)
-        e.hello("cam-a", TOKENS["cam-a"], task_codec.base_model_id)
+        e.hello("cam-a", "", task_codec.base_model_id)
         await e.recv_kind("welcome")
         for seq in (1, 2, 3):
             e.frame(seq, frames[seq].base)
         assert [(await e.recv_kind("ack")).sequence for _ in range(3)] == [1, 2, 3]
 
-        rc, out, err = await run_cli("subscribe", f"--cloud={target}", "--limit=3", env=env)
+        # without the operator certificate the cloud refuses the connection
+        rc, out, err = await run_cli(
+            "subscribe", f"--cloud={target}", f"--ca-cert={pki.ca_cert}", "--limit=1", env=env
+        )
+        assert rc == 1 and "UNAVAILABLE" in err and not out
+
+        rc, out, err = await run_cli("subscribe", f"--cloud={target}", *tls_flags, "--limit=3", env=env)
         assert rc == 0, err
         lines = [json.loads(line) for line in out.splitlines()]
         assert [(r["camera_id"], r["sequence"]) for r in lines] == [("cam-a", 1), ("cam-a", 2), ("cam-a", 3)]
         assert lines[0]["width"] == 64 and lines[0]["task"] == "detection"
         assert isinstance(lines[0]["capture_time_us"], int)
 
-        rc, out, _ = await run_cli("subscribe", f"--cloud={target}", "--after=cam-a=2", "--limit=1", env=env)
+        rc, out, _ = await run_cli(
+            "subscribe", f"--cloud={target}", *tls_flags, "--after=cam-a=2", "--limit=1", env=env
+        )
         assert rc == 0 and json.loads(out)["sequence"] == 3
 
         # enhance: the test plays the camera and answers with the real enhancement layer
         output = tmp_path / "out" / "frame2.png"
         enhance = asyncio.create_task(
-            run_cli("enhance", f"--cloud={target}", "--camera=cam-a", "--seq=2", f"-o={output}", env=env)
+            run_cli(
+                "enhance",
+                f"--cloud={target}",
+                *tls_flags,
+                "--camera=cam-a",
+                "--seq=2",
+                f"-o={output}",
+                env=env,
+            )
         )
         req = await e.recv_kind("enhancement_request", timeout=60)
         e.send(
@@ -80,7 +122,13 @@ async def test_subscribe_and_enhance_commands(cloud, task_codec, frames, tmp_pat
         assert np.array_equal(got, task_codec.reconstruct(dec, frames[2].enhancement))
 
         rc, _, err = await run_cli(
-            "enhance", f"--cloud={target}", "--camera=cam-a", "--seq=99", f"-o={tmp_path / 'x.png'}", env=env
+            "enhance",
+            f"--cloud={target}",
+            *tls_flags,
+            "--camera=cam-a",
+            "--seq=99",
+            f"-o={tmp_path / 'x.png'}",
+            env=env,
         )
         assert rc == 1 and "NOT_FOUND" in err
         e.close()
@@ -103,6 +151,7 @@ async def test_cloud_command_serves_a_registry_model_and_stops_on_sigterm(tmp_pa
         f"--data-dir={tmp_path / 'data'}",
         "--model=test-base",
         "--device=cpu",
+        "--insecure",
         f"--set=auth.camera_tokens=cam-a={hash_token(TOKENS['cam-a'])}",
         "--set=batching.max_queue_delay_ms=5",
         stdout=asyncio.subprocess.PIPE,
@@ -118,15 +167,16 @@ async def test_cloud_command_serves_a_registry_model_and_stops_on_sigterm(tmp_pa
             await asyncio.sleep(0.1)
         target = f"127.0.0.1:{int(port_file.read_text())}"
         banner = (await asyncio.wait_for(cloud.stdout.readline(), 10)).decode()
-        assert "serving on" in banner and task_codec.base_model_id in banner
+        assert "serving on" in banner and "plain text" in banner and task_codec.base_model_id in banner
         async with aio.insecure_channel(target) as ch:
             e = EdgeStream(ch)
             e.hello("cam-a", TOKENS["cam-a"], task_codec.base_model_id)
             await e.recv_kind("welcome")
             e.frame(1, frames[1].base)
             assert (await e.recv_kind("ack")).sequence == 1
-            rc, out, err = await run_cli("subscribe", f"--cloud={target}", "--limit=1", env=env)
+            rc, out, err = await run_cli("subscribe", f"--cloud={target}", "--insecure", "--limit=1", env=env)
             assert rc == 0 and json.loads(out)["sequence"] == 1, err
+            assert "plain-text" in err  # the insecure link is announced
             e.close()
         cloud.send_signal(signal.SIGTERM)
         rc = await asyncio.wait_for(cloud.wait(), 30)

@@ -14,11 +14,12 @@ CAM = "cam-1=" + hash_token("secret-token")
 def test_sources_override_in_order(tmp_path):
     toml = tmp_path / "cloud.toml"
     toml.write_text(
-        f'port = 6000\n[batching]\nmax_batch_size = 4\nmax_queue_delay_ms = 20\n[auth]\ncamera_tokens = ["{CAM}"]\n'
+        f'port = 6000\ninsecure = true\n[batching]\nmax_batch_size = 4\nmax_queue_delay_ms = 20\n[auth]\ncamera_tokens = ["{CAM}"]\n'
     )
     env = {"LAYERCAST_CLOUD_BATCHING__MAX_BATCH_SIZE": "16", "LAYERCAST_CLOUD_PORT": "7000"}
     cfg = load_cloud_config(toml, environ=env, overrides={"port": 0})
     assert cfg.port == 0  # flag beats env beats file
+    assert cfg.insecure  # a top-level TOML key
     assert cfg.batching.max_batch_size == 16  # env beats file
     assert cfg.batching.max_queue_delay_ms == 20.0  # file beats default
     assert cfg.db_path == cfg.data_dir / "cloud.db"
@@ -28,8 +29,8 @@ def test_sources_override_in_order(tmp_path):
 
 def test_no_credentials_is_explained():
     with pytest.raises(ConfigError, match="no camera credentials configured"):
-        load_cloud_config(environ={})
-    cfg = load_cloud_config(environ={}, overrides={"auth.allow_any_camera": True})
+        load_cloud_config(environ={}, overrides={"insecure": True})
+    cfg = load_cloud_config(environ={}, overrides={"insecure": True, "auth.allow_any_camera": True})
     assert cfg.auth.allow_any_camera
 
 
@@ -49,7 +50,7 @@ def test_no_credentials_is_explained():
     ],
 )
 def test_bad_values_name_the_key(overrides, needle):
-    base = {"auth.camera_tokens": [CAM]}
+    base = {"auth.camera_tokens": [CAM], "insecure": True}
     with pytest.raises(ConfigError) as info:
         load_cloud_config(environ={}, overrides={**base, **overrides})
     assert needle in str(info.value)
@@ -57,7 +58,9 @@ def test_bad_values_name_the_key(overrides, needle):
 
 def test_errors_never_echo_a_token():
     with pytest.raises(ConfigError) as info:
-        load_cloud_config(environ={}, overrides={"auth.camera_tokens": ["my-very-secret-token"]})
+        load_cloud_config(
+            environ={}, overrides={"insecure": True, "auth.camera_tokens": ["my-very-secret-token"]}
+        )
     assert "my-very-secret-token" not in str(info.value)
 
 
@@ -72,7 +75,8 @@ def test_credentials_file(tmp_path):
     creds = tmp_path / "cameras.toml"
     creds.write_text(f'[cameras]\ncam-2 = "{hash_token("t2")}"\n')
     cfg = load_cloud_config(
-        environ={}, overrides={"auth.credentials_file": str(creds), "auth.camera_tokens": [CAM]}
+        environ={},
+        overrides={"insecure": True, "auth.credentials_file": str(creds), "auth.camera_tokens": [CAM]},
     )
     table = cfg.camera_credentials()
     assert table.names() == ["cam-1", "cam-2"]

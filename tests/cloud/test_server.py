@@ -158,7 +158,9 @@ async def test_frames_are_acked_deduplicated_rejected_and_results_arrive_in_orde
     ("cam", "token", "model", "code", "needle"),
     [
         ("cam-a", "wrong-token", None, grpc.StatusCode.UNAUTHENTICATED, "credentials"),
-        ("cam-zzz", TOKENS["cam-a"], None, grpc.StatusCode.UNAUTHENTICATED, "credentials"),
+        # a valid token of cam-a used to claim another camera
+        ("cam-zzz", TOKENS["cam-a"], None, grpc.StatusCode.PERMISSION_DENIED, "another camera"),
+        ("cam-b", TOKENS["cam-a"], None, grpc.StatusCode.PERMISSION_DENIED, "another camera"),
         (
             "cam-a",
             TOKENS["cam-a"],

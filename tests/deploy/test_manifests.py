@@ -170,7 +170,7 @@ def test_services_hpa_pdb_and_ingress_point_at_the_cloud() -> None:
     deployment = one("Deployment", "layercast-cloud")
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     port_names = {p["name"] for p in pod_spec(deployment)["containers"][0]["ports"]}
-    services = find("Service")
+    services = [s for s in find("Service") if s["metadata"]["name"].startswith("layercast-cloud")]
     assert any(s["spec"].get("clusterIP") == "None" for s in services)  # headless, for client-side LB
     for svc in services:
         assert svc["spec"]["selector"].items() <= labels.items()
@@ -240,11 +240,16 @@ def compose_secrets(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def test_compose_has_the_five_services_built_from_existing_targets() -> None:
+#: Compose's cloud replicas (scale-out through Redis) and the replica each synthetic camera streams to.
+COMPOSE_CLOUDS = ("cloud", "cloud-2")
+COMPOSE_EDGES = {"edge-1": "cloud", "edge-2": "cloud-2"}
+
+
+def test_compose_has_its_services_built_from_existing_targets() -> None:
     services = compose()["services"]
-    assert set(services) == {"cloud", "edge-1", "edge-2", "prometheus", "grafana"}
+    assert set(services) == {"redis", *COMPOSE_CLOUDS, *COMPOSE_EDGES, "prometheus", "grafana"}
     stages = dockerfile_stages()
-    for name in ("cloud", "edge-1", "edge-2"):
+    for name in (*COMPOSE_CLOUDS, *COMPOSE_EDGES):
         build = services[name]["build"]
         assert (COMPOSE_DIR / build["context"] / build["dockerfile"]).resolve() == DOCKERFILE
         for suffix in ("", "-cuda"):  # LAYERCAST_TARGET_SUFFIX
@@ -287,22 +292,34 @@ def secret_target(doc: dict[str, Any], env_value: str, secrets_dir: Path) -> Pat
 def test_compose_configuration_loads_and_tokens_match_credentials(compose_secrets: Path) -> None:
     doc = compose()
     image_env = dockerfile_env()
-    cloud_cfg = load_cloud_config(
-        COMPOSE_DIR / "cloud.toml",
-        environ=image_env["cloud"],
-        overrides={
-            "auth.credentials_file": str(
-                secret_target(doc, "/run/secrets/camera_credentials", compose_secrets)
-            )
-        },
-    )
+    replica_ids = set()
+    for name in COMPOSE_CLOUDS:
+        service = doc["services"][name]
+        cloud_cfg = load_cloud_config(
+            COMPOSE_DIR / "cloud.toml",
+            environ={**image_env["cloud"], **service["environment"]},
+            overrides={
+                "auth.credentials_file": str(
+                    secret_target(doc, "/run/secrets/camera_credentials", compose_secrets)
+                )
+            },
+        )
+        cloud_cfg.validate()
+        assert "camera_credentials" in service["secrets"]
+        # Scale-out: every replica reaches the redis service, once it is healthy, under its own id.
+        assert cloud_cfg.cluster.backend == "redis"
+        assert cloud_cfg.cluster.redis_url.split("//", 1)[1].split(":", 1)[0] == "redis"
+        assert service["depends_on"]["redis"]["condition"] == "service_healthy"
+        assert "healthcheck" in doc["services"]["redis"]
+        replica_ids.add(cloud_cfg.cluster.replica_id)
+        assert service["volumes"][0].endswith(":" + image_env["cloud"]["LAYERCAST_CLOUD_DATA_DIR"])
+    assert None not in replica_ids and len(replica_ids) == len(COMPOSE_CLOUDS)
+    assert len({doc["services"][n]["volumes"][0] for n in COMPOSE_CLOUDS}) == len(COMPOSE_CLOUDS)
     toml = tomllib.loads((COMPOSE_DIR / "cloud.toml").read_text())
     assert toml["auth"]["credentials_file"] == "/run/secrets/camera_credentials"
-    assert "camera_credentials" in doc["services"]["cloud"]["secrets"]
-    cloud_cfg.validate()
     table = cloud_cfg.camera_credentials()
     assert sorted(table.names()) == ["edge-1", "edge-2"]
-    for name in ("edge-1", "edge-2"):
+    for name in COMPOSE_EDGES:
         env = {**image_env["edge"], **doc["services"][name]["environment"]}
         env["LAYERCAST_EDGE_TOKEN_FILE"] = str(
             secret_target(doc, env["LAYERCAST_EDGE_TOKEN_FILE"], compose_secrets)
@@ -312,8 +329,9 @@ def test_compose_configuration_loads_and_tokens_match_credentials(compose_secret
         assert ecfg.camera_id == name
         assert table.verify(name, ecfg.resolved_token())
         assert not table.verify(name, ecfg.resolved_token() + "x")
-        assert ecfg.link.cloud == f"cloud:{cloud_cfg.port}"
-        assert doc["services"][name]["depends_on"]["cloud"]["condition"] == "service_healthy"
+        replica = COMPOSE_EDGES[name]
+        assert ecfg.link.cloud == f"{replica}:{cloud_cfg.port}"
+        assert doc["services"][name]["depends_on"][replica]["condition"] == "service_healthy"
 
 
 def test_prometheus_scrapes_the_compose_hosts_and_grafana_is_provisioned() -> None:
@@ -326,7 +344,8 @@ def test_prometheus_scrapes_the_compose_hosts_and_grafana_is_provisioned() -> No
         job["job_name"]: {t for sc in job.get("static_configs", []) for t in sc["targets"]}
         for job in prom_cfg["scrape_configs"]
     }
-    assert targets["layercast-cloud"] == {f"cloud:{image_env['cloud']['LAYERCAST_CLOUD_METRICS_PORT']}"}
+    cloud_port = image_env["cloud"]["LAYERCAST_CLOUD_METRICS_PORT"]
+    assert targets["layercast-cloud"] == {f"{name}:{cloud_port}" for name in COMPOSE_CLOUDS}
     edge_port = image_env["edge"]["LAYERCAST_EDGE_METRICS_PORT"]
     assert targets["layercast-edge"] == {f"edge-1:{edge_port}", f"edge-2:{edge_port}"}
     assert image_env["edge"]["LAYERCAST_EDGE_METRICS_LISTEN"] == "0.0.0.0"

@@ -181,7 +181,8 @@ class Process:
 
 
 class CloudProcess(Process):
-    """``layercast cloud`` with camera tokens, a store in ``workdir/data`` and the given overrides."""
+    """``layercast cloud`` with camera tokens, a store in ``workdir/data`` and the given overrides;
+    plain text on loopback (``insecure = true``) unless the overrides have a ``tls`` table."""
 
     def __init__(
         self,
@@ -197,6 +198,7 @@ class CloudProcess(Process):
             {
                 "listen": "127.0.0.1",
                 "port": 0,
+                "insecure": "tls" not in (overrides or {}),
                 "data_dir": str(workdir / "data"),
                 "model": model.name,
                 "device": "cpu",

@@ -71,6 +71,7 @@ async def test_jpeg_path_is_the_clean_task_model_on_decoded_jpeg(
     cfg = load_cloud_config(
         overrides={
             "port": 0,
+            "insecure": True,
             "data_dir": str(tmp_path),
             "auth.allow_any_camera": True,
         },

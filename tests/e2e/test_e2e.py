@@ -175,6 +175,7 @@ def run(tmp_path_factory: pytest.TempPathFactory, model: Model) -> Run:
                 "enhance",
                 "--cloud",
                 cloud.target,
+                "--insecure",
                 "--camera",
                 "cam-2",
                 "--seq",
@@ -215,7 +216,9 @@ def run(tmp_path_factory: pytest.TempPathFactory, model: Model) -> Run:
             cams = operator_pb2_grpc.OperatorStub(ch).ListCameras(
                 operator_pb2.ListCamerasRequest(), timeout=30
             )
-        sub = _cli(["subscribe", "--cloud", cloud.target, "--limit", str(len(CAMERAS) * FRAMES)], 120)
+        sub = _cli(
+            ["subscribe", "--cloud", cloud.target, "--insecure", "--limit", str(len(CAMERAS) * FRAMES)], 120
+        )
         assert sub.returncode == 0, sub.stderr
         cloud_exit = cloud.terminate()
     except BaseException:

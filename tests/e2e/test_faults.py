@@ -332,6 +332,7 @@ def test_kill_9_of_the_cloud_mid_run_loses_and_duplicates_nothing(
                     "subscribe",
                     "--cloud",
                     cloud.target,
+                    "--insecure",
                     "--retry",
                     *(arg for cam in cams for arg in ("--camera", cam)),
                     "--limit",

@@ -53,6 +53,7 @@ class WebProcess(Process):
         self.port = 0
         self.config = {
             "cloud": cloud_target,
+            "cloud_insecure": True,  # the test cloud serves plain text on loopback
             "listen": "127.0.0.1",
             "port": 0,
             "audit_log": str(workdir / "audit.jsonl"),

@@ -81,6 +81,8 @@ class Stack:
 
 
 def web_settings(cloud_target: str, data_dir: Path, **extra: Any) -> WebSettings:
+    """The page's settings; plain-text gRPC to the stack's plain-text cloud unless ``extra`` says otherwise."""
+    extra.setdefault("cloud_insecure", True)
     return WebSettings(
         cloud_target=cloud_target,
         users={

@@ -322,6 +322,7 @@ async def test_sign_out_needs_csrf_and_ends_the_session(stack: Stack):
 async def test_repeated_wrong_passwords_are_throttled(stack: Stack, tmp_path):
     settings = WebSettings(
         cloud_target=stack.cloud.target,
+        cloud_insecure=True,
         users=stack.settings.users,
         audit_log=tmp_path / "audit.jsonl",
         login_max_failures=2,

@@ -1,5 +1,6 @@
-"""`layercast web` as its own process against a real cloud: TOML settings, port file, sign-in,
-the cloud's cameras, then a clean stop on SIGTERM."""
+"""`layercast web` as its own process against a real cloud over mutual TLS (the page presents an
+operator certificate): TOML settings, port file, sign-in, the cloud's cameras, then a clean stop
+on SIGTERM."""
 
 from __future__ import annotations
 
@@ -12,13 +13,21 @@ import httpx
 
 from layercast.cloud.server import CloudServer
 from layercast.cloud.web.passwords import hash_password
+from layercast.shared.pki import create_local_pki
 from tests.cloud.conftest import cloud_config
 from tests.cloud.web.stack import eventually, login
 
 
 async def test_standalone_web_process_serves_against_a_remote_cloud(tmp_path, task_codec):
-    cloud = CloudServer(cloud_config(tmp_path), codec=task_codec)
+    pki = create_local_pki(tmp_path / "pki", operators=["web"])
+    tls = {
+        "tls.cert": str(pki.server_cert),
+        "tls.key": str(pki.server_key),
+        "tls.client_ca": str(pki.ca_cert),
+    }
+    cloud = CloudServer(cloud_config(tmp_path, **tls), codec=task_codec)
     await cloud.start()
+    web_cert, web_key = pki.operator("web")
     config = tmp_path / "web.toml"
     config.write_text(
         f'users = ["alice=enhancer:{hash_password("alice-enhances-42")}"]\n'
@@ -34,6 +43,12 @@ async def test_standalone_web_process_serves_against_a_remote_cloud(tmp_path, ta
         str(config),
         "--cloud",
         cloud.target,
+        "--cloud-ca-cert",
+        str(pki.ca_cert),
+        "--cloud-client-cert",
+        str(web_cert),
+        "--cloud-client-key",
+        str(web_key),
         "--port",
         "0",
         "--port-file",

@@ -1,0 +1,264 @@
+"""The Operator API across replicas: answered here when this replica can, else by the one that can.
+
+* ListCameras: every live replica's cameras, merged; ``online`` = some replica holds the stream.
+* ListFrames: this replica's frames of the camera and those of the replicas that hold the camera
+  or stored its frames, merged newest first.
+* GetPreview / Enhance: here when this replica stores the frame, else at the replica holding the
+  camera, else at the other replicas that stored frames of it. The enhancement layer itself comes
+  from the camera's stream, wherever it is (:class:`ClusterEnhancements`).
+
+Every replica serves the plain, local calls to the others (:func:`serve_operator`); a forwarded
+call is never forwarded again, except the one hop to fetch an enhancement layer from the replica
+holding the camera.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from google.protobuf.message import Message
+
+from layercast.cloud.cluster.ownership import Ownership
+from layercast.cloud.cluster.rpc import ReplicaRpc
+from layercast.cloud.servicers.operator import LocalOperator
+from layercast.cloud.sessions import EnhancementRouter, SessionRegistry
+from layercast.shared.errors import ClusterUnavailable, FrameNotStored, LayercastError, RequestTimeout
+from layercast.shared.rpc import operator_pb2
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=Message)
+
+#: Operations one replica serves to the others.
+LIST_CAMERAS, LIST_FRAMES, PREVIEW, ENHANCE, FETCH_ENHANCEMENT = (
+    "list_cameras", "list_frames", "preview", "enhance", "fetch_enhancement",
+)  # fmt: skip
+
+
+def serve_operator(rpc: ReplicaRpc, local: LocalOperator, router: EnhancementRouter) -> None:
+    """Answer the other replicas' calls from this replica alone."""
+
+    async def list_cameras(payload: bytes, _timeout_s: float) -> bytes:
+        request = operator_pb2.ListCamerasRequest.FromString(payload)
+        return (await local.list_cameras(request)).SerializeToString()
+
+    async def list_frames(payload: bytes, _timeout_s: float) -> bytes:
+        request = operator_pb2.ListFramesRequest.FromString(payload)
+        return (await local.list_frames(request)).SerializeToString()
+
+    async def preview(payload: bytes, _timeout_s: float) -> bytes:
+        return (await local.preview(operator_pb2.FrameRef.FromString(payload))).SerializeToString()
+
+    async def enhance(payload: bytes, timeout_s: float) -> bytes:
+        request = operator_pb2.EnhanceRequest.FromString(payload)
+        return (await local.enhance(request, timeout_s)).SerializeToString()
+
+    async def fetch_enhancement(payload: bytes, timeout_s: float) -> bytes:
+        ref = operator_pb2.FrameRef.FromString(payload)
+        return await router.fetch(ref.camera_id, ref.sequence, timeout_s=timeout_s)
+
+    rpc.handle(LIST_CAMERAS, list_cameras)
+    rpc.handle(LIST_FRAMES, list_frames)
+    rpc.handle(PREVIEW, preview)
+    rpc.handle(ENHANCE, enhance)
+    rpc.handle(FETCH_ENHANCEMENT, fetch_enhancement)
+
+
+class ClusterEnhancements:
+    """Enhancement layers from this replica's camera streams, else from the replica holding the camera."""
+
+    def __init__(
+        self,
+        router: EnhancementRouter,
+        registry: SessionRegistry,
+        ownership: Ownership,
+        rpc: ReplicaRpc,
+        *,
+        forward_timeout_s: float,
+    ) -> None:
+        self._router = router
+        self._registry = registry
+        self._ownership = ownership
+        self._rpc = rpc
+        self._forward_timeout_s = forward_timeout_s
+
+    async def fetch(self, camera_id: str, sequence: int, *, timeout_s: float | None = None) -> bytes:
+        session = self._registry.get(camera_id)
+        if session is None or session.closed:
+            owner = await self._ownership.owner(camera_id)
+            if owner is not None and owner != self._rpc.replica_id:
+                ref = operator_pb2.FrameRef(camera_id=camera_id, sequence=sequence)
+                wait = (
+                    self._forward_timeout_s if timeout_s is None else min(timeout_s, self._forward_timeout_s)
+                )
+                return await self._rpc.call(owner, FETCH_ENHANCEMENT, ref.SerializeToString(), timeout_s=wait)
+        return await self._router.fetch(camera_id, sequence, timeout_s=timeout_s)
+
+
+class ClusterOperator:
+    """:class:`~layercast.cloud.servicers.operator.OperatorApi` over every replica."""
+
+    def __init__(
+        self,
+        local: LocalOperator,
+        ownership: Ownership,
+        rpc: ReplicaRpc,
+        live_replicas: Callable[[], Awaitable[set[str]]],
+        *,
+        forward_timeout_s: float,
+    ) -> None:
+        self._local = local
+        self._ownership = ownership
+        self._rpc = rpc
+        self._live_replicas = live_replicas
+        self._forward_timeout_s = forward_timeout_s
+
+    @property
+    def replica_id(self) -> str:
+        return self._rpc.replica_id
+
+    async def list_cameras(
+        self, request: operator_pb2.ListCamerasRequest
+    ) -> operator_pb2.ListCamerasResponse:
+        mine = await self._local.list_cameras(request)
+        try:
+            peers = sorted(await self._live_replicas() - {self.replica_id})
+            answers = [
+                mine,
+                *await self._ask_all(peers, LIST_CAMERAS, request, operator_pb2.ListCamerasResponse),
+            ]
+            cameras = merge_cameras(answers)
+            owners = await self._ownership.owners(c.camera_id for c in cameras)
+        except ClusterUnavailable as exc:
+            log.warning("ListCameras answered with this replica's cameras only: %s", exc)
+            return mine
+        for camera in cameras:
+            camera.online = owners.get(camera.camera_id) is not None
+        return operator_pb2.ListCamerasResponse(cameras=cameras)
+
+    async def list_frames(self, request: operator_pb2.ListFramesRequest) -> operator_pb2.ListFramesResponse:
+        mine = await self._local.list_frames(request)
+        try:
+            holders = await self.holders(request.camera_id)
+        except ClusterUnavailable as exc:
+            log.warning("ListFrames answered with this replica's frames only: %s", exc)
+            return mine
+        if not holders:
+            return mine
+        answers = [mine, *await self._ask_all(holders, LIST_FRAMES, request, operator_pb2.ListFramesResponse)]
+        return operator_pb2.ListFramesResponse(frames=merge_frames(answers, self._local.limit_of(request)))
+
+    async def preview(self, request: operator_pb2.FrameRef) -> operator_pb2.Image:
+        return await self._where_stored(
+            request.camera_id,
+            lambda: self._local.preview(request),
+            PREVIEW,
+            request,
+            operator_pb2.Image,
+            self._forward_timeout_s,
+        )
+
+    async def enhance(
+        self, request: operator_pb2.EnhanceRequest, timeout_s: float | None
+    ) -> operator_pb2.EnhanceResponse:
+        budget = self._forward_timeout_s if timeout_s is None else min(timeout_s, self._forward_timeout_s)
+        return await self._where_stored(
+            request.frame.camera_id,
+            lambda: self._local.enhance(request, timeout_s),
+            ENHANCE,
+            request,
+            operator_pb2.EnhanceResponse,
+            budget,
+        )
+
+    async def holders(self, camera_id: str) -> list[str]:
+        """Other live replicas that may store frames of ``camera_id``: the one holding its stream
+        first, then those that stored its frames before (replicas gone are forgotten)."""
+        live = await self._live_replicas()
+        owner = await self._ownership.owner(camera_id)
+        stored = await self._ownership.stored_at(camera_id)
+        gone = stored - live
+        if gone:
+            await self._ownership.forget_stored(camera_id, gone)
+        order = [owner] if owner is not None else []
+        order += sorted(stored & live)
+        return list(dict.fromkeys(r for r in order if r != self.replica_id))
+
+    async def _where_stored(
+        self,
+        camera_id: str,
+        here: Callable[[], Awaitable[M]],
+        op: str,
+        request: Message,
+        answer_type: type[M],
+        budget_s: float,
+    ) -> M:
+        """``here()`` when this replica stores the frame, else ``op`` at the first replica that does."""
+        try:
+            return await here()
+        except FrameNotStored as exc:
+            missing: LayercastError = exc
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + budget_s
+        payload = request.SerializeToString()
+        for replica in await self.holders(camera_id):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise RequestTimeout(f"no cloud replica answered {op} within {budget_s:g} s")
+            try:
+                return answer_type.FromString(await self._rpc.call(replica, op, payload, timeout_s=remaining))
+            except FrameNotStored as exc:
+                missing = exc
+        raise missing
+
+    async def _ask_all(self, replicas: list[str], op: str, request: Message, answer_type: type[M]) -> list[M]:
+        """``op`` at every replica at once; a replica that fails is left out (and logged)."""
+        payload = request.SerializeToString()
+        answers = await asyncio.gather(
+            *(self._rpc.call(r, op, payload, timeout_s=self._forward_timeout_s) for r in replicas),
+            return_exceptions=True,
+        )
+        out = []
+        for replica, answer in zip(replicas, answers, strict=True):
+            if isinstance(answer, BaseException):
+                if not isinstance(answer, LayercastError):
+                    raise answer
+                log.warning("cloud replica %s left out of %s: %s", replica, op, answer)
+            else:
+                out.append(answer_type.FromString(answer))
+        return out
+
+
+def merge_cameras(answers: list[operator_pb2.ListCamerasResponse]) -> list[operator_pb2.Camera]:
+    """One record per camera: counts summed, newest sequence and time kept, models from the replica
+    that saw the camera last."""
+    merged: dict[str, operator_pb2.Camera] = {}
+    for answer in answers:
+        for cam in answer.cameras:
+            seen = merged.get(cam.camera_id)
+            if seen is None:
+                merged[cam.camera_id] = operator_pb2.Camera()
+                merged[cam.camera_id].CopyFrom(cam)
+                continue
+            frames = seen.frames_stored + cam.frames_stored
+            last_sequence = max(seen.last_sequence, cam.last_sequence)
+            if cam.last_seen_us > seen.last_seen_us:
+                seen.CopyFrom(cam)
+            seen.frames_stored, seen.last_sequence = frames, last_sequence
+    return [merged[k] for k in sorted(merged)]
+
+
+def merge_frames(answers: list[operator_pb2.ListFramesResponse], limit: int) -> list[operator_pb2.FrameInfo]:
+    """Newest first, one entry per sequence (``enhanced`` when any replica has it enhanced)."""
+    merged: dict[int, operator_pb2.FrameInfo] = {}
+    for answer in answers:
+        for frame in answer.frames:
+            seen = merged.get(frame.sequence)
+            if seen is None:
+                merged[frame.sequence] = frame
+            elif frame.enhanced:
+                seen.enhanced = True
+    return [merged[s] for s in sorted(merged, reverse=True)[:limit]]
