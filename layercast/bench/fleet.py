@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -38,8 +39,7 @@ ABANDONED = "abandoned in the edge's outbox when the ramp step ended"
 
 
 def now_us() -> int:
-    import time
-
+    """Wall-clock microseconds, the clock of ``capture_time_us``."""
     return time.time_ns() // 1000
 
 
