@@ -38,7 +38,7 @@ POP_WAIT_S = 1.0
 
 
 class ReplicaRpc:
-    """Requests to other replicas (:meth:`call`, :meth:`notify`) and serving theirs (:meth:`run`)."""
+    """Requests to other replicas (:meth:`call`) and serving theirs (:meth:`run`)."""
 
     def __init__(self, redis: Redis, keys: Keys, replica_id: str, *, inbox_ttl_s: float) -> None:
         self._redis = redis
@@ -84,12 +84,6 @@ class ReplicaRpc:
                 ) from None
         finally:
             self._waiting.pop(request_id, None)
-
-    async def notify(self, replica_id: str, op: str, payload: bytes, *, timeout_s: float = 10.0) -> None:
-        """Ask ``replica_id`` to run ``op`` without waiting for (or getting) an answer."""
-        header = {"kind": "request", "id": uuid.uuid4().hex, "op": op, "from": None, "timeout": timeout_s}
-        header["expires"] = time.time() + timeout_s
-        await self._push(replica_id, header, payload)
 
     async def run(self) -> None:
         """Pop this replica's inbox until cancelled; Redis failures are retried with back-off."""
