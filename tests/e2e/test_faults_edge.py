@@ -138,5 +138,7 @@ def test_kill_9_of_an_edge_resumes_its_outbox_without_loss_or_resending_acked_fr
     assert s["sequence_collisions"] == 0 and s["frames_rejected"] == 0, s
     # the cloud stored each frame once; what it already had was acknowledged as a duplicate
     assert frames["stored"] == total
-    assert s["frames_acked_duplicate"] == frames["duplicate"] == len(at_kill.sent)
+    # a frame the dead edge had handed to gRPC may never have reached the cloud (the kill can beat the
+    # flush on a loaded machine): it is then stored as new, not acked as a duplicate; none is lost
+    assert s["frames_acked_duplicate"] == frames["duplicate"] <= len(at_kill.sent)
     assert not after.frames and after.counters["next_sequence"] == total + 1
