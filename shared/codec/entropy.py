@@ -6,7 +6,10 @@
 * ``CdfTables`` holds the integer CDF tables as Python lists, built once per
   model, for CompressAI's rANS coder (``BufferedRansEncoder``/``RansDecoder``).
   The tables are buffers saved in the checkpoint, so encoder and decoder use
-  the same integers on every machine.
+  the same integers on every machine. The coder converts every table it is
+  handed on every call, so ``CdfTables.select`` hands it only the tables a
+  coding step uses, each cut to its length: the same integers, far fewer of
+  them (on a 64x64 frame the step uses a handful of the 64 tables).
 * ``SymbolChecksum`` is a running CRC32 over every coded symbol; the encoder
   writes it into the container and the decoder compares, so a numerical
   divergence of the entropy parameters across machines surfaces as
@@ -56,6 +59,16 @@ class SteGaussianConditional(GaussianConditional):
             return ste_round(inputs - means) + means
         return super().quantize(inputs, mode, means)
 
+    def build_indexes(self, scales: Tensor) -> Tensor:
+        """CompressAI's index of each scale in the scale table, by one binary search.
+
+        Same result as ``GaussianConditional.build_indexes`` (which compares against every one of
+        the 64 levels in a Python loop): the index is the number of levels ``l`` in
+        ``scale_table[:-1]`` with ``l < scale``, i.e. ``searchsorted(..., side="left")``."""
+        scales = self.lower_bound_scale(scales)
+        levels = self.scale_table[:-1].to(device=scales.device, dtype=scales.dtype).contiguous()
+        return torch.searchsorted(levels, scales.contiguous(), side="left").int()
+
 
 class SteEntropyBottleneck(EntropyBottleneck):
     """Factorised prior for the hyper-latent with STE rounding in training."""
@@ -102,10 +115,23 @@ class CdfTables:
     def of(cls, model: GaussianConditional | EntropyBottleneck) -> CdfTables:
         if model._offset.numel() == 0:
             raise RuntimeError("entropy model has no CDF tables; call update_entropy_models() first")
+        lengths = model._cdf_length.reshape(-1).int().tolist()
         return cls(
-            cdfs=model._quantized_cdf.tolist(),
-            lengths=model._cdf_length.reshape(-1).int().tolist(),
+            cdfs=[row[:n] for row, n in zip(model._quantized_cdf.tolist(), lengths, strict=True)],
+            lengths=lengths,
             offsets=model._offset.reshape(-1).int().tolist(),
+        )
+
+    def select(self, indexes: Tensor) -> tuple[list[int], list[list[int]], list[int], list[int]]:
+        """``(indexes, cdfs, lengths, offsets)`` for the coder, holding only the tables ``indexes``
+        uses, with ``indexes`` renumbered into them. Codes the same bytes as the full tables."""
+        used, local = torch.unique(indexes.reshape(-1), sorted=True, return_inverse=True)
+        rows = used.tolist()
+        return (
+            local.tolist(),
+            [self.cdfs[r] for r in rows],
+            [self.lengths[r] for r in rows],
+            [self.offsets[r] for r in rows],
         )
 
 

@@ -148,9 +148,7 @@ class SpaceChannelContextCodec(nn.Module):
             indexes = self.gaussian.build_indexes(scales)
             for i in range(y.shape[0]):
                 sym = symbols[i].reshape(-1).tolist()
-                encoders[i].encode_with_indexes(
-                    sym, indexes[i].reshape(-1).tolist(), t.cdfs, t.lengths, t.offsets
-                )
+                encoders[i].encode_with_indexes(sym, *t.select(indexes[i]))
                 checksums[i].update(sym)
             return symbols.to(means.dtype) + means
 
@@ -167,9 +165,7 @@ class SpaceChannelContextCodec(nn.Module):
             out = torch.empty(indexes.shape, dtype=torch.int32)
             for i in range(side.shape[0]):
                 try:
-                    values = decoders[i].decode_stream(
-                        indexes[i].reshape(-1).tolist(), t.cdfs, t.lengths, t.offsets
-                    )
+                    values = decoders[i].decode_stream(*t.select(indexes[i]))
                 except (RuntimeError, ValueError, IndexError) as exc:  # the coder's own checks
                     raise CorruptBitstream(f"entropy decoding failed: {exc}") from None
                 checksums[i].update(values)

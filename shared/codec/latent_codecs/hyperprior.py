@@ -121,9 +121,7 @@ class HyperpriorLatentCodec(nn.Module):
         indexes = self.z_entropy._build_indexes(z.size()).int()
         for i in range(n):
             sym = z_sym[i].reshape(-1).tolist()
-            encoders[i].encode_with_indexes(
-                sym, indexes[i].reshape(-1).tolist(), t.cdfs, t.lengths, t.offsets
-            )
+            encoders[i].encode_with_indexes(sym, *t.select(indexes[i]))
             checksums[i].update(sym)
         z_hat = z_sym.to(dtype) + medians
         y_hat = self.y_codec.compress(y, self._side(z_hat, condition), encoders, checksums)
@@ -152,11 +150,11 @@ class HyperpriorLatentCodec(nn.Module):
             decoders.append(d)
         checksums = [SymbolChecksum() for _ in range(n)]
         t = self._tables()
-        indexes = self.z_entropy._build_indexes((1, c, zh, zw)).int().reshape(-1).tolist()
+        tables = t.select(self.z_entropy._build_indexes((1, c, zh, zw)).int())
         z_sym = torch.empty((n, c, zh, zw), dtype=torch.int32)
         for i in range(n):
             try:
-                values = decoders[i].decode_stream(indexes, t.cdfs, t.lengths, t.offsets)
+                values = decoders[i].decode_stream(*tables)
             except (RuntimeError, ValueError, IndexError) as exc:
                 raise CorruptBitstream(f"entropy decoding failed: {exc}") from None
             checksums[i].update(values)
