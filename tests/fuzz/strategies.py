@@ -105,7 +105,8 @@ class Samples:
 
     frames: list[EncodedFrame]
     foreign_base: bytes  # a valid base bitstream of a model the server lacks
-    images: list[bytes]  # readable images within the pixel limit, in several formats and modes
+    images: list[bytes]  # readable PNG and JPEG images within the pixel limit, in several modes
+    other_formats: list[bytes]  # images Pillow reads but the API does not take (GIF, BMP, TIFF, WebP)
     over_limit_image: bytes  # a real image above the pixel limit
     model_id: str
     enhancement_model_id: str
@@ -129,16 +130,15 @@ def build_samples(codec: ScalableCodec, foreign: ScalableCodec, max_pixels: int)
         encode_image(smooth(rng, 20, 20), "PNG", "I;16"),
         encode_image(smooth(rng, 20, 20), "PNG", "P"),
         encode_image(smooth(rng, 20, 20), "PNG", "1"),
-        encode_image(smooth(rng, 12, 30), "GIF"),
-        encode_image(smooth(rng, 12, 30), "BMP"),
-        encode_image(smooth(rng, 12, 30), "TIFF"),
         encode_image(smooth(rng, 12, 30), "JPEG", "CMYK"),
     ]
+    other_formats = [encode_image(smooth(rng, 12, 30), fmt) for fmt in ("GIF", "BMP", "TIFF", "WEBP")]
     side = int(max_pixels**0.5) + 8
     return Samples(
         frames=frames,
         foreign_base=foreign_base,
         images=images,
+        other_formats=other_formats,
         over_limit_image=encode_image(smooth(rng, side, side), "PNG"),
         model_id=codec.base_model_id,
         enhancement_model_id=codec.enhancement_model_id or "",
@@ -286,6 +286,7 @@ def images(draw: st.DrawFn, samples: Samples) -> tuple[str, bytes]:
             [
                 "valid",
                 "valid",
+                "other_format",
                 "truncate",
                 "flip",
                 "extend",
@@ -309,6 +310,8 @@ def images(draw: st.DrawFn, samples: Samples) -> tuple[str, bytes]:
     elif how == "claim_huge":
         w, h = draw(st.sampled_from([(100_000, 100_000), (1 << 31, 1), (257, 256), (0, 5)]))
         data = bytearray(png_claiming(w, h))
+    elif how == "other_format":
+        data = bytearray(draw(st.sampled_from(samples.other_formats)))
     elif how == "over_limit":
         data = bytearray(samples.over_limit_image)
     elif how == "random":

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 import grpc
 import pytest
 from google.protobuf.message import DecodeError
-from hypothesis import given
 from hypothesis import strategies as st
 
 from layercast.cloud.credentials import CAMERA_ID_RE
@@ -36,10 +35,10 @@ from tests.fuzz.harness import (
     KiB,
     Tally,
     bidi,
-    fuzz_settings,
     nightly_cases,
     nightly_timeout,
     report,
+    run_fuzz,
 )
 from tests.fuzz.strategies import (
     U64_MAX,
@@ -389,8 +388,6 @@ def run_edge_link_fuzz(fz: FuzzServer, samples: Samples, cases_n: int, *, nightl
     tally = Tally("EdgeLink.Connect")
     models: dict[str, CameraModel] = collections.defaultdict(CameraModel)
 
-    @fuzz_settings(cases_n, nightly=nightly)
-    @given(case=cases(samples))
     def one(case: Case) -> None:
         camera, payloads = materialize(case, models[case.camera], samples)
         out = bidi(fz.sync_channel, CONNECT, payloads)
@@ -409,7 +406,7 @@ def run_edge_link_fuzz(fz: FuzzServer, samples: Samples, cases_n: int, *, nightl
         assert messages and messages[0].WhichOneof("kind") == "welcome", (out.label, out.details)
         check_stream(payloads, messages, out.code, models[camera])
 
-    one()
+    run_fuzz(one, cases_n, nightly=nightly, case=cases(samples))
     assert_still_serving(fz, samples)
     stats = report(tally)
     assert tally.counts["OK"] > 0 and tally.counts["UNAUTHENTICATED"] > 0, stats

@@ -19,7 +19,7 @@ from collections.abc import Callable
 import grpc
 import pytest
 from google.protobuf.message import DecodeError
-from hypothesis import example, given
+from hypothesis import example
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -42,10 +42,10 @@ from tests.fuzz.harness import (
     FuzzServer,
     Outcome,
     Tally,
-    fuzz_settings,
     nightly_cases,
     nightly_timeout,
     report,
+    run_fuzz,
     unary,
 )
 from tests.fuzz.strategies import (
@@ -313,8 +313,6 @@ def run_operator_fuzz(
     tally = Tally(f"Operator.{rpc}")
     modes = st.sampled_from(list(ENHANCE_MODES)) if rpc == "Enhance" else st.just("")
 
-    @fuzz_settings(cases_n, nightly=nightly)
-    @given(payload=_payloads(requests), mode=modes, seed=st.integers(0, 1 << 32))
     @_examples(rpc)
     def one(payload: bytes, mode: str, seed: int) -> None:
         req = _parse(message_type, payload)
@@ -330,7 +328,9 @@ def run_operator_fuzz(
         else:
             CHECKS[rpc](samples, tally, out, req)
 
-    one()
+    run_fuzz(
+        one, cases_n, nightly=nightly, payload=_payloads(requests), mode=modes, seed=st.integers(0, 1 << 32)
+    )
     assert_still_serving(fz, samples)
     stats = report(tally)
     assert tally.counts["OK"] > 0, stats

@@ -14,7 +14,6 @@ import pytest
 from google.protobuf.message import DecodeError, Message
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2
-from hypothesis import given
 from hypothesis import strategies as st
 
 from layercast.shared.rpc import analytics_pb2, edge_pb2, operator_pb2
@@ -36,10 +35,10 @@ from tests.fuzz.harness import (
     Outcome,
     Tally,
     bidi,
-    fuzz_settings,
     nightly_cases,
     nightly_timeout,
     report,
+    run_fuzz,
     server_stream,
     unary,
 )
@@ -164,8 +163,6 @@ def run_raw_fuzz(fz: FuzzServer, samples: Samples, cases_n: int, *, nightly: boo
     tally = Tally("raw bytes, every method")
     per_method: dict[str, Tally] = {m: Tally(m) for m in METHODS}
 
-    @fuzz_settings(cases_n, nightly=nightly)
-    @given(case=raw_cases())
     def one(case: tuple[str, list[bytes]]) -> None:
         method, payloads = case
         allowed = expected(method, payloads)
@@ -180,7 +177,7 @@ def run_raw_fuzz(fz: FuzzServer, samples: Samples, cases_n: int, *, nightly: boo
         ):
             assert message_type.DESCRIPTOR.full_name in out.details, out.details  # says what did not parse
 
-    one()
+    run_fuzz(one, cases_n, nightly=nightly, case=raw_cases())
     assert_still_serving(fz, samples)
     for m, t in per_method.items():
         print(f"  {m}: {dict(t.counts)}")
