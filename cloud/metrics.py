@@ -46,6 +46,13 @@ layercast_cloud_subscribers_lagged_total            counter  subscribers cut off
 layercast_cloud_auth_refusals_total{reason}         counter  callers refused, see ``auth.REFUSAL_REASONS``
 layercast_cloud_rate_limited_total{kind}            counter  camera_frames delayed / operator_requests refused
 layercast_cloud_audit_write_failures_total          counter  Enhance audit lines that could not be written
+layercast_cloud_cluster_redis_up                    gauge    scaled mode: 1 while lease renewals reach Redis
+layercast_cloud_cluster_cameras_held                gauge    scaled mode: camera leases this replica holds
+layercast_cloud_cluster_cameras_superseded_total    counter  streams ended: the camera's lease went elsewhere
+layercast_cloud_cluster_calls_total{direction}      counter  forwarded (sent) / served calls between replicas
+layercast_cloud_cluster_results_appended_total      counter  results written to the shared Redis stream
+layercast_cloud_cluster_results_backlog             gauge    results waiting to be written
+layercast_cloud_cluster_results_dropped_total       counter  results not shared (backlog full; kept locally)
 layercast_cloud_ready                               gauge    1 once serving
 layercast_build_info{version,base_model_id,enhancement_model_id}  gauge  1
 ==================================================  =======  ===========================================
@@ -347,9 +354,68 @@ class CloudCollector(Collector):
             if limiter is not None:
                 limited.add_metric([limiter.kind], limiter.limited)
         yield limited
+        yield from _cluster_families(server)
         audit = getattr(server, "enhance_audit", None)
         yield CounterMetricFamily(
             "layercast_cloud_audit_write_failures",
             "Audit lines of Operator.Enhance calls that could not be written.",
             value=audit.write_failures if audit is not None else 0,
         )
+
+
+def _cluster_families(server: CloudServer) -> Iterator[Metric]:
+    """Scaled mode's figures (families without samples in embedded mode)."""
+    cluster = getattr(server, "cluster", None)
+    st = cluster.stats() if cluster is not None else None
+
+    def family(kind: type, name: str, doc: str, value: float | None) -> Metric:
+        fam = kind(name, doc)
+        if value is not None:
+            fam.add_metric([], value)
+        return fam
+
+    yield family(
+        GaugeMetricFamily,
+        "layercast_cloud_cluster_redis_up",
+        "1 while this replica's lease renewals reach Redis (scaled mode).",
+        None if st is None else float(st.redis_up),
+    )
+    yield family(
+        GaugeMetricFamily,
+        "layercast_cloud_cluster_cameras_held",
+        "Camera leases this replica holds.",
+        None if st is None else st.cameras_held,
+    )
+    yield family(
+        CounterMetricFamily,
+        "layercast_cloud_cluster_cameras_superseded",
+        "Camera streams ended here because the camera's lease went to another replica.",
+        None if st is None else st.cameras_superseded,
+    )
+    calls = CounterMetricFamily(
+        "layercast_cloud_cluster_calls",
+        "Calls between replicas: sent to others (forwarded) and served for others (served).",
+        labels=["direction"],
+    )
+    if st is not None:
+        calls.add_metric(["forwarded"], st.forwarded_calls)
+        calls.add_metric(["served"], st.served_calls)
+    yield calls
+    yield family(
+        CounterMetricFamily,
+        "layercast_cloud_cluster_results_appended",
+        "Results written to the stream shared by the replicas.",
+        None if st is None else st.results_appended,
+    )
+    yield family(
+        GaugeMetricFamily,
+        "layercast_cloud_cluster_results_backlog",
+        "Results waiting to be written to the shared stream.",
+        None if st is None else st.results_backlog,
+    )
+    yield family(
+        CounterMetricFamily,
+        "layercast_cloud_cluster_results_dropped",
+        "Results not shared with the other replicas because the backlog was full (kept in the local store).",
+        None if st is None else st.results_dropped,
+    )

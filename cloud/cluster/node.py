@@ -28,6 +28,7 @@ import re
 import secrets
 import socket
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from redis.asyncio import Redis
@@ -76,6 +77,20 @@ def resolve_replica_id(configured: str | None, data_dir: Path) -> str:
     return replica_id
 
 
+@dataclass(frozen=True)
+class ClusterStats:
+    """What this replica's membership looks like, for /metrics (read without contacting Redis)."""
+
+    redis_up: bool  # the last lease renewal reached Redis
+    cameras_held: int  # camera leases this replica holds
+    cameras_superseded: int  # streams ended here because the camera's lease went to another replica
+    forwarded_calls: int  # Operator calls (and handovers) sent to other replicas
+    served_calls: int  # calls of other replicas served here
+    results_appended: int  # results written to the shared stream
+    results_backlog: int  # results waiting to be written (Redis slow or down)
+    results_dropped: int  # results not shared: the backlog was full (they stay in the local store)
+
+
 class RedisCluster:
     """Scale-out through Redis; implements :class:`~layercast.cloud.sessions.Presence`."""
 
@@ -107,6 +122,7 @@ class RedisCluster:
         self._releases: set[asyncio.Task[None]] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._redis_down = False
+        self._superseded = 0
 
     # -- wiring -----------------------------------------------------------------------------------
     def enhancements(self, router: EnhancementRouter, registry: SessionRegistry) -> ClusterEnhancements:
@@ -172,6 +188,18 @@ class RedisCluster:
             )
         self._held.clear()
         await self.redis.aclose()
+
+    def stats(self) -> ClusterStats:
+        return ClusterStats(
+            redis_up=not self._redis_down,
+            cameras_held=len(self._held),
+            cameras_superseded=self._superseded,
+            forwarded_calls=self.rpc.calls,
+            served_calls=self.rpc.served,
+            results_appended=self.results.appended,
+            results_backlog=self.results.backlog,
+            results_dropped=self.results.dropped,
+        )
 
     async def live_replicas(self) -> set[str]:
         """Replicas whose lease stands (this one included)."""
@@ -246,6 +274,7 @@ class RedisCluster:
             return b""
         session = self._registry.get(cam)
         if session is not None:
+            self._superseded += 1
             session.end(
                 "ABORTED", f"superseded by a newer stream from the same camera on cloud replica {holder!r}"
             )
@@ -318,6 +347,7 @@ class RedisCluster:
             holder_id = taken.get(session.camera_id)
             if holder_id is not None:
                 self._held.discard(session.camera_id)
+                self._superseded += 1
                 session.end(
                     "ABORTED",
                     f"superseded by a newer stream from the same camera on cloud replica {holder_id!r}",

@@ -63,6 +63,11 @@ class RedisResultLog:
         self.appended = 0
         self.dropped = 0
 
+    @property
+    def backlog(self) -> int:
+        """Results queued for the stream, not yet appended."""
+        return self._queue.qsize()
+
     # -- appending (the pipeline's ResultSink) ----------------------------------------------------
     def publish(self, result: common_pb2.Result) -> None:
         """Queue one stored result for the stream; never waits."""

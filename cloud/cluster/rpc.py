@@ -154,6 +154,7 @@ class ReplicaRpc:
         except (KeyError, TypeError, ValueError):
             log.warning("dropped a request for %s without a valid timeout", op)
             return
+        self.served += 1  # answered, whatever the outcome
         answer: dict[str, Any] = {"kind": "reply", "id": header["id"], "ok": True}
         body = b""
         try:
@@ -165,7 +166,6 @@ class ReplicaRpc:
             # The handler gets a little less than the caller waits, so its own error arrives first.
             inner = timeout_s - min(0.5, timeout_s * 0.1)
             body = await asyncio.wait_for(handler(payload, inner), timeout_s)
-            self.served += 1
         except LayercastError as exc:
             answer.update(ok=False, status=exc.grpc_status, type=type(exc).__name__, message=str(exc))
         except TimeoutError:

@@ -418,6 +418,44 @@ ROWS: list[tuple[str, list[dict[str, Any]]]] = [
         ],
     ),
     (
+        "Scaled mode (replicas through Redis; empty in embedded mode)",
+        [
+            panel(
+                "Replicas: Redis reachable, cameras held",
+                [
+                    q("layercast_cloud_cluster_redis_up", "Redis up {{instance}}"),
+                    q("layercast_cloud_cluster_cameras_held", "cameras held {{instance}}"),
+                    q(
+                        "increase(layercast_cloud_cluster_cameras_superseded_total[5m])",
+                        "cameras moved away /5m {{instance}}",
+                    ),
+                ],
+            ),
+            panel(
+                "Calls between replicas",
+                [
+                    q(
+                        f"sum by (instance, direction) (rate(layercast_cloud_cluster_calls_total[{RI}]))",
+                        "{{instance}} {{direction}}",
+                    )
+                ],
+                unit="reqps",
+                desc="Operator calls forwarded to the replica holding the camera or frame, and calls served for others.",
+            ),
+            panel(
+                "Results shared through Redis",
+                [
+                    q(f"rate(layercast_cloud_cluster_results_appended_total[{RI}])", "appended {{instance}}"),
+                    q("layercast_cloud_cluster_results_backlog", "backlog {{instance}}"),
+                    q(
+                        "increase(layercast_cloud_cluster_results_dropped_total[5m])",
+                        "not shared /5m {{instance}}",
+                    ),
+                ],
+            ),
+        ],
+    ),
+    (
         "Subscribers and processes",
         [
             panel(

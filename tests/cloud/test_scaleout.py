@@ -28,6 +28,7 @@ import grpc
 import numpy as np
 import pytest
 from grpc import aio
+from prometheus_client import generate_latest
 from PIL import Image
 
 from layercast.cloud.cluster.base import Keys
@@ -133,6 +134,16 @@ async def replicas(
             await b.stop(5.0)
     finally:
         await a.stop(5.0)
+
+
+def cluster_metrics(server: CloudServer) -> dict[str, float]:
+    """The replica's ``layercast_cloud_cluster_*`` samples as its /metrics serves them."""
+    text = generate_latest(server.metrics.registry).decode()
+    return {
+        name: float(value)
+        for name, value in (line.rsplit(" ", 1) for line in text.splitlines())
+        if name.startswith("layercast_cloud_cluster_")
+    }
 
 
 class Camera:
@@ -322,6 +333,17 @@ async def test_enhance_results_and_offline_across_two_replicas(replicas, task_co
         # A typed error keeps its status across the hop.
         assert await status_of(op_b.Enhance(enhance_request(10_000), timeout=30)) == grpc.StatusCode.NOT_FOUND
 
+        # Each replica's /metrics shows its share: A holds the camera and wrote every result to the
+        # shared stream; B forwarded the Operator calls above to A, and A served them.
+        ma, mb = cluster_metrics(a), cluster_metrics(b)
+        assert ma["layercast_cloud_cluster_cameras_held"] == 1 and mb["layercast_cloud_cluster_cameras_held"] == 0
+        assert ma["layercast_cloud_cluster_results_appended_total"] == N + 1
+        assert mb["layercast_cloud_cluster_results_appended_total"] == 0
+        assert ma["layercast_cloud_cluster_redis_up"] == mb["layercast_cloud_cluster_redis_up"] == 1
+        sent = mb['layercast_cloud_cluster_calls_total{direction="forwarded"}']
+        assert sent >= 6 and ma['layercast_cloud_cluster_calls_total{direction="served"}'] >= sent
+        assert ma["layercast_cloud_cluster_results_dropped_total"] == 0
+
         # (3) The camera goes offline: B says so, and Enhance through B is UNAVAILABLE.
         await cam.close()
 
@@ -371,6 +393,11 @@ async def test_a_camera_moving_to_another_replica(replicas, task_codec, frames) 
             resp = await op.Enhance(enhance_request(2), timeout=30)
             assert resp.enhancement_bytes == len(second.frame_of(2).enhancement)
         assert second.asked == [2] and first.asked == []
+        ma, mb = cluster_metrics(a), cluster_metrics(b)
+        assert ma["layercast_cloud_cluster_cameras_held"] == 0 and mb["layercast_cloud_cluster_cameras_held"] == 1
+        assert ma["layercast_cloud_cluster_results_appended_total"] == 3
+        assert mb["layercast_cloud_cluster_results_appended_total"] == 2
+        assert ma["layercast_cloud_cluster_cameras_superseded_total"] == 1
         frames_listed = await op_a.ListFrames(operator_pb2.ListFramesRequest(camera_id="cam-a"))
         assert [f.sequence for f in frames_listed.frames] == [5, 4, 3, 2, 1]
         (listed,) = (await op_a.ListCameras(operator_pb2.ListCamerasRequest())).cameras
