@@ -23,6 +23,7 @@ import grpc
 from google.protobuf.message import DecodeError
 from grpc import aio
 
+from layercast.cloud.interceptors import handler_kind
 from layercast.cloud.status import bounded
 from layercast.shared.errors import LayercastError, MalformedMessage
 
@@ -91,18 +92,12 @@ class DecodeErrorInterceptor(aio.ServerInterceptor):
         handler = await continuation(details)
         if handler is None or handler.request_deserializer is None:
             return handler
-        if handler.unary_unary:
-            fn, factory, stream = handler.unary_unary, grpc.unary_unary_rpc_method_handler, False
-        elif handler.unary_stream:
-            fn, factory, stream = handler.unary_stream, grpc.unary_stream_rpc_method_handler, False
-        elif handler.stream_unary:
-            fn, factory, stream = handler.stream_unary, grpc.stream_unary_rpc_method_handler, True
-        else:
-            fn, factory, stream = handler.stream_stream, grpc.stream_stream_rpc_method_handler, True
+        kind = handler_kind(handler)
+        fn = kind.behavior
         if not (inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)):
             return handler  # a sync behavior: not one of ours
-        return factory(
-            _guard(fn, stream_request=stream),
+        return kind.factory(
+            _guard(fn, stream_request=kind.stream_request),
             request_deserializer=_safe(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )

@@ -15,6 +15,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -35,20 +36,33 @@ operator_name: contextvars.ContextVar[str] = contextvars.ContextVar("layercast_o
 Behavior = Callable[..., Any]
 
 
+@dataclass(frozen=True)
+class HandlerKind:
+    """A method handler's behavior, the grpc factory that rebuilds one like it, and which sides stream."""
+
+    behavior: Behavior
+    factory: Callable[..., grpc.RpcMethodHandler]
+    stream_request: bool
+    stream_response: bool
+
+
+def handler_kind(handler: grpc.RpcMethodHandler) -> HandlerKind:
+    if handler.unary_unary:
+        return HandlerKind(handler.unary_unary, grpc.unary_unary_rpc_method_handler, False, False)
+    if handler.unary_stream:
+        return HandlerKind(handler.unary_stream, grpc.unary_stream_rpc_method_handler, False, True)
+    if handler.stream_unary:
+        return HandlerKind(handler.stream_unary, grpc.stream_unary_rpc_method_handler, True, False)
+    return HandlerKind(handler.stream_stream, grpc.stream_stream_rpc_method_handler, True, True)
+
+
 def _wrap_handler(
     handler: grpc.RpcMethodHandler, wrap: Callable[[Behavior, bool], Behavior]
 ) -> grpc.RpcMethodHandler:
     """Rebuild ``handler`` with its behavior passed through ``wrap(behavior, streaming_response)``."""
-    if handler.unary_unary:
-        fn, factory, streaming = handler.unary_unary, grpc.unary_unary_rpc_method_handler, False
-    elif handler.unary_stream:
-        fn, factory, streaming = handler.unary_stream, grpc.unary_stream_rpc_method_handler, True
-    elif handler.stream_unary:
-        fn, factory, streaming = handler.stream_unary, grpc.stream_unary_rpc_method_handler, False
-    else:
-        fn, factory, streaming = handler.stream_stream, grpc.stream_stream_rpc_method_handler, True
-    return factory(
-        wrap(fn, streaming),
+    kind = handler_kind(handler)
+    return kind.factory(
+        wrap(kind.behavior, kind.stream_response),
         request_deserializer=handler.request_deserializer,
         response_serializer=handler.response_serializer,
     )
