@@ -13,7 +13,7 @@ from grpc_health.v1 import health_pb2
 
 from layercast.shared.codec import bitstream
 from layercast.shared.rpc import analytics_pb2, analytics_pb2_grpc, edge_pb2
-from tests.fuzz.harness import CAMERAS, FuzzServer, bidi
+from tests.fuzz.harness import CAMERAS, FuzzServer, Tally, bidi, report
 from tests.fuzz.strategies import Samples
 
 CONNECT = "/layercast.v1.EdgeLink/Connect"
@@ -129,6 +129,12 @@ def assert_still_serving(fz: FuzzServer, samples: Samples) -> None:
     # and a stream that never says Hello is still refused, promptly
     out = bidi(fz.sync_channel, CONNECT, [edge_pb2.EdgeMessage().SerializeToString()], timeout=20)
     assert out.code == grpc.StatusCode.UNAUTHENTICATED, out
+
+
+def finish(fz: FuzzServer, samples: Samples, tally: Tally) -> dict[str, Any]:
+    """End of a fuzz run: the server still serves, then the run's figures (memory bound checked)."""
+    assert_still_serving(fz, samples)
+    return report(tally)
 
 
 async def store_frames(channel: aio.Channel, camera: str, frames: dict[int, bytes], model_id: str) -> Camera:

@@ -26,7 +26,7 @@ from PIL import Image
 from layercast.cloud.servicers.analytics import MAX_SUBSCRIBE_CAMERAS
 from layercast.shared.codec import bitstream
 from layercast.shared.rpc import analytics_pb2
-from tests.fuzz.clients import INFER, SUBSCRIBE, assert_still_serving, store_frames, wait_for_results
+from tests.fuzz.clients import INFER, SUBSCRIBE, finish, store_frames, wait_for_results
 from tests.fuzz.harness import (
     LIMITS,
     MAX_MESSAGE,
@@ -34,7 +34,6 @@ from tests.fuzz.harness import (
     Tally,
     nightly_cases,
     nightly_timeout,
-    report,
     run_fuzz,
     server_stream,
     unary,
@@ -142,8 +141,7 @@ def run_subscribe_fuzz(fz: FuzzServer, samples: Samples, cases_n: int, *, nightl
         assert got == want, f"replay {got}, expected {want}"
 
     run_fuzz(one, cases_n, nightly=nightly, payload=subscribe_payloads)
-    assert_still_serving(fz, samples)
-    stats = report(tally)
+    stats = finish(fz, samples, tally)
     assert tally.counts["OPEN"] > 0, stats
     return stats
 
@@ -230,8 +228,7 @@ def run_infer_fuzz(fz: FuzzServer, samples: Samples, cases_n: int, *, nightly: b
             tally.check(out, {S.OK, *refusals}, what=how)
 
     run_fuzz(one, cases_n, nightly=nightly, case=infer_cases(samples))
-    assert_still_serving(fz, samples)
-    stats = report(tally)
+    stats = finish(fz, samples, tally)
     assert tally.counts["OK"] > 0 and tally.counts["INVALID_ARGUMENT"] > 0, stats
     return stats
 

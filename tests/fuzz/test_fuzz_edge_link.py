@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from layercast.cloud.credentials import CAMERA_ID_RE
 from layercast.cloud.store import MAX_SEQUENCE
 from layercast.shared.rpc import edge_pb2
-from tests.fuzz.clients import CONNECT, assert_still_serving, cloud_messages, code_number
+from tests.fuzz.clients import CONNECT, cloud_messages, code_number, finish
 from tests.fuzz.harness import (
     CAMERAS,
     LIMITS,
@@ -37,7 +37,6 @@ from tests.fuzz.harness import (
     bidi,
     nightly_cases,
     nightly_timeout,
-    report,
     run_fuzz,
 )
 from tests.fuzz.strategies import (
@@ -407,8 +406,7 @@ def run_edge_link_fuzz(fz: FuzzServer, samples: Samples, cases_n: int, *, nightl
         check_stream(payloads, messages, out.code, models[camera])
 
     run_fuzz(one, cases_n, nightly=nightly, case=cases(samples))
-    assert_still_serving(fz, samples)
-    stats = report(tally)
+    stats = finish(fz, samples, tally)
     assert tally.counts["OK"] > 0 and tally.counts["UNAUTHENTICATED"] > 0, stats
     return stats
 

@@ -32,7 +32,7 @@ from tests.fuzz.clients import (
     LIST_CAMERAS,
     LIST_FRAMES,
     Camera,
-    assert_still_serving,
+    finish,
     frame,
     store_frames,
     wait_for_results,
@@ -44,7 +44,6 @@ from tests.fuzz.harness import (
     Tally,
     nightly_cases,
     nightly_timeout,
-    report,
     run_fuzz,
     unary,
 )
@@ -331,8 +330,7 @@ def run_operator_fuzz(
     run_fuzz(
         one, cases_n, nightly=nightly, payload=_payloads(requests), mode=modes, seed=st.integers(0, 1 << 32)
     )
-    assert_still_serving(fz, samples)
-    stats = report(tally)
+    stats = finish(fz, samples, tally)
     assert tally.counts["OK"] > 0, stats
     return stats
 

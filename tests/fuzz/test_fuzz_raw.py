@@ -27,7 +27,7 @@ from tests.fuzz.clients import (
     LIST_FRAMES,
     REFLECTION,
     SUBSCRIBE,
-    assert_still_serving,
+    finish,
 )
 from tests.fuzz.harness import (
     MAX_MESSAGE,
@@ -37,7 +37,6 @@ from tests.fuzz.harness import (
     bidi,
     nightly_cases,
     nightly_timeout,
-    report,
     run_fuzz,
     server_stream,
     unary,
@@ -178,10 +177,9 @@ def run_raw_fuzz(fz: FuzzServer, samples: Samples, cases_n: int, *, nightly: boo
             assert message_type.DESCRIPTOR.full_name in out.details, out.details  # says what did not parse
 
     run_fuzz(one, cases_n, nightly=nightly, case=raw_cases())
-    assert_still_serving(fz, samples)
     for m, t in per_method.items():
         print(f"  {m}: {dict(t.counts)}")
-    stats = report(tally)
+    stats = finish(fz, samples, tally)
     assert tally.counts["INVALID_ARGUMENT"] > 0, stats
     return stats
 
