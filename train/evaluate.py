@@ -10,9 +10,12 @@ JPEG/WebP/AVIF images over a quality sweep. bpp = 8·bytes/pixels throughout.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,8 +24,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from layercast.shared.errors import InvalidImage
 from layercast.train import data as tdata
-from layercast.train.baselines import available_codecs, default_qualities, roundtrip
+from layercast.train.baselines import Codec, Coded, available_codecs, decode, default_qualities, roundtrip
 from layercast.train.metrics import PSNR, DepthRMSE, DetectionMAP
 
 
@@ -126,37 +130,73 @@ def load_task_reference(path: Path):
     return model.eval()
 
 
+#: Baseline files already made in this run: (image digest, codec, quality) → file bytes. The
+#: detection and depth splits hold the same scenes, so each file is encoded once per run.
+BaselineFiles = dict[tuple[str, str, int], bytes]
+
+
+def _baseline_file(files: BaselineFiles, key: str, image: np.ndarray, codec: Codec, q: int) -> Coded:
+    data = files.get((key, codec, q))
+    if data is None:
+        coded = roundtrip(image, codec, q)
+        files[(key, codec, q)] = coded.data
+        return coded
+    decoded = decode(data)
+    if decoded.shape != image.shape:
+        raise InvalidImage(f"{codec} decoded to {decoded.shape}, expected {image.shape}")
+    return Coded(codec, q, data, decoded)
+
+
 @torch.no_grad()
 def evaluate_baselines(
-    task_model, task: str, root: Path, limit: int | None = None, codecs=None
+    task_model,
+    task: str,
+    root: Path,
+    limit: int | None = None,
+    codecs=None,
+    *,
+    files: BaselineFiles | None = None,
+    workers: int = 2,
 ) -> list[RDPoint]:
+    """The task model on JPEG/WebP/AVIF files of the test split over each codec's quality sweep.
+
+    Files are made (encoded, then decoded from their bytes) by ``workers`` threads while the task
+    model runs (Pillow's encoders release the GIL); ``files`` carries them from one task to the next."""
     ds, n = _dataset(task, root, limit)
     fb = _focal_baseline(task, ds)
+    items = [(_uint8(image), target) for image, target in (ds[i] for i in range(n))]
+    keys = [hashlib.sha1(img.tobytes()).hexdigest() + f"{img.shape}" for img, _ in items]
+    files = {} if files is None else files
     points = []
-    for codec in codecs or available_codecs():
-        for q in default_qualities(codec):
-            scorer, psnr, nbytes, pixels = _Scorer(task, fb), PSNR(), 0, 0
-            for i in tqdm(range(n), desc=f"{codec} q={q}", leave=False):
-                image, target = ds[i]
-                img = _uint8(image)
-                coded = roundtrip(img, codec, q)
-                x = torch.from_numpy(coded.decoded).permute(2, 0, 1).float().div(255)[None]
-                [result] = task_model.predict(x)
-                scorer.update(result, target)
-                psnr.update(coded.decoded[None], img[None])
-                nbytes += coded.num_bytes
-                pixels += img.shape[0] * img.shape[1]
-            acc_name, acc = scorer.compute()
-            points.append(
-                RDPoint(
-                    codec,
-                    task,
-                    8 * nbytes / pixels,
-                    acc,
-                    acc_name,
-                    extra={"quality": q, "psnr": psnr.compute()["psnr"]},
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        for codec in codecs or available_codecs():
+            for q in default_qualities(codec):
+                scorer, psnr, nbytes, pixels = _Scorer(task, fb), PSNR(), 0, 0
+                made = pool.map(
+                    functools.partial(_baseline_file, files, codec=codec, q=q),
+                    keys,
+                    (img for img, _ in items),
                 )
-            )
+                for (img, target), coded in tqdm(
+                    zip(items, made, strict=True), total=n, desc=f"{task} {codec} q={q}", leave=False
+                ):
+                    x = torch.from_numpy(coded.decoded).permute(2, 0, 1).float().div(255)[None]
+                    [result] = task_model.predict(x)
+                    scorer.update(result, target)
+                    psnr.update(coded.decoded[None], img[None])
+                    nbytes += coded.num_bytes
+                    pixels += img.shape[0] * img.shape[1]
+                acc_name, acc = scorer.compute()
+                points.append(
+                    RDPoint(
+                        codec,
+                        task,
+                        8 * nbytes / pixels,
+                        acc,
+                        acc_name,
+                        extra={"quality": q, "psnr": psnr.compute()["psnr"]},
+                    )
+                )
     return points
 
 
@@ -234,13 +274,14 @@ def run_eval(
         codec = load_codec(name, device="cpu")
         by_task.setdefault(codec.task, []).append(evaluate_codec(codec, name, root, limit))
     summary: dict[str, Any] = {"tasks": {}}
+    files: BaselineFiles = {}
     for task, pts in by_task.items():
         ref_path = task_refs.get(task)
         if ref_path and ref_path.exists():
             ref_model = load_task_reference(ref_path)
             pts.append(evaluate_reference(ref_model, task, root, limit))
             if baselines:
-                pts.extend(evaluate_baselines(ref_model, task, root, limit))
+                pts.extend(evaluate_baselines(ref_model, task, root, limit, files=files))
         save_points(pts, out / f"rd_{task}.json")
         plot_rd(pts, out / f"rd_{task}.png", f"{task}: rate vs accuracy (synthetic test split)")
         ratios = {}
