@@ -35,7 +35,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +81,8 @@ class SoakOptions:
     report_every: float = 60.0
     out: Path | None = None
     model: str = "default"
+    #: Architecture of an untrained model to run instead (with ``model``'s task model); see untrained.py.
+    untrained: str | None = None
     #: Distinct pre-encoded frames per camera (replayed in turn).
     pool: int = 8
     ramp: bool = False
@@ -170,6 +172,11 @@ class Rig:
         self.opts = opts
         self.workdir = workdir
         torch.set_num_threads(opts.threads)
+        if opts.untrained:
+            from layercast.bench.untrained import untrained_base
+
+            path = untrained_base(opts.untrained, opts.model, workdir / "models")
+            opts = self.opts = replace(opts, model=str(path))
         self.codec = load_codec(opts.model, device="cpu")
         self.tokens = {cam: new_token() for cam in camera_ids}
         self.cloud = CloudProcess(workdir / "cloud", opts.model, self.tokens, opts.cloud_set, opts.threads)
@@ -214,7 +221,13 @@ class Rig:
         return [
             f"layercast bench soak{' --ramp' if mode == 'ramp' else ''}: {o.size}x{o.size} synthetic frames, "
             f"{o.fps:g} frames/s per camera",
-            f"  model      {o.model} = {self.codec.base_model_id} ({self.codec.task}); base bitstreams "
+            f"  model      {o.model} = {self.codec.base_model_id} ({self.codec.task}"
+            + (
+                f"; UNTRAINED {o.untrained} architecture, task model of the shipped one: costs are real, results are not"
+                if o.untrained
+                else ""
+            )
+            + "); base bitstreams "
             f"{mean_bytes:.0f} bytes/frame",
             f"  cameras    replay a pool of {o.pool} frames each, encoded once with the shipped codec "
             f"({enc_ms:.1f} ms/frame on this CPU, not in the latency), with fresh sequence numbers",

@@ -84,6 +84,13 @@ def _register_soak(bsub: argparse._SubParsersAction) -> None:
     k.add_argument("--report-every", type=float, default=60.0, help="seconds between reports (default 60)")
     k.add_argument("--out", type=Path, default=None, help="write soak/ramp .csv and .json here")
     k.add_argument("--model", default="default", help="registry name of the codec (default: default)")
+    k.add_argument(
+        "--untrained",
+        metavar="CONFIG",
+        default=None,
+        help="run an untrained model of this architecture (e.g. micro) with --model's task model: "
+        "real bitstreams and costs of a smaller network, meaningless results",
+    )
     k.add_argument("--pool", type=int, default=8, help="pre-encoded frames per camera (default 8)")
     k.add_argument(
         "--drain", type=float, default=30.0, help="seconds to wait for the backlog after capture stops"
@@ -135,6 +142,7 @@ def _soak(args: argparse.Namespace) -> int:
             report_every=args.report_every,
             out=args.out,
             model=args.model,
+            untrained=args.untrained,
             pool=args.pool,
             ramp=args.ramp,
             step_seconds=args.step_seconds,

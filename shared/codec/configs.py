@@ -89,6 +89,18 @@ register(
         description="smallest CPU configuration; the shipped models and tests use it",
     )
 )
+register(
+    CodecConfig(
+        name="micro",
+        widths=(8, 16, 32),
+        latent_channels=32,
+        groups=(8, 24),
+        hyper_channels=16,
+        res_depth=1,
+        simple_hidden=32,
+        description="load benchmarks: a quarter of tiny's compute per frame (not shipped trained)",
+    )
+)
 
 
 def get_config(name: str) -> CodecConfig:

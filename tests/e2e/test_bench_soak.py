@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from layercast.bench import procstat
 from layercast.bench.ledger import SKIPPED, Ledger
@@ -59,6 +60,24 @@ def test_procstat_sees_a_new_file_descriptor(tmp_path: Path) -> None:
         during = procstat.sample(os.getpid())
     assert during.fds == before.fds + 1
     assert before.rss_bytes > 10 << 20 and before.cpu_s > 0
+
+
+def test_an_untrained_smaller_model_codes_real_bytes_with_the_shipped_task_model(tmp_path: Path) -> None:
+    from layercast.bench.codec import _image
+    from layercast.bench.untrained import untrained_base
+    from layercast.shared.codec import load_codec
+    from layercast.shared.codec.registry import default_registry
+
+    path = untrained_base("micro", "det-tiny", tmp_path)
+    codec, shipped = load_codec(str(path), device="cpu"), load_codec("det-tiny", device="cpu")
+    assert codec.base.config.name == "micro" and codec.base_model_id != shipped.base_model_id
+    ref_task = default_registry().load("det-tiny").task
+    assert all(torch.equal(v, ref_task["state_dict"][k]) for k, v in codec.base_ckpt.task["state_dict"].items())
+    frames = [codec.encode(_image(64, 64, seed=i), layers="base").base for i in range(4)]
+    assert all(60 < len(f) < 1000 for f in frames), [len(f) for f in frames]  # not all-zero latents
+    decoded = codec.decode_base_batch(frames)
+    results = codec.infer(decoded)
+    assert len(results) == 4 and all(d.header.model_id == codec.base_model_id for d in decoded)
 
 
 def _run_soak(model: Model, out: Path, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
