@@ -57,14 +57,21 @@ def _batch(x: Any, field: str) -> list[torch.Tensor]:
     return [m for item in x for m in _batch(item, field)]
 
 
-class DetectionMAP:
-    """COCO-style box mAP (torchmetrics ``MeanAveragePrecision``, pycocotools backend)."""
+#: COCO evaluation behind ``DetectionMAP``: faster-coco-eval's C++ port of pycocotools' COCOeval
+#: gives the same figures (tests/train/test_train_metrics.py compares them) 3-4x faster, which
+#: matters when `layercast eval` scores 23 sweeps of 300 images.
+MAP_BACKEND = "faster_coco_eval"
 
-    def __init__(self, *, class_metrics: bool = False) -> None:
+
+class DetectionMAP:
+    """COCO-style box mAP (torchmetrics ``MeanAveragePrecision``; ``backend`` "faster_coco_eval"
+    or "pycocotools", the same numbers)."""
+
+    def __init__(self, *, class_metrics: bool = False, backend: str = MAP_BACKEND) -> None:
         from torchmetrics.detection import MeanAveragePrecision
 
         self._metric = MeanAveragePrecision(
-            box_format="xyxy", iou_type="bbox", class_metrics=class_metrics, backend="pycocotools"
+            box_format="xyxy", iou_type="bbox", class_metrics=class_metrics, backend=backend
         )
         self.num_images = 0
 

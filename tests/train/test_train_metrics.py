@@ -70,6 +70,36 @@ def test_map_wrong_label_scores_zero() -> None:
     assert m.compute()["map"] == pytest.approx(0.0)
 
 
+def test_map_backends_agree_on_random_detections() -> None:
+    """The fast COCOeval port gives pycocotools' figures to the last digit on messy input:
+    several classes, crowded overlapping boxes, misses, false positives, empty images."""
+    rng = np.random.default_rng(7)
+    preds, targets = [], []
+    for i in range(60):
+        n_gt = int(rng.integers(0, 6))
+        xy = rng.uniform(0, 200, (n_gt, 2))
+        gt = np.concatenate([xy, xy + rng.uniform(5, 60, (n_gt, 2))], axis=1)
+        labels = rng.integers(1, 5, n_gt)
+        keep = rng.random(n_gt) < 0.7
+        jitter = gt[keep] + rng.normal(0, 4, (int(keep.sum()), 4))
+        n_fp = int(rng.integers(0, 4))
+        fxy = rng.uniform(0, 200, (n_fp, 2))
+        fp = np.concatenate([fxy, fxy + rng.uniform(5, 40, (n_fp, 2))], axis=1)
+        boxes = np.concatenate([jitter, fp]).tolist() if i % 9 else []
+        lab = np.concatenate([labels[keep], rng.integers(1, 5, n_fp)]).tolist() if i % 9 else []
+        preds.append(_pred(boxes, rng.uniform(0.05, 1, len(boxes)).tolist(), lab))
+        targets.append(_gt(gt.tolist(), labels.tolist()))
+    outs = []
+    for backend in ("pycocotools", "faster_coco_eval"):
+        m = DetectionMAP(backend=backend)
+        m.update(preds, targets)
+        outs.append(m.compute())
+    slow, fast = outs
+    assert 0.05 < slow["map"] < 0.95
+    for key in ("map", "map_50", "map_75", "map_small", "map_medium", "map_large", "mar_1", "mar_10", "mar_100"):
+        assert fast[key] == pytest.approx(slow[key], abs=1e-12), key
+
+
 def test_depth_and_disparity_rmse_over_valid_pixels() -> None:
     target = np.array([[10.0, 20.0], [0.0, 40.0]], np.float32)  # one invalid pixel
     pred = np.array([[12.0, 20.0], [99.0, 36.0]], np.float32)
