@@ -96,7 +96,17 @@ def test_map_backends_agree_on_random_detections() -> None:
         outs.append(m.compute())
     slow, fast = outs
     assert 0.05 < slow["map"] < 0.95
-    for key in ("map", "map_50", "map_75", "map_small", "map_medium", "map_large", "mar_1", "mar_10", "mar_100"):
+    for key in (
+        "map",
+        "map_50",
+        "map_75",
+        "map_small",
+        "map_medium",
+        "map_large",
+        "mar_1",
+        "mar_10",
+        "mar_100",
+    ):
         assert fast[key] == pytest.approx(slow[key], abs=1e-12), key
 
 
