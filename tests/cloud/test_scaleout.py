@@ -28,8 +28,8 @@ import grpc
 import numpy as np
 import pytest
 from grpc import aio
-from prometheus_client import generate_latest
 from PIL import Image
+from prometheus_client import generate_latest
 
 from layercast.cloud.cluster.base import Keys
 from layercast.cloud.cluster.ownership import Ownership
@@ -336,7 +336,10 @@ async def test_enhance_results_and_offline_across_two_replicas(replicas, task_co
         # Each replica's /metrics shows its share: A holds the camera and wrote every result to the
         # shared stream; B forwarded the Operator calls above to A, and A served them.
         ma, mb = cluster_metrics(a), cluster_metrics(b)
-        assert ma["layercast_cloud_cluster_cameras_held"] == 1 and mb["layercast_cloud_cluster_cameras_held"] == 0
+        assert (
+            ma["layercast_cloud_cluster_cameras_held"] == 1
+            and mb["layercast_cloud_cluster_cameras_held"] == 0
+        )
         assert ma["layercast_cloud_cluster_results_appended_total"] == N + 1
         assert mb["layercast_cloud_cluster_results_appended_total"] == 0
         assert ma["layercast_cloud_cluster_redis_up"] == mb["layercast_cloud_cluster_redis_up"] == 1
@@ -394,7 +397,10 @@ async def test_a_camera_moving_to_another_replica(replicas, task_codec, frames) 
             assert resp.enhancement_bytes == len(second.frame_of(2).enhancement)
         assert second.asked == [2] and first.asked == []
         ma, mb = cluster_metrics(a), cluster_metrics(b)
-        assert ma["layercast_cloud_cluster_cameras_held"] == 0 and mb["layercast_cloud_cluster_cameras_held"] == 1
+        assert (
+            ma["layercast_cloud_cluster_cameras_held"] == 0
+            and mb["layercast_cloud_cluster_cameras_held"] == 1
+        )
         assert ma["layercast_cloud_cluster_results_appended_total"] == 3
         assert mb["layercast_cloud_cluster_results_appended_total"] == 2
         assert ma["layercast_cloud_cluster_cameras_superseded_total"] == 1

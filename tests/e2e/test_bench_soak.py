@@ -72,7 +72,9 @@ def test_an_untrained_smaller_model_codes_real_bytes_with_the_shipped_task_model
     codec, shipped = load_codec(str(path), device="cpu"), load_codec("det-tiny", device="cpu")
     assert codec.base.config.name == "micro" and codec.base_model_id != shipped.base_model_id
     ref_task = default_registry().load("det-tiny").task
-    assert all(torch.equal(v, ref_task["state_dict"][k]) for k, v in codec.base_ckpt.task["state_dict"].items())
+    assert all(
+        torch.equal(v, ref_task["state_dict"][k]) for k, v in codec.base_ckpt.task["state_dict"].items()
+    )
     frames = [codec.encode(_image(64, 64, seed=i), layers="base").base for i in range(4)]
     assert all(60 < len(f) < 1000 for f in frames), [len(f) for f in frames]  # not all-zero latents
     decoded = codec.decode_base_batch(frames)

@@ -110,11 +110,15 @@ async def test_operator_page_in_chromium(tmp_path):
                 await page.screenshot(path=str(shots / "operator_grid.png"))
 
                 await tile.locator(".cam-name").click()
-                await page.wait_for_url("**/cameras/cam-1")
+                # the DOM is enough: the elements below are each waited for (a loaded CI box once took
+                # over 30 s to fire this page's load event)
+                await page.wait_for_url("**/cameras/cam-1", wait_until="domcontentloaded", timeout=60_000)
                 await page.locator("#pv-img:not(.hidden)").wait_for(timeout=20_000)
                 assert await page.locator("#timeline li").count() >= 2
                 await page.locator("#timeline li").nth(1).click()  # an older frame from the timeline
-                await page.wait_for_url("**/cameras/cam-1?seq=*")
+                await page.wait_for_url(
+                    "**/cameras/cam-1?seq=*", wait_until="domcontentloaded", timeout=60_000
+                )
                 seq = int(page.url.rsplit("=", 1)[1])
                 await page.locator("#pv-img:not(.hidden)").wait_for(timeout=10_000)
                 await page.click("#enhance")
