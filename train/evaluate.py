@@ -147,6 +147,16 @@ def _baseline_file(files: BaselineFiles, key: str, image: np.ndarray, codec: Cod
     return Coded(codec, q, data, decoded)
 
 
+def _baseline_result(
+    files: BaselineFiles, task_model, key: str, image: np.ndarray, *, codec: Codec, q: int
+) -> tuple[Coded, Any]:
+    """One test image through a baseline file and the task model (runs on a worker thread)."""
+    coded = _baseline_file(files, key, image, codec, q)
+    x = torch.from_numpy(coded.decoded).permute(2, 0, 1).float().div(255)[None]
+    [result] = task_model.predict(x)  # no_grad inside: grad mode is per thread
+    return coded, result
+
+
 @torch.no_grad()
 def evaluate_baselines(
     task_model,
@@ -160,8 +170,10 @@ def evaluate_baselines(
 ) -> list[RDPoint]:
     """The task model on JPEG/WebP/AVIF files of the test split over each codec's quality sweep.
 
-    Files are made (encoded, then decoded from their bytes) by ``workers`` threads while the task
-    model runs (Pillow's encoders release the GIL); ``files`` carries them from one task to the next."""
+    Each image's file is made (encoded, then decoded from its bytes) and scored by the task model
+    on one of ``workers`` threads (Pillow's encoders and torch's kernels release the GIL, so two
+    threads keep two cores busy); the metrics are updated here in image order. ``files`` carries
+    the files from one task to the next."""
     ds, n = _dataset(task, root, limit)
     fb = _focal_baseline(task, ds)
     items = [(_uint8(image), target) for image, target in (ds[i] for i in range(n))]
@@ -172,16 +184,14 @@ def evaluate_baselines(
         for codec in codecs or available_codecs():
             for q in default_qualities(codec):
                 scorer, psnr, nbytes, pixels = _Scorer(task, fb), PSNR(), 0, 0
-                made = pool.map(
-                    functools.partial(_baseline_file, files, codec=codec, q=q),
+                scored = pool.map(
+                    functools.partial(_baseline_result, files, task_model, codec=codec, q=q),
                     keys,
                     (img for img, _ in items),
                 )
-                for (img, target), coded in tqdm(
-                    zip(items, made, strict=True), total=n, desc=f"{task} {codec} q={q}", leave=False
+                for (img, target), (coded, result) in tqdm(
+                    zip(items, scored, strict=True), total=n, desc=f"{task} {codec} q={q}", leave=False
                 ):
-                    x = torch.from_numpy(coded.decoded).permute(2, 0, 1).float().div(255)[None]
-                    [result] = task_model.predict(x)
                     scorer.update(result, target)
                     psnr.update(coded.decoded[None], img[None])
                     nbytes += coded.num_bytes
