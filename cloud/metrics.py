@@ -363,35 +363,56 @@ class CloudCollector(Collector):
         )
 
 
+#: Scaled mode's single-value families: (type, name, help, ``ClusterStats`` field).
+_CLUSTER_FAMILIES: tuple[tuple[type, str, str, str], ...] = (
+    (
+        GaugeMetricFamily,
+        "layercast_cloud_cluster_redis_up",
+        "1 while this replica's lease renewals reach Redis (scaled mode).",
+        "redis_up",
+    ),
+    (
+        GaugeMetricFamily,
+        "layercast_cloud_cluster_cameras_held",
+        "Camera leases this replica holds.",
+        "cameras_held",
+    ),
+    (
+        CounterMetricFamily,
+        "layercast_cloud_cluster_cameras_superseded",
+        "Camera streams ended here because the camera's lease went to another replica.",
+        "cameras_superseded",
+    ),
+    (
+        CounterMetricFamily,
+        "layercast_cloud_cluster_results_appended",
+        "Results written to the stream shared by the replicas.",
+        "results_appended",
+    ),
+    (
+        GaugeMetricFamily,
+        "layercast_cloud_cluster_results_backlog",
+        "Results waiting to be written to the shared stream.",
+        "results_backlog",
+    ),
+    (
+        CounterMetricFamily,
+        "layercast_cloud_cluster_results_dropped",
+        "Results not shared with the other replicas because the backlog was full (kept in the local store).",
+        "results_dropped",
+    ),
+)
+
+
 def _cluster_families(server: CloudServer) -> Iterator[Metric]:
     """Scaled mode's figures (families without samples in embedded mode)."""
     cluster = getattr(server, "cluster", None)
     st = cluster.stats() if cluster is not None else None
-
-    def family(kind: type, name: str, doc: str, value: float | None) -> Metric:
+    for kind, name, doc, field in _CLUSTER_FAMILIES:
         fam = kind(name, doc)
-        if value is not None:
-            fam.add_metric([], value)
-        return fam
-
-    yield family(
-        GaugeMetricFamily,
-        "layercast_cloud_cluster_redis_up",
-        "1 while this replica's lease renewals reach Redis (scaled mode).",
-        None if st is None else float(st.redis_up),
-    )
-    yield family(
-        GaugeMetricFamily,
-        "layercast_cloud_cluster_cameras_held",
-        "Camera leases this replica holds.",
-        None if st is None else st.cameras_held,
-    )
-    yield family(
-        CounterMetricFamily,
-        "layercast_cloud_cluster_cameras_superseded",
-        "Camera streams ended here because the camera's lease went to another replica.",
-        None if st is None else st.cameras_superseded,
-    )
+        if st is not None:
+            fam.add_metric([], float(getattr(st, field)))
+        yield fam
     calls = CounterMetricFamily(
         "layercast_cloud_cluster_calls",
         "Calls between replicas: sent to others (forwarded) and served for others (served).",
@@ -401,21 +422,3 @@ def _cluster_families(server: CloudServer) -> Iterator[Metric]:
         calls.add_metric(["forwarded"], st.forwarded_calls)
         calls.add_metric(["served"], st.served_calls)
     yield calls
-    yield family(
-        CounterMetricFamily,
-        "layercast_cloud_cluster_results_appended",
-        "Results written to the stream shared by the replicas.",
-        None if st is None else st.results_appended,
-    )
-    yield family(
-        GaugeMetricFamily,
-        "layercast_cloud_cluster_results_backlog",
-        "Results waiting to be written to the shared stream.",
-        None if st is None else st.results_backlog,
-    )
-    yield family(
-        CounterMetricFamily,
-        "layercast_cloud_cluster_results_dropped",
-        "Results not shared with the other replicas because the backlog was full (kept in the local store).",
-        None if st is None else st.results_dropped,
-    )
