@@ -111,13 +111,17 @@ def decode(data: bytes) -> np.ndarray:
         raise InvalidImage(f"cannot decode baseline image ({len(data)} bytes): {exc}") from exc
 
 
+def from_file(data: bytes, codec: Codec, quality: int, shape: tuple[int, ...]) -> Coded:
+    """A file made earlier, decoded; it must decode to ``shape`` (the original image's)."""
+    decoded = decode(data)
+    if decoded.shape != tuple(shape):
+        raise InvalidImage(f"{codec} decoded to {decoded.shape}, expected {tuple(shape)}")
+    return Coded(codec, int(quality), data, decoded)
+
+
 def roundtrip(image: np.ndarray, codec: Codec, quality: int) -> Coded:
     """Encode then decode ``image``; the decoded image has the input's size."""
-    data = encode(image, codec, quality)
-    decoded = decode(data)
-    if decoded.shape != image.shape:
-        raise InvalidImage(f"{codec} decoded to {decoded.shape}, expected {image.shape}")
-    return Coded(codec, int(quality), data, decoded)
+    return from_file(encode(image, codec, quality), codec, quality, image.shape)
 
 
 def sweep(image: np.ndarray, codec: Codec, qualities: tuple[int, ...] | None = None) -> list[Coded]:

@@ -24,9 +24,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from layercast.shared.errors import InvalidImage
 from layercast.train import data as tdata
-from layercast.train.baselines import Codec, Coded, available_codecs, decode, default_qualities, roundtrip
+from layercast.train.baselines import Codec, Coded, available_codecs, default_qualities, encode, from_file
 from layercast.train.metrics import PSNR, DepthRMSE, DetectionMAP
 
 
@@ -138,13 +137,8 @@ BaselineFiles = dict[tuple[str, str, int], bytes]
 def _baseline_file(files: BaselineFiles, key: str, image: np.ndarray, codec: Codec, q: int) -> Coded:
     data = files.get((key, codec, q))
     if data is None:
-        coded = roundtrip(image, codec, q)
-        files[(key, codec, q)] = coded.data
-        return coded
-    decoded = decode(data)
-    if decoded.shape != image.shape:
-        raise InvalidImage(f"{codec} decoded to {decoded.shape}, expected {image.shape}")
-    return Coded(codec, q, data, decoded)
+        data = files[(key, codec, q)] = encode(image, codec, q)
+    return from_file(data, codec, q, image.shape)
 
 
 def _baseline_result(
