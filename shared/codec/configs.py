@@ -98,7 +98,7 @@ register(
         hyper_channels=16,
         res_depth=1,
         simple_hidden=32,
-        description="load benchmarks: a quarter of tiny's compute per frame (not shipped trained)",
+        description="load benchmarks: half of tiny's widths; no trained weights are shipped",
     )
 )
 
