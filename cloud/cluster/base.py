@@ -2,14 +2,39 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from dataclasses import dataclass
 
 from redis.exceptions import RedisError
 
 from layercast.shared.errors import ClusterUnavailable
 
+log = logging.getLogger("layercast.cloud.cluster")
+
 #: What a Redis call raises when Redis cannot be reached or answers with an error.
 REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError)
+
+
+class Backoff:
+    """Pacing of a loop that retries a Redis call: waits 0.1 s doubling to 2 s between failures;
+    the first failure of a run is a warning ``cannot <what> (retrying<note>)``, the recovery (when
+    ``recovered`` is given) an info line."""
+
+    def __init__(self, what: str, *, note: str = "", recovered: str = "") -> None:
+        self._what, self._note, self._recovered = what, note, recovered
+        self.delay = 0.0
+
+    async def failed(self, exc: BaseException) -> None:
+        if self.delay == 0.0:
+            log.warning("cannot %s (retrying%s): %s", self._what, self._note, exc)
+        self.delay = min(max(self.delay * 2, 0.1), 2.0)
+        await asyncio.sleep(self.delay)
+
+    def succeeded(self) -> None:
+        if self.delay and self._recovered:
+            log.info("%s", self._recovered)
+        self.delay = 0.0
 
 
 def unreachable(exc: BaseException) -> ClusterUnavailable:

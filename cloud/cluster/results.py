@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Mapping
 from google.protobuf.message import DecodeError
 from redis.asyncio import Redis
 
-from layercast.cloud.cluster.base import REDIS_ERRORS, unreachable
+from layercast.cloud.cluster.base import REDIS_ERRORS, Backoff, unreachable
 from layercast.cloud.store import StoredResult
 from layercast.shared.rpc import common_pb2
 
@@ -95,7 +95,7 @@ class RedisResultLog:
                 self._queue.task_done()
 
     async def _append(self, batch: list[common_pb2.Result]) -> None:
-        delay = 0.0
+        backoff = Backoff("append results to Redis")
         while True:
             try:
                 async with self._redis.pipeline(transaction=False) as pipe:
@@ -108,10 +108,7 @@ class RedisResultLog:
                         pipe.xadd(self.key, fields, maxlen=self.maxlen, approximate=True)
                     await pipe.execute()
             except REDIS_ERRORS as exc:
-                if delay == 0.0:
-                    log.warning("cannot append results to Redis (retrying): %s", exc)
-                delay = min(max(delay * 2, 0.1), 2.0)
-                await asyncio.sleep(delay)
+                await backoff.failed(exc)
                 continue
             self.appended += len(batch)
             return
@@ -180,19 +177,17 @@ class RedisResultLog:
 
     async def tail(self, publish: Callable[[common_pb2.Result], None], *, after: str) -> None:
         """Publish every entry appended after ``after`` (an entry id), in order, until cancelled."""
-        last, delay = after, 0.0
+        last = after
+        backoff = Backoff(
+            "read results from Redis", note="; subscribers wait", recovered="reading results from Redis again"
+        )
         while True:
             try:
                 answer = await self._redis.xread({self.key: last}, count=READ_COUNT, block=BLOCK_MS)
             except REDIS_ERRORS as exc:
-                if delay == 0.0:
-                    log.warning("cannot read results from Redis (retrying; subscribers wait): %s", exc)
-                delay = min(max(delay * 2, 0.1), 2.0)
-                await asyncio.sleep(delay)
+                await backoff.failed(exc)
                 continue
-            if delay:
-                log.info("reading results from Redis again")
-                delay = 0.0
+            backoff.succeeded()
             for _stream, entries in answer or []:
                 for entry_id, fields in entries:
                     last = entry_id.decode()

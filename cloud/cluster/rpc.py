@@ -22,7 +22,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from layercast.cloud.cluster.base import REDIS_ERRORS, Keys, unreachable
+from layercast.cloud.cluster.base import REDIS_ERRORS, Backoff, Keys, unreachable
 from layercast.shared import errors
 from layercast.shared.errors import LayercastError, ReplicaError, RequestTimeout
 
@@ -87,19 +87,16 @@ class ReplicaRpc:
 
     async def run(self) -> None:
         """Pop this replica's inbox until cancelled; Redis failures are retried with back-off."""
-        delay = 0.0
+        backoff = Backoff(
+            "read this replica's inbox in Redis", recovered="reading this replica's inbox in Redis again"
+        )
         while True:
             try:
                 popped = await self._redis.blpop([self._inbox], timeout=POP_WAIT_S)
             except REDIS_ERRORS as exc:
-                if delay == 0.0:
-                    log.warning("cannot read this replica's inbox in Redis (retrying): %s", exc)
-                delay = min(max(delay * 2, 0.1), 2.0)
-                await asyncio.sleep(delay)
+                await backoff.failed(exc)
                 continue
-            if delay:
-                log.info("reading this replica's inbox in Redis again")
-                delay = 0.0
+            backoff.succeeded()
             if popped is not None:
                 self._dispatch(popped[1])
 
