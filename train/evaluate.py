@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from layercast.train import data as tdata
 from layercast.train.baselines import Codec, Coded, available_codecs, default_qualities, encode, from_file
-from layercast.train.metrics import PSNR, DepthRMSE, DetectionMAP
+from layercast.train.metrics import PSNR, DepthRMSE, DetectionMAP, MeanIoU
 
 
 @dataclass
@@ -39,6 +39,7 @@ class RDPoint:
     preview_psnr: float | None = None
     total_bpp: float | None = None  # base + enhancement
     enhanced_psnr: float | None = None
+    enhanced_miou: float | None = None  # segmentation enhancement layers
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -84,7 +85,8 @@ def evaluate_codec(codec, name: str, root: Path, limit: int | None = None) -> RD
     task = codec.task
     ds, n = _dataset(task, root, limit)
     scorer = _Scorer(task, _focal_baseline(task, ds))
-    prev, rec = PSNR(), PSNR()
+    prev, rec, seg = PSNR(), PSNR(), MeanIoU()
+    enh_target = codec.enhancement.target if codec.enhancement is not None else None
     base_bytes = enh_bytes = pixels = 0
     for i in tqdm(range(n), desc=f"eval {name}", leave=False):
         image, target = ds[i]
@@ -97,7 +99,10 @@ def evaluate_codec(codec, name: str, root: Path, limit: int | None = None) -> RD
         base_bytes += len(frame.base)
         pixels += img.shape[0] * img.shape[1]
         if frame.enhancement is not None:
-            rec.update(codec.reconstruct(dec, frame.enhancement)[None], img[None])
+            if enh_target == "segmentation":
+                seg.update([codec.decode_enhancement(dec, frame.enhancement).argmax(0)], [target["semantic"]])
+            else:
+                rec.update(codec.reconstruct(dec, frame.enhancement)[None], img[None])
             enh_bytes += len(frame.enhancement)
     acc_name, acc = scorer.compute()
     has_enh = enh_bytes > 0
@@ -109,7 +114,8 @@ def evaluate_codec(codec, name: str, root: Path, limit: int | None = None) -> RD
         accuracy_name=acc_name,
         preview_psnr=prev.compute()["psnr"],
         total_bpp=8 * (base_bytes + enh_bytes) / pixels if has_enh else None,
-        enhanced_psnr=rec.compute()["psnr"] if has_enh else None,
+        enhanced_psnr=rec.compute()["psnr"] if has_enh and enh_target == "reconstruction" else None,
+        enhanced_miou=seg.compute()["miou"] if has_enh and enh_target == "segmentation" else None,
         extra={
             "images": n,
             "base_model_id": codec.base_model_id,

@@ -1,9 +1,10 @@
-"""`layercast eval experiment`: the paper's table from our experiment runs, real bytes only.
+"""`layercast report`: the paper's table from our experiment runs, real bytes only.
 
 Reads the runs made by ``layercast train experiment`` (base models for β ∈
-{0, 0.01} × four λ; reconstruction enhancement conditional and standalone on
-the λ = 1 bases), evaluates each from real bitstreams on the test split and
-writes ``table.json``, ``rd_base.png``, ``rd_preview.png`` and a markdown table.
+{0, 0.01} × four λ_b; enhancement layers conditional on each β's λ_b = 1 base
+and standalone, four λ_e each), evaluates each from real bitstreams on the test
+split and writes ``table.json``, a plot and a markdown table per target that set
+the paper's figures beside ours and check the issue's targets.
 """
 
 from __future__ import annotations
@@ -15,11 +16,20 @@ from typing import Any
 
 from layercast.train.bdrate import BDError, bd_rate
 from layercast.train.evaluate import RDPoint, evaluate_codec
+from layercast.train.experiments import BETAS, ENH_BASE_LAMBDA, base_dir
 
+#: The paper's figures (de Andrade & Bajić, Table/plots; docs/paper.md).
 PAPER = {
-    "detection": {"base_bd_rate": "+1.3 %", "preview_psnr": "17.23 dB", "enh_vs_baseline": "−10 %"},
-    "depth": {"base_bd_rate": "+75 %", "preview_psnr": "30.45 dB", "enh_vs_baseline": "−22 %"},
+    "detection": {"base_bd_rate": "+1.3 %", "preview_psnr": "17.23 dB"},
+    "depth": {"base_bd_rate": "+75 %", "preview_psnr": "30.45 dB"},
 }
+PAPER_ENH = {
+    ("detection", "reconstruction"): "−10 %",
+    ("depth", "reconstruction"): "−22 %",
+    ("depth", "segmentation"): "−26 %",
+}
+#: The issue's targets: base BD-rate ≤ +5 %, enhancement BD-rate ≤ −10 %, preview ≥ +5 dB.
+TARGETS = {"base_bd_rate": 5.0, "enh_bd_rate": -10.0, "preview_gain_db": 5.0}
 
 
 def _codec(base: Path, enh: Path | None = None):
@@ -29,117 +39,183 @@ def _codec(base: Path, enh: Path | None = None):
     return ScalableCodec(load_checkpoint(base), load_checkpoint(enh) if enh else None, device="cpu")
 
 
-def evaluate_experiment(exp: Path, data: Path, limit: int | None) -> dict[str, Any]:
-    bases: dict[float, list[RDPoint]] = {}
+def _enh_key(name: str) -> tuple[str, str, float] | None:
+    """``enh-<target>-<mode>-e<λ_e>`` → (target, mode, λ_e); mode is ``b<β>-conditional`` or ``standalone``."""
+    parts = name.split("-")
+    if len(parts) < 4 or parts[0] != "enh" or not parts[-1].startswith("e"):
+        return None
+    return parts[1], "-".join(parts[2:-1]), float(parts[-1][1:])
+
+
+def _evaluate(run: Path, base: Path, enh: Path | None, data: Path, limit: int | None) -> dict[str, Any]:
+    """One run's RD point, cached in the run folder (``eval-<limit>.json``) while its model is unchanged."""
+    cache = run / f"eval-{limit or 'all'}.json"
+    model = run / "model.pt"
+    if cache.exists() and cache.stat().st_mtime >= model.stat().st_mtime:
+        return json.loads(cache.read_text())
+    p: RDPoint = evaluate_codec(_codec(base, enh), run.name, data, limit)
+    cache.write_text(json.dumps(asdict(p), indent=2))
+    return asdict(p)
+
+
+def evaluate_experiment(exp: Path, data: Path, limit: int | None, target: str) -> dict[str, Any]:
+    bases: dict[str, list[dict]] = {}
     for run in sorted(exp.glob("base-b*-l*")):
         if not (run / "model.pt").exists():
             continue
-        beta = float(run.name.split("-")[1][1:])
-        lmbda = float(run.name.split("-")[2][1:])
-        p = evaluate_codec(_codec(run / "model.pt"), run.name, data, limit)
-        p.extra["lambda"], p.extra["beta"] = lmbda, beta
-        bases.setdefault(beta, []).append(p)
-    enh: dict[str, RDPoint] = {}
-    for run in sorted(exp.glob("enh-*")):
-        if not (run / "model.pt").exists():
+        beta, lmbda = float(run.name.split("-")[1][1:]), float(run.name.split("-")[2][1:])
+        p = _evaluate(run, run / "model.pt", None, data, limit)
+        p["extra"].update(lmbda=lmbda, beta=beta)
+        bases.setdefault(f"{beta:g}", []).append(p)
+    enh: dict[str, dict[str, list[dict]]] = {}
+    for run in sorted(exp.glob(f"enh-{target}-*")):
+        key = _enh_key(run.name)
+        if key is None or not (run / "model.pt").exists():
             continue
-        from layercast.shared.codec.checkpoint import load_checkpoint
+        _, mode, lmbda_e = key
+        beta = BETAS[-1] if mode == "standalone" else float(mode.split("-")[0][1:])
+        base = base_dir(exp, beta, ENH_BASE_LAMBDA) / "model.pt"
+        p = _evaluate(run, base, run / "model.pt", data, limit)
+        p["extra"].update(lmbda_e=lmbda_e, enh_bpp=p["total_bpp"] - p["bpp"])
+        enh.setdefault(target, {}).setdefault(mode, []).append(p)
+    return {"bases": bases, "enhancement": enh}
 
-        base_id = load_checkpoint(run / "model.pt").enhancement["base_model_id"]
-        base_path = next(
-            b / "model.pt"
-            for b in exp.glob("base-b*-l1")
-            if load_checkpoint(b / "model.pt").model_id == base_id
-        )
-        enh[run.name] = evaluate_codec(_codec(base_path, run / "model.pt"), run.name, data, limit)
-    return {
-        "bases": {str(k): [asdict(p) for p in v] for k, v in bases.items()},
-        "enhancement": {k: asdict(v) for k, v in enh.items()},
+
+def _quality(target: str) -> str:
+    return "enhanced_psnr" if target == "reconstruction" else "enhanced_miou"
+
+
+def enhancement_curves(results: dict[str, Any], target: str) -> dict[str, list[tuple[float, float]]]:
+    """(total bpp, quality) per curve: each β's conditional layer on its own base, and the
+    standalone layer counted on top of each β's λ_b = 1 base (it never reads the base)."""
+    modes = results["enhancement"].get(target, {})
+    base_bpp = {
+        b: next((p["bpp"] for p in pts if p["extra"]["lmbda"] == ENH_BASE_LAMBDA), None)
+        for b, pts in results["bases"].items()
     }
+    q = _quality(target)
+    curves: dict[str, list[tuple[float, float]]] = {}
+    for beta in BETAS:
+        pts = modes.get(f"b{beta:g}-conditional", [])
+        curves[f"b{beta:g}-conditional"] = sorted((p["total_bpp"], p[q]) for p in pts)
+        if base_bpp.get(f"{beta:g}") is not None:
+            curves[f"b{beta:g}-standalone"] = sorted(
+                (base_bpp[f"{beta:g}"] + p["extra"]["enh_bpp"], p[q]) for p in modes.get("standalone", [])
+            )
+    return curves
 
 
-def summarize(results: dict[str, Any]) -> dict[str, Any]:
-    b0 = sorted(results["bases"].get("0.0", []), key=lambda p: p["bpp"])
+def _bd(a: list[tuple[float, float]], b: list[tuple[float, float]]) -> tuple[float | None, str | None]:
+    try:
+        return bd_rate([r for r, _ in a], [q for _, q in a], [r for r, _ in b], [q for _, q in b]), None
+    except BDError as exc:
+        return None, str(exc)
+
+
+def summarize(results: dict[str, Any], target: str) -> dict[str, Any]:
+    b0 = sorted(results["bases"].get("0", []), key=lambda p: p["bpp"])
     b1 = sorted(results["bases"].get("0.01", []), key=lambda p: p["bpp"])
     out: dict[str, Any] = {}
-    try:
-        out["base_bd_rate_percent"] = bd_rate(
-            [p["bpp"] for p in b0],
-            [p["accuracy"] for p in b0],
-            [p["bpp"] for p in b1],
-            [p["accuracy"] for p in b1],
-        )
-    except BDError as exc:
-        out["base_bd_rate_percent"] = None
-        out["base_bd_rate_error"] = str(exc)
+    out["base_bd_rate_percent"], out["base_bd_rate_error"] = _bd(
+        [(p["bpp"], p["accuracy"]) for p in b0], [(p["bpp"], p["accuracy"]) for p in b1]
+    )
     mean = lambda ps, k: sum(p[k] for p in ps) / len(ps) if ps else None  # noqa: E731
     out["preview_psnr_beta0"] = mean(b0, "preview_psnr")
     out["preview_psnr_beta001"] = mean(b1, "preview_psnr")
-    e = results["enhancement"]
-    for beta in ("0", "0.01"):
-        for mode in ("conditional", "standalone"):
-            p = e.get(f"enh-reconstruction-b{beta}-{mode}")
-            if p:
-                out[f"enh_b{beta}_{mode}"] = {"total_bpp": p["total_bpp"], "psnr": p["enhanced_psnr"]}
+    if b0 and b1:
+        out["preview_gain_db"] = out["preview_psnr_beta001"] - out["preview_psnr_beta0"]
+    c = enhancement_curves(results, target)
+    out["curves"] = c
+    for key, (a, b) in {
+        "enh_bd_rate_vs_baseline": ("b0-conditional", "b0.01-conditional"),
+        "enh_bd_rate_vs_standalone": ("b0.01-standalone", "b0.01-conditional"),
+        "enh_bd_rate_baseline_vs_standalone": ("b0-standalone", "b0-conditional"),
+    }.items():
+        out[f"{key}_percent"], out[f"{key}_error"] = _bd(c.get(a, []), c.get(b, []))
     return out
 
 
-def plot(results: dict[str, Any], out: Path, task: str) -> None:
+def plot(results: dict[str, Any], summary: dict[str, Any], out: Path, task: str, target: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    acc_name = "accuracy"
     for beta, pts in sorted(results["bases"].items()):
         pts = sorted(pts, key=lambda p: p["bpp"])
+        acc_name = pts[0]["accuracy_name"]
         label = f"β = {float(beta):g}" + (" (baseline)" if float(beta) == 0 else " (proposal)")
         axes[0].plot([p["bpp"] for p in pts], [p["accuracy"] for p in pts], "o-", label=label)
         axes[1].plot([p["bpp"] for p in pts], [p["preview_psnr"] for p in pts], "o-", label=label)
-    axes[0].set_ylabel(pts[0]["accuracy_name"] if pts else "accuracy")
+    for name, curve in summary["curves"].items():
+        if curve:
+            style = "o-" if "conditional" in name else "s--"
+            axes[2].plot([r for r, _ in curve], [q for _, q in curve], style, label=name)
+    axes[0].set_ylabel(acc_name)
     axes[0].set_title(f"{task} base layer: task rate–accuracy")
     axes[1].set_ylabel("preview PSNR (dB), base alone")
     axes[1].set_title("reconstruction from the base directly")
-    for ax in axes:
-        ax.set_xlabel("base bpp (real bytes)")
+    axes[2].set_ylabel("PSNR (dB)" if target == "reconstruction" else "mIoU")
+    axes[2].set_title(f"{target} enhancement on the λ_b = 1 base")
+    for i, ax in enumerate(axes):
+        ax.set_xlabel("base + enhancement bpp (real bytes)" if i == 2 else "base bpp (real bytes)")
         ax.grid(True, alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     plt.close(fig)
 
 
-def markdown(task: str, s: dict[str, Any]) -> str:
-    def f(v, unit=""):
-        return "n/a" if v is None else f"{v:+.1f}{unit}" if unit == " %" else f"{v:.2f}{unit}"
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:+.1f} %"
 
+
+def _db(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.2f} dB"
+
+
+def _check(v: float | None, limit: float, below: bool) -> str:
+    if v is None:
+        return "not measurable"
+    return "met" if (v <= limit if below else v >= limit) else "not met"
+
+
+def markdown(task: str, target: str, s: dict[str, Any]) -> str:
     paper = PAPER[task]
+    t = TARGETS
     rows = [
-        "| measure | paper | ours |",
-        "|---|---|---|",
-        f"| base-task BD-rate, β = 0.01 vs β = 0 | {paper['base_bd_rate']} | {f(s.get('base_bd_rate_percent'), ' %')} |",
-        f"| preview PSNR from the base alone, β = 0.01 (mean over λ) | {paper['preview_psnr']} | {f(s.get('preview_psnr_beta001'), ' dB')} |",
-        f"| preview PSNR from the base alone, β = 0 (mean over λ) | (no overlap) | {f(s.get('preview_psnr_beta0'), ' dB')} |",
+        "| measure | paper | ours | issue's target |",
+        "|---|---|---|---|",
+        f"| base-task BD-rate, β = 0.01 vs β = 0 | {paper['base_bd_rate']} | {_pct(s.get('base_bd_rate_percent'))} "
+        f"| ≤ +{t['base_bd_rate']:g} %: {_check(s.get('base_bd_rate_percent'), t['base_bd_rate'], True)} |",
+        f"| preview PSNR from the base alone, β = 0.01 (mean over λ_b) | {paper['preview_psnr']} "
+        f"| {_db(s.get('preview_psnr_beta001'))} | |",
+        f"| preview PSNR from the base alone, β = 0 (mean over λ_b) | (no overlap) | {_db(s.get('preview_psnr_beta0'))} | |",
+        f"| preview PSNR gain, β = 0.01 − β = 0 | | {_db(s.get('preview_gain_db'))} "
+        f"| ≥ {t['preview_gain_db']:g} dB: {_check(s.get('preview_gain_db'), t['preview_gain_db'], False)} |",
+        f"| {target} enhancement BD-rate, β = 0.01 vs β = 0 (both conditional) | {PAPER_ENH.get((task, target), '—')} "
+        f"| {_pct(s.get('enh_bd_rate_vs_baseline_percent'))} "
+        f"| ≤ {t['enh_bd_rate']:g} %: {_check(s.get('enh_bd_rate_vs_baseline_percent'), t['enh_bd_rate'], True)} |",
+        f"| {target} enhancement BD-rate, conditional vs standalone, β = 0.01 | — "
+        f"| {_pct(s.get('enh_bd_rate_vs_standalone_percent'))} | |",
+        f"| {target} enhancement BD-rate, conditional vs standalone, β = 0 | — "
+        f"| {_pct(s.get('enh_bd_rate_baseline_vs_standalone_percent'))} | |",
     ]
-    for key, label in (
-        ("enh_b0.01_conditional", "β = 0.01, conditional"),
-        ("enh_b0.01_standalone", "β = 0.01, standalone"),
-        ("enh_b0_conditional", "β = 0, conditional"),
-        ("enh_b0_standalone", "β = 0, standalone"),
-    ):
-        v = s.get(key)
-        if v:
-            rows.append(
-                f"| reconstruction, {label} (λ_b = 1): PSNR at total bpp | — | {v['psnr']:.2f} dB at {v['total_bpp']:.3f} bpp |"
-            )
-    return "\n".join(rows)
+    errors = [f"- {k[:-6]}: {v}" for k, v in s.items() if k.endswith("_error") and v]
+    return "\n".join(rows + ([""] + errors if errors else []))
 
 
-def run_report(exp: Path, data: Path, out: Path, task: str, limit: int | None) -> dict[str, Any]:
+def run_report(
+    exp: Path, data: Path, out: Path, task: str, limit: int | None, target: str = "reconstruction"
+) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
-    results = evaluate_experiment(exp, data, limit)
-    summary = summarize(results)
-    (out / "table.json").write_text(json.dumps({"results": results, "summary": summary}, indent=2))
-    plot(results, out / f"rd_{task}_experiment.png", task)
-    (out / f"table_{task}.md").write_text(markdown(task, summary) + "\n")
+    results = evaluate_experiment(exp, data, limit, target)
+    summary = summarize(results, target)
+    (out / f"table_{task}_{target}.json").write_text(
+        json.dumps({"results": results, "summary": summary}, indent=2)
+    )
+    plot(results, summary, out / f"rd_{task}_{target}_experiment.png", task, target)
+    (out / f"table_{task}_{target}.md").write_text(markdown(task, target, summary) + "\n")
     return summary

@@ -100,8 +100,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--task-init", type=Path, required=True, help="task.pt from `layercast train task`")
-    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--steps", type=int, default=600, help="steps per base run")
+    p.add_argument("--enh-steps", type=int, default=None, help="steps per enhancement run (default: --steps)")
     p.add_argument("--target", choices=["reconstruction", "segmentation"], default="reconstruction")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="training processes sharing the runs (one torch thread each); "
+        "starting the same command in another shell does the same",
+    )
     p.set_defaults(func=_experiment)
 
     p = sub.add_parser("report", help="evaluate an experiment's runs and write the paper's table and plots")
@@ -109,7 +117,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--task", choices=["detection", "depth"], required=True)
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--target", choices=["reconstruction", "segmentation"], default="reconstruction")
+    p.add_argument("--limit", type=int, default=None, help="first N test images only")
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(func=_report)
 
@@ -150,11 +159,21 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _experiment(args: argparse.Namespace) -> int:
+    import multiprocessing as mp
+
     from layercast.train.experiments import run_experiment
 
-    for path in run_experiment(args.task, args.data, args.out, args.task_init, args.steps, args.target):
-        print(path)
-    return 0
+    run = (args.task, args.data, args.out, args.task_init, args.steps, args.target, args.enh_steps)
+    helpers = [mp.get_context("spawn").Process(target=run_experiment, args=run) for _ in range(args.jobs - 1)]
+    for h in helpers:
+        h.start()
+    paths = run_experiment(*run)
+    for h in helpers:
+        h.join()
+    failed = [h.exitcode for h in helpers if h.exitcode]
+    for path in paths:
+        print(path, "" if path.exists() else "(missing)")
+    return 1 if failed or not all(p.exists() for p in paths) else 0
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -165,9 +184,9 @@ def _report(args: argparse.Namespace) -> int:
     from layercast.train.report import run_report
 
     torch.set_num_threads(args.threads)
-    summary = run_report(args.experiment, args.data, args.out, args.task, args.limit)
-    print(json.dumps(summary, indent=2))
-    print((args.out / f"table_{args.task}.md").read_text())
+    summary = run_report(args.experiment, args.data, args.out, args.task, args.limit, args.target)
+    print(json.dumps({k: v for k, v in summary.items() if k != "curves"}, indent=2))
+    print((args.out / f"table_{args.task}_{args.target}.md").read_text())
     return 0
 
 
