@@ -58,7 +58,11 @@ def _evaluate(run: Path, base: Path, enh: Path | None, data: Path, limit: int | 
     return asdict(p)
 
 
-def evaluate_experiment(exp: Path, data: Path, limit: int | None, target: str) -> dict[str, Any]:
+def evaluate_experiment(
+    exp: Path, data: Path, limit: int | None, target: str, enh_limit: int | None = None
+) -> dict[str, Any]:
+    """Every finished run's RD point: bases on ``limit`` test images, enhancement layers
+    on ``enh_limit`` (default ``limit``; PSNR settles on fewer images than mAP)."""
     bases: dict[str, list[dict]] = {}
     for run in sorted(exp.glob("base-b*-l*")):
         if not (run / "model.pt").exists():
@@ -75,7 +79,7 @@ def evaluate_experiment(exp: Path, data: Path, limit: int | None, target: str) -
         _, mode, lmbda_e = key
         beta = BETAS[-1] if mode == "standalone" else float(mode.split("-")[0][1:])
         base = base_dir(exp, beta, ENH_BASE_LAMBDA) / "model.pt"
-        p = _evaluate(run, base, run / "model.pt", data, limit)
+        p = _evaluate(run, base, run / "model.pt", data, enh_limit or limit)
         p["extra"].update(lmbda_e=lmbda_e, enh_bpp=p["total_bpp"] - p["bpp"])
         enh.setdefault(target, {}).setdefault(mode, []).append(p)
     return {"bases": bases, "enhancement": enh}
@@ -87,20 +91,19 @@ def _quality(target: str) -> str:
 
 def enhancement_curves(results: dict[str, Any], target: str) -> dict[str, list[tuple[float, float]]]:
     """(total bpp, quality) per curve: each β's conditional layer on its own base, and the
-    standalone layer counted on top of each β's λ_b = 1 base (it never reads the base)."""
+    standalone layer counted on top of each β's λ_b = 1 base (it never reads the base).
+    Base rates come from the enhancement layers' own evaluation, so every total is over the
+    same test images."""
     modes = results["enhancement"].get(target, {})
-    base_bpp = {
-        b: next((p["bpp"] for p in pts if p["extra"]["lmbda"] == ENH_BASE_LAMBDA), None)
-        for b, pts in results["bases"].items()
-    }
     q = _quality(target)
     curves: dict[str, list[tuple[float, float]]] = {}
     for beta in BETAS:
         pts = modes.get(f"b{beta:g}-conditional", [])
         curves[f"b{beta:g}-conditional"] = sorted((p["total_bpp"], p[q]) for p in pts)
-        if base_bpp.get(f"{beta:g}") is not None:
+        if pts:  # the base's rate on the same images, measured with every conditional point
+            base_bpp = pts[0]["bpp"]
             curves[f"b{beta:g}-standalone"] = sorted(
-                (base_bpp[f"{beta:g}"] + p["extra"]["enh_bpp"], p[q]) for p in modes.get("standalone", [])
+                (base_bpp + p["extra"]["enh_bpp"], p[q]) for p in modes.get("standalone", [])
             )
     return curves
 
@@ -208,10 +211,16 @@ def markdown(task: str, target: str, s: dict[str, Any]) -> str:
 
 
 def run_report(
-    exp: Path, data: Path, out: Path, task: str, limit: int | None, target: str = "reconstruction"
+    exp: Path,
+    data: Path,
+    out: Path,
+    task: str,
+    limit: int | None,
+    target: str = "reconstruction",
+    enh_limit: int | None = None,
 ) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
-    results = evaluate_experiment(exp, data, limit, target)
+    results = evaluate_experiment(exp, data, limit, target, enh_limit)
     summary = summarize(results, target)
     (out / f"table_{task}_{target}.json").write_text(
         json.dumps({"results": results, "summary": summary}, indent=2)

@@ -119,6 +119,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--target", choices=["reconstruction", "segmentation"], default="reconstruction")
     p.add_argument("--limit", type=int, default=None, help="first N test images only")
+    p.add_argument(
+        "--enh-limit", type=int, default=None, help="test images for enhancement layers (default --limit)"
+    )
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(func=_report)
 
@@ -184,7 +187,9 @@ def _report(args: argparse.Namespace) -> int:
     from layercast.train.report import run_report
 
     torch.set_num_threads(args.threads)
-    summary = run_report(args.experiment, args.data, args.out, args.task, args.limit, args.target)
+    summary = run_report(
+        args.experiment, args.data, args.out, args.task, args.limit, args.target, args.enh_limit
+    )
     print(json.dumps({k: v for k, v in summary.items() if k != "curves"}, indent=2))
     print((args.out / f"table_{args.task}_{args.target}.md").read_text())
     return 0
