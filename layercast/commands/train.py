@@ -122,6 +122,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--enh-limit", type=int, default=None, help="test images for enhancement layers (default --limit)"
     )
+    p.add_argument(
+        "--baselines",
+        type=Path,
+        default=None,
+        help="rd_<task>.json from `layercast eval` on the same test images: every base point "
+        "against JPEG/WebP/AVIF at equal task accuracy",
+    )
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(func=_report)
 
@@ -188,7 +195,14 @@ def _report(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads)
     summary = run_report(
-        args.experiment, args.data, args.out, args.task, args.limit, args.target, args.enh_limit
+        args.experiment,
+        args.data,
+        args.out,
+        args.task,
+        args.limit,
+        args.target,
+        args.enh_limit,
+        args.baselines,
     )
     print(json.dumps({k: v for k, v in summary.items() if k != "curves"}, indent=2))
     print((args.out / f"table_{args.task}_{args.target}.md").read_text())

@@ -77,3 +77,18 @@ def test_two_jobs_train_every_run_once_and_the_report_reads_real_bytes(tmp_path)
     md = (tmp_path / "report" / "table_depth_segmentation.md").read_text()
     assert "segmentation enhancement BD-rate, β = 0.01 vs β = 0" in md and "−26 %" in md
     assert (tmp_path / "report" / "rd_depth_segmentation_experiment.png").stat().st_size > 10_000
+
+    # against image codecs: a `layercast eval` file of the same two images (evaluations are cached)
+    rmse = [p["accuracy"] for p in table["results"]["bases"]["0"]]
+    rd = [{**p, "method": "depth-tiny"} for p in table["results"]["bases"]["0"][:1]]
+    rd += [
+        {"method": "jpeg", "task": "depth", "bpp": bpp, "accuracy": acc, "accuracy_name": "disparity_rmse"}
+        for bpp, acc in ((0.5, max(rmse) + 1), (5.0, min(rmse) - 1))
+    ]
+    (tmp_path / "rd_depth.json").write_text(json.dumps(rd))
+    s = run_report(
+        exp, data, tmp_path / "report", "depth", 2, "segmentation", baselines=tmp_path / "rd_depth.json"
+    )
+    assert len(s["baseline_ratios"]) == 2 * len(LAMBDAS)
+    assert all(r["jpeg"] is not None and r["jpeg"] > 0 and r["avif"] is None for r in s["baseline_ratios"])
+    assert "| JPEG | WebP | AVIF |" in (tmp_path / "report" / "table_depth_segmentation.md").read_text()

@@ -1,0 +1,63 @@
+"""The report sets every base point against JPEG/WebP/AVIF at equal task accuracy, from a
+`layercast eval` file of the same test images."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from layercast.shared.errors import ConfigError
+from layercast.train.report import baseline_ratios, load_baselines, markdown
+
+
+def _point(method, bpp, acc, name="mAP", **extra):
+    return {
+        "method": method,
+        "task": "detection",
+        "bpp": bpp,
+        "accuracy": acc,
+        "accuracy_name": name,
+        "extra": extra,
+    }
+
+
+def _results(name="mAP", points=((0.02, 0.1), (0.03, 0.15), (0.05, 0.5))):
+    return {
+        "bases": {
+            "0.01": [_point(f"b{i}", r, a, name, lmbda=float(i + 1)) for i, (r, a) in enumerate(points)]
+        }
+    }
+
+
+def test_ratio_is_the_codecs_bytes_at_the_same_accuracy_over_the_base_layers():
+    jpeg = [_point("jpeg", 0.2, 0.1, quality=5), _point("jpeg", 0.4, 0.2, quality=10)]
+    avif = [_point("avif", 0.1, 0.05, quality=5), _point("avif", 0.12, 0.12, quality=10)]
+    rows = baseline_ratios(_results(), jpeg + avif)
+    assert [r["lmbda"] for r in rows] == [1.0, 2.0, 3.0]
+    # 0.1 mAP: exactly JPEG's first point, 0.2 bpp = 10x the base's 0.02
+    assert rows[0]["jpeg"] == pytest.approx(10.0)
+    # 0.15 mAP: half way between JPEG's points in log-rate: sqrt(0.2 * 0.4) / 0.03
+    assert rows[1]["jpeg"] == pytest.approx(math.sqrt(0.08) / 0.03)
+    assert rows[0]["avif"] == pytest.approx(math.exp(math.log(0.1) + 5 / 7 * math.log(1.2)) / 0.02)
+    assert rows[2]["jpeg"] is None and rows[2]["avif"] is None  # 0.5 mAP: no codec reaches it
+    assert all(r["webp"] is None for r in rows)  # no WebP sweep in the file
+    md = markdown("detection", "reconstruction", {"baseline_ratios": rows})
+    assert "| 0.01 | 1 | 0.0200 | 0.1000 | 10.00× | out of its range |" in md
+
+
+def test_lower_is_better_accuracy_is_interpolated_the_other_way():
+    jpeg = [_point("jpeg", 0.2, 5.0, "disparity_rmse"), _point("jpeg", 0.8, 4.0, "disparity_rmse")]
+    rows = baseline_ratios(_results("disparity_rmse", [(0.05, 4.5)]), jpeg)
+    assert rows[0]["jpeg"] == pytest.approx(0.4 / 0.05)
+
+
+def test_a_baseline_file_from_other_test_images_is_refused(tmp_path):
+    f = tmp_path / "rd_detection.json"
+    f.write_text(
+        json.dumps([_point("det-tiny", 0.09, 0.06, images=300), _point("jpeg", 0.2, 0.05, quality=5)])
+    )
+    assert [p["method"] for p in load_baselines(f, 300)] == ["jpeg"]
+    with pytest.raises(ConfigError, match="300"):
+        load_baselines(f, 100)
