@@ -146,7 +146,24 @@ def enhancement_curves(results: dict[str, Any], target: str) -> dict[str, list[t
     return curves
 
 
-def _bd(a: list[tuple[float, float]], b: list[tuple[float, float]]) -> tuple[float | None, str | None]:
+def _not_monotonic(curve: list[tuple[float, float]], higher_better: bool) -> str | None:
+    """Why a BD fit of ``curve`` would mean nothing: quality that does not improve with every rate
+    step (briefly trained points scatter; a cubic through them swings far outside the data)."""
+    pts = sorted(curve)
+    for (r0, q0), (r1, q1) in zip(pts, pts[1:], strict=False):
+        if (q1 <= q0) if higher_better else (q1 >= q0):
+            return f"quality does not improve with rate ({r0:.4f} bpp: {q0:.4g}, {r1:.4f} bpp: {q1:.4g})"
+    return None
+
+
+def _bd(
+    a: list[tuple[float, float]], b: list[tuple[float, float]], higher_better: bool = True
+) -> tuple[float | None, str | None]:
+    """BD-rate of B against A in percent, or None and the reason it is undefined."""
+    for name, curve in (("A", a), ("B", b)):
+        why = _not_monotonic(curve, higher_better) if len(curve) >= 4 else None
+        if why:
+            return None, f"curve {name}: {why}; BD-rate undefined"
     try:
         return bd_rate([r for r, _ in a], [q for _, q in a], [r for r, _ in b], [q for _, q in b]), None
     except BDError as exc:
@@ -157,8 +174,9 @@ def summarize(results: dict[str, Any], target: str) -> dict[str, Any]:
     b0 = sorted(results["bases"].get("0", []), key=lambda p: p["bpp"])
     b1 = sorted(results["bases"].get("0.01", []), key=lambda p: p["bpp"])
     out: dict[str, Any] = {}
+    higher_better = all(p["accuracy_name"] == "mAP" for p in b0 + b1)
     out["base_bd_rate_percent"], out["base_bd_rate_error"] = _bd(
-        [(p["bpp"], p["accuracy"]) for p in b0], [(p["bpp"], p["accuracy"]) for p in b1]
+        [(p["bpp"], p["accuracy"]) for p in b0], [(p["bpp"], p["accuracy"]) for p in b1], higher_better
     )
     mean = lambda ps, k: sum(p[k] for p in ps) / len(ps) if ps else None  # noqa: E731
     out["preview_psnr_beta0"] = mean(b0, "preview_psnr")
@@ -267,6 +285,13 @@ def markdown(task: str, target: str, s: dict[str, Any]) -> str:
     ]
     errors = [f"- {k[:-6]}: {v}" for k, v in s.items() if k.endswith("_error") and v]
     rows += [""] + errors if errors else []
+    if s.get("curves"):
+        unit = "dB" if target == "reconstruction" else "mIoU"
+        rows += ["", f"| {target} curve | (base + enhancement bpp, {unit}) per λ_e |", "|---|---|"]
+        rows += [
+            f"| {name} | " + ", ".join(f"({r:.4f}, {q:.4g})" for r, q in pts) + " |"
+            for name, pts in s["curves"].items()
+        ]
     if s.get("baseline_ratios"):
         x = lambda v: "out of its range" if v is None else f"{v:.2f}×"  # noqa: E731
         rows += [

@@ -61,3 +61,18 @@ def test_a_baseline_file_from_other_test_images_is_refused(tmp_path):
     assert [p["method"] for p in load_baselines(f, 300)] == ["jpeg"]
     with pytest.raises(ConfigError, match="300"):
         load_baselines(f, 100)
+
+
+def test_bd_rate_of_a_curve_whose_quality_falls_with_rate_is_undefined_not_a_number():
+    from layercast.train.report import _bd
+
+    good = [(0.1, 20.0), (0.2, 22.0), (0.3, 23.0), (0.4, 24.0)]
+    shifted = [(r * 0.9, q) for r, q in good]
+    value, why = _bd(good, shifted)
+    assert why is None and value == pytest.approx(-10.0)
+    scattered = [(0.1, 20.0), (0.2, 22.0), (0.3, 21.5), (0.4, 24.0)]
+    value, why = _bd(good, scattered)
+    assert value is None and "curve B" in why and "0.3000 bpp: 21.5" in why
+    rmse = [(0.1, 5.0), (0.2, 4.0), (0.3, 3.5), (0.4, 3.0)]  # lower is better
+    assert _bd(rmse, [(r * 0.9, q) for r, q in rmse], higher_better=False)[1] is None
+    assert _bd(rmse, rmse[::-1], higher_better=True)[1] is not None
