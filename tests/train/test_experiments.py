@@ -92,3 +92,34 @@ def test_two_jobs_train_every_run_once_and_the_report_reads_real_bytes(tmp_path)
     assert len(s["baseline_ratios"]) == 2 * len(LAMBDAS)
     assert all(r["jpeg"] is not None and r["jpeg"] > 0 and r["avif"] is None for r in s["baseline_ratios"])
     assert "| JPEG | WebP | AVIF |" in (tmp_path / "report" / "table_depth_segmentation.md").read_text()
+
+
+def test_the_shipped_models_are_the_experiments_proposal_runs(tmp_path):
+    """`layercast train ship` trains the sweep's β = 0.01, λ_b = 1 base and its λ_e = 0.01 conditional
+    reconstruction layer (the detection base and both layers for more steps), so the shipped set is
+    the proposal's operating point of the experiment."""
+    from dataclasses import replace
+
+    from layercast.train.recipes import STEPS, ship_stages
+
+    data, x = tmp_path / "synth", tmp_path / "x"
+    stages = {name: cfg for name, cfg, _ in ship_stages(data, tmp_path / "ship")}
+    for task in ("detection", "depth"):
+        steps = STEPS[task]
+        runs = experiment_runs(
+            task, data, tmp_path / "exp", tmp_path / "t.pt", steps["base"], "reconstruction", steps["rec"]
+        )
+        [base] = [r for r in runs if r.kind == "base" and r.beta == 0.01 and r.lmbda == 1.0]
+        [rec] = [
+            r
+            for r in runs
+            if r.kind == "enhancement"
+            and r.lmbda == 0.01
+            and not r.standalone
+            and r.base == base.out / "model.pt"
+        ]
+        assert replace(stages[f"{task}-base"], out=x, task_init=x) == replace(base, out=x, task_init=x)
+        assert replace(stages[f"{task}-rec"], out=x, base=x) == replace(rec, out=x, base=x)
+        assert stages[f"{task}-task"].steps == steps["task"] == 1200
+    assert STEPS["depth"]["base"] == 800 and STEPS["detection"]["base"] == 4000
+    assert STEPS["depth"]["rec"] == STEPS["detection"]["rec"] == 1500
