@@ -28,6 +28,9 @@ from layercast.train import data as tdata
 from layercast.train.baselines import Codec, Coded, available_codecs, default_qualities, encode, from_file
 from layercast.train.metrics import PSNR, DepthRMSE, DetectionMAP, MeanIoU
 
+#: The image codecs every layercast model is compared with.
+IMAGE_CODECS = ("jpeg", "webp", "avif")
+
 
 @dataclass
 class RDPoint:
@@ -236,6 +239,17 @@ def bytes_at_equal_accuracy(point: RDPoint, curve: list[RDPoint]) -> float | Non
     return None
 
 
+def bytes_ratios(point: RDPoint, baselines: list[RDPoint]) -> dict[str, float | None]:
+    """Per image codec: the bytes it needs for ``point``'s accuracy as a multiple of ``point``'s
+    (None where its sweep in ``baselines`` never reaches that accuracy or is missing)."""
+    ratios: dict[str, float | None] = {}
+    for codec in IMAGE_CODECS:
+        curve = [q for q in baselines if q.method == codec]
+        need = bytes_at_equal_accuracy(point, curve) if curve else None
+        ratios[codec] = None if need is None else need / point.bpp
+    return ratios
+
+
 def save_points(points: list[RDPoint], path: Path) -> None:
     path.write_text(json.dumps([asdict(p) for p in points], indent=2))
 
@@ -294,14 +308,12 @@ def run_eval(
                 pts.extend(evaluate_baselines(ref_model, task, root, limit, files=files))
         save_points(pts, out / f"rd_{task}.json")
         plot_rd(pts, out / f"rd_{task}.png", f"{task}: rate vs accuracy (synthetic test split)")
-        ratios = {}
-        for p in pts:
-            if p.method in ("jpeg", "webp", "avif", "uncompressed"):
-                continue
-            for codec_name in ("jpeg", "webp", "avif"):
-                curve = [q for q in pts if q.method == codec_name]
-                need = bytes_at_equal_accuracy(p, curve) if curve else None
-                ratios[f"{p.method} vs {codec_name}"] = None if need is None else need / p.bpp
+        ratios = {
+            f"{p.method} vs {codec}": ratio
+            for p in pts
+            if p.method not in (*IMAGE_CODECS, "uncompressed")
+            for codec, ratio in bytes_ratios(p, pts).items()
+        }
         summary["tasks"][task] = {"points": [asdict(p) for p in pts], "bytes_ratio_at_equal_accuracy": ratios}
     summary["wall_time_s"] = round(time.time() - t0, 1)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))

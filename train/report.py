@@ -16,7 +16,7 @@ from typing import Any
 
 from layercast.shared.errors import ConfigError
 from layercast.train.bdrate import BDError, bd_rate
-from layercast.train.evaluate import RDPoint, bytes_at_equal_accuracy, evaluate_codec
+from layercast.train.evaluate import IMAGE_CODECS, RDPoint, bytes_ratios, evaluate_codec
 from layercast.train.experiments import BETAS, ENH_BASE_LAMBDA, base_dir
 
 #: The paper's figures (de Andrade & Bajić, Table/plots; docs/paper.md).
@@ -33,7 +33,6 @@ PAPER_ENH = {
 TARGETS = {"base_bd_rate": 5.0, "enh_bd_rate": -10.0, "preview_gain_db": 5.0}
 #: The issue's targets for the base layer at equal task accuracy: ≥ 10× fewer bytes than JPEG, ≥ 4× than AVIF.
 RATIO_TARGETS = {"jpeg": 10.0, "avif": 4.0}
-IMAGE_CODECS = ("jpeg", "webp", "avif")
 
 
 def load_baselines(path: Path, images: int) -> list[dict[str, Any]]:
@@ -52,21 +51,17 @@ def load_baselines(path: Path, images: int) -> list[dict[str, Any]]:
 def baseline_ratios(results: dict[str, Any], baselines: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """For every base point: the bytes each image codec needs for the same task accuracy, as a
     multiple of the base layer's (None where that codec's sweep never reaches the accuracy)."""
+    codecs = [RDPoint(**b) for b in baselines]
     rows = []
     for beta, pts in sorted(results["bases"].items()):
         for p in sorted(pts, key=lambda p: p["bpp"]):
-            point = RDPoint(**p)
             row = {
                 "beta": float(beta),
                 "lmbda": p["extra"]["lmbda"],
                 "bpp": p["bpp"],
                 "accuracy": p["accuracy"],
             }
-            for codec in IMAGE_CODECS:
-                curve = [RDPoint(**b) for b in baselines if b["method"] == codec]
-                need = bytes_at_equal_accuracy(point, curve) if curve else None
-                row[codec] = None if need is None else need / p["bpp"]
-            rows.append(row)
+            rows.append(row | bytes_ratios(RDPoint(**p), codecs))
     return rows
 
 
@@ -297,7 +292,9 @@ def markdown(task: str, target: str, s: dict[str, Any]) -> str:
         rows += [
             "",
             "Bytes an image codec needs for the base layer's task accuracy (clean-image task model on its "
-            "decoded files), as a multiple of the base layer's bytes; the issue asks ≥ 10× (JPEG), ≥ 4× (AVIF):",
+            "decoded files), as a multiple of the base layer's bytes; the issue asks "
+            + ", ".join(f"≥ {v:g}× ({k.upper()})" for k, v in RATIO_TARGETS.items())
+            + ":",
             "",
             "| β | λ_b | base bpp | accuracy | JPEG | WebP | AVIF |",
             "|---|---|---:|---:|---:|---:|---:|",
