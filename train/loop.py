@@ -49,6 +49,7 @@ class TrainConfig:
     task_model: str | None = None
     task_init: Path | None = None  # task.pt from task pre-training
     base: Path | None = None  # base model.pt for enhancement training
+    init: Path | None = None  # base model.pt to continue from (codec and task weights; fresh optimizer)
     standalone: bool = False
     lmbda: float = 1.0
     beta: float = 0.0
@@ -90,6 +91,8 @@ def _task_model(cfg: TrainConfig, task: str):
     kwargs = task_kwargs(task, dataset)
     if cfg.task_init:
         kwargs = torch.load(cfg.task_init, map_location="cpu", weights_only=True)["kwargs"]
+    if cfg.init and cfg.kind == "base":
+        kwargs = _init_checkpoint(cfg, name).task.get("kwargs", kwargs)
     model = get_task_model(name, **kwargs)
     if cfg.task_init:
         ckpt = torch.load(cfg.task_init, map_location="cpu", weights_only=True)
@@ -119,6 +122,8 @@ def _build(cfg: TrainConfig):
     if cfg.kind == "base":
         name, kwargs, model = _task_model(cfg, cfg.task)
         base = build_base(cfg.codec, seed=cfg.seed)
+        if cfg.init:
+            _warm_start(cfg, base, model, name)
         system = BaseSystem(base, model, lmbda=cfg.lmbda, beta=cfg.beta)
 
         def export(metrics: dict) -> Path:
@@ -151,6 +156,31 @@ def _build(cfg: TrainConfig):
 
     data_task = "segmentation" if cfg.target == "segmentation" else "reconstruction"
     return system, export, data_task
+
+
+def _init_checkpoint(cfg: TrainConfig, task_name: str):
+    """The base checkpoint named by ``--init``, refused unless it is a base of this task, task
+    model and codec configuration."""
+    ckpt = load_checkpoint(cfg.init)
+    task = ckpt.task or {}
+    if ckpt.kind != "base" or task.get("kind") != cfg.task or task.get("name") != task_name:
+        what = f"{task.get('kind')}/{task.get('name')}" if ckpt.kind == "base" else "another base"
+        raise ConfigError(
+            f"--init {cfg.init} is a {ckpt.kind} model for {what}, not a {cfg.task} base with {task_name}"
+        )
+    if ckpt.config.name != cfg.codec:
+        raise ConfigError(f"--init {cfg.init} has codec {ckpt.config.name!r}, not {cfg.codec!r}")
+    return ckpt
+
+
+def _warm_start(cfg: TrainConfig, base, task_model: torch.nn.Module, task_name: str) -> None:
+    """Load a trained base checkpoint's codec and task weights (``--init``): longer training
+    continues from a finished run with a fresh optimizer and its own lr schedule."""
+    from layercast.shared.codec.api import _load_into
+
+    ckpt = _init_checkpoint(cfg, task_name)
+    _load_into(base, ckpt.state_dict)
+    task_model.load_state_dict(ckpt.task["state_dict"])
 
 
 def _recipe(cfg: TrainConfig) -> dict:

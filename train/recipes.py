@@ -27,10 +27,17 @@ CROP = (128, 128)
 #: `layercast train experiment` run (the λ_b = 1, β = 0.01 base; its λ_e = 0.01 conditional
 #: reconstruction layer), the depth base with the sweep's own 800 steps; the reconstruction layers
 #: get 1500 instead of the sweep's 300 (after 300 the detection layer added 0.2 dB to the preview).
+#:
+#: ``*_more``: the finished task model and base are then trained on (``--task-init`` / ``--init``:
+#: their weights, a fresh Adam at ``CONTINUE_LR`` with its own 10x drop at 80 %). The base's task
+#: model keeps learning during joint training, so the clean-image reference the baselines are
+#: scored with is trained on as well; otherwise JPEG/WebP/AVIF would be scored by a detector with
+#: a fraction of the base's training.
 STEPS = {
-    "detection": {"task": 1200, "base": 4000, "rec": 1500},
-    "depth": {"task": 1200, "base": 800, "rec": 1500},
+    "detection": {"task": 1200, "task_more": 4800, "base": 4000, "base_more": 6000, "rec": 1500},
+    "depth": {"task": 1200, "task_more": 2400, "base": 800, "base_more": 2400, "rec": 1500},
 }
+CONTINUE_LR = 3e-4
 
 
 def ship_stages(
@@ -44,8 +51,14 @@ def ship_stages(
     common = {"data": data, "crop": CROP, "batch_size": 8, "ckpt_every": 50, "workers": 0, "threads": threads}
     stages: list[tuple[str, TrainConfig, str | None]] = []
     for task, zoo in (("detection", "det-tiny"), ("depth", "depth-tiny")):
-        t = TrainConfig(
-            kind="task", out=out / f"{task}-task", task=task, steps=steps(STEPS[task]["task"]), **common
+        n = STEPS[task]
+        t = TrainConfig(kind="task", out=out / f"{task}-task", task=task, steps=steps(n["task"]), **common)
+        t_more = replace(
+            t,
+            out=out / f"{task}-task-more",
+            steps=steps(n["task_more"]),
+            lr=CONTINUE_LR,
+            task_init=t.out / "task.pt",
         )
         b = TrainConfig(
             kind="base",
@@ -53,22 +66,31 @@ def ship_stages(
             task=task,
             lmbda=1.0,
             beta=0.01,
-            steps=steps(STEPS[task]["base"]),
+            steps=steps(n["base"]),
             task_init=t.out / "task.pt",
             **common,
+        )
+        b_more = replace(
+            b,
+            out=out / f"{task}-base-more",
+            steps=steps(n["base_more"]),
+            lr=CONTINUE_LR,
+            init=b.out / "model.pt",
         )
         e = TrainConfig(
             kind="enhancement",
             out=out / f"{task}-rec",
             target="reconstruction",
             lmbda=0.01,
-            steps=steps(STEPS[task]["rec"]),
-            base=b.out / "model.pt",
+            steps=steps(n["rec"]),
+            base=b_more.out / "model.pt",
             **common,
         )
         stages += [
-            (f"{task}-task", t, f"tasks/{task}"),
-            (f"{task}-base", b, zoo),
+            (f"{task}-task", t, None),
+            (f"{task}-task-more", t_more, f"tasks/{task}"),
+            (f"{task}-base", b, None),
+            (f"{task}-base-more", b_more, zoo),
             (f"{task}-rec", e, f"{zoo}-rec"),
         ]
     return stages

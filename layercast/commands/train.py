@@ -46,6 +46,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = tsub.add_parser("task", help="pre-train a task model on clean images")
     p.add_argument("--task", choices=["detection", "depth", "segmentation"], required=True)
     p.add_argument("--task-model", default=None)
+    p.add_argument(
+        "--task-init", type=Path, default=None, help="task.pt to continue training from (fresh optimizer)"
+    )
     _common(p)
     p.set_defaults(func=run)
 
@@ -61,6 +64,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--codec", default="tiny", help="codec configuration (see `layercast models --configs`)")
     p.add_argument("--task-model", default=None)
     p.add_argument("--task-init", type=Path, default=None, help="task.pt from `layercast train task`")
+    p.add_argument(
+        "--init",
+        type=Path,
+        default=None,
+        help="base model.pt to continue training from (codec and task weights, fresh optimizer)",
+    )
     _common(p)
     p.set_defaults(func=run)
 

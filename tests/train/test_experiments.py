@@ -96,15 +96,18 @@ def test_two_jobs_train_every_run_once_and_the_report_reads_real_bytes(tmp_path)
 
 def test_the_shipped_models_are_the_experiments_proposal_runs(tmp_path):
     """`layercast train ship` trains the sweep's β = 0.01, λ_b = 1 base and its λ_e = 0.01 conditional
-    reconstruction layer (the detection base and both layers for more steps), so the shipped set is
-    the proposal's operating point of the experiment."""
+    reconstruction layer (the detection base and both layers for more steps), then trains the task
+    reference and the base on from their finished weights; the shipped set is the proposal's
+    operating point of the experiment, trained longer."""
     from dataclasses import replace
 
-    from layercast.train.recipes import STEPS, ship_stages
+    from layercast.train.recipes import CONTINUE_LR, STEPS, ship_stages
 
     data, x = tmp_path / "synth", tmp_path / "x"
-    stages = {name: cfg for name, cfg, _ in ship_stages(data, tmp_path / "ship")}
-    for task in ("detection", "depth"):
+    stages = ship_stages(data, tmp_path / "ship")
+    by_name = {name: cfg for name, cfg, _ in stages}
+    zoo = {name: z for name, _, z in stages}
+    for task, model in (("detection", "det-tiny"), ("depth", "depth-tiny")):
         steps = STEPS[task]
         runs = experiment_runs(
             task, data, tmp_path / "exp", tmp_path / "t.pt", steps["base"], "reconstruction", steps["rec"]
@@ -118,8 +121,27 @@ def test_the_shipped_models_are_the_experiments_proposal_runs(tmp_path):
             and not r.standalone
             and r.base == base.out / "model.pt"
         ]
-        assert replace(stages[f"{task}-base"], out=x, task_init=x) == replace(base, out=x, task_init=x)
-        assert replace(stages[f"{task}-rec"], out=x, base=x) == replace(rec, out=x, base=x)
-        assert stages[f"{task}-task"].steps == steps["task"] == 1200
+        task_cfg, task_more = by_name[f"{task}-task"], by_name[f"{task}-task-more"]
+        base_cfg, base_more = by_name[f"{task}-base"], by_name[f"{task}-base-more"]
+        assert replace(base_cfg, out=x, task_init=x) == replace(base, out=x, task_init=x)
+        assert base_cfg.task_init == task_cfg.out / "task.pt"
+        # the continuations: same configuration, their own steps and lr, from the finished weights
+        assert replace(base_more, out=x, init=None, steps=1, lr=1) == replace(base_cfg, out=x, steps=1, lr=1)
+        assert (base_more.init, base_more.lr, base_more.steps) == (
+            base_cfg.out / "model.pt",
+            CONTINUE_LR,
+            steps["base_more"],
+        )
+        assert (task_more.task_init, task_more.lr) == (task_cfg.out / "task.pt", CONTINUE_LR)
+        # the shipped enhancement layer is trained on the shipped (continued) base
+        assert by_name[f"{task}-rec"].base == base_more.out / "model.pt"
+        assert replace(by_name[f"{task}-rec"], out=x, base=x) == replace(rec, out=x, base=x)
+        assert task_cfg.steps == steps["task"] == 1200
+        assert (zoo[f"{task}-task-more"], zoo[f"{task}-base-more"], zoo[f"{task}-rec"]) == (
+            f"tasks/{task}",
+            model,
+            f"{model}-rec",
+        )
+        assert zoo[f"{task}-task"] is None and zoo[f"{task}-base"] is None
     assert STEPS["depth"]["base"] == 800 and STEPS["detection"]["base"] == 4000
     assert STEPS["depth"]["rec"] == STEPS["detection"]["rec"] == 1500

@@ -70,6 +70,52 @@ def test_task_pretraining_feeds_base(tiny_data, tmp_path):
     assert load_checkpoint(path).task["name"] == "small_depth"
 
 
+def test_base_warm_start_from_checkpoint(tiny_data, tmp_path):
+    """--init continues from a finished base: its codec and task weights, not fresh ones;
+    a checkpoint of another task or kind is refused with a clear message."""
+    import torch
+
+    from layercast.shared.errors import ConfigError
+
+    first = load_checkpoint(
+        train(
+            _cfg("base", tiny_data, tmp_path / "a", task="detection", lmbda=1.0, beta=0.01, steps=2, seed=1)
+        )
+    )
+    # lr 0: one step leaves the main weights where --init put them (a fresh build with seed 0 differs)
+    cont = load_checkpoint(
+        train(
+            _cfg(
+                "base",
+                tiny_data,
+                tmp_path / "b",
+                task="detection",
+                lmbda=1.0,
+                beta=0.01,
+                steps=1,
+                lr=0.0,
+                init=first.path,
+            )
+        )
+    )
+    for key in ("g_a.0.weight", "g_s_task.0.weight", "g_simple.0.weight"):
+        matching = [k for k in first.state_dict if k.startswith(key.split(".")[0]) and k.endswith("weight")]
+        assert matching
+        for k in matching:
+            assert torch.equal(cont.state_dict[k], first.state_dict[k]), k
+    for k, v in first.task["state_dict"].items():
+        if v.is_floating_point() and "running_" not in k:  # batch-norm statistics move in train mode
+            assert torch.equal(cont.task["state_dict"][k], v), k
+    assert cont.training["init"] == str(first.path)
+
+    depth = train(_cfg("base", tiny_data, tmp_path / "d", task="depth", lmbda=1.0, steps=1))
+    with pytest.raises(ConfigError, match="not a detection base"):
+        train(_cfg("base", tiny_data, tmp_path / "e", task="detection", lmbda=1.0, steps=1, init=depth))
+    enh = train(_cfg("enhancement", tiny_data, tmp_path / "f", base=first.path, lmbda=0.01, steps=1))
+    with pytest.raises(ConfigError, match="enhancement model"):
+        train(_cfg("base", tiny_data, tmp_path / "g", task="detection", lmbda=1.0, steps=1, init=enh))
+
+
 def test_segmentation_enhancement_standalone(tiny_data, tmp_path):
     base = train(_cfg("base", tiny_data, tmp_path / "b", task="depth", lmbda=1.0, steps=1))
     path = train(
