@@ -30,7 +30,7 @@ from layercast.shared.codec.base import BaseLayer
 from layercast.shared.codec.bitstream import Header, LayerKind
 from layercast.shared.codec.checkpoint import Checkpoint
 from layercast.shared.codec.enhancement import EnhancementLayer
-from layercast.shared.codec.entropy import resize_entropy_buffers
+from layercast.shared.codec.entropy import resize_entropy_buffers, with_constant_bounds
 from layercast.shared.codec.registry import Registry, default_registry
 from layercast.shared.device import select_device
 from layercast.shared.errors import (
@@ -64,7 +64,7 @@ class DecodedBase:
 
 def _load_into(module: torch.nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
     resize_entropy_buffers(module, state_dict)
-    module.load_state_dict(state_dict)
+    module.load_state_dict(with_constant_bounds(module, state_dict))
 
 
 class ScalableCodec:

@@ -107,12 +107,21 @@ class Checkpoint:
         return model_id
 
 
+def _halvable(v: torch.Tensor) -> bool:
+    """float32 that float16 holds without losing a value: none overflows and none non-zero
+    becomes zero (such as CompressAI's 1e-9 likelihood floor, which float16 rounds to 0)."""
+    if v.dtype != torch.float32:
+        return False
+    h = v.detach().half()
+    return bool(torch.isfinite(h).all() == torch.isfinite(v).all() and not ((h == 0) & (v != 0)).any())
+
+
 def _rounded(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v.half().float() if v.dtype == torch.float32 else v for k, v in sd.items()}
+    return {k: v.half().float() if _halvable(v) else v for k, v in sd.items()}
 
 
 def _as_half(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu().half() if v.dtype == torch.float32 else v for k, v in sd.items()}
+    return {k: v.detach().cpu().half() if _halvable(v) else v for k, v in sd.items()}
 
 
 def _as_float(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

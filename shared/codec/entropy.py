@@ -103,6 +103,25 @@ def resize_entropy_buffers(module: nn.Module, state_dict: dict[str, Tensor]) -> 
             update_registered_buffers(m, name, names, state_dict)
 
 
+def with_constant_bounds(module: nn.Module, state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
+    """``state_dict`` with the entropy models' bound constants taken from ``module`` itself.
+
+    CompressAI keeps the likelihood floor (1e-9), the scale floor (0.11) and the bounds of its
+    ``LowerBound`` modules as buffers, so they travel in every state dict although they are fixed
+    by the architecture. A file cannot improve them, only spoil them: float16 storage rounds the
+    1e-9 likelihood floor to 0, and a zero floor lets a rate estimate reach log(0) = -inf."""
+    from compressai.ops import LowerBound
+
+    fixed = {}
+    for name, m in module.named_modules():
+        prefix = f"{name}." if name else ""
+        if isinstance(m, LowerBound):
+            fixed[f"{prefix}bound"] = m.bound
+        elif isinstance(m, GaussianConditional):
+            fixed[f"{prefix}scale_bound"] = m.scale_bound
+    return {**state_dict, **{k: v.detach().clone() for k, v in fixed.items() if k in state_dict}}
+
+
 @dataclass(frozen=True)
 class CdfTables:
     """Integer CDF tables of one entropy model, as the rANS coder wants them."""

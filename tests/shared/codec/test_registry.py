@@ -40,6 +40,41 @@ def test_compact_checkpoint_is_smaller_and_decodes_identically(codec, tmp_path):
     assert np.array_equal(a.preview(a.decode_base(frame.base)), b.preview(b.decode_base(frame.base)))
 
 
+def test_compact_checkpoint_keeps_the_entropy_models_floors(codec, tmp_path):
+    """float16 would round CompressAI's 1e-9 likelihood floor to 0, and a zero floor lets a training
+    step's rate estimate reach log(0) (a warm start from the shipped files crashed at step 1421 with
+    bpp = inf). Compact files keep such tensors in float32, and loading never takes the floors from a
+    file, so files written before the fix load with the right ones."""
+    import torch
+
+    from layercast.shared.codec.api import _load_into
+    from layercast.shared.codec.base import BaseLayer
+
+    floors = [k for k in codec.base_ckpt.state_dict if k.endswith("likelihood_lower_bound.bound")]
+    assert floors
+    ckpt = codec.base_ckpt
+    ckpt.save(tmp_path / "full.pt")
+    ckpt = load_checkpoint(tmp_path / "full.pt")
+    ckpt.to_half()
+    ckpt.save(tmp_path / "small.pt", compact=True)
+    reloaded = load_checkpoint(tmp_path / "small.pt")
+    for k in floors:
+        assert reloaded.state_dict[k].item() == pytest.approx(1e-9)
+
+    # a state dict with spoiled floors (as an old compact file holds) loads with the module's own
+    spoiled = {k: (torch.zeros_like(v) if k in floors else v) for k, v in reloaded.state_dict.items()}
+    base = BaseLayer(reloaded.config)
+    _load_into(base, spoiled)
+    state = base.state_dict()
+    for k in floors:
+        assert state[k].item() == pytest.approx(1e-9)
+    base.train()
+    x = torch.zeros(1, 3, 64, 64)
+    x[..., 32:, :] = 1.0  # a hard edge: far-out symbols whose likelihood underflows without the floor
+    out = base(x)
+    assert all(torch.isfinite(torch.log(v)).all() for v in out["likelihoods"].values())
+
+
 def test_corrupted_checkpoint_is_refused(codec, tmp_path):
     path = tmp_path / "b.pt"
     codec.base_ckpt.save(path)
