@@ -101,7 +101,9 @@ def compact_zoo(zoo: Path = ZOO_DIR) -> dict[str, str]:
     enhancement checkpoints are re-pointed at their base's new model id. Returns old → new ids."""
     import torch
 
+    from layercast.shared.codec.base import BaseLayer
     from layercast.shared.codec.checkpoint import load_checkpoint
+    from layercast.shared.codec.entropy import with_constant_bounds
 
     renamed: dict[str, str] = {}
     paths = sorted(zoo.glob("*.pt"))
@@ -109,6 +111,9 @@ def compact_zoo(zoo: Path = ZOO_DIR) -> dict[str, str]:
     for path, ckpt in zip(paths, ckpts, strict=True):
         if ckpt.kind == "base":
             old = ckpt.model_id
+            # bases continued from a file written before float16 kept the 1e-9 likelihood floor
+            # carry a 0 there: store the architecture's constants
+            ckpt.state_dict = with_constant_bounds(BaseLayer(ckpt.config), ckpt.state_dict)
             ckpt.to_half()
             renamed[old] = ckpt.save(path, compact=True)
     for path, ckpt in zip(paths, ckpts, strict=True):
