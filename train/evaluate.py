@@ -250,6 +250,19 @@ def bytes_ratios(point: RDPoint, baselines: list[RDPoint]) -> dict[str, float | 
     return ratios
 
 
+def log_rate_axis(ax) -> None:
+    """A log bpp axis labelled with plain numbers (0.15, 0.3, 1) instead of crowded 3×10⁻¹ labels."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    lo, hi = ax.get_xlim()
+    ticks = [t for t in (0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1, 2, 5, 10, 24) if lo <= t <= hi]
+    if len(ticks) >= 2:
+        ax.set_xticks(ticks)
+
+
 def save_points(points: list[RDPoint], path: Path) -> None:
     path.write_text(json.dumps([asdict(p) for p in points], indent=2))
 
@@ -274,7 +287,7 @@ def plot_rd(points: list[RDPoint], path: Path, title: str) -> None:
     for p in points:
         if p.method == "uncompressed":
             ax.axhline(p.accuracy, color="gray", ls="--", lw=1, label="uncompressed")
-    ax.set_xscale("log")
+    log_rate_axis(ax)
     ax.set_xlabel("bits per pixel (real bytes)")
     ax.set_ylabel(points[0].accuracy_name)
     ax.set_title(title)

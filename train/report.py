@@ -16,7 +16,7 @@ from typing import Any
 
 from layercast.shared.errors import ConfigError
 from layercast.train.bdrate import BDError, bd_rate
-from layercast.train.evaluate import IMAGE_CODECS, RDPoint, bytes_ratios, evaluate_codec
+from layercast.train.evaluate import IMAGE_CODECS, RDPoint, bytes_ratios, evaluate_codec, log_rate_axis
 from layercast.train.experiments import BETAS, ENH_BASE_LAMBDA, base_dir
 
 #: The paper's figures (de Andrade & Bajić, Table/plots; docs/paper.md).
@@ -227,7 +227,7 @@ def plot(
         if b["method"] == "uncompressed":
             axes[0].axhline(b["accuracy"], color="gray", ls="--", lw=1, label="uncompressed")
     if baselines:
-        axes[0].set_xscale("log")
+        log_rate_axis(axes[0])
     axes[0].set_ylabel(acc_name)
     axes[0].set_title(f"{task} base layer: task rate–accuracy")
     axes[1].set_ylabel("preview PSNR (dB), base alone")
