@@ -83,23 +83,24 @@ def task_kwargs(task: str, dataset) -> dict:
     return {}
 
 
-def _task_model(cfg: TrainConfig, task: str):
+def _task_model(cfg: TrainConfig, task: str, init: dict | None = None):
+    """The task model: fresh, from ``--task-init`` (task.pt), or ``init`` (a base checkpoint's task)."""
     from layercast.shared.tasks import get_task_model
 
     name = cfg.task_model or DEFAULT_TASK_MODELS[task]
-    dataset = tdata.make_dataset(task, cfg.data, "train")
-    kwargs = task_kwargs(task, dataset)
-    if cfg.task_init:
-        kwargs = torch.load(cfg.task_init, map_location="cpu", weights_only=True)["kwargs"]
-    if cfg.init and cfg.kind == "base":
-        kwargs = _init_checkpoint(cfg, name).task.get("kwargs", kwargs)
+    saved = init
+    if saved is None and cfg.task_init:
+        saved = torch.load(cfg.task_init, map_location="cpu", weights_only=True)
+        if saved["name"] != name:
+            raise ConfigError(f"--task-init {cfg.task_init} holds {saved['name']}, not {name}")
+    if saved is not None:
+        kwargs = saved["kwargs"]
+    else:
+        kwargs = task_kwargs(task, tdata.make_dataset(task, cfg.data, "train"))
     model = get_task_model(name, **kwargs)
-    if cfg.task_init:
-        ckpt = torch.load(cfg.task_init, map_location="cpu", weights_only=True)
-        if ckpt["name"] != name:  # noqa: SIM102
-            raise ConfigError(f"--task-init {cfg.task_init} holds {ckpt['name']}, not {name}")
+    if saved is not None:
         model.load_state_dict(
-            {k: v.float() if v.dtype == torch.float16 else v for k, v in ckpt["state_dict"].items()}
+            {k: v.float() if v.dtype == torch.float16 else v for k, v in saved["state_dict"].items()}
         )
     return name, kwargs, model
 
@@ -120,10 +121,13 @@ def _build(cfg: TrainConfig):
         return system, export, cfg.task
 
     if cfg.kind == "base":
-        name, kwargs, model = _task_model(cfg, cfg.task)
+        init = _init_checkpoint(cfg) if cfg.init else None  # continue a finished base (--init)
+        name, kwargs, model = _task_model(cfg, cfg.task, init.task if init else None)
         base = build_base(cfg.codec, seed=cfg.seed)
-        if cfg.init:
-            _warm_start(cfg, base, model, name)
+        if init:
+            from layercast.shared.codec.api import _load_into
+
+            _load_into(base, init.state_dict)
         system = BaseSystem(base, model, lmbda=cfg.lmbda, beta=cfg.beta)
 
         def export(metrics: dict) -> Path:
@@ -158,9 +162,10 @@ def _build(cfg: TrainConfig):
     return system, export, data_task
 
 
-def _init_checkpoint(cfg: TrainConfig, task_name: str):
-    """The base checkpoint named by ``--init``, refused unless it is a base of this task, task
-    model and codec configuration."""
+def _init_checkpoint(cfg: TrainConfig):
+    """The base checkpoint named by ``--init``: its codec and task weights start the run, with a
+    fresh optimizer and lr schedule. Refused unless it is a base of this task, task model and codec."""
+    task_name = cfg.task_model or DEFAULT_TASK_MODELS[cfg.task]
     ckpt = load_checkpoint(cfg.init)
     task = ckpt.task or {}
     if ckpt.kind != "base" or task.get("kind") != cfg.task or task.get("name") != task_name:
@@ -171,16 +176,6 @@ def _init_checkpoint(cfg: TrainConfig, task_name: str):
     if ckpt.config.name != cfg.codec:
         raise ConfigError(f"--init {cfg.init} has codec {ckpt.config.name!r}, not {cfg.codec!r}")
     return ckpt
-
-
-def _warm_start(cfg: TrainConfig, base, task_model: torch.nn.Module, task_name: str) -> None:
-    """Load a trained base checkpoint's codec and task weights (``--init``): longer training
-    continues from a finished run with a fresh optimizer and its own lr schedule."""
-    from layercast.shared.codec.api import _load_into
-
-    ckpt = _init_checkpoint(cfg, task_name)
-    _load_into(base, ckpt.state_dict)
-    task_model.load_state_dict(ckpt.task["state_dict"])
 
 
 def _recipe(cfg: TrainConfig) -> dict:
