@@ -113,7 +113,7 @@ def _halvable(v: torch.Tensor) -> bool:
     if v.dtype != torch.float32:
         return False
     h = v.detach().half()
-    return bool(torch.isfinite(h).all() == torch.isfinite(v).all() and not ((h == 0) & (v != 0)).any())
+    return torch.equal(torch.isfinite(h), torch.isfinite(v)) and not bool(((h == 0) & (v != 0)).any())
 
 
 def _rounded(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
