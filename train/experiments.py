@@ -3,10 +3,11 @@
 ``layercast train experiment detection --data DIR --out runs/exp-detection --task-init task.pt``
 trains, for β ∈ {0 (baseline), 0.01 (proposal)} and four λ_b values, a base
 model; then, on each β's λ_b = 1 base, an enhancement layer for ``--target``
-conditional on the base at four λ_e values, and a standalone one (the same
-model with the base conditioning zeroed, the paper's lower bound) at the same
-four λ_e. A standalone layer never sees the base, so it is trained once and its
-total rate is counted on top of either base.
+conditional on the base at each λ_e of ``ENH_LAMBDAS`` (six for reconstruction,
+four for segmentation), and a standalone one (the same model with the base
+conditioning zeroed, the paper's lower bound) at the same λ_e. A standalone
+layer never sees the base, so it is trained once and its total rate is counted
+on top of either base.
 
 Runs are claimed through lock files, so the same command started in two shells
 (or ``--jobs 2``) shares the work; each run resumes from its own state and
@@ -27,7 +28,12 @@ from layercast.train.loop import TrainConfig, train
 BETAS = (0.0, 0.01)
 LAMBDAS = (0.25, 0.5, 1.0, 2.0)
 #: λ_e per enhancement target: 255²·MSE for reconstruction, cross-entropy for segmentation.
-ENH_LAMBDAS = {"reconstruction": (0.004, 0.01, 0.025, 0.06), "segmentation": (0.1, 0.3, 1.0, 3.0)}
+#: Reconstruction spans 0.002–0.15: at equal λ_e the β = 0.01 layers sit well above the β = 0 ones in
+#: PSNR, and a BD-rate needs the two curves to overlap in quality; four values each left no overlap.
+ENH_LAMBDAS = {
+    "reconstruction": (0.002, 0.004, 0.01, 0.025, 0.06, 0.15),
+    "segmentation": (0.1, 0.3, 1.0, 3.0),
+}
 #: The base every enhancement layer is trained on (λ_b = 1, one per β).
 ENH_BASE_LAMBDA = 1.0
 
