@@ -3,8 +3,9 @@
 Reads the runs made by ``layercast train experiment`` (base models for β ∈
 {0, 0.01} × four λ_b; enhancement layers conditional on each β's λ_b = 1 base
 and standalone, at each λ_e of ``ENH_LAMBDAS``), evaluates each from real
-bitstreams on the test split and writes ``table.json``, a plot and a markdown table per target that set
-the paper's figures beside ours and check the issue's targets.
+bitstreams on the test split and writes ``table.json``, a plot and a markdown
+table per target that set the paper's figures beside ours and check the issue's
+targets.
 """
 
 from __future__ import annotations
