@@ -51,6 +51,7 @@ class TrainConfig:
     base: Path | None = None  # base model.pt for enhancement training
     init: Path | None = None  # base model.pt to continue from (codec and task weights; fresh optimizer)
     standalone: bool = False
+    freeze_codec: bool = False  # base only: train the --init checkpoint's task model, codec frozen
     lmbda: float = 1.0
     beta: float = 0.0
     steps: int = 2000
@@ -121,6 +122,8 @@ def _build(cfg: TrainConfig):
         return system, export, cfg.task
 
     if cfg.kind == "base":
+        if cfg.freeze_codec and not cfg.init:
+            raise ConfigError("--freeze-codec trains the task model of a finished base: it needs --init")
         init = _init_checkpoint(cfg) if cfg.init else None  # continue a finished base (--init)
         name, kwargs, model = _task_model(cfg, cfg.task, init.task if init else None)
         base = build_base(cfg.codec, seed=cfg.seed)
@@ -128,7 +131,7 @@ def _build(cfg: TrainConfig):
             from layercast.shared.codec.api import _load_into
 
             _load_into(base, init.state_dict)
-        system = BaseSystem(base, model, lmbda=cfg.lmbda, beta=cfg.beta)
+        system = BaseSystem(base, model, lmbda=cfg.lmbda, beta=cfg.beta, freeze_codec=cfg.freeze_codec)
 
         def export(metrics: dict) -> Path:
             task = {"name": name, "kind": cfg.task, "kwargs": kwargs}

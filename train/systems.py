@@ -2,7 +2,9 @@
 
 ``TaskSystem``         task model alone on clean images (pre-training, as the
                        paper starts from trained torchvision models)
-``BaseSystem``         base layer + task model, trained jointly: L_b
+``BaseSystem``         base layer + task model, trained jointly: L_b; or, with
+                       ``freeze_codec``, the task model alone on the frozen
+                       codec's x̃ (rounded latents, as the cloud decodes them)
 ``EnhancementSystem``  enhancement layer on a frozen base: L_e
 """
 
@@ -43,16 +45,26 @@ class TaskSystem(nn.Module):
 
 
 class BaseSystem(nn.Module):
-    def __init__(self, base: BaseLayer, task_model: nn.Module, *, lmbda: float, beta: float) -> None:
+    def __init__(
+        self, base: BaseLayer, task_model: nn.Module, *, lmbda: float, beta: float, freeze_codec: bool = False
+    ) -> None:
         super().__init__()
-        self.base = base
+        self.base = base.eval().requires_grad_(False) if freeze_codec else base
         self.task_model = task_model
         self.lmbda = lmbda
         self.beta = beta
+        self.freeze_codec = freeze_codec
+
+    def train(self, mode: bool = True) -> BaseSystem:
+        super().train(mode)
+        if self.freeze_codec:
+            self.base.eval()  # rounding, not noise: the task model sees what the cloud decodes
+        return self
 
     def forward(self, x: Tensor, targets: Any) -> dict[str, Tensor]:
         h, w = x.shape[-2:]
-        out = self.base(pad_to(x, self.base.config.pad_multiple))
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_codec):
+            out = self.base(pad_to(x, self.base.config.pad_multiple))
         x_task = out["x_task"][..., :h, :w]
         task = self.task_model.loss(self.task_model(x_task), targets)
         losses = base_loss(
@@ -64,6 +76,8 @@ class BaseSystem(nn.Module):
             beta=self.beta,
             num_pixels=h * w,
         )
+        if self.freeze_codec:
+            return losses  # the rate and preview terms are constants here
         losses["aux"] = aux_loss(self.base)
         losses["loss"] = losses["loss"] + losses["aux"]
         return losses

@@ -70,6 +70,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="base model.pt to continue training from (codec and task weights, fresh optimizer)",
     )
+    p.add_argument(
+        "--freeze-codec",
+        action="store_true",
+        default=None,
+        help="with --init: train only its task model, on the frozen codec's rounded (decoded) output",
+    )
     _common(p)
     p.set_defaults(func=run)
 

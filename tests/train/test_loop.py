@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from layercast.shared.codec.api import ScalableCodec
+from layercast.shared.codec.bitstream import payload
 from layercast.shared.codec.checkpoint import load_checkpoint
 from layercast.shared.data.writers import generate
 from layercast.train.loop import TrainConfig, train
@@ -114,6 +115,50 @@ def test_base_warm_start_from_checkpoint(tiny_data, tmp_path):
     enh = train(_cfg("enhancement", tiny_data, tmp_path / "f", base=first.path, lmbda=0.01, steps=1))
     with pytest.raises(ConfigError, match="enhancement model"):
         train(_cfg("base", tiny_data, tmp_path / "g", task="detection", lmbda=1.0, steps=1, init=enh))
+
+
+def test_freeze_codec_trains_only_the_task_model(tiny_data, tmp_path):
+    """--freeze-codec: the task model of a finished base learns on the codec's rounded output;
+    every codec tensor stays as it was, so the bitstream a camera sends is byte for byte the same."""
+    import torch
+
+    from layercast.shared.errors import ConfigError
+    from layercast.train.systems import BaseSystem
+
+    first = load_checkpoint(
+        train(_cfg("base", tiny_data, tmp_path / "a", task="detection", lmbda=1.0, beta=0.01, steps=2))
+    )
+    tuned = load_checkpoint(
+        train(
+            _cfg(
+                "base",
+                tiny_data,
+                tmp_path / "b",
+                task="detection",
+                lmbda=1.0,
+                beta=0.01,
+                steps=2,
+                lr=1e-2,
+                init=first.path,
+                freeze_codec=True,
+            )
+        )
+    )
+    assert first.state_dict.keys() == tuned.state_dict.keys()
+    for k, v in first.state_dict.items():
+        assert torch.equal(tuned.state_dict[k], v), k
+    moved = [k for k, v in first.task["state_dict"].items() if not torch.equal(tuned.task["state_dict"][k], v)]
+    assert any(k.endswith("weight") for k in moved)
+    assert tuned.model_id != first.model_id and tuned.training["freeze_codec"] is True
+
+    img = (np.random.default_rng(1).uniform(0, 255, (64, 128, 3))).astype(np.uint8)
+    a, b = ScalableCodec(first, device="cpu"), ScalableCodec(tuned, device="cpu")
+    assert payload(a.encode(img).base) == payload(b.encode(img).base)  # the header names the model
+
+    system = BaseSystem(a.base, a.task_model, lmbda=1.0, beta=0.0, freeze_codec=True).train()
+    assert not system.base.training and system.task_model.training
+    with pytest.raises(ConfigError, match="needs --init"):
+        train(_cfg("base", tiny_data, tmp_path / "c", task="detection", lmbda=1.0, steps=1, freeze_codec=True))
 
 
 def test_segmentation_enhancement_standalone(tiny_data, tmp_path):
