@@ -128,9 +128,9 @@ def _build(cfg: TrainConfig):
         name, kwargs, model = _task_model(cfg, cfg.task, init.task if init else None)
         base = build_base(cfg.codec, seed=cfg.seed)
         if init:
-            from layercast.shared.codec.api import _load_into
+            from layercast.shared.codec.entropy import load_weights
 
-            _load_into(base, init.state_dict)
+            load_weights(base, init.state_dict)
         system = BaseSystem(base, model, lmbda=cfg.lmbda, beta=cfg.beta, freeze_codec=cfg.freeze_codec)
 
         def export(metrics: dict) -> Path:
@@ -147,11 +147,11 @@ def _build(cfg: TrainConfig):
     if cfg.base is None:
         raise ConfigError("enhancement training needs --base (a base model checkpoint)")
     base_ckpt = load_checkpoint(cfg.base)
-    from layercast.shared.codec.api import _load_into
     from layercast.shared.codec.base import BaseLayer
+    from layercast.shared.codec.entropy import load_weights
 
     base = BaseLayer(base_ckpt.config)
-    _load_into(base, base_ckpt.state_dict)
+    load_weights(base, base_ckpt.state_dict)
     enh = build_enhancement(cfg.codec, base.config.latent_channels, cfg.target, cfg.standalone, seed=cfg.seed)
     system = EnhancementSystem(base, enh, lmbda=cfg.lmbda)
 

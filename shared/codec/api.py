@@ -30,7 +30,7 @@ from layercast.shared.codec.base import BaseLayer
 from layercast.shared.codec.bitstream import Header, LayerKind
 from layercast.shared.codec.checkpoint import Checkpoint
 from layercast.shared.codec.enhancement import EnhancementLayer
-from layercast.shared.codec.entropy import resize_entropy_buffers, with_constant_bounds
+from layercast.shared.codec.entropy import load_weights
 from layercast.shared.codec.registry import Registry, default_registry
 from layercast.shared.device import select_device
 from layercast.shared.errors import (
@@ -62,11 +62,6 @@ class DecodedBase:
         return self.header.height, self.header.width
 
 
-def _load_into(module: torch.nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
-    resize_entropy_buffers(module, state_dict)
-    module.load_state_dict(with_constant_bounds(module, state_dict))
-
-
 class ScalableCodec:
     """A trained base layer (with its task model) and optionally an enhancement layer."""
 
@@ -88,7 +83,7 @@ class ScalableCodec:
         self.config = base.config
         self.base_model_id = base.model_id
         self.base = BaseLayer(base.config)
-        _load_into(self.base, base.state_dict)
+        load_weights(self.base, base.state_dict)
         self.base.eval().to(self.device)
         self.base.latent_codec.to(coding_dtype)
         task = base.task or {}
@@ -112,7 +107,7 @@ class ScalableCodec:
                 target=info.get("target", "reconstruction"),
                 standalone=bool(info.get("standalone", False)),
             )
-            _load_into(self.enhancement, enhancement.state_dict)
+            load_weights(self.enhancement, enhancement.state_dict)
             self.enhancement.eval().to(self.device)
             self.enhancement.latent_codec.to(coding_dtype)
             self.enhancement_model_id = enhancement.model_id

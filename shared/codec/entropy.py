@@ -122,6 +122,13 @@ def with_constant_bounds(module: nn.Module, state_dict: dict[str, Tensor]) -> di
     return {**state_dict, **{k: v.detach().clone() for k, v in fixed.items() if k in state_dict}}
 
 
+def load_weights(module: nn.Module, state_dict: dict[str, Tensor]) -> None:
+    """Load a checkpoint's ``state_dict`` into a codec module: CDF buffers resized to the file's,
+    the architecture's bound constants kept (see :func:`with_constant_bounds`)."""
+    resize_entropy_buffers(module, state_dict)
+    module.load_state_dict(with_constant_bounds(module, state_dict))
+
+
 @dataclass(frozen=True)
 class CdfTables:
     """Integer CDF tables of one entropy model, as the rANS coder wants them."""

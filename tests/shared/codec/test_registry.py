@@ -47,8 +47,8 @@ def test_compact_checkpoint_keeps_the_entropy_models_floors(codec, tmp_path):
     file, so files written before the fix load with the right ones."""
     import torch
 
-    from layercast.shared.codec.api import _load_into
     from layercast.shared.codec.base import BaseLayer
+    from layercast.shared.codec.entropy import load_weights
 
     floors = [k for k in codec.base_ckpt.state_dict if k.endswith("likelihood_lower_bound.bound")]
     assert floors
@@ -64,7 +64,7 @@ def test_compact_checkpoint_keeps_the_entropy_models_floors(codec, tmp_path):
     # a state dict with spoiled floors (as an old compact file holds) loads with the module's own
     spoiled = {k: (torch.zeros_like(v) if k in floors else v) for k, v in reloaded.state_dict.items()}
     base = BaseLayer(reloaded.config)
-    _load_into(base, spoiled)
+    load_weights(base, spoiled)
     state = base.state_dict()
     for k in floors:
         assert state[k].item() == pytest.approx(1e-9)
