@@ -147,7 +147,9 @@ def test_freeze_codec_trains_only_the_task_model(tiny_data, tmp_path):
     assert first.state_dict.keys() == tuned.state_dict.keys()
     for k, v in first.state_dict.items():
         assert torch.equal(tuned.state_dict[k], v), k
-    moved = [k for k, v in first.task["state_dict"].items() if not torch.equal(tuned.task["state_dict"][k], v)]
+    moved = [
+        k for k, v in first.task["state_dict"].items() if not torch.equal(tuned.task["state_dict"][k], v)
+    ]
     assert any(k.endswith("weight") for k in moved)
     assert tuned.model_id != first.model_id and tuned.training["freeze_codec"] is True
 
@@ -158,7 +160,9 @@ def test_freeze_codec_trains_only_the_task_model(tiny_data, tmp_path):
     system = BaseSystem(a.base, a.task_model, lmbda=1.0, beta=0.0, freeze_codec=True).train()
     assert not system.base.training and system.task_model.training
     with pytest.raises(ConfigError, match="needs --init"):
-        train(_cfg("base", tiny_data, tmp_path / "c", task="detection", lmbda=1.0, steps=1, freeze_codec=True))
+        train(
+            _cfg("base", tiny_data, tmp_path / "c", task="detection", lmbda=1.0, steps=1, freeze_codec=True)
+        )
 
 
 def test_segmentation_enhancement_standalone(tiny_data, tmp_path):
