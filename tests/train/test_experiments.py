@@ -97,16 +97,19 @@ def test_two_jobs_train_every_run_once_and_the_report_reads_real_bytes(tmp_path)
 def test_the_shipped_models_are_the_experiments_proposal_runs(tmp_path):
     """`layercast train ship` trains the sweep's β = 0.01, λ_b = 1 base and its λ_e = 0.01 conditional
     reconstruction layer (the detection base and both layers for more steps), then trains the task
-    reference and the base on from their finished weights; the shipped set is the proposal's
+    reference and the base on from their finished weights; the detection base then goes on at a
+    lower λ_b and its detector is tuned on the frozen codec. The shipped set is the proposal's
     operating point of the experiment, trained longer."""
     from dataclasses import replace
 
-    from layercast.train.recipes import CONTINUE_LR, STEPS, ship_stages
+    from layercast.train.recipes import CONTINUE_LR, LOW_LAMBDA, STEPS, ship_stages
 
     data, x = tmp_path / "synth", tmp_path / "x"
     stages = ship_stages(data, tmp_path / "ship")
     by_name = {name: cfg for name, cfg, _ in stages}
     zoo = {name: z for name, _, z in stages}
+    shipped_base = {"detection": "detection-tune", "depth": "depth-base-more"}
+    shipped_ref = {"detection": "detection-task-tune", "depth": "depth-task-more"}
     for task, model in (("detection", "det-tiny"), ("depth", "depth-tiny")):
         steps = STEPS[task]
         runs = experiment_runs(
@@ -133,15 +136,38 @@ def test_the_shipped_models_are_the_experiments_proposal_runs(tmp_path):
             steps["base_more"],
         )
         assert (task_more.task_init, task_more.lr) == (task_cfg.out / "task.pt", CONTINUE_LR)
-        # the shipped enhancement layer is trained on the shipped (continued) base
-        assert by_name[f"{task}-rec"].base == base_more.out / "model.pt"
+        shipped = by_name[shipped_base[task]]
+        # the shipped enhancement layer is trained on the shipped (last) base
+        assert by_name[f"{task}-rec"].base == shipped.out / "model.pt"
         assert replace(by_name[f"{task}-rec"], out=x, base=x) == replace(rec, out=x, base=x)
         assert task_cfg.steps == steps["task"] == 1200
-        assert (zoo[f"{task}-task-more"], zoo[f"{task}-base-more"], zoo[f"{task}-rec"]) == (
+        assert (zoo[shipped_ref[task]], zoo[shipped_base[task]], zoo[f"{task}-rec"]) == (
             f"tasks/{task}",
             model,
             f"{model}-rec",
         )
+        names = [name for name, _, _ in stages if name.startswith(task)]
+        assert [zoo[n] for n in names].count(model) == 1  # exactly one base ships per task
+        assert [zoo[n] for n in names].count(f"tasks/{task}") == 1  # and one task reference
         assert zoo[f"{task}-task"] is None and zoo[f"{task}-base"] is None
+    # detection: the lower-λ_b continuation of the continued base, then the frozen-codec tuning;
+    # the clean-image reference gets whole-image steps too, at least as many
+    ref_tune = by_name["detection-task-tune"]
+    assert replace(ref_tune, out=x, task_init=None, steps=1, crop=None) == replace(
+        by_name["detection-task-more"], out=x, task_init=None, steps=1, crop=None
+    )
+    assert (ref_tune.task_init, ref_tune.crop) == (by_name["detection-task-more"].out / "task.pt", None)
+    assert ref_tune.steps >= by_name["detection-tune"].steps  # the baselines' detector trains no less
+    assert zoo["detection-task-more"] is None
+    low, tune = by_name["detection-base-low"], by_name["detection-tune"]
+    more = by_name["detection-base-more"]
+    assert replace(low, out=x, init=None, steps=1, lmbda=1.0) == replace(more, out=x, init=None, steps=1)
+    assert (low.init, low.lmbda, low.steps) == (more.out / "model.pt", LOW_LAMBDA["detection"], 3500)
+    assert replace(tune, out=x, init=None, steps=1, freeze_codec=False, crop=None) == replace(
+        low, out=x, init=None, steps=1, crop=None
+    )
+    assert (tune.init, tune.freeze_codec, tune.crop) == (low.out / "model.pt", True, None)
+    assert zoo["detection-base-more"] is None and zoo["detection-base-low"] is None
+    assert not {"depth-base-low", "depth-tune", "depth-task-tune"} & by_name.keys()
     assert STEPS["depth"]["base"] == 800 and STEPS["detection"]["base"] == 4000
     assert STEPS["depth"]["rec"] == STEPS["detection"]["rec"] == 1500
