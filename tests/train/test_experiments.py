@@ -159,15 +159,17 @@ def test_the_shipped_models_are_the_experiments_proposal_runs(tmp_path):
     assert (ref_tune.task_init, ref_tune.crop) == (by_name["detection-task-more"].out / "task.pt", None)
     assert ref_tune.steps >= by_name["detection-tune"].steps  # the baselines' detector trains no less
     assert zoo["detection-task-more"] is None
-    low, tune = by_name["detection-base-low"], by_name["detection-tune"]
+    low, low2, tune = (by_name[n] for n in ("detection-base-low", "detection-base-low2", "detection-tune"))
     more = by_name["detection-base-more"]
     assert replace(low, out=x, init=None, steps=1, lmbda=1.0) == replace(more, out=x, init=None, steps=1)
     assert (low.init, low.lmbda, low.steps) == (more.out / "model.pt", LOW_LAMBDA["detection"], 3500)
+    assert replace(low2, out=x, init=None) == replace(low, out=x, init=None)  # a warm restart of it
+    assert low2.init == low.out / "model.pt"
     assert replace(tune, out=x, init=None, steps=1, freeze_codec=False, crop=None) == replace(
-        low, out=x, init=None, steps=1, crop=None
+        low2, out=x, init=None, steps=1, crop=None
     )
-    assert (tune.init, tune.freeze_codec, tune.crop) == (low.out / "model.pt", True, None)
-    assert zoo["detection-base-more"] is None and zoo["detection-base-low"] is None
+    assert (tune.init, tune.freeze_codec, tune.crop) == (low2.out / "model.pt", True, None)
+    assert not any(zoo[n] for n in ("detection-base-more", "detection-base-low", "detection-base-low2"))
     assert not {"depth-base-low", "depth-tune", "depth-task-tune"} & by_name.keys()
     assert STEPS["depth"]["base"] == 800 and STEPS["detection"]["base"] == 4000
     assert STEPS["depth"]["rec"] == STEPS["detection"]["rec"] == 1500
