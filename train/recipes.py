@@ -58,9 +58,9 @@ LOW_LAMBDA = {"detection": 0.25}
 #: trains on whole images (the test images' size), not crops: 2000 steps took the 3500-step
 #: λ_b = 0.25 base from mAP 0.382 to 0.398 on whole images, to 0.387 on 128×128 crops (4000
 #: whole-image steps overfit: training loss 1.07 vs 1.34, test mAP 0.386), and the 7000-step one
-#: from 0.399 to 0.417. ``task_tune`` gives the clean-image
-#: reference (which scores JPEG/WebP/AVIF) whole-image steps too, at least as many, so the
-#: baselines' detector is never the less trained one: 4000 took it from mAP 0.511 to 0.537.
+#: from 0.399 to 0.417. ``task_tune`` gives the clean-image reference (which scores
+#: JPEG/WebP/AVIF) whole-image steps too, at least as many, so the baselines' detector is never
+#: the less trained one: 4000 took it from mAP 0.511 to 0.537.
 TUNE_CROP = None
 
 
