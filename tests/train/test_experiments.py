@@ -3,6 +3,7 @@ trained once, and the report's table built from real bitstreams of every run."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import socket
@@ -159,17 +160,24 @@ def test_the_shipped_models_are_the_experiments_proposal_runs(tmp_path):
     assert (ref_tune.task_init, ref_tune.crop) == (by_name["detection-task-more"].out / "task.pt", None)
     assert ref_tune.steps >= by_name["detection-tune"].steps  # the baselines' detector trains no less
     assert zoo["detection-task-more"] is None
-    low, low2, tune = (by_name[n] for n in ("detection-base-low", "detection-base-low2", "detection-tune"))
+    # the λ_b warm restarts: each the same configuration as the first, from the one before
+    n_low = len(STEPS["detection"]["base_low"])
+    assert n_low >= 1
+    low_names = ["detection-base-low"] + [f"detection-base-low{i}" for i in range(2, n_low + 1)]
+    lows, tune = [by_name[n] for n in low_names], by_name["detection-tune"]
     more = by_name["detection-base-more"]
+    low = lows[0]
     assert replace(low, out=x, init=None, steps=1, lmbda=1.0) == replace(more, out=x, init=None, steps=1)
-    assert (low.init, low.lmbda, low.steps) == (more.out / "model.pt", LOW_LAMBDA["detection"], 3500)
-    assert replace(low2, out=x, init=None) == replace(low, out=x, init=None)  # a warm restart of it
-    assert low2.init == low.out / "model.pt"
+    assert (low.init, low.lmbda) == (more.out / "model.pt", LOW_LAMBDA["detection"])
+    assert [c.steps for c in lows] == list(STEPS["detection"]["base_low"])
+    for prev, cur in itertools.pairwise(lows):
+        assert replace(cur, out=x, init=None, steps=1) == replace(low, out=x, init=None, steps=1)
+        assert cur.init == prev.out / "model.pt"
     assert replace(tune, out=x, init=None, steps=1, freeze_codec=False, crop=None) == replace(
-        low2, out=x, init=None, steps=1, crop=None
+        lows[-1], out=x, init=None, steps=1, crop=None
     )
-    assert (tune.init, tune.freeze_codec, tune.crop) == (low2.out / "model.pt", True, None)
-    assert not any(zoo[n] for n in ("detection-base-more", "detection-base-low", "detection-base-low2"))
+    assert (tune.init, tune.freeze_codec, tune.crop) == (lows[-1].out / "model.pt", True, None)
+    assert not any(zoo[n] for n in ["detection-base-more", *low_names])
     assert not {"depth-base-low", "depth-tune", "depth-task-tune"} & by_name.keys()
     assert STEPS["depth"]["base"] == 800 and STEPS["detection"]["base"] == 4000
     assert STEPS["depth"]["rec"] == STEPS["detection"]["rec"] == 1500
