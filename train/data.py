@@ -20,11 +20,19 @@ TASK_DATASET = {
 }
 
 
-def make_dataset(task: str, root: str | Path, split: str, crop: tuple[int, int] | None = None) -> Dataset:
-    """The loader for ``task``; ``crop`` = (height, width) adds random crops and flips (training)."""
+def make_dataset(
+    task: str,
+    root: str | Path,
+    split: str,
+    crop: tuple[int, int] | None = None,
+    hflip: bool = False,
+) -> Dataset:
+    """The loader for ``task``; training adds random ``crop`` = (height, width) windows and random
+    left-right flips (``hflip``, with or without crops)."""
     from layercast.shared.data.transforms import Compose, RandomCrop, RandomHorizontalFlip
 
-    transforms = Compose([RandomCrop(crop), RandomHorizontalFlip()]) if crop else None
+    steps = ([RandomCrop(crop)] if crop else []) + ([RandomHorizontalFlip()] if hflip else [])
+    transforms = Compose(steps) if steps else None
     root = Path(root)
     kind = TASK_DATASET[task]
     if kind == "coco":

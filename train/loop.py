@@ -66,6 +66,7 @@ class TrainConfig:
     ckpt_every: int = 200
     device: str = "auto"
     crop: tuple[int, int] | None = None  # (height, width) random training crops; None = whole images
+    hflip: bool = True  # random left-right flips of the training images (crops or whole images)
     threads: int | None = None  # torch intra-op threads (None = torch's default)
     extra: dict = field(default_factory=dict)
 
@@ -215,7 +216,7 @@ def train(cfg: TrainConfig) -> Path | None:
     if state_path.exists():
         step, _ = load_state(state_path, {"system": system}, {"opt": opt, "sched": sched})
     model = DistributedDataParallel(system) if info.enabled else system
-    dataset = tdata.make_dataset(data_task, cfg.data, "train", crop=cfg.crop)
+    dataset = tdata.make_dataset(data_task, cfg.data, "train", crop=cfg.crop, hflip=cfg.hflip)
     loader = tdata.make_loader(
         dataset, cfg.batch_size, shuffle=True, workers=cfg.workers, dist_info=info, seed=cfg.seed
     )

@@ -62,6 +62,9 @@ LOW_LAMBDA = {"detection": 0.25}
 #: (which scores JPEG/WebP/AVIF) whole-image steps too, at least as many, so the baselines' detector
 #: is never the less trained one: 4000 took it from mAP 0.511 to 0.537.
 TUNE_CROP = None
+#: The whole-image stages trained without left-right flips (whole-image training had none before
+#: ``--hflip``; the crop stages always flipped).
+TUNE_HFLIP = False
 
 
 def ship_stages(
@@ -95,6 +98,7 @@ def ship_stages(
                         steps=steps(n["task_tune"]),
                         task_init=t_more.out / "task.pt",
                         crop=TUNE_CROP,
+                        hflip=TUNE_HFLIP,
                     ),
                 )
             )
@@ -141,6 +145,7 @@ def ship_stages(
                 init=prev.out / "model.pt",
                 freeze_codec=True,
                 crop=TUNE_CROP,
+                hflip=TUNE_HFLIP,
             )
             bases.append((f"{task}-tune", tune))
         shipped = bases[-1][1]

@@ -32,6 +32,12 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--crop", type=_size, default=None, metavar="HxW", help="random training crops, e.g. 128x128"
     )
+    p.add_argument(
+        "--hflip",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="random left-right flips of the training images, with or without --crop (default: on)",
+    )
 
 
 def _size(text: str) -> tuple[int, int]:
