@@ -59,13 +59,12 @@ LOW_LAMBDA = {"detection": 0.25}
 #: (``--freeze-codec``), which is what the cloud runs it on; the bitstream does not change. It
 #: trains on whole images (the test images' size), not crops: 2000 steps took the 3500-step λ_b =
 #: 0.25 base from mAP 0.382 to 0.398 on whole images, to 0.387 on 128×128 crops (4000 whole-image
-#: steps without flips overfit: training loss 1.07 vs 1.34, test mAP 0.386). With random
-#: left-right flips (``TUNE_HFLIP``) the 21 000-step base went from 0.441 to 0.461 (0.454 without).
+#: steps without flips overfit: training loss 1.07 vs 1.34, test mAP 0.386). With random left-right
+#: flips (``hflip``, on by default) the 21 000-step base went from 0.441 to 0.461 (0.454 without).
 #: ``task_tune`` gives the clean-image reference (which scores JPEG/WebP/AVIF) the same whole-image
 #: training, at least as many steps, so the baselines' detector is never the less trained one: 4000
 #: steps took it from mAP 0.511 to 0.537 without flips, to 0.567 with them.
 TUNE_CROP = None
-TUNE_HFLIP = True
 
 
 def ship_stages(
@@ -99,7 +98,6 @@ def ship_stages(
                         steps=steps(n["task_tune"]),
                         task_init=t_more.out / "task.pt",
                         crop=TUNE_CROP,
-                        hflip=TUNE_HFLIP,
                     ),
                 )
             )
@@ -146,7 +144,6 @@ def ship_stages(
                 init=prev.out / "model.pt",
                 freeze_codec=True,
                 crop=TUNE_CROP,
-                hflip=TUNE_HFLIP,
             )
             bases.append((f"{task}-tune", tune))
         shipped = bases[-1][1]

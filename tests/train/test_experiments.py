@@ -154,7 +154,7 @@ def test_the_shipped_models_are_the_experiments_proposal_runs(tmp_path):
     # detection: the lower-λ_b continuation of the continued base, then the frozen-codec tuning;
     # the clean-image reference gets whole-image steps too, at least as many
     ref_tune = by_name["detection-task-tune"]
-    assert replace(ref_tune, out=x, task_init=None, steps=1, crop=None, hflip=True) == replace(
+    assert replace(ref_tune, out=x, task_init=None, steps=1, crop=None) == replace(
         by_name["detection-task-more"], out=x, task_init=None, steps=1, crop=None
     )
     assert (ref_tune.task_init, ref_tune.crop) == (by_name["detection-task-more"].out / "task.pt", None)
@@ -173,7 +173,7 @@ def test_the_shipped_models_are_the_experiments_proposal_runs(tmp_path):
     for prev, cur in itertools.pairwise(lows):
         assert replace(cur, out=x, init=None, steps=1) == replace(low, out=x, init=None, steps=1)
         assert cur.init == prev.out / "model.pt"
-    assert replace(tune, out=x, init=None, steps=1, freeze_codec=False, crop=None, hflip=True) == replace(
+    assert replace(tune, out=x, init=None, steps=1, freeze_codec=False, crop=None) == replace(
         lows[-1], out=x, init=None, steps=1, crop=None
     )
     assert (tune.init, tune.freeze_codec, tune.crop) == (lows[-1].out / "model.pt", True, None)
