@@ -109,8 +109,8 @@ def test_the_shipped_models_are_the_experiments_proposal_runs(tmp_path):
     stages = ship_stages(data, tmp_path / "ship")
     by_name = {name: cfg for name, cfg, _ in stages}
     zoo = {name: z for name, _, z in stages}
-    shipped_base = {"detection": "detection-tune", "depth": "depth-base-more"}
-    shipped_ref = {"detection": "detection-task-tune", "depth": "depth-task-more"}
+    shipped_base = {"detection": "detection-tune", "depth": "depth-tune"}
+    shipped_ref = {"detection": "detection-task-tune", "depth": "depth-task-tune"}
     for task, model in (("detection", "det-tiny"), ("depth", "depth-tiny")):
         steps = STEPS[task]
         runs = experiment_runs(
@@ -151,16 +151,27 @@ def test_the_shipped_models_are_the_experiments_proposal_runs(tmp_path):
         assert [zoo[n] for n in names].count(model) == 1  # exactly one base ships per task
         assert [zoo[n] for n in names].count(f"tasks/{task}") == 1  # and one task reference
         assert zoo[f"{task}-task"] is None and zoo[f"{task}-base"] is None
-    # detection: the lower-λ_b continuation of the continued base, then the frozen-codec tuning;
-    # the clean-image reference gets whole-image steps too, at least as many
-    ref_tune = by_name["detection-task-tune"]
-    assert replace(ref_tune, out=x, task_init=None, steps=1, crop=None) == replace(
-        by_name["detection-task-more"], out=x, task_init=None, steps=1, crop=None
+    # both tasks: the frozen-codec tuning of the last base on whole images; the clean-image
+    # reference gets whole-image steps too, at least as many, with the same augmentation
+    for task in ("detection", "depth"):
+        ref_tune, tune = by_name[f"{task}-task-tune"], by_name[f"{task}-tune"]
+        more = by_name[f"{task}-task-more"]
+        assert replace(ref_tune, out=x, task_init=None, steps=1, crop=None) == replace(
+            more, out=x, task_init=None, steps=1, crop=None
+        )
+        assert (ref_tune.task_init, ref_tune.crop) == (more.out / "task.pt", None)
+        assert ref_tune.steps >= tune.steps  # the baselines' task model trains no less
+        assert ref_tune.hflip == tune.hflip  # the base's task model and the baselines' one
+        assert (tune.freeze_codec, tune.crop) == (True, None)
+        assert zoo[f"{task}-task-more"] is None
+    # depth: tuned straight from the continued base
+    d_tune, d_more = by_name["depth-tune"], by_name["depth-base-more"]
+    assert replace(d_tune, out=x, init=None, steps=1, freeze_codec=False, crop=None) == replace(
+        d_more, out=x, init=None, steps=1, crop=None
     )
-    assert (ref_tune.task_init, ref_tune.crop) == (by_name["detection-task-more"].out / "task.pt", None)
-    assert ref_tune.steps >= by_name["detection-tune"].steps  # the baselines' detector trains no less
-    assert zoo["detection-task-more"] is None
-    # the λ_b warm restarts: each the same configuration as the first, from the one before
+    assert d_tune.init == d_more.out / "model.pt" and zoo["depth-base-more"] is None
+    # detection: warm restarts of the continued base at a lower λ_b (each the same configuration
+    # as the first, from the one before), then the tuning
     n_low = len(STEPS["detection"]["base_low"])
     assert n_low >= 1
     low_names = ["detection-base-low"] + [f"detection-base-low{i}" for i in range(2, n_low + 1)]
@@ -177,8 +188,7 @@ def test_the_shipped_models_are_the_experiments_proposal_runs(tmp_path):
         lows[-1], out=x, init=None, steps=1, crop=None
     )
     assert (tune.init, tune.freeze_codec, tune.crop) == (lows[-1].out / "model.pt", True, None)
-    assert ref_tune.hflip == tune.hflip  # the base's detector and the baselines' one: same augmentation
     assert not any(zoo[n] for n in ["detection-base-more", *low_names])
-    assert not {"depth-base-low", "depth-tune", "depth-task-tune"} & by_name.keys()
+    assert not any(n.startswith("depth-base-low") for n in by_name)
     assert STEPS["depth"]["base"] == 800 and STEPS["detection"]["base"] == 4000
     assert STEPS["depth"]["rec"] == STEPS["detection"]["rec"] == 1500
