@@ -3,7 +3,6 @@ trained once, and the report's table built from real bitstreams of every run."""
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import socket
@@ -98,9 +97,10 @@ def test_two_jobs_train_every_run_once_and_the_report_reads_real_bytes(tmp_path)
 def test_the_shipped_models_are_the_experiments_proposal_runs(tmp_path):
     """`layercast train ship` trains the sweep's β = 0.01, λ_b = 1 base and its λ_e = 0.01 conditional
     reconstruction layer (the detection base and both layers for more steps), then trains the task
-    reference and the base on from their finished weights; the detection base then goes on at a
-    lower λ_b and its detector is tuned on the frozen codec. The shipped set is the proposal's
-    operating point of the experiment, trained longer."""
+    reference and the base on from their finished weights, then on whole images: the detection
+    base goes on at a lower λ_b, on crops and then on whole images; the depth base's model is tuned
+    on the frozen codec. The shipped set is the proposal's operating point of the experiment,
+    trained longer."""
     from dataclasses import replace
 
     from layercast.train.recipes import CONTINUE_LR, LOW_LAMBDA, STEPS, ship_stages
@@ -109,7 +109,7 @@ def test_the_shipped_models_are_the_experiments_proposal_runs(tmp_path):
     stages = ship_stages(data, tmp_path / "ship")
     by_name = {name: cfg for name, cfg, _ in stages}
     zoo = {name: z for name, _, z in stages}
-    shipped_base = {"detection": "detection-tune", "depth": "depth-tune"}
+    shipped_base = {"detection": "detection-base-full", "depth": "depth-tune"}
     shipped_ref = {"detection": "detection-task-tune", "depth": "depth-task-tune"}
     for task, model in (("detection", "det-tiny"), ("depth", "depth-tiny")):
         steps = STEPS[task]
@@ -151,44 +151,59 @@ def test_the_shipped_models_are_the_experiments_proposal_runs(tmp_path):
         assert [zoo[n] for n in names].count(model) == 1  # exactly one base ships per task
         assert [zoo[n] for n in names].count(f"tasks/{task}") == 1  # and one task reference
         assert zoo[f"{task}-task"] is None and zoo[f"{task}-base"] is None
-    # both tasks: the frozen-codec tuning of the last base on whole images; the clean-image
-    # reference gets whole-image steps too, at least as many, with the same augmentation
     for task in ("detection", "depth"):
-        ref_tune, tune = by_name[f"{task}-task-tune"], by_name[f"{task}-tune"]
-        more = by_name[f"{task}-task-more"]
-        assert replace(ref_tune, out=x, task_init=None, steps=1, crop=None) == replace(
-            more, out=x, task_init=None, steps=1, crop=None
-        )
-        assert (ref_tune.task_init, ref_tune.crop) == (more.out / "task.pt", None)
-        assert ref_tune.steps >= tune.steps  # the baselines' task model trains no less
-        assert ref_tune.hflip == tune.hflip  # the base's task model and the baselines' one
-        assert (tune.freeze_codec, tune.crop) == (True, None)
-        assert zoo[f"{task}-task-more"] is None
-    # depth: tuned straight from the continued base
-    d_tune, d_more = by_name["depth-tune"], by_name["depth-base-more"]
-    assert replace(d_tune, out=x, init=None, steps=1, freeze_codec=False, crop=None) == replace(
-        d_more, out=x, init=None, steps=1, crop=None
-    )
-    assert d_tune.init == d_more.out / "model.pt" and zoo["depth-base-more"] is None
+        _check_whole_image_stages(by_name, zoo, task, x)
     # detection: warm restarts of the continued base at a lower λ_b (each the same configuration
-    # as the first, from the one before), then the tuning
-    n_low = len(STEPS["detection"]["base_low"])
-    assert n_low >= 1
-    low_names = ["detection-base-low"] + [f"detection-base-low{i}" for i in range(2, n_low + 1)]
-    lows, tune = [by_name[n] for n in low_names], by_name["detection-tune"]
-    more = by_name["detection-base-more"]
-    low = lows[0]
-    assert replace(low, out=x, init=None, steps=1, lmbda=1.0) == replace(more, out=x, init=None, steps=1)
-    assert (low.init, low.lmbda) == (more.out / "model.pt", LOW_LAMBDA["detection"])
-    assert [c.steps for c in lows] == list(STEPS["detection"]["base_low"])
-    for prev, cur in itertools.pairwise(lows):
-        assert replace(cur, out=x, init=None, steps=1) == replace(low, out=x, init=None, steps=1)
-        assert cur.init == prev.out / "model.pt"
-    assert replace(tune, out=x, init=None, steps=1, freeze_codec=False, crop=None) == replace(
-        lows[-1], out=x, init=None, steps=1, crop=None
-    )
-    assert (tune.init, tune.freeze_codec, tune.crop) == (lows[-1].out / "model.pt", True, None)
-    assert not any(zoo[n] for n in ["detection-base-more", *low_names])
-    assert not any(n.startswith("depth-base-low") for n in by_name)
+    # as the first, from the one before), then more of them on whole images
+    lows, more = _chain(by_name, "detection-base-low"), by_name["detection-base-more"]
+    assert [c.steps for c in lows] == list(STEPS["detection"]["base_low"]) and lows
+    _check_restarts(more, lows, x, lmbda=LOW_LAMBDA["detection"])
+    fulls = _chain(by_name, "detection-base-full")
+    _check_restarts(lows[-1], fulls, x, crop=None)
+    assert fulls and not any(zoo[n] for n, c in by_name.items() if c in [more, *lows])
+    assert not _chain(by_name, "detection-tune")
+    # depth: tuned straight from the continued base
+    assert not _chain(by_name, "depth-base-low") and not _chain(by_name, "depth-base-full")
+    assert len(_chain(by_name, "depth-tune")) == 1
     assert STEPS["depth"]["base"] == 800 and STEPS["detection"]["base"] == 4000
     assert STEPS["depth"]["rec"] == STEPS["detection"]["rec"] == 1500
+
+
+def _chain(by_name, prefix):
+    """The stages prefix, prefix2, prefix3, ... that exist, in order."""
+    chain, i = [], 1
+    while (name := prefix + (str(i) if i > 1 else "")) in by_name:
+        chain.append(by_name[name])
+        i += 1
+    return chain
+
+
+def _check_restarts(prev, chain, x, **changes):
+    """Each stage of ``chain`` is ``prev``'s configuration with ``changes`` and its own steps, from
+    the weights of the stage before."""
+    from dataclasses import replace
+
+    init = "task_init" if prev.kind == "task" else "init"
+    for cur in chain:
+        assert getattr(cur, init) == prev.out / ("task.pt" if prev.kind == "task" else "model.pt")
+        assert replace(cur, out=x, steps=1, **{init: None}) == replace(
+            prev, out=x, steps=1, **{init: None}, **changes
+        )
+        prev = cur
+
+
+def _check_whole_image_stages(by_name, zoo, task, x):
+    """The last base stages train on whole images (jointly, or the task model alone on the frozen
+    codec); the clean-image reference gets whole-image steps too, at least as many as the base's
+    task model, with the same augmentation."""
+    refs, more = _chain(by_name, f"{task}-task-tune"), by_name[f"{task}-task-more"]
+    assert refs and zoo[f"{task}-task-more"] is None
+    _check_restarts(more, refs, x, crop=None)
+    bases = [c for n, c in by_name.items() if n.startswith(f"{task}-base")]
+    tunes = _chain(by_name, f"{task}-tune")  # optional: the task model alone on the frozen codec
+    _check_restarts(bases[-1], tunes, x, crop=None, freeze_codec=True)
+    base_whole_image = [c for c in [*bases, *tunes] if c.crop is None]
+    assert base_whole_image  # the shipped base's task model has seen whole images
+    # the baselines' task model trains no less on whole images than the base's
+    assert sum(c.steps for c in refs) >= sum(c.steps for c in base_whole_image)
+    assert {c.hflip for c in [*refs, *base_whole_image]} == {True}
