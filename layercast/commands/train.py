@@ -157,6 +157,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--out", type=Path, default=Path("runs/ship"))
     p.add_argument("--scale", type=float, default=1.0, help="multiply every stage's step count")
+    p.add_argument(
+        "--data-large",
+        type=Path,
+        default=None,
+        help="the larger set the *-large stages train on (`layercast data synth --train 10000 --val 300`); "
+        "default: --data",
+    )
     p.set_defaults(func=_ship)
 
 
@@ -233,7 +240,7 @@ def _report(args: argparse.Namespace) -> int:
 def _ship(args: argparse.Namespace) -> int:
     from layercast.train.recipes import run_ship
 
-    log = run_ship(args.data, args.out, args.scale)
+    log = run_ship(args.data, args.out, args.scale, data_large=args.data_large)
     print(f"shipped models regenerated in {log['wall_time_s']:.0f} s; see {args.out / 'ship.json'}")
     return 0
 

@@ -105,12 +105,12 @@ def test_the_shipped_models_are_the_experiments_proposal_runs(tmp_path):
 
     from layercast.train.recipes import CONTINUE_LR, LOW_LAMBDA, STEPS, ship_stages
 
-    data, x = tmp_path / "synth", tmp_path / "x"
-    stages = ship_stages(data, tmp_path / "ship")
+    data, large, x = tmp_path / "synth", tmp_path / "synth10k", tmp_path / "x"
+    stages = ship_stages(data, tmp_path / "ship", data_large=large)
     by_name = {name: cfg for name, cfg, _ in stages}
     zoo = {name: z for name, _, z in stages}
-    shipped_base = {"detection": "detection-base-full", "depth": "depth-tune"}
-    shipped_ref = {"detection": "detection-task-tune", "depth": "depth-task-tune"}
+    shipped_base = {"detection": "detection-base-full-large", "depth": "depth-tune"}
+    shipped_ref = {"detection": "detection-task-tune-large", "depth": "depth-task-tune"}
     for task, model in (("detection", "det-tiny"), ("depth", "depth-tiny")):
         steps = STEPS[task]
         runs = experiment_runs(
@@ -152,7 +152,10 @@ def test_the_shipped_models_are_the_experiments_proposal_runs(tmp_path):
         assert [zoo[n] for n in names].count(f"tasks/{task}") == 1  # and one task reference
         assert zoo[f"{task}-task"] is None and zoo[f"{task}-base"] is None
     for task in ("detection", "depth"):
-        _check_whole_image_stages(by_name, zoo, task, x)
+        _check_whole_image_stages(by_name, zoo, task, x, large)
+    # only the *-large stages train on the larger set
+    assert {n for n, c in by_name.items() if c.data == large} == {n for n in by_name if n.endswith("-large")}
+    assert {c.data for n, c in by_name.items() if not n.endswith("-large")} == {data}
     # detection: warm restarts of the continued base at a lower λ_b (each the same configuration
     # as the first, from the one before), then more of them on whole images
     lows, more = _chain(by_name, "detection-base-low"), by_name["detection-base-more"]
@@ -160,6 +163,9 @@ def test_the_shipped_models_are_the_experiments_proposal_runs(tmp_path):
     _check_restarts(more, lows, x, lmbda=LOW_LAMBDA["detection"])
     fulls = _chain(by_name, "detection-base-full")
     _check_restarts(lows[-1], fulls, x, crop=None)
+    fulls_large = _chain(by_name, "detection-base-full-large")
+    _check_restarts([*lows, *fulls][-1], fulls_large, x, crop=None, data=large)
+    fulls += fulls_large
     assert fulls and not any(zoo[n] for n, c in by_name.items() if c in [more, *lows])
     assert not _chain(by_name, "detection-tune")
     # depth: tuned straight from the continued base
@@ -192,18 +198,23 @@ def _check_restarts(prev, chain, x, **changes):
         prev = cur
 
 
-def _check_whole_image_stages(by_name, zoo, task, x):
+def _check_whole_image_stages(by_name, zoo, task, x, large):
     """The last base stages train on whole images (jointly, or the task model alone on the frozen
     codec); the clean-image reference gets whole-image steps too, at least as many as the base's
     task model, with the same augmentation."""
     refs, more = _chain(by_name, f"{task}-task-tune"), by_name[f"{task}-task-more"]
     assert refs and zoo[f"{task}-task-more"] is None
     _check_restarts(more, refs, x, crop=None)
+    refs_large = _chain(by_name, f"{task}-task-tune-large")
+    _check_restarts(refs[-1], refs_large, x, data=large)
+    refs += refs_large
     bases = [c for n, c in by_name.items() if n.startswith(f"{task}-base")]
     tunes = _chain(by_name, f"{task}-tune")  # optional: the task model alone on the frozen codec
     _check_restarts(bases[-1], tunes, x, crop=None, freeze_codec=True)
     base_whole_image = [c for c in [*bases, *tunes] if c.crop is None]
     assert base_whole_image  # the shipped base's task model has seen whole images
-    # the baselines' task model trains no less on whole images than the base's
-    assert sum(c.steps for c in refs) >= sum(c.steps for c in base_whole_image)
+    # the baselines' task model trains no less on whole images than the base's, on each data set
+    for data in {c.data for c in base_whole_image}:
+        ref_steps = sum(c.steps for c in refs if c.data == data)
+        assert ref_steps >= sum(c.steps for c in base_whole_image if c.data == data)
     assert {c.hflip for c in [*refs, *base_whole_image]} == {True}
