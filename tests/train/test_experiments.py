@@ -161,11 +161,8 @@ def test_the_shipped_models_are_the_experiments_proposal_runs(tmp_path):
     lows, more = _chain(by_name, "detection-base-low"), by_name["detection-base-more"]
     assert [c.steps for c in lows] == list(STEPS["detection"]["base_low"]) and lows
     _check_restarts(more, lows, x, lmbda=LOW_LAMBDA["detection"])
-    fulls = _chain(by_name, "detection-base-full")
-    _check_restarts(lows[-1], fulls, x, crop=None)
-    fulls_large = _chain(by_name, "detection-base-full-large")
-    _check_restarts([*lows, *fulls][-1], fulls_large, x, crop=None, data=large)
-    fulls += fulls_large
+    fulls = _chain(by_name, "detection-base-full-large")
+    _check_restarts(lows[-1], fulls, x, crop=None, data=large)
     assert fulls and not any(zoo[n] for n, c in by_name.items() if c in [more, *lows])
     assert not _chain(by_name, "detection-tune")
     # depth: tuned straight from the continued base
