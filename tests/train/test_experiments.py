@@ -166,7 +166,7 @@ def test_the_shipped_models_are_the_experiments_proposal_runs(tmp_path):
     assert fulls and not any(zoo[n] for n, c in by_name.items() if c in [more, *lows])
     assert not _chain(by_name, "detection-tune")
     # depth: tuned straight from the continued base
-    assert not _chain(by_name, "depth-base-low") and not _chain(by_name, "depth-base-full")
+    assert not _chain(by_name, "depth-base-low") and not _chain(by_name, "depth-base-full-large")
     assert len(_chain(by_name, "depth-tune")) == 1
     assert STEPS["depth"]["base"] == 800 and STEPS["detection"]["base"] == 4000
     assert STEPS["depth"]["rec"] == STEPS["detection"]["rec"] == 1500
