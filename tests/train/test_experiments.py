@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -109,8 +110,8 @@ def test_the_shipped_models_are_the_experiments_proposal_runs(tmp_path):
     stages = ship_stages(data, tmp_path / "ship", data_large=large)
     by_name = {name: cfg for name, cfg, _ in stages}
     zoo = {name: z for name, _, z in stages}
-    shipped_base = {"detection": "detection-base-full-large", "depth": "depth-tune"}
-    shipped_ref = {"detection": "detection-task-tune-large", "depth": "depth-task-tune"}
+    shipped_base = {"detection": _last(by_name, "detection-base-full-large"), "depth": "depth-tune"}
+    shipped_ref = {"detection": _last(by_name, "detection-task-tune-large"), "depth": "depth-task-tune"}
     for task, model in (("detection", "det-tiny"), ("depth", "depth-tiny")):
         steps = STEPS[task]
         runs = experiment_runs(
@@ -154,8 +155,9 @@ def test_the_shipped_models_are_the_experiments_proposal_runs(tmp_path):
     for task in ("detection", "depth"):
         _check_whole_image_stages(by_name, zoo, task, x, large)
     # only the *-large stages train on the larger set
-    assert {n for n, c in by_name.items() if c.data == large} == {n for n in by_name if n.endswith("-large")}
-    assert {c.data for n, c in by_name.items() if not n.endswith("-large")} == {data}
+    is_large = re.compile(r"-large\d*$").search
+    assert {n for n, c in by_name.items() if c.data == large} == {n for n in by_name if is_large(n)}
+    assert {c.data for n, c in by_name.items() if not is_large(n)} == {data}
     # detection: warm restarts of the continued base at a lower λ_b (each the same configuration
     # as the first, from the one before), then more of them on whole images
     lows, more = _chain(by_name, "detection-base-low"), by_name["detection-base-more"]
@@ -179,6 +181,13 @@ def _chain(by_name, prefix):
         chain.append(by_name[name])
         i += 1
     return chain
+
+
+def _last(by_name, prefix):
+    """The name of the last stage of the chain prefix, prefix2, ..."""
+    names = [n for n in by_name if n == prefix or re.fullmatch(re.escape(prefix) + r"\d+", n)]
+    assert names, prefix
+    return max(names, key=lambda n: int(n[len(prefix) :] or 1))
 
 
 def _check_restarts(prev, chain, x, **changes):
