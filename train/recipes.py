@@ -75,8 +75,8 @@ CONTINUE_LR = 3e-4
 #: from 0.567 to 0.615, so the baselines' detector has seen the same images (and more steps) as
 #: the shipped base's. On 10 000 images a second round of both does not overfit: 4000 more joint
 #: steps took the base to mAP 0.522 at 0.116 bpp (preview 24.41 dB), 4000 more reference steps the
-#: reference to 0.629 (the bytes ratios against it rose from 5.13x/2.68x/3.05x to 5.42x/2.76x/3.13x
-#: against JPEG/WebP/AVIF); the detector alone on the frozen codec for those 4000 steps instead: 0.516.
+#: reference to 0.629 (the bytes ratios against it rose from 5.13x/2.68x/3.05x to 5.44x/2.76x/3.13x
+#: against JPEG/WebP/AVIF, as shipped); the detector alone on the frozen codec for those 4000 steps instead: 0.516.
 LOW_LAMBDA = {"detection": 0.25}
 #: ``tune`` (depth): last, the task model alone trains on the frozen codec's decoded output
 #: (``--freeze-codec``), which is what the cloud runs it on; the bitstream does not change. It

@@ -110,8 +110,15 @@ def test_the_shipped_models_are_the_experiments_proposal_runs(tmp_path):
     stages = ship_stages(data, tmp_path / "ship", data_large=large)
     by_name = {name: cfg for name, cfg, _ in stages}
     zoo = {name: z for name, _, z in stages}
-    shipped_base = {"detection": _last(by_name, "detection-base-full-large"), "depth": "depth-tune"}
-    shipped_ref = {"detection": _last(by_name, "detection-task-tune-large"), "depth": "depth-task-tune"}
+    # the detection base and reference ship from the last stage of their chains
+    shipped_base = {
+        "detection": _chain(by_name, "detection-base-full-large")[-1].out.name,
+        "depth": "depth-tune",
+    }
+    shipped_ref = {
+        "detection": _chain(by_name, "detection-task-tune-large")[-1].out.name,
+        "depth": "depth-task-tune",
+    }
     for task, model in (("detection", "det-tiny"), ("depth", "depth-tiny")):
         steps = STEPS[task]
         runs = experiment_runs(
@@ -181,13 +188,6 @@ def _chain(by_name, prefix):
         chain.append(by_name[name])
         i += 1
     return chain
-
-
-def _last(by_name, prefix):
-    """The name of the last stage of the chain prefix, prefix2, ..."""
-    names = [n for n in by_name if n == prefix or re.fullmatch(re.escape(prefix) + r"\d+", n)]
-    assert names, prefix
-    return max(names, key=lambda n: int(n[len(prefix) :] or 1))
 
 
 def _check_restarts(prev, chain, x, **changes):
