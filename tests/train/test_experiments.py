@@ -113,11 +113,11 @@ def test_the_shipped_models_are_the_experiments_proposal_runs(tmp_path):
     # the detection base and reference ship from the last stage of their chains
     shipped_base = {
         "detection": _chain(by_name, "detection-base-full-large")[-1].out.name,
-        "depth": "depth-tune",
+        "depth": _chain(by_name, "depth-tune-large")[-1].out.name,
     }
     shipped_ref = {
         "detection": _chain(by_name, "detection-task-tune-large")[-1].out.name,
-        "depth": "depth-task-tune",
+        "depth": _chain(by_name, "depth-task-tune-large")[-1].out.name,
     }
     for task, model in (("detection", "det-tiny"), ("depth", "depth-tiny")):
         steps = STEPS[task]
@@ -176,7 +176,7 @@ def test_the_shipped_models_are_the_experiments_proposal_runs(tmp_path):
     assert not _chain(by_name, "detection-tune")
     # depth: tuned straight from the continued base
     assert not _chain(by_name, "depth-base-low") and not _chain(by_name, "depth-base-full-large")
-    assert len(_chain(by_name, "depth-tune")) == 1
+    assert len(_chain(by_name, "depth-tune")) == 1 and _chain(by_name, "depth-tune-large")
     assert STEPS["depth"]["base"] == 800 and STEPS["detection"]["base"] == 4000
     assert STEPS["depth"]["rec"] == STEPS["detection"]["rec"] == 1500
 
@@ -217,6 +217,10 @@ def _check_whole_image_stages(by_name, zoo, task, x, large):
     bases = [c for n, c in by_name.items() if n.startswith(f"{task}-base")]
     tunes = _chain(by_name, f"{task}-tune")  # optional: the task model alone on the frozen codec
     _check_restarts(bases[-1], tunes, x, crop=None, freeze_codec=True)
+    tunes_large = _chain(by_name, f"{task}-tune-large")  # ... then on the larger set
+    if tunes_large:
+        _check_restarts(tunes[-1], tunes_large, x, data=large)
+    tunes += tunes_large
     base_whole_image = [c for c in [*bases, *tunes] if c.crop is None]
     assert base_whole_image  # the shipped base's task model has seen whole images
     # the baselines' task model trains no less on whole images than the base's, on each data set
