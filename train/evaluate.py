@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from layercast.shared.errors import ConfigError
 from layercast.train import data as tdata
 from layercast.train.baselines import Codec, Coded, available_codecs, default_qualities, encode, from_file
 from layercast.train.metrics import PSNR, DepthRMSE, DetectionMAP, MeanIoU
@@ -250,6 +251,19 @@ def bytes_ratios(point: RDPoint, baselines: list[RDPoint]) -> dict[str, float | 
     return ratios
 
 
+def load_baselines(path: Path, images: int) -> list[dict[str, Any]]:
+    """JPEG/WebP/AVIF points (and the clean-image reference) from a ``layercast eval`` file
+    (``rd_<task>.json``), checked to come from as many test images as the bases here."""
+    points = json.loads(path.read_text())
+    counted = {p["extra"].get("images") for p in points if p["method"] not in (*IMAGE_CODECS, "uncompressed")}
+    if counted != {images}:
+        raise ConfigError(
+            f"{path} was evaluated on {sorted(c for c in counted if c)} test images, the bases here on "
+            f"{images}: run the report with --limit matching `layercast eval` (all images: no --limit)"
+        )
+    return [p for p in points if p["method"] in (*IMAGE_CODECS, "uncompressed")]
+
+
 def log_rate_axis(ax) -> None:
     """A log bpp axis labelled with plain numbers (0.15, 0.3, 1) instead of crowded 3×10⁻¹ labels."""
     from matplotlib.ticker import FuncFormatter, NullFormatter
@@ -299,9 +313,19 @@ def plot_rd(points: list[RDPoint], path: Path, title: str) -> None:
 
 
 def run_eval(
-    models: list[str], root: Path, out: Path, task_refs: dict[str, Path], limit: int | None, baselines: bool
+    models: list[str],
+    root: Path,
+    out: Path,
+    task_refs: dict[str, Path],
+    limit: int | None,
+    baselines: bool,
+    stored: list[Path] = (),
 ) -> dict:
-    """Evaluate registry models and (optionally) baselines; writes JSON, plots and a summary."""
+    """Evaluate registry models and (optionally) baselines; writes JSON, plots and a summary.
+
+    ``stored``: ``rd_<task>.json`` files of an earlier ``layercast eval`` on the same test images;
+    their JPEG/WebP/AVIF points and clean-image reference stand in for evaluating them again, so a
+    candidate model is set against the published curves in seconds."""
     from layercast.shared.codec import load_codec
 
     t0 = time.time()
@@ -310,11 +334,23 @@ def run_eval(
     for name in models:
         codec = load_codec(name, device="cpu")
         by_task.setdefault(codec.task, []).append(evaluate_codec(codec, name, root, limit))
+    curves: dict[str, Path] = {}
+    for path in stored:
+        tasks = {p["task"] for p in json.loads(path.read_text())}
+        if len(tasks) != 1 or (task := tasks.pop()) not in by_task:
+            raise ConfigError(
+                f"{path}: holds no curves of the tasks evaluated here ({', '.join(sorted(by_task))})"
+            )
+        if task in curves or task in task_refs:
+            raise ConfigError(f"{task}: give either one --baselines file or --task-ref, not both")
+        curves[task] = path
     summary: dict[str, Any] = {"tasks": {}}
     files: BaselineFiles = {}
     for task, pts in by_task.items():
         ref_path = task_refs.get(task)
-        if ref_path and ref_path.exists():
+        if task in curves:
+            pts.extend(RDPoint(**p) for p in load_baselines(curves[task], pts[0].extra["images"]))
+        elif ref_path and ref_path.exists():
             ref_model = load_task_reference(ref_path)
             pts.append(evaluate_reference(ref_model, task, root, limit))
             if baselines:

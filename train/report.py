@@ -15,9 +15,15 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from layercast.shared.errors import ConfigError
 from layercast.train.bdrate import BDError, bd_rate
-from layercast.train.evaluate import IMAGE_CODECS, RDPoint, bytes_ratios, evaluate_codec, log_rate_axis
+from layercast.train.evaluate import (
+    IMAGE_CODECS,
+    RDPoint,
+    bytes_ratios,
+    evaluate_codec,
+    load_baselines,
+    log_rate_axis,
+)
 from layercast.train.experiments import BETAS, ENH_BASE_LAMBDA, base_dir
 
 #: The paper's figures (de Andrade & Bajić, Table/plots; docs/paper.md).
@@ -34,19 +40,6 @@ PAPER_ENH = {
 TARGETS = {"base_bd_rate": 5.0, "enh_bd_rate": -10.0, "preview_gain_db": 5.0}
 #: The issue's targets for the base layer at equal task accuracy: ≥ 10× fewer bytes than JPEG, ≥ 4× than AVIF.
 RATIO_TARGETS = {"jpeg": 10.0, "avif": 4.0}
-
-
-def load_baselines(path: Path, images: int) -> list[dict[str, Any]]:
-    """JPEG/WebP/AVIF points (and the clean-image reference) from a ``layercast eval`` file
-    (``rd_<task>.json``), checked to come from as many test images as the bases here."""
-    points = json.loads(path.read_text())
-    counted = {p["extra"].get("images") for p in points if p["method"] not in (*IMAGE_CODECS, "uncompressed")}
-    if counted != {images}:
-        raise ConfigError(
-            f"{path} was evaluated on {sorted(c for c in counted if c)} test images, the bases here on "
-            f"{images}: run the report with --limit matching `layercast eval` (all images: no --limit)"
-        )
-    return [p for p in points if p["method"] in (*IMAGE_CODECS, "uncompressed")]
 
 
 def baseline_ratios(results: dict[str, Any], baselines: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -111,6 +111,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--limit", type=int, default=None, help="first N test images only")
     p.add_argument("--no-baselines", action="store_true")
+    p.add_argument(
+        "--baselines",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="rd_TASK.json",
+        help="reuse the JPEG/WebP/AVIF curves and clean-image reference of an earlier eval on the same "
+        "test images (e.g. docs/results/rd_detection.json) instead of evaluating them again",
+    )
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy 2-core box)")
     p.set_defaults(func=_eval)
 
@@ -178,7 +187,9 @@ def _eval(args: argparse.Namespace) -> int:
     for item in args.task_ref:
         task, _, path = item.partition("=")
         refs[task] = Path(path)
-    summary = run_eval(args.models, args.data, args.out, refs, args.limit, not args.no_baselines)
+    summary = run_eval(
+        args.models, args.data, args.out, refs, args.limit, not args.no_baselines, stored=args.baselines
+    )
     for task, info in summary["tasks"].items():
         print(f"\n[{task}]")
         for p in info["points"]:
