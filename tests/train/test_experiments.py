@@ -104,7 +104,7 @@ def test_the_shipped_models_are_the_experiments_proposal_runs(tmp_path):
     trained longer."""
     from dataclasses import replace
 
-    from layercast.train.recipes import CONTINUE_LR, LOW_LAMBDA, STEPS, ship_stages
+    from layercast.train.recipes import CONTINUE_LR, LEAN, LOW_LAMBDA, STEPS, ship_stages
 
     data, large, x = tmp_path / "synth", tmp_path / "synth10k", tmp_path / "x"
     stages = ship_stages(data, tmp_path / "ship", data_large=large)
@@ -112,7 +112,7 @@ def test_the_shipped_models_are_the_experiments_proposal_runs(tmp_path):
     zoo = {name: z for name, _, z in stages}
     # the detection base and reference ship from the last stage of their chains
     shipped_base = {
-        "detection": _chain(by_name, "detection-base-full-large")[-1].out.name,
+        "detection": _chain(by_name, "detection-base-lean-large")[-1].out.name,
         "depth": _chain(by_name, "depth-tune-large")[-1].out.name,
     }
     shipped_ref = {
@@ -172,7 +172,14 @@ def test_the_shipped_models_are_the_experiments_proposal_runs(tmp_path):
     _check_restarts(more, lows, x, lmbda=LOW_LAMBDA["detection"])
     fulls = _chain(by_name, "detection-base-full-large")
     _check_restarts(lows[-1], fulls, x, crop=None, data=large)
-    assert fulls and not any(zoo[n] for n, c in by_name.items() if c in [more, *lows])
+    # ... and last with both distortion terms scaled down (λ_b and β by the same factor)
+    leans = _chain(by_name, "detection-base-lean-large")
+    assert [c.steps for c in leans] == list(STEPS["detection"]["base_lean_large"]) and leans
+    _check_restarts(fulls[-1], leans, x, **LEAN["detection"])
+    assert LEAN["detection"]["beta"] / LEAN["detection"]["lmbda"] == pytest.approx(
+        0.01 / LOW_LAMBDA["detection"]
+    )
+    assert not any(zoo[n] for n, c in by_name.items() if c in [more, *lows, *fulls])
     assert not _chain(by_name, "detection-tune")
     # depth: tuned straight from the continued base
     assert not _chain(by_name, "depth-base-low") and not _chain(by_name, "depth-base-full-large")
