@@ -15,6 +15,7 @@ import hashlib
 import json
 import math
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -258,8 +259,8 @@ def load_baselines(path: Path, images: int) -> list[dict[str, Any]]:
     counted = {p["extra"].get("images") for p in points if p["method"] not in (*IMAGE_CODECS, "uncompressed")}
     if counted != {images}:
         raise ConfigError(
-            f"{path} was evaluated on {sorted(c for c in counted if c)} test images, the bases here on "
-            f"{images}: run the report with --limit matching `layercast eval` (all images: no --limit)"
+            f"{path} was evaluated on {sorted(c for c in counted if c)} test images, the models here on "
+            f"{images}: use the same --limit as the `layercast eval` that wrote it (all images: no --limit)"
         )
     return [p for p in points if p["method"] in (*IMAGE_CODECS, "uncompressed")]
 
@@ -319,7 +320,7 @@ def run_eval(
     task_refs: dict[str, Path],
     limit: int | None,
     baselines: bool,
-    stored: list[Path] = (),
+    stored: Sequence[Path] = (),
 ) -> dict:
     """Evaluate registry models and (optionally) baselines; writes JSON, plots and a summary.
 
