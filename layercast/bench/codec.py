@@ -17,6 +17,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from layercast.shared.codec import bitstream
+
 SIZES = [(256, 256), (512, 768)]
 
 
@@ -63,7 +65,7 @@ def ours(config: str, trained: str | None = None):
 
 def bench_ours(codec, h: int, w: int, repeat: int) -> dict[str, float]:
     img = _image(h, w)
-    x, _, _ = codec._pad(codec._to_tensor(img)[None])
+    x = codec._pad(codec._to_tensor(img)[None])
     frame = codec.encode(img, layers="base")
     with torch.no_grad():
         y = codec.base.g_a(x)
@@ -74,7 +76,9 @@ def bench_ours(codec, h: int, w: int, repeat: int) -> dict[str, float]:
             "g_a_ms": _time(lambda: codec.base.g_a(x), repeat),
             "entropy_enc_ms": _time(lambda: codec.base.latent_codec.compress(y), repeat),
             "entropy_dec_ms": _time(
-                lambda: codec.base.latent_codec.decompress([frame.base[44:]], dec.header.latent_shape[1:]),
+                lambda: codec.base.latent_codec.decompress(
+                    [bitstream.payload(frame.base)], codec.latent_shape(dec.header)[1:]
+                ),
                 repeat,
             ),
             "g_s_task_ms": _time(lambda: codec.base.task_image(dec.y_hat.float()), repeat),
@@ -102,19 +106,21 @@ def bench_compressai(name: str, h: int, w: int, repeat: int) -> dict[str, float]
 
 def bytes_vs_estimate(codec, n: int = 8, h: int = 192, w: int = 256) -> list[dict[str, float]]:
     """Actual container bytes vs the entropy-model estimate (−log2 likelihoods) of the same ŷ."""
-    from layercast.shared.codec.bitstream import HEADER_SIZE
+    from layercast.shared.codec.bitstream import BASE_HEADER_SIZE
 
     rows = []
     for i in range(n):
         img = _image(h, w, seed=100 + i)
         frame = codec.encode(img, layers="base")
-        x, _, _ = codec._pad(codec._to_tensor(img)[None])
+        x = codec._pad(codec._to_tensor(img)[None])
         with torch.no_grad():
             lc = codec.base.latent_codec.eval()
             out = lc(codec.base.g_a(x).to(codec.coding_dtype))
         est_bits = sum(-torch.log2(v).sum().item() for v in out["likelihoods"].values())
-        payload = len(frame.base) - HEADER_SIZE
-        rows.append({"estimate_bytes": est_bits / 8, "payload_bytes": payload, "header_bytes": HEADER_SIZE})
+        payload = len(frame.base) - BASE_HEADER_SIZE
+        rows.append(
+            {"estimate_bytes": est_bits / 8, "payload_bytes": payload, "header_bytes": BASE_HEADER_SIZE}
+        )
     return rows
 
 

@@ -142,13 +142,14 @@ class ScalableCodec:
             raise ImageTooLarge(f"image of {w}x{h} is above the limit of {self.max_pixels} pixels")
         return torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1).float().div_(255)
 
-    def _pad(self, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+    def _pad(self, x: torch.Tensor) -> torch.Tensor:
+        """Replicate-pad right and bottom to the base's multiple (``latent_shape`` assumes it)."""
         m = self.config.pad_multiple
         h, w = x.shape[-2:]
         pad_b, pad_r = (-h) % m, (-w) % m
         if pad_b or pad_r:
             x = F.pad(x, (0, pad_r, 0, pad_b), mode="replicate")
-        return x, pad_r, pad_b
+        return x
 
     @staticmethod
     def _to_uint8(x: torch.Tensor, h: int, w: int) -> np.ndarray:
@@ -165,11 +166,11 @@ class ScalableCodec:
         for i, t in enumerate(tensors):
             by_size[tuple(t.shape[-2:])].append(i)
         for (h, w), idx in by_size.items():
-            x, pad_r, pad_b = self._pad(torch.stack([tensors[i] for i in idx]).to(self.device))
+            x = self._pad(torch.stack([tensors[i] for i in idx]).to(self.device))
             enc = self.base.latent_codec.compress(self.base.g_a(x))
             y_hat = enc["y_hat"]
             bases = [
-                self._pack(LayerKind.BASE, self.base_model_id, 0, w, h, pad_r, pad_b, y_hat.shape[1:], s, c)
+                self._pack(LayerKind.BASE, self.base_model_id, 0, w, h, s, c)
                 for s, c in zip(enc["strings"], enc["checksums"], strict=True)
             ]
             enhs: list[bytes | None] = [None] * len(idx)
@@ -183,9 +184,6 @@ class ScalableCodec:
                         bitstream.frame_ref_of(b),
                         w,
                         h,
-                        pad_r,
-                        pad_b,
-                        enc_e["y_hat"].shape[1:],
                         s,
                         c,
                     )
@@ -198,20 +196,13 @@ class ScalableCodec:
     def encode(self, image: np.ndarray, layers: str = "all") -> EncodedFrame:
         return self.encode_batch([image], layers)[0]
 
-    def _pack(
-        self, kind, model_id, ref, w, h, pad_r, pad_b, latent_shape, payload: bytes, checksum: int
-    ) -> bytes:
-        cfg = self.config if kind is LayerKind.BASE else self.enh_ckpt.config  # type: ignore[union-attr]
+    def _pack(self, kind, model_id, ref, w, h, payload: bytes, checksum: int) -> bytes:
         header = Header(
             kind=kind,
             model_id=model_id,
             frame_ref=ref,
             width=w,
             height=h,
-            pad_right=pad_r,
-            pad_bottom=pad_b,
-            latent_shape=tuple(int(s) for s in latent_shape),
-            hyper_channels=cfg.hyper_channels,
             payload_length=len(payload),
             symbols_crc=checksum,
         )
@@ -225,35 +216,24 @@ class ScalableCodec:
         if header.kind is not kind:
             raise CorruptBitstream(f"expected a {kind.label} bitstream, got a {header.layer} bitstream")
         if kind is LayerKind.BASE:
-            model_id, cfg = self.base_model_id, self.config
+            model_id = self.base_model_id
         else:
             if self.enhancement is None:
                 raise UnknownModel(
                     f"no enhancement model loaded; the bitstream needs model {header.model_id}"
                 )
-            model_id, cfg = self.enhancement_model_id, self.enh_ckpt.config  # type: ignore[union-attr]
+            model_id = self.enhancement_model_id
         if header.model_id != model_id:
             raise UnknownModel(
                 f"bitstream was coded by model {header.model_id}; this codec has {kind.label} model {model_id}"
             )
-        m = cfg.pad_multiple
-        ph, pw = header.padded_size
-        expect = (cfg.latent_channels, ph // 16, pw // 16)
-        if (
-            header.pad_right >= m
-            or header.pad_bottom >= m
-            or ph % m
-            or pw % m
-            or header.latent_shape != expect
-        ):
-            raise CorruptBitstream(
-                f"inconsistent header: {header.width}x{header.height} padded by ({header.pad_right}, {header.pad_bottom}) "
-                f"with latent {header.latent_shape}, expected latent {expect}"
-            )
-        if header.hyper_channels != cfg.hyper_channels:
-            raise CorruptBitstream(
-                f"header says {header.hyper_channels} hyper channels, the model has {cfg.hyper_channels}"
-            )
+
+    def latent_shape(self, header: Header) -> tuple[int, int, int]:
+        """(M, h, w) of the layer's ŷ: the image padded to the base's multiple, 16x down-sampled."""
+        m = self.config.pad_multiple
+        ph, pw = -(-header.height // m) * m, -(-header.width // m) * m
+        cfg = self.config if header.kind is LayerKind.BASE else self.enh_ckpt.config  # type: ignore[union-attr]
+        return (cfg.latent_channels, ph // 16, pw // 16)
 
     def check_base(self, data: bytes) -> Header:
         """Everything that can be checked before decoding (cheap; no large allocation)."""
@@ -274,7 +254,7 @@ class ScalableCodec:
                     raise
                 out[i] = exc
                 continue
-            groups[header.latent_shape].append((i, header))
+            groups[self.latent_shape(header)].append((i, header))
         for shape, items in groups.items():
             res = self.base.latent_codec.decompress(
                 [bitstream.payload(datas[i]) for i, _ in items], shape[1:]
@@ -321,7 +301,7 @@ class ScalableCodec:
         results: list[Any] = [None] * len(decs)
         by_shape: dict[tuple, list[int]] = defaultdict(list)
         for i, d in enumerate(decs):
-            by_shape[d.header.latent_shape + d.size].append(i)
+            by_shape[d.size].append(i)
         for _, idx in by_shape.items():
             y = torch.cat([decs[i].y_hat.float() for i in idx])
             h, w = decs[idx[0]].size
@@ -346,7 +326,7 @@ class ScalableCodec:
         e = self.enhancement
         assert e is not None
         cond = e.condition(dec.y_hat)
-        res = e.latent_codec.decompress([bitstream.payload(data)], header.latent_shape[1:], cond)
+        res = e.latent_codec.decompress([bitstream.payload(data)], self.latent_shape(header)[1:], cond)
         if res["checksums"][0] != header.symbols_crc:
             raise DecodeMismatch(
                 "decoded enhancement symbols differ from the encoded ones (symbol CRC mismatch)"

@@ -1,25 +1,23 @@
 """The layercast container: one self-describing byte string per layer of a frame.
 
-All integers big-endian. Format version 1 (documented in docs/bitstream.md)::
+All integers big-endian. Format version 2 (documented in docs/bitstream.md)::
 
     off size field
-      0   4  magic            b"LCST"
-      4   1  format version   1
-      5   1  layer kind       1 = base, 2 = enhancement
-      6   8  model id         first 8 bytes of the SHA-256 of the weights that coded this layer
-     14   4  frame reference  enhancement: CRC32 of the whole base bitstream of the same frame; base: 0
-     18   2  width            original image width, pixels (1..65535)
-     20   2  height           original image height, pixels
-     22   1  pad right        columns added to reach a multiple of the codec's stride
-     23   1  pad bottom       rows added
-     24   2  latent channels  M of ŷ
-     26   2  latent height    rows of ŷ
-     28   2  latent width     columns of ŷ
-     30   2  hyper channels   channels of ẑ (ẑ is ŷ's size / 4, rounded up)
-     32   4  payload length   bytes after the header
-     36   4  symbols CRC32    CRC32 of every coded symbol in coding order (cross-machine determinism check)
-     40   4  CRC32            over bytes 0..39 and the payload
-     44      payload          one rANS stream: ẑ then ŷ (2 checkerboard steps per channel group)
+      0   2  magic            b"LC"
+      2   1  format version   2
+      3   1  layer kind       1 = base, 2 = enhancement
+      4   8  model id         first 8 bytes of the SHA-256 of the weights that coded this layer
+     12   2  width            original image width, pixels (1..65535)
+     14   2  height           original image height, pixels
+     16   4  payload length   bytes after the header
+     20   4  symbols CRC32    CRC32 of every coded symbol in coding order (cross-machine determinism check)
+    (24   4  frame reference  enhancement only: CRC32 of the whole base bitstream of the same frame)
+  24/28   4  CRC32            over every header byte before it and the payload
+  28/32      payload          one rANS stream: ẑ then ŷ (2 checkerboard steps per channel group)
+
+The header is 28 bytes for a base layer and 32 for an enhancement layer. Padding and the latent
+shape are not stored: the model named by the id fixes them for a given image size. Version 1
+(``b"LCST"``, a 44-byte header that also carried them) is recognised and refused by name.
 
 ``parse`` validates everything that can be checked without decoding and
 before any allocation proportional to the claimed sizes.
@@ -40,13 +38,13 @@ from layercast.shared.errors import (
     UnsupportedVersion,
 )
 
-MAGIC = b"LCST"
-FORMAT_VERSION = 1
-_HEAD = struct.Struct(">4sBB8sIHHBBHHHHII")
-_CRC = struct.Struct(">I")
-HEADER_SIZE = _HEAD.size + _CRC.size  # 44
-#: Default limit on decoded image size, checked from the header alone.
-DEFAULT_MAX_PIXELS = 4096 * 4096
+MAGIC = b"LC"
+FORMAT_VERSION = 2
+#: The magic of format version 1, which this build refuses with a clear message.
+V1_MAGIC = b"LCST"
+#: The fields every layer carries (before the enhancement's frame reference and the CRC32).
+FIELDS = struct.Struct(">2sBB8sHHII")
+_U32 = struct.Struct(">I")
 
 
 class LayerKind(IntEnum):
@@ -57,18 +55,25 @@ class LayerKind(IntEnum):
     def label(self) -> str:
         return self.name.lower()
 
+    @property
+    def header_size(self) -> int:
+        """Header bytes of this kind of layer: the fields, the frame reference if any, the CRC32."""
+        return FIELDS.size + (_U32.size if self is LayerKind.ENHANCEMENT else 0) + _U32.size
+
+
+BASE_HEADER_SIZE = LayerKind.BASE.header_size  # 28
+ENHANCEMENT_HEADER_SIZE = LayerKind.ENHANCEMENT.header_size  # 32
+#: Default limit on decoded image size, checked from the header alone.
+DEFAULT_MAX_PIXELS = 4096 * 4096
+
 
 @dataclass(frozen=True)
 class Header:
     kind: LayerKind
     model_id: str  # 16 hex characters
-    frame_ref: int
+    frame_ref: int  # 0 for a base layer (not stored)
     width: int
     height: int
-    pad_right: int
-    pad_bottom: int
-    latent_shape: tuple[int, int, int]  # (M, h, w) of ŷ
-    hyper_channels: int
     payload_length: int
     symbols_crc: int
     version: int = FORMAT_VERSION
@@ -78,17 +83,16 @@ class Header:
         return self.kind.label
 
     @property
-    def padded_size(self) -> tuple[int, int]:
-        """(height, width) after padding."""
-        return self.height + self.pad_bottom, self.width + self.pad_right
-
-    @property
     def pixels(self) -> int:
         return self.width * self.height
 
     @property
+    def header_size(self) -> int:
+        return self.kind.header_size
+
+    @property
     def total_bytes(self) -> int:
-        return HEADER_SIZE + self.payload_length
+        return self.header_size + self.payload_length
 
     @property
     def bpp(self) -> float:
@@ -98,23 +102,26 @@ class Header:
 def pack(header: Header, payload: bytes) -> bytes:
     if len(payload) != header.payload_length:
         raise ValueError("payload length does not match the header")
-    head = _HEAD.pack(
+    if header.kind is LayerKind.BASE and header.frame_ref:
+        raise ValueError("a base layer has no frame reference")
+    head = FIELDS.pack(
         MAGIC,
         header.version,
         int(header.kind),
         bytes.fromhex(header.model_id),
-        header.frame_ref,
         header.width,
         header.height,
-        header.pad_right,
-        header.pad_bottom,
-        *header.latent_shape,
-        header.hyper_channels,
         header.payload_length,
         header.symbols_crc,
     )
-    crc = zlib.crc32(payload, zlib.crc32(head))
-    return head + _CRC.pack(crc) + payload
+    if header.kind is LayerKind.ENHANCEMENT:
+        head += _U32.pack(header.frame_ref)
+    return seal(head, payload)
+
+
+def seal(head: bytes, payload: bytes) -> bytes:
+    """Header bytes (without the CRC32), the CRC32 over them and the payload, the payload."""
+    return head + _U32.pack(zlib.crc32(payload, zlib.crc32(head))) + payload
 
 
 def parse_header(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Header:
@@ -122,13 +129,18 @@ def parse_header(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Header
     if not isinstance(data, bytes | bytearray | memoryview):
         raise NotABitstream(f"expected bytes, got {type(data).__name__}")
     data = bytes(data)
-    if len(data) < 4 or data[:4] != MAGIC:
-        raise NotABitstream("not a layercast bitstream (bad magic; expected b'LCST')")
-    if len(data) < HEADER_SIZE:
-        raise TruncatedBitstream(f"bitstream truncated: {len(data)} bytes, the header alone is {HEADER_SIZE}")
-    (_, version, kind, model_id, frame_ref, width, height, pad_r, pad_b, m, lh, lw, hc, plen, scrc) = (
-        _HEAD.unpack_from(data)
-    )
+    if data[:4] == V1_MAGIC:
+        raise UnsupportedVersion(
+            f"bitstream format version 1 is not supported (this build reads {FORMAT_VERSION}); "
+            "re-encode the image with this build"
+        )
+    if len(data) < 2 or data[:2] != MAGIC:
+        raise NotABitstream(f"not a layercast bitstream (bad magic; expected {MAGIC!r})")
+    if len(data) < 4:
+        raise TruncatedBitstream(
+            f"bitstream truncated: {len(data)} bytes, the header alone is at least {BASE_HEADER_SIZE}"
+        )
+    version, kind = data[2], data[3]
     if version != FORMAT_VERSION:
         raise UnsupportedVersion(
             f"bitstream format version {version} is not supported (this build reads {FORMAT_VERSION})"
@@ -137,20 +149,25 @@ def parse_header(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Header
         kind = LayerKind(kind)
     except ValueError:
         raise CorruptBitstream(f"unknown layer kind {kind}") from None
+    size = kind.header_size
+    if len(data) < size:
+        raise TruncatedBitstream(
+            f"bitstream truncated: {len(data)} bytes, the {kind.label} header alone is {size}"
+        )
+    (_, _, _, model_id, width, height, plen, scrc) = FIELDS.unpack_from(data)
+    frame_ref = _U32.unpack_from(data, FIELDS.size)[0] if kind is LayerKind.ENHANCEMENT else 0
     if width == 0 or height == 0:
         raise CorruptBitstream(f"invalid image size {width}x{height}")
     if width * height > max_pixels:
         raise ImageTooLarge(
             f"bitstream claims a {width}x{height} image, above the limit of {max_pixels} pixels"
         )
-    if len(data) < HEADER_SIZE + plen:
-        raise TruncatedBitstream(
-            f"bitstream truncated: payload has {len(data) - HEADER_SIZE} of {plen} bytes"
-        )
-    if len(data) > HEADER_SIZE + plen:
-        raise CorruptBitstream(f"{len(data) - HEADER_SIZE - plen} unexpected bytes after the payload")
-    (crc,) = _CRC.unpack_from(data, _HEAD.size)
-    if zlib.crc32(data[HEADER_SIZE:], zlib.crc32(data[: _HEAD.size])) != crc:
+    if len(data) < size + plen:
+        raise TruncatedBitstream(f"bitstream truncated: payload has {len(data) - size} of {plen} bytes")
+    if len(data) > size + plen:
+        raise CorruptBitstream(f"{len(data) - size - plen} unexpected bytes after the payload")
+    (crc,) = _U32.unpack_from(data, size - _U32.size)
+    if zlib.crc32(data[size:], zlib.crc32(data[: size - _U32.size])) != crc:
         raise CorruptBitstream("bitstream CRC32 mismatch: the bytes were altered or truncated in transit")
     return Header(
         kind=kind,
@@ -158,18 +175,19 @@ def parse_header(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Header
         frame_ref=frame_ref,
         width=width,
         height=height,
-        pad_right=pad_r,
-        pad_bottom=pad_b,
-        latent_shape=(m, lh, lw),
-        hyper_channels=hc,
         payload_length=plen,
         symbols_crc=scrc,
         version=version,
     )
 
 
+def header_size_of(data: bytes) -> int:
+    """The header size of a well-formed container (its kind byte decides)."""
+    return LayerKind(data[3]).header_size
+
+
 def payload(data: bytes) -> bytes:
-    return bytes(data[HEADER_SIZE:])
+    return bytes(data[header_size_of(data) :])
 
 
 def frame_ref_of(base_bitstream: bytes) -> int:

@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import struct
 import subprocess
 import sys
 import time
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +24,7 @@ import pytest
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from layercast.shared.codec import ScalableCodec
+from layercast.shared.codec import ScalableCodec, bitstream
 from layercast.shared.rpc import analytics_pb2, analytics_pb2_grpc, operator_pb2, operator_pb2_grpc
 from tests.cloud.conftest import EdgeStream
 from tests.e2e.conftest import HEIGHT, WIDTH, camera_images, write_folder
@@ -46,10 +44,10 @@ def code_number(code: grpc.StatusCode) -> int:
 
 def forge(base: bytes) -> bytes:
     """Alter the payload and recompute the container CRC: every header check passes, decoding does not."""
-    head, payload = base[:40], bytearray(base[44:])
+    payload = bytearray(bitstream.payload(base))
     for i in range(len(payload) // 4, len(payload), 7):
         payload[i] ^= 0x5A
-    return head + struct.pack(">I", zlib.crc32(bytes(payload), zlib.crc32(head))) + bytes(payload)
+    return bitstream.pack(bitstream.parse_header(base), bytes(payload))
 
 
 def subscribe(target: str, camera: str, n: int, timeout: float = 60.0) -> list:
@@ -232,7 +230,7 @@ async def test_bad_bitstreams_are_refused_one_by_one_and_the_stream_goes_on(
         3: forge(good[1]),  # a payload that passes the container CRC but does not decode
         4: b"",  # empty
         5: b"\x00" * 64,  # not a layercast bitstream
-        6: good[1][:30],  # shorter than a header
+        6: good[1][:20],  # shorter than a header
         7: good[2],
     }
     async with aio.insecure_channel(cloud.target) as ch:

@@ -5,7 +5,8 @@ protobuf messages) and damage them at two levels:
 
 * inside a field: a bitstream with flipped bits, cut short or extended, a forged header whose CRC
   still matches (so the checks after the CRC are reached: sizes up to 65535x65535, the wrong
-  model id, inconsistent latent shapes), a forged payload that only the entropy decoder can refuse;
+  model id, a size whose latent shape the payload does not fit), a forged payload that only the
+  entropy decoder can refuse;
   an image cut short or claiming 100000x100000 in a header whose CRC matches;
 * on the wire: the serialized message bit-flipped, truncated, extended with unknown or malformed
   fields (bad UTF-8 in a string, a varint that never ends), or replaced by random bytes.
@@ -32,45 +33,48 @@ T = TypeVar("T")
 U64_MAX = (1 << 64) - 1
 U32_MAX = (1 << 32) - 1
 
-#: The container header (see shared/codec/bitstream.py), field by field, so single fields can be forged.
-HEAD = struct.Struct(">4sBB8sIHHBBHHHHII")
-assert HEAD.size + 4 == bitstream.HEADER_SIZE
+#: The container header's fields (see shared/codec/bitstream.py), so single fields can be forged.
+HEAD = bitstream.FIELDS
 #: Header field → (index in HEAD, largest value).
 HEADER_FIELDS = {
     "version": (1, 0xFF),
     "kind": (2, 0xFF),
-    "frame_ref": (4, U32_MAX),
-    "width": (5, 0xFFFF),
-    "height": (6, 0xFFFF),
-    "pad_right": (7, 0xFF),
-    "pad_bottom": (8, 0xFF),
-    "latent_channels": (9, 0xFFFF),
-    "latent_h": (10, 0xFFFF),
-    "latent_w": (11, 0xFFFF),
-    "hyper_channels": (12, 0xFFFF),
-    "payload_length": (13, U32_MAX),
-    "symbols_crc": (14, U32_MAX),
+    "width": (4, 0xFFFF),
+    "height": (5, 0xFFFF),
+    "payload_length": (6, U32_MAX),
+    "symbols_crc": (7, U32_MAX),
 }
 
 
-def reseal(fields: Sequence[object], payload: bytes) -> bytes:
-    """A container with these header fields and payload, with a CRC that matches."""
-    head = HEAD.pack(*fields)
-    return head + struct.pack(">I", zlib.crc32(payload, zlib.crc32(head))) + payload
+def header_size(data: bytes) -> int | None:
+    """The header size a container's kind byte announces, or None for an unknown kind."""
+    kind = data[3] if len(data) > 3 else None
+    return {1: bitstream.BASE_HEADER_SIZE, 2: bitstream.ENHANCEMENT_HEADER_SIZE}.get(kind)
 
 
-def forge_payload(base: bytes, payload: bytes) -> bytes:
-    """``base``'s header with another payload (length and CRC fixed): only decoding can refuse it."""
-    fields = list(HEAD.unpack_from(base))
-    fields[13] = len(payload)
-    return reseal(fields, payload)
+def reseal(fields: Sequence[object], payload: bytes, frame_ref: bytes = b"") -> bytes:
+    """A container with these header fields (and the enhancement's frame reference, if given) and
+    this payload, with a CRC that matches."""
+    return bitstream.seal(HEAD.pack(*fields) + frame_ref, payload)
 
 
-def claim_size(base: bytes, width: int, height: int) -> bytes:
-    """``base`` with a header claiming ``width`` x ``height`` pixels and a matching CRC."""
-    fields = list(HEAD.unpack_from(base))
-    fields[5], fields[6] = width, height
-    return reseal(fields, bitstream.payload(base))
+def _refield(data: bytes, payload: bytes, **changes: int) -> bytes:
+    size = header_size(data)
+    assert size is not None, "not a well-formed container"
+    fields = list(HEAD.unpack_from(data))
+    for name, value in changes.items():
+        fields[HEADER_FIELDS[name][0]] = value
+    return reseal(fields, payload, data[HEAD.size : size - 4])
+
+
+def forge_payload(data: bytes, payload: bytes) -> bytes:
+    """``data``'s header with another payload (length and CRC fixed): only decoding can refuse it."""
+    return _refield(data, payload, payload_length=len(payload))
+
+
+def claim_size(data: bytes, width: int, height: int) -> bytes:
+    """``data`` with a header claiming ``width`` x ``height`` pixels and a matching CRC."""
+    return _refield(data, bitstream.payload(data), width=width, height=height)
 
 
 def png_claiming(width: int, height: int) -> bytes:
@@ -245,7 +249,7 @@ def bitstreams(draw: st.DrawFn, samples: Samples, *, oversize: int = 0) -> Bits:
         data += draw(st.binary(min_size=1, max_size=64))
     elif how == "header":  # raw header bytes overwritten (CRC now wrong or magic broken)
         for _ in range(draw(st.integers(1, 4))):
-            data[draw(st.integers(0, bitstream.HEADER_SIZE - 1))] = draw(st.integers(0, 255))
+            data[draw(st.integers(0, bitstream.BASE_HEADER_SIZE - 1))] = draw(st.integers(0, 255))
     elif how == "forge_header":  # one field changed, CRC recomputed: the checks after the CRC must catch it
         fields = list(HEAD.unpack_from(src))
         name = draw(st.sampled_from([*HEADER_FIELDS, "model_id"]))
@@ -256,7 +260,7 @@ def bitstreams(draw: st.DrawFn, samples: Samples, *, oversize: int = 0) -> Bits:
         else:
             index, top = HEADER_FIELDS[name]
             fields[index] = draw(st.one_of(st.sampled_from([0, 1, top]), st.integers(0, top)))
-        data = bytearray(reseal(fields, bitstream.payload(src)))
+        data = bytearray(reseal(fields, bitstream.payload(src), src[HEAD.size : header_size(src) - 4]))
     elif (
         how == "forge_payload"
     ):  # header intact, payload replaced, CRC recomputed: the entropy decoder sees garbage
@@ -267,7 +271,7 @@ def bitstreams(draw: st.DrawFn, samples: Samples, *, oversize: int = 0) -> Bits:
     elif how == "random":
         data = bytearray(draw(st.binary(max_size=200)))
     elif how == "magic_random":
-        data = bytearray(b"LCST" + draw(st.binary(max_size=120)))
+        data = bytearray(bitstream.MAGIC + bytes([bitstream.FORMAT_VERSION]) + draw(st.binary(max_size=120)))
     elif how == "empty":
         data = bytearray()
     elif how == "oversize":
@@ -406,11 +410,11 @@ def mutate_bytes(data: bytes, seed: int) -> bytes:
             out = out[: int(rng.integers(0, len(out)))]
         elif op == 2:  # extend
             out += rng.integers(0, 256, int(rng.integers(1, 32)), dtype=np.uint8).tobytes()
-        elif op == 3 and len(out) >= bitstream.HEADER_SIZE:  # one header byte, CRC recomputed
-            fields = bytearray(out[: HEAD.size])
-            fields[int(rng.integers(4, HEAD.size))] = int(rng.integers(0, 256))
-            out = bytearray(reseal(HEAD.unpack(bytes(fields)), bytes(out[bitstream.HEADER_SIZE :])))
-        elif len(out) >= bitstream.HEADER_SIZE:  # payload replaced, CRC recomputed
+        elif op == 3 and (size := header_size(out)) and len(out) >= size:  # one header byte, CRC recomputed
+            head = bytearray(out[: size - 4])
+            head[int(rng.integers(2, size - 4))] = int(rng.integers(0, 256))
+            out = bytearray(bitstream.seal(bytes(head), bytes(out[size:])))
+        elif (size := header_size(out)) and len(out) >= size:  # payload replaced, CRC recomputed
             payload = rng.integers(0, 256, int(rng.integers(0, 2 * len(out))), dtype=np.uint8).tobytes()
             out = bytearray(forge_payload(bytes(out), payload))
     if bytes(out) == data:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import struct
 
 import numpy as np
 import pytest
@@ -11,6 +10,7 @@ import pytest
 from layercast.shared.codec import bitstream
 from layercast.shared.errors import (
     CorruptBitstream,
+    DecodeMismatch,
     ImageTooLarge,
     InvalidImage,
     NotABitstream,
@@ -27,14 +27,14 @@ def frame(untrained_codec):
 
 
 def test_truncated(untrained_codec, frame):
-    for n in (0, 3, 10, bitstream.HEADER_SIZE - 1, bitstream.HEADER_SIZE, len(frame.base) - 1):
+    for n in (0, 1, 3, 10, bitstream.BASE_HEADER_SIZE - 1, bitstream.BASE_HEADER_SIZE, len(frame.base) - 1):
         with pytest.raises((TruncatedBitstream, NotABitstream)) as exc:
             untrained_codec.decode_base(frame.base[:n])
         assert str(exc.value)
 
 
 def test_bit_flip_detected_by_crc(untrained_codec, frame):
-    for pos in (bitstream.HEADER_SIZE + 1, len(frame.base) - 1, 20):
+    for pos in (bitstream.BASE_HEADER_SIZE + 1, len(frame.base) - 1, 20, 24):
         data = bytearray(frame.base)
         data[pos] ^= 0x10
         with pytest.raises(CorruptBitstream, match="CRC32"):
@@ -65,9 +65,21 @@ def test_wrong_model_id(untrained_codec, frame):
 
 def test_wrong_version(untrained_codec, frame):
     data = bytearray(frame.base)
-    data[4] = 9
+    data[2] = 9
     with pytest.raises(UnsupportedVersion, match="version 9"):
         untrained_codec.decode_base(bytes(data))
+
+
+def test_version_1_refused_by_name(untrained_codec, frame):
+    """A version-1 container (44-byte header, magic LCST) is recognised, not called foreign."""
+    v1 = (
+        b"LCST\x01\x01"
+        + bytes.fromhex(untrained_codec.base_model_id)
+        + bytes(30)
+        + bitstream.payload(frame.base)
+    )
+    with pytest.raises(UnsupportedVersion, match="version 1 .*re-encode"):
+        untrained_codec.decode_base(v1)
 
 
 def test_absurd_dimensions_refused_from_header(untrained_codec, frame):
@@ -76,10 +88,13 @@ def test_absurd_dimensions_refused_from_header(untrained_codec, frame):
         untrained_codec.decode_base(data)
 
 
-def test_inconsistent_latent_shape(untrained_codec, frame):
-    data = _repack(frame.base, latent_shape=(64, 200, 200))
-    with pytest.raises(CorruptBitstream, match="inconsistent header"):
-        untrained_codec.decode_base(data)
+def test_size_of_another_frame(untrained_codec, frame):
+    """A header claiming another (valid) size makes the decoder expect another latent shape: the
+    payload then fails to decode or its symbols CRC disagrees; never a silent wrong image."""
+    for w, h in ((64, 64), (1000, 1000), (300, 200)):
+        data = _repack(frame.base, width=w, height=h)
+        with pytest.raises((CorruptBitstream, DecodeMismatch)):
+            untrained_codec.decode_base(data)
 
 
 def test_enhancement_given_as_base(untrained_codec, frame):
@@ -88,12 +103,9 @@ def test_enhancement_given_as_base(untrained_codec, frame):
 
 
 def test_unknown_layer_kind(untrained_codec, frame):
-    head = bytearray(frame.base[: bitstream.HEADER_SIZE - 4])
-    head[5] = 7
-    import zlib
-
-    payload = bitstream.payload(frame.base)
-    data = bytes(head) + struct.pack(">I", zlib.crc32(payload, zlib.crc32(bytes(head)))) + payload
+    head = bytearray(frame.base[: bitstream.BASE_HEADER_SIZE - 4])
+    head[3] = 7
+    data = bitstream.seal(bytes(head), bitstream.payload(frame.base))
     with pytest.raises(CorruptBitstream, match="layer kind 7"):
         untrained_codec.decode_base(data)
 

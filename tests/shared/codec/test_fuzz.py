@@ -28,7 +28,7 @@ codec = make_untrained_codec()
 rng = np.random.default_rng(SEED)
 frames = [codec.encode(smooth_image(rng, int(h), int(w))) for h, w in [(64, 64), (96, 128), (37, 90)]]
 decoded_bases = [codec.decode_base(f.base) for f in frames]
-H = bitstream.HEADER_SIZE
+H = bitstream.BASE_HEADER_SIZE
 stats = {"cases": 0, "errors": {}, "decoded": 0, "worst_s": 0.0}
 rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 for n in range(CASES):
@@ -53,7 +53,7 @@ for n in range(CASES):
             p = bytearray(rng.integers(0, 256, int(rng.integers(0, 3 * len(p) + 2)), dtype=np.uint8).tobytes())
         data = bytearray(bitstream.pack(dataclasses.replace(hdr, payload_length=len(p)), bytes(p)))
     else:  # random bytes with a valid magic
-        data = bytearray(b"LCST" + rng.integers(0, 256, int(rng.integers(0, 80)), dtype=np.uint8).tobytes())
+        data = bytearray(bitstream.MAGIC + b"\x02" + rng.integers(0, 256, int(rng.integers(0, 80)), dtype=np.uint8).tobytes())
     t = time.perf_counter()
     try:
         if bitstream.parse_header(bytes(data), max_pixels=codec.max_pixels).layer == "enhancement":

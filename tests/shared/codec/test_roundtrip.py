@@ -24,9 +24,13 @@ def test_both_layers_round_trip(untrained_codec, rng, size):
     assert base_hdr.total_bytes == len(frame.base)
 
     # the encoder's ŷ is exactly what the decoder reconstructs from the bytes alone
-    enc = codec.base.latent_codec.compress(codec.base.g_a(codec._pad(codec._to_tensor(img)[None])[0]))
+    enc = codec.base.latent_codec.compress(codec.base.g_a(codec._pad(codec._to_tensor(img)[None])))
     dec = codec.decode_base(frame.base)
     assert torch.equal(dec.y_hat, enc["y_hat"])
+    # the header does not carry the latent shape: the size and the model fix it
+    assert codec.latent_shape(base_hdr) == tuple(enc["y_hat"].shape[1:])
+    assert len(frame.base) - base_hdr.payload_length == bitstream.BASE_HEADER_SIZE == 28
+    assert len(frame.enhancement) - enh_hdr.payload_length == bitstream.ENHANCEMENT_HEADER_SIZE == 32
     assert len(torch.unique(torch.round(dec.y_hat))) > 5, (
         "symbols should be varied for this test to mean anything"
     )
