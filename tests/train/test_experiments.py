@@ -104,7 +104,7 @@ def test_the_shipped_models_are_the_experiments_proposal_runs(tmp_path):
     trained longer."""
     from dataclasses import replace
 
-    from layercast.train.recipes import CONTINUE_LR, LEAN, LOW_LAMBDA, STEPS, ship_stages
+    from layercast.train.recipes import CONTINUE_LR, LEAN, LEANER, LOW_LAMBDA, STEPS, ship_stages
 
     data, large, x = tmp_path / "synth", tmp_path / "synth10k", tmp_path / "x"
     stages = ship_stages(data, tmp_path / "ship", data_large=large)
@@ -112,7 +112,7 @@ def test_the_shipped_models_are_the_experiments_proposal_runs(tmp_path):
     zoo = {name: z for name, _, z in stages}
     # the detection base and reference ship from the last stage of their chains
     shipped_base = {
-        "detection": _chain(by_name, "detection-base-lean-large")[-1].out.name,
+        "detection": _chain(by_name, "detection-base-leaner-large")[-1].out.name,
         "depth": _chain(by_name, "depth-tune-large")[-1].out.name,
     }
     shipped_ref = {
@@ -176,10 +176,15 @@ def test_the_shipped_models_are_the_experiments_proposal_runs(tmp_path):
     leans = _chain(by_name, "detection-base-lean-large")
     assert [c.steps for c in leans] == list(STEPS["detection"]["base_lean_large"]) and leans
     _check_restarts(fulls[-1], leans, x, **LEAN["detection"])
-    assert LEAN["detection"]["beta"] / LEAN["detection"]["lmbda"] == pytest.approx(
-        0.01 / LOW_LAMBDA["detection"]
-    )
-    assert not any(zoo[n] for n, c in by_name.items() if c in [more, *lows, *fulls])
+    leaners = _chain(by_name, "detection-base-leaner-large")
+    assert [c.steps for c in leaners] == list(STEPS["detection"]["base_leaner_large"]) and leaners
+    _check_restarts(leans[-1], leaners, x, **LEANER["detection"])
+    for lean in (LEAN, LEANER):
+        assert lean["detection"]["beta"] / lean["detection"]["lmbda"] == pytest.approx(
+            0.01 / LOW_LAMBDA["detection"]
+        )
+    assert LEANER["detection"]["lmbda"] < LEAN["detection"]["lmbda"]
+    assert not any(zoo[n] for n, c in by_name.items() if c in [more, *lows, *fulls, *leans])
     assert not _chain(by_name, "detection-tune")
     # depth: tuned straight from the continued base
     assert not _chain(by_name, "depth-base-low") and not _chain(by_name, "depth-base-full-large")
