@@ -142,11 +142,14 @@ class ScalableCodec:
             raise ImageTooLarge(f"image of {w}x{h} is above the limit of {self.max_pixels} pixels")
         return torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1).float().div_(255)
 
+    def _padded(self, n: int) -> int:
+        """``n`` rounded up to the base's multiple: the size ``_pad`` pads an image side to."""
+        return n + (-n) % self.config.pad_multiple
+
     def _pad(self, x: torch.Tensor) -> torch.Tensor:
         """Replicate-pad right and bottom to the base's multiple (``latent_shape`` assumes it)."""
-        m = self.config.pad_multiple
         h, w = x.shape[-2:]
-        pad_b, pad_r = (-h) % m, (-w) % m
+        pad_b, pad_r = self._padded(h) - h, self._padded(w) - w
         if pad_b or pad_r:
             x = F.pad(x, (0, pad_r, 0, pad_b), mode="replicate")
         return x
@@ -230,8 +233,7 @@ class ScalableCodec:
 
     def latent_shape(self, header: Header) -> tuple[int, int, int]:
         """(M, h, w) of the layer's ŷ: the image padded to the base's multiple, 16x down-sampled."""
-        m = self.config.pad_multiple
-        ph, pw = -(-header.height // m) * m, -(-header.width // m) * m
+        ph, pw = self._padded(header.height), self._padded(header.width)
         cfg = self.config if header.kind is LayerKind.BASE else self.enh_ckpt.config  # type: ignore[union-attr]
         return (cfg.latent_channels, ph // 16, pw // 16)
 
