@@ -106,8 +106,6 @@ def bench_compressai(name: str, h: int, w: int, repeat: int) -> dict[str, float]
 
 def bytes_vs_estimate(codec, n: int = 8, h: int = 192, w: int = 256) -> list[dict[str, float]]:
     """Actual container bytes vs the entropy-model estimate (−log2 likelihoods) of the same ŷ."""
-    from layercast.shared.codec.bitstream import BASE_HEADER_SIZE
-
     rows = []
     for i in range(n):
         img = _image(h, w, seed=100 + i)
@@ -117,9 +115,13 @@ def bytes_vs_estimate(codec, n: int = 8, h: int = 192, w: int = 256) -> list[dic
             lc = codec.base.latent_codec.eval()
             out = lc(codec.base.g_a(x).to(codec.coding_dtype))
         est_bits = sum(-torch.log2(v).sum().item() for v in out["likelihoods"].values())
-        payload = len(frame.base) - BASE_HEADER_SIZE
+        header = bitstream.BASE_HEADER_SIZE
         rows.append(
-            {"estimate_bytes": est_bits / 8, "payload_bytes": payload, "header_bytes": BASE_HEADER_SIZE}
+            {
+                "estimate_bytes": est_bits / 8,
+                "payload_bytes": len(frame.base) - header,
+                "header_bytes": header,
+            }
         )
     return rows
 

@@ -134,7 +134,7 @@ def parse_header(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Header
             f"bitstream format version 1 is not supported (this build reads {FORMAT_VERSION}); "
             "re-encode the image with this build"
         )
-    if len(data) < 2 or data[:2] != MAGIC:
+    if data[:2] != MAGIC:
         raise NotABitstream(f"not a layercast bitstream (bad magic; expected {MAGIC!r})")
     if len(data) < 4:
         raise TruncatedBitstream(

@@ -48,8 +48,10 @@ HEADER_FIELDS = {
 
 def header_size(data: bytes) -> int | None:
     """The header size a container's kind byte announces, or None for an unknown kind."""
-    kind = data[3] if len(data) > 3 else None
-    return {1: bitstream.BASE_HEADER_SIZE, 2: bitstream.ENHANCEMENT_HEADER_SIZE}.get(kind)
+    try:
+        return bitstream.header_size_of(data)
+    except (IndexError, ValueError):
+        return None
 
 
 def reseal(fields: Sequence[object], payload: bytes, frame_ref: bytes = b"") -> bytes:
