@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 from collections.abc import Callable, Iterable
 
 Register = Callable[[argparse._SubParsersAction], None]
@@ -31,6 +32,9 @@ def run(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
         level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # compressai imports torch_geometric, which calls torch.jit.script at import time; torch then
+    # warns on every command about a call that is not ours (pytest ignores it the same way)
+    warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=FutureWarning)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

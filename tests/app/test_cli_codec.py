@@ -92,3 +92,21 @@ def test_bad_inputs_give_clear_errors(model_dir, tmp_path, capsys):
 
     assert main(["encode", str(gray), "-o", str(tmp_path / "o"), "--model", "nope"]) == 1
     assert "no model named" in capsys.readouterr().err
+
+
+def test_a_command_prints_no_third_party_warnings():
+    """A fresh interpreter, as a user runs it: torch_geometric (imported by compressai) calls the
+    deprecated torch.jit.script at import time; the command must not print torch's warning."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "layercast", "models"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "det-tiny" in done.stdout
+    assert "Warning" not in done.stderr, done.stderr
