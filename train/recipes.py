@@ -51,11 +51,12 @@ STEPS = {
         "task": 1200,
         "task_more": 2400,
         "task_tune": 1500,
-        "task_tune_large": (4000,),
+        "task_tune_large": (4000,) * 2,
         "base": 800,
         "base_more": 2400,
         "tune": 1500,
         "tune_large": (4000,),
+        "lean_large": (4000,),
         "rec": 1500,
     },
 }
@@ -91,7 +92,12 @@ LOW_LAMBDA = {"detection": 0.25}
 #: 12: mAP 0.538 at 0.084 bpp). λ_b = 0.1 alone (β 0.01) kept 0.103 bpp (mAP 0.540: the preview
 #: term holds the bits). The reference's fifth round is one 8000-step run (its lr drop lasts 1600
 #: steps): 0.631 → 0.648, after 0.629 → 0.631 → 0.631 from 4000-step rounds.
-LEAN = {"detection": {"lmbda": 0.1, "beta": 0.004}}
+#: ``lean_large`` (depth, session 14): after ``tune_large`` (below), the depth base trains jointly on
+#: whole images of the larger set for the first time, both distortion terms scaled by 0.2 (λ_b 1 →
+#: 0.2, β 0.01 → 0.002). One 4000-step round: 0.079 → 0.040 bpp, 1.743 → 1.719 px disparity RMSE,
+#: preview 22.70 → 21.74 dB (× 0.4 instead: 0.055 bpp, 1.696 px, 22.55 dB). Its reference's second
+#: ``task_tune_large`` round (4000 steps): 1.613 → 1.549 px. JPEG 3.6x → 7.5x the bytes at equal RMSE.
+LEAN = {"detection": {"lmbda": 0.1, "beta": 0.004}, "depth": {"lmbda": 0.2, "beta": 0.002}}
 #: ``base_leaner_large`` (session 13): after the first λ_b = 0.1 round, three rounds with both terms
 #: halved again, λ_b = 0.05, β = 0.002: 0.084 → 0.062 → 0.061 → 0.0605 bpp (28-byte header), mAP
 #: 0.530 → 0.517 → 0.524 → 0.534, preview 23.82 → 23.11 → 23.06 → 23.02 dB; the reference's sixth
@@ -183,6 +189,9 @@ def ship_stages(
             )
         bases += _restarts(bases[-1][1], f"{task}-tune", steps("tune"), freeze_codec=True, crop=TUNE_CROP)
         bases += _restarts(bases[-1][1], f"{task}-tune-large", steps("tune_large"), data=large)
+        bases += _restarts(
+            bases[-1][1], f"{task}-lean-large", steps("lean_large"), freeze_codec=False, **LEAN[task]
+        )
         shipped = bases[-1][1]
         [e_steps] = steps("rec")
         e = TrainConfig(

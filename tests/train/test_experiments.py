@@ -100,7 +100,7 @@ def test_the_shipped_models_are_the_experiments_proposal_runs(tmp_path):
     reconstruction layer (the detection base and both layers for more steps), then trains the task
     reference and the base on from their finished weights, then on whole images: the detection
     base goes on at a lower λ_b, on crops and then on whole images; the depth base's model is tuned
-    on the frozen codec. The shipped set is the proposal's operating point of the experiment,
+    on the frozen codec, then the depth base trains on jointly at a lower λ_b and β. The shipped set is the proposal's operating point of the experiment,
     trained longer."""
     from dataclasses import replace
 
@@ -113,7 +113,7 @@ def test_the_shipped_models_are_the_experiments_proposal_runs(tmp_path):
     # the detection base and reference ship from the last stage of their chains
     shipped_base = {
         "detection": _chain(by_name, "detection-base-leaner-large")[-1].out.name,
-        "depth": _chain(by_name, "depth-tune-large")[-1].out.name,
+        "depth": _chain(by_name, "depth-lean-large")[-1].out.name,
     }
     shipped_ref = {
         "detection": _chain(by_name, "detection-task-tune-large")[-1].out.name,
@@ -189,6 +189,8 @@ def test_the_shipped_models_are_the_experiments_proposal_runs(tmp_path):
     # depth: tuned straight from the continued base
     assert not _chain(by_name, "depth-base-low") and not _chain(by_name, "depth-base-full-large")
     assert len(_chain(by_name, "depth-tune")) == 1 and _chain(by_name, "depth-tune-large")
+    assert [c.steps for c in _chain(by_name, "depth-lean-large")] == list(STEPS["depth"]["lean_large"])
+    assert not _chain(by_name, "detection-lean-large")
     assert STEPS["depth"]["base"] == 800 and STEPS["detection"]["base"] == 4000
     assert STEPS["depth"]["rec"] == STEPS["detection"]["rec"] == 1500
 
@@ -220,6 +222,8 @@ def _check_whole_image_stages(by_name, zoo, task, x, large):
     """The last base stages train on whole images (jointly, or the task model alone on the frozen
     codec); the clean-image reference gets whole-image steps too, at least as many as the base's
     task model, with the same augmentation."""
+    from layercast.train.recipes import LEAN
+
     refs, more = _chain(by_name, f"{task}-task-tune"), by_name[f"{task}-task-more"]
     assert refs and zoo[f"{task}-task-more"] is None
     _check_restarts(more, refs, x, crop=None)
@@ -233,7 +237,14 @@ def _check_whole_image_stages(by_name, zoo, task, x, large):
     if tunes_large:
         _check_restarts(tunes[-1], tunes_large, x, data=large)
     tunes += tunes_large
-    base_whole_image = [c for c in [*bases, *tunes] if c.crop is None]
+    # optional, last: the codec trains again, jointly with the task model, on whole images of the
+    # larger set, with both distortion terms scaled down by the same factor
+    leans = _chain(by_name, f"{task}-lean-large")
+    if leans:
+        _check_restarts(tunes[-1], leans, x, freeze_codec=False, **LEAN[task])
+        assert LEAN[task]["beta"] / LEAN[task]["lmbda"] == pytest.approx(tunes[-1].beta / tunes[-1].lmbda)
+        assert LEAN[task]["lmbda"] < tunes[-1].lmbda
+    base_whole_image = [c for c in [*bases, *tunes, *leans] if c.crop is None]
     assert base_whole_image  # the shipped base's task model has seen whole images
     # the baselines' task model trains no less on whole images than the base's, on each data set
     for data in {c.data for c in base_whole_image}:
