@@ -100,8 +100,8 @@ def test_the_shipped_models_are_the_experiments_proposal_runs(tmp_path):
     reconstruction layer (the detection base and both layers for more steps), then trains the task
     reference and the base on from their finished weights, then on whole images: the detection
     base goes on at a lower λ_b, on crops and then on whole images; the depth base's model is tuned
-    on the frozen codec, then the depth base trains on jointly at a lower λ_b and β. The shipped set is the proposal's operating point of the experiment,
-    trained longer."""
+    on the frozen codec, then the whole depth base trains on at a lower λ_b and β. The shipped set
+    is the proposal's operating point of the experiment, trained longer."""
     from dataclasses import replace
 
     from layercast.train.recipes import CONTINUE_LR, LEAN, LEANER, LOW_LAMBDA, STEPS, ship_stages
@@ -186,7 +186,7 @@ def test_the_shipped_models_are_the_experiments_proposal_runs(tmp_path):
     assert LEANER["detection"]["lmbda"] < LEAN["detection"]["lmbda"]
     assert not any(zoo[n] for n, c in by_name.items() if c in [more, *lows, *fulls, *leans])
     assert not _chain(by_name, "detection-tune")
-    # depth: tuned straight from the continued base
+    # depth: tuned straight from the continued base, then trained on jointly (leaner)
     assert not _chain(by_name, "depth-base-low") and not _chain(by_name, "depth-base-full-large")
     assert len(_chain(by_name, "depth-tune")) == 1 and _chain(by_name, "depth-tune-large")
     assert [c.steps for c in _chain(by_name, "depth-lean-large")] == list(STEPS["depth"]["lean_large"])
