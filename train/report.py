@@ -85,6 +85,17 @@ def _evaluate(run: Path, base: Path, enh: Path | None, data: Path, limit: int | 
     return asdict(p)
 
 
+def _trained_weights(run: Path) -> dict[str, float]:
+    """The λ_b and β the run's loss really used (its ``summary.json``). A folder's name gives β
+    per unit of λ_b when a sweep keeps the reconstruction term's share fixed, as the authors' code
+    does (``α·bpp + task + β·255·RMSE``): ``base-b0.01-l0.2`` trained with λ_b 0.2, β 0.002."""
+    summary = run / "summary.json"
+    if not summary.exists():
+        return {}
+    cfg = json.loads(summary.read_text())["config"]
+    return {"trained_lmbda": cfg["lmbda"], "trained_beta": cfg["beta"], "steps": cfg["steps"]}
+
+
 def evaluate_experiment(
     exp: Path, data: Path, limit: int | None, target: str, enh_limit: int | None = None
 ) -> dict[str, Any]:
@@ -96,7 +107,7 @@ def evaluate_experiment(
             continue
         beta, lmbda = float(run.name.split("-")[1][1:]), float(run.name.split("-")[2][1:])
         p = _evaluate(run, run / "model.pt", None, data, limit)
-        p["extra"].update(lmbda=lmbda, beta=beta)
+        p["extra"].update(lmbda=lmbda, beta=beta, **_trained_weights(run))
         bases.setdefault(f"{beta:g}", []).append(p)
     enh: dict[str, dict[str, list[dict]]] = {}
     for run in sorted(exp.glob(f"enh-{target}-*")):
