@@ -75,6 +75,9 @@ def test_two_jobs_train_every_run_once_and_the_report_reads_real_bytes(tmp_path)
     # rates are real bytes: the base's bpp is the container's size
     p = table["results"]["bases"]["0"][0]
     assert p["bpp"] > 0 and p["extra"]["images"] == 2
+    # with the weights its loss really used (the folder name may give β per unit of λ_b)
+    q = table["results"]["bases"]["0.01"][0]["extra"]
+    assert (p["extra"]["trained_beta"], q["trained_beta"], q["trained_lmbda"]) == (0, 0.01, q["lmbda"])
     md = (tmp_path / "report" / "table_depth_segmentation.md").read_text()
     assert "segmentation enhancement BD-rate, β = 0.01 vs β = 0" in md and "−26 %" in md
     assert (tmp_path / "report" / "rd_depth_segmentation_experiment.png").stat().st_size > 10_000
@@ -113,7 +116,7 @@ def test_the_shipped_models_are_the_experiments_proposal_runs(tmp_path):
     # the detection base and reference ship from the last stage of their chains
     shipped_base = {
         "detection": _chain(by_name, "detection-base-leaner-large")[-1].out.name,
-        "depth": _chain(by_name, "depth-lean-large")[-1].out.name,
+        "depth": _chain(by_name, "depth-leaner-large")[-1].out.name,
     }
     shipped_ref = {
         "detection": _chain(by_name, "detection-task-tune-large")[-1].out.name,
@@ -190,6 +193,7 @@ def test_the_shipped_models_are_the_experiments_proposal_runs(tmp_path):
     assert not _chain(by_name, "depth-base-low") and not _chain(by_name, "depth-base-full-large")
     assert len(_chain(by_name, "depth-tune")) == 1 and _chain(by_name, "depth-tune-large")
     assert [c.steps for c in _chain(by_name, "depth-lean-large")] == list(STEPS["depth"]["lean_large"])
+    assert [c.steps for c in _chain(by_name, "depth-leaner-large")] == list(STEPS["depth"]["leaner_large"])
     assert not _chain(by_name, "detection-lean-large")
     assert STEPS["depth"]["base"] == 800 and STEPS["detection"]["base"] == 4000
     assert STEPS["depth"]["rec"] == STEPS["detection"]["rec"] == 1500
@@ -222,7 +226,7 @@ def _check_whole_image_stages(by_name, zoo, task, x, large):
     """The last base stages train on whole images (jointly, or the task model alone on the frozen
     codec); the clean-image reference gets whole-image steps too, at least as many as the base's
     task model, with the same augmentation."""
-    from layercast.train.recipes import LEAN
+    from layercast.train.recipes import LEAN, LEANER
 
     refs, more = _chain(by_name, f"{task}-task-tune"), by_name[f"{task}-task-more"]
     assert refs and zoo[f"{task}-task-more"] is None
@@ -244,7 +248,13 @@ def _check_whole_image_stages(by_name, zoo, task, x, large):
         _check_restarts(tunes[-1], leans, x, freeze_codec=False, **LEAN[task])
         assert LEAN[task]["beta"] / LEAN[task]["lmbda"] == pytest.approx(tunes[-1].beta / tunes[-1].lmbda)
         assert LEAN[task]["lmbda"] < tunes[-1].lmbda
-    base_whole_image = [c for c in [*bases, *tunes, *leans] if c.crop is None]
+    # ... and optionally on again with both halved once more
+    leaners = _chain(by_name, f"{task}-leaner-large")
+    if leaners:
+        _check_restarts(leans[-1], leaners, x, **LEANER[task])
+        assert LEANER[task]["beta"] / LEANER[task]["lmbda"] == pytest.approx(leans[-1].beta / leans[-1].lmbda)
+        assert LEANER[task]["lmbda"] < leans[-1].lmbda
+    base_whole_image = [c for c in [*bases, *tunes, *leans, *leaners] if c.crop is None]
     assert base_whole_image  # the shipped base's task model has seen whole images
     # the baselines' task model trains no less on whole images than the base's, on each data set
     for data in {c.data for c in base_whole_image}:
