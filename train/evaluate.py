@@ -229,16 +229,24 @@ def evaluate_reference(task_model, task: str, root: Path, limit: int | None = No
 
 
 def bytes_at_equal_accuracy(point: RDPoint, curve: list[RDPoint]) -> float | None:
-    """Baseline bpp needed to reach ``point.accuracy`` (log-linear interpolation along its curve)."""
-    higher_better = point.accuracy_name == "mAP"
+    """Baseline bpp needed to reach ``point.accuracy``: where its curve, walked from its smallest
+    file up, first reaches that accuracy (log-linear interpolation between the two files around
+    it). None when the curve never reaches it, or when its smallest file already does (the codec
+    would need fewer bytes than its sweep holds). Curves need not be monotonic: a segment along
+    which accuracy falls through the target is not a crossing, since its cheaper end is better."""
+    sign = 1.0 if point.accuracy_name == "mAP" else -1.0  # compare as "higher is better"
+    target = sign * point.accuracy
     pts = sorted(curve, key=lambda p: p.bpp)
+    if not pts or sign * pts[0].accuracy > target:
+        return None
     for a, b in zip(pts, pts[1:], strict=False):
-        lo, hi = (a.accuracy, b.accuracy) if higher_better else (-a.accuracy, -b.accuracy)
-        target = point.accuracy if higher_better else -point.accuracy
-        if min(lo, hi) <= target <= max(lo, hi) and hi != lo:
+        lo, hi = sign * a.accuracy, sign * b.accuracy
+        if lo == target:
+            return a.bpp
+        if lo < target <= hi:
             t = (target - lo) / (hi - lo)
             return math.exp(math.log(a.bpp) + t * (math.log(b.bpp) - math.log(a.bpp)))
-    return None
+    return pts[-1].bpp if sign * pts[-1].accuracy == target else None
 
 
 def bytes_ratios(point: RDPoint, baselines: list[RDPoint]) -> dict[str, float | None]:

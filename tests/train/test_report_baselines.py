@@ -53,6 +53,28 @@ def test_lower_is_better_accuracy_is_interpolated_the_other_way():
     assert rows[0]["jpeg"] == pytest.approx(0.4 / 0.05)
 
 
+def test_the_bytes_a_codec_needs_are_where_its_curve_first_reaches_the_accuracy():
+    """JPEG's depth curve dips at its low end (q=1 1.874 px, q=5 2.016, q=10 1.779, q=20 1.444):
+    a base at 1.985 px is already beaten by JPEG's smallest file, so JPEG needs fewer bytes than
+    its sweep holds (no ratio), not the bytes where the dip from q=1 to q=5 passes 1.985 px."""
+    from layercast.train.evaluate import RDPoint, bytes_at_equal_accuracy
+
+    sweep = ((0.1347, 1.874), (0.1895, 2.016), (0.2919, 1.779), (0.4519, 1.444))
+    jpeg = [RDPoint("jpeg", "depth", r, a, "disparity_rmse") for r, a in sweep]
+    base = lambda rmse: RDPoint("b", "depth", 0.03, rmse, "disparity_rmse")  # noqa: E731
+    assert bytes_at_equal_accuracy(base(1.985), jpeg) is None
+    t = (1.779 - 1.757) / (1.779 - 1.444)  # first reached between q=10 and q=20
+    assert bytes_at_equal_accuracy(base(1.757), jpeg) == pytest.approx(0.2919 * (0.4519 / 0.2919) ** t)
+    assert bytes_at_equal_accuracy(base(1.874), jpeg) == pytest.approx(0.1347)  # the smallest file
+    assert bytes_at_equal_accuracy(base(1.2), jpeg) is None  # never reached
+    # higher-is-better accuracy, the same rule: a dip is no crossing
+    maps = [RDPoint("jpeg", "detection", r, a, "mAP") for r, a in ((0.1, 0.3), (0.2, 0.2), (0.4, 0.5))]
+    assert bytes_at_equal_accuracy(RDPoint("b", "detection", 0.01, 0.25, "mAP"), maps) is None
+    assert bytes_at_equal_accuracy(RDPoint("b", "detection", 0.01, 0.35, "mAP"), maps) == pytest.approx(
+        0.2 * 2 ** (0.15 / 0.3)
+    )
+
+
 def test_a_baseline_file_from_other_test_images_is_refused(tmp_path):
     f = tmp_path / "rd_detection.json"
     f.write_text(
