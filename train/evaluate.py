@@ -237,16 +237,14 @@ def bytes_at_equal_accuracy(point: RDPoint, curve: list[RDPoint]) -> float | Non
     sign = 1.0 if point.accuracy_name == "mAP" else -1.0  # compare as "higher is better"
     target = sign * point.accuracy
     pts = sorted(curve, key=lambda p: p.bpp)
-    if not pts or sign * pts[0].accuracy > target:
-        return None
+    if not pts or sign * pts[0].accuracy >= target:
+        return pts[0].bpp if pts and sign * pts[0].accuracy == target else None
     for a, b in zip(pts, pts[1:], strict=False):
         lo, hi = sign * a.accuracy, sign * b.accuracy
-        if lo == target:
-            return a.bpp
         if lo < target <= hi:
             t = (target - lo) / (hi - lo)
             return math.exp(math.log(a.bpp) + t * (math.log(b.bpp) - math.log(a.bpp)))
-    return pts[-1].bpp if sign * pts[-1].accuracy == target else None
+    return None
 
 
 def bytes_ratios(point: RDPoint, baselines: list[RDPoint]) -> dict[str, float | None]:
