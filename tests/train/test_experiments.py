@@ -242,19 +242,17 @@ def _check_whole_image_stages(by_name, zoo, task, x, large):
         _check_restarts(tunes[-1], tunes_large, x, data=large)
     tunes += tunes_large
     # optional, last: the codec trains again, jointly with the task model, on whole images of the
-    # larger set, with both distortion terms scaled down by the same factor
-    leans = _chain(by_name, f"{task}-lean-large")
-    if leans:
-        _check_restarts(tunes[-1], leans, x, freeze_codec=False, **LEAN[task])
-        assert LEAN[task]["beta"] / LEAN[task]["lmbda"] == pytest.approx(tunes[-1].beta / tunes[-1].lmbda)
-        assert LEAN[task]["lmbda"] < tunes[-1].lmbda
-    # ... and optionally on again with both halved once more
-    leaners = _chain(by_name, f"{task}-leaner-large")
-    if leaners:
-        _check_restarts(leans[-1], leaners, x, **LEANER[task])
-        assert LEANER[task]["beta"] / LEANER[task]["lmbda"] == pytest.approx(leans[-1].beta / leans[-1].lmbda)
-        assert LEANER[task]["lmbda"] < leans[-1].lmbda
-    base_whole_image = [c for c in [*bases, *tunes, *leans, *leaners] if c.crop is None]
+    # larger set, with both distortion terms scaled down by the same factor (lean), then optionally
+    # once more (leaner)
+    joint, prev = [], tunes[-1] if tunes else None
+    for prefix, weights in (("lean-large", LEAN), ("leaner-large", LEANER)):
+        chain = _chain(by_name, f"{task}-{prefix}")
+        if chain:
+            _check_restarts(prev, chain, x, freeze_codec=False, **weights[task])
+            assert weights[task]["beta"] / weights[task]["lmbda"] == pytest.approx(prev.beta / prev.lmbda)
+            assert weights[task]["lmbda"] < prev.lmbda
+            joint, prev = joint + chain, chain[-1]
+    base_whole_image = [c for c in [*bases, *tunes, *joint] if c.crop is None]
     assert base_whole_image  # the shipped base's task model has seen whole images
     # the baselines' task model trains no less on whole images than the base's, on each data set
     for data in {c.data for c in base_whole_image}:
