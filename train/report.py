@@ -207,7 +207,8 @@ def plot(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    enhanced = any(summary["curves"].values())  # an experiment of bases alone gets no third panel
+    fig, axes = plt.subplots(1, 3 if enhanced else 2, figsize=(15 if enhanced else 10, 4.2))
     acc_name = "accuracy"
     for beta, pts in sorted(results["bases"].items()):
         pts = sorted(pts, key=lambda p: p["bpp"])
@@ -237,8 +238,9 @@ def plot(
     axes[0].set_title(f"{task} base layer: task rate–accuracy")
     axes[1].set_ylabel("preview PSNR (dB), base alone")
     axes[1].set_title("reconstruction from the base directly")
-    axes[2].set_ylabel("PSNR (dB)" if target == "reconstruction" else "mIoU")
-    axes[2].set_title(f"{target} enhancement on the λ_b = 1 base")
+    if enhanced:
+        axes[2].set_ylabel("PSNR (dB)" if target == "reconstruction" else "mIoU")
+        axes[2].set_title(f"{target} enhancement on the λ_b = {ENH_BASE_LAMBDA:g} base")
     for i, ax in enumerate(axes):
         ax.set_xlabel("base + enhancement bpp (real bytes)" if i == 2 else "base bpp (real bytes)")
         ax.grid(True, alpha=0.3)

@@ -9,7 +9,7 @@ import math
 import pytest
 
 from layercast.shared.errors import ConfigError
-from layercast.train.report import baseline_ratios, load_baselines, markdown
+from layercast.train.report import baseline_ratios, load_baselines, markdown, plot
 
 
 def _point(method, bpp, acc, name="mAP", **extra):
@@ -98,3 +98,18 @@ def test_bd_rate_of_a_curve_whose_quality_falls_with_rate_is_undefined_not_a_num
     rmse = [(0.1, 5.0), (0.2, 4.0), (0.3, 3.5), (0.4, 3.0)]  # lower is better
     assert _bd(rmse, [(r * 0.9, q) for r, q in rmse], higher_better=False)[1] is None
     assert _bd(rmse, rmse[::-1], higher_better=True)[1] is not None
+
+
+def test_an_experiment_of_bases_alone_is_plotted_without_an_empty_enhancement_panel(tmp_path):
+    from PIL import Image
+
+    results = _results()
+    for p in results["bases"]["0.01"]:
+        p["preview_psnr"] = 20.0 + p["bpp"]
+    curves = {"b0-conditional": [], "b0.01-conditional": []}
+    plot(results, {"curves": curves}, tmp_path / "bases.png", "detection", "reconstruction")
+    curves["b0.01-conditional"] = [(0.1, 25.0), (0.2, 26.0)]
+    plot(results, {"curves": curves}, tmp_path / "both.png", "detection", "reconstruction")
+    # two panels, 5 inches each at 120 dpi; three with the enhancement curves
+    assert Image.open(tmp_path / "bases.png").size[0] == 1200
+    assert Image.open(tmp_path / "both.png").size[0] == 1800
