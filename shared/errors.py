@@ -52,6 +52,14 @@ class FrameMismatch(BitstreamError):
     """An enhancement bitstream that does not belong to the given base bitstream."""
 
 
+class ReferenceMismatch(BitstreamError):
+    """A predicted frame whose reference (the previous frame's base layer) is missing or another one.
+
+    The decoder never decodes a P-frame against a wrong reference; the sender must send an intra frame."""
+
+    grpc_status = "FAILED_PRECONDITION"
+
+
 class UnknownModel(LayercastError):
     """A model id or name that is not in the registry."""
 

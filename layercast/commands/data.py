@@ -8,6 +8,9 @@ model does not memorise them, a test split with ~1,600 boxes for mAP, and few en
 evaluating every codec and baseline over a quality sweep stays within minutes. 256x192 keeps
 Cityscapes' focal length scaled to the width and is divisible by 64 for the codec.
 
+``layercast data clips --out DIR`` renders clips of fixed street cameras (consecutive frames with
+ground truth per frame; layout in ``layercast.shared.data.clips``): the video benchmark.
+
 ``layercast data preview --out PNG`` draws a montage of scenes with boxes, depth and labels.
 """
 
@@ -68,6 +71,19 @@ def _synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _clips(args: argparse.Namespace) -> int:
+    from layercast.shared.data.clips import write_clips
+
+    width, height = parse_size(args.size)
+    if args.cameras < 1 or args.frames < 1:
+        raise ConfigError("--cameras and --frames must be >= 1")
+    if width % 2 or height % 2:
+        raise ConfigError(f"--size {args.size}: video baselines (4:2:0) need even sides")
+    out = write_clips(args.out, args.cameras, args.frames, width, height, args.fps, args.seed)
+    print(f"wrote {args.cameras} clips x {args.frames} frames ({width}x{height}, {args.fps:g} fps) to {out}")
+    return 0
+
+
 def _preview(args: argparse.Namespace) -> int:
     from layercast.shared.data.preview import save_preview
     from layercast.shared.data.synth import render_scene
@@ -115,6 +131,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     synth.add_argument("--no-progress", action="store_true", help="no progress bar")
     synth.add_argument("--json", action="store_true", help="also print the summary as one JSON line")
     synth.set_defaults(func=_synth)
+
+    clips = sub.add_parser(
+        "clips",
+        help="render clips of fixed street cameras with per-frame ground truth (the video benchmark)",
+        description="Render fixed-camera clips: frames, COCO annotations and Cityscapes disparity per frame.",
+    )
+    clips.add_argument("--out", type=Path, default=Path("data/clips"), help="output folder (default: data/clips)")
+    clips.add_argument("--cameras", type=int, default=8, help="cameras, one clip each (default: 8)")
+    clips.add_argument("--frames", type=int, default=60, help="frames per clip (default: 60)")
+    clips.add_argument("--size", default="256x192", help="WIDTHxHEIGHT (default: 256x192)")
+    clips.add_argument("--fps", type=float, default=10.0, help="frame rate (default: 10)")
+    clips.add_argument("--seed", type=int, default=1, help="camera k is seeded seed + k (default: 1)")
+    clips.set_defaults(func=_clips)
 
     preview = sub.add_parser("preview", help="draw a montage of synthetic scenes with their ground truth")
     preview.add_argument("--out", type=Path, default=Path("docs/img/synth_examples.png"), help="PNG to write")

@@ -96,11 +96,39 @@ def register(sub: argparse._SubParsersAction) -> None:
     _common(p)
     p.set_defaults(func=run)
 
+    p = tsub.add_parser(
+        "temporal",
+        help="train a base layer's P-frame (temporal) entropy model on fixed-camera clips (base frozen)",
+    )
+    p.add_argument("--base", required=True, help="registry name or path of the base model")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--steps", type=int, default=800)
+    p.add_argument("--cameras", type=int, default=48, help="training cameras per size")
+    p.add_argument("--frames", type=int, default=10, help="frames per training clip")
+    p.add_argument("--sizes", default="256x192,512x288", help="training clip sizes")
+    p.add_argument("--batch-size", type=int, default=6)
+    p.add_argument("--unroll", type=int, default=3, help="frames per window (1 intra + P-frames)")
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_temporal)
+
     p = sub.add_parser("eval", help="rate-accuracy of models and JPEG/WebP/AVIF from real bytes; plots")
     p.add_argument(
         "models", nargs="+", help="registry names of base models (their enhancement is used when present)"
     )
-    p.add_argument("--data", type=Path, required=True)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", type=Path, help="a `layercast data synth` folder: still images, vs JPEG/WebP/AVIF")
+    src.add_argument(
+        "--clips",
+        type=Path,
+        help="a `layercast data clips` folder: each camera's frames as a low-delay stream "
+        "(intra-only and temporal base layers) vs x264/x265/AV1 low-delay at the same intra period",
+    )
+    p.add_argument("--intra-seconds", type=float, default=2.0, help="--clips: intra period in seconds (default 2)")
+    p.add_argument(
+        "--video-codecs", default="x264,x265,av1", help="--clips: FFmpeg baselines (default x264,x265,av1)"
+    )
     p.add_argument("--out", type=Path, default=Path("runs/eval"))
     p.add_argument(
         "--task-ref",
@@ -187,6 +215,8 @@ def _eval(args: argparse.Namespace) -> int:
     for item in args.task_ref:
         task, _, path = item.partition("=")
         refs[task] = Path(path)
+    if args.clips is not None:
+        return _eval_clips(args, refs)
     summary = run_eval(
         args.models, args.data, args.out, refs, args.limit, not args.no_baselines, stored=args.baselines
     )
@@ -203,6 +233,51 @@ def _eval(args: argparse.Namespace) -> int:
             print(
                 f"  bytes ratio at equal accuracy, {k}: {'out of the baseline range' if v is None else f'{v:.2f}x'}"
             )
+    print(f"\nwall time {summary['wall_time_s']} s; results in {args.out}")
+    return 0
+
+
+def _temporal(args: argparse.Namespace) -> int:
+    from layercast.commands.data import parse_size
+    from layercast.train.temporal import TemporalTrainConfig, train_temporal
+
+    cfg = TemporalTrainConfig(
+        base=args.base,
+        out=args.out,
+        cameras=args.cameras,
+        frames=args.frames,
+        sizes=tuple(parse_size(s) for s in args.sizes.split(",")),
+        steps=args.steps,
+        batch=args.batch_size,
+        unroll=args.unroll,
+        lr=args.lr,
+        threads=args.threads,
+        seed=args.seed,
+    )
+    print(train_temporal(cfg))
+    return 0
+
+
+def _eval_clips(args: argparse.Namespace, refs: dict[str, Path]) -> int:
+    from layercast.train.video_eval import run_clip_eval
+
+    codecs = tuple(c for c in args.video_codecs.split(",") if c)
+    summary = run_clip_eval(
+        args.models, args.clips, args.out, refs, intra_seconds=args.intra_seconds,
+        baselines=not args.no_baselines, codecs=codecs,
+    )
+    print(f"{summary['cameras']} cameras x {summary['frames_per_clip']} frames, {summary['size']}, GOP {summary['gop']}")
+    for task, info in summary["tasks"].items():
+        print(f"\n[{task}]")
+        for p in info["points"]:
+            crf = p["extra"].get("crf")
+            name = p["method"] + (f" crf={crf}" if crf is not None else "")
+            bpf = p["extra"].get("bytes_per_frame")
+            size = f"{bpf:8.1f} B/frame" if bpf is not None else " " * 16
+            print(f"  {name:28} {size}  {p['accuracy_name']} {p['accuracy']:.4f}")
+        for k, v in info["baseline_bytes_over_ours_at_equal_accuracy"].items():
+            text = "out of the baseline's range" if v is None else f"{v:.2f}x our bytes (ours/it = {1 / v:.2f})"
+            print(f"  at equal accuracy, {k}: {text}")
     print(f"\nwall time {summary['wall_time_s']} s; results in {args.out}")
     return 0
 

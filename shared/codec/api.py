@@ -7,6 +7,15 @@
     codec.infer([dec])                                  # TaskResult per frame
     codec.reconstruct(dec, frames[0].enhancement)       # uint8 HxWx3, needs Ŷ_b
 
+Video (a camera's frames, low delay): pass the previous frame's decoded base as ``references`` and
+the base layer is coded as a predicted frame (P) against it, when the codec has a temporal model
+(``shared/codec/temporal.py``; :class:`~layercast.shared.codec.video.VideoEncoder` keeps that state
+per camera)::
+
+    f0, = codec.encode_batch([img0])                             # intra; f0.decoded is its Ŷ_b
+    f1, = codec.encode_batch([img1], references=[f0.decoded])    # P-frame against frame 0
+    [d1] = codec.decode_base_batch([f1.base], references=[d0])   # needs frame 0's DecodedBase
+
 Numerics: the analysis/synthesis transforms run in float32 on the selected
 device; the entropy model runs in ``coding_dtype`` (float64 by default) with
 means snapped to a dyadic grid, so a bitstream decodes to the same symbols on
@@ -32,6 +41,7 @@ from layercast.shared.codec.checkpoint import Checkpoint
 from layercast.shared.codec.enhancement import EnhancementLayer
 from layercast.shared.codec.entropy import load_weights
 from layercast.shared.codec.registry import Registry, default_registry
+from layercast.shared.codec.temporal import TemporalLayer
 from layercast.shared.device import select_device
 from layercast.shared.errors import (
     CorruptBitstream,
@@ -40,26 +50,36 @@ from layercast.shared.errors import (
     ImageTooLarge,
     InvalidImage,
     LayercastError,
+    ReferenceMismatch,
     UnknownModel,
 )
-
-
-@dataclass(frozen=True)
-class EncodedFrame:
-    base: bytes
-    enhancement: bytes | None
 
 
 @dataclass
 class DecodedBase:
     header: Header
     y_hat: torch.Tensor  # (1, M, h, w) in the coding dtype, on the codec's device
-    frame_ref: int  # CRC32 of the base bitstream, what its enhancement refers to
+    frame_ref: int  # CRC32 of the base bitstream: what its enhancement and the next P-frame refer to
     nbytes: int
 
     @property
     def size(self) -> tuple[int, int]:
         return self.header.height, self.header.width
+
+    @property
+    def kind(self) -> LayerKind:
+        return self.header.kind
+
+
+@dataclass(frozen=True)
+class EncodedFrame:
+    base: bytes  # an intra (LayerKind.BASE) or a predicted (LayerKind.PREDICTED) base layer
+    enhancement: bytes | None
+    decoded: DecodedBase | None = None  # the base exactly as a decoder gets it: the next P-frame's reference
+
+    @property
+    def kind(self) -> LayerKind:
+        return LayerKind(self.base[3])
 
 
 class ScalableCodec:
@@ -69,6 +89,7 @@ class ScalableCodec:
         self,
         base: Checkpoint,
         enhancement: Checkpoint | None = None,
+        temporal: Checkpoint | None = None,
         *,
         device: str | torch.device | None = "auto",
         coding_dtype: torch.dtype = torch.float64,
@@ -111,6 +132,21 @@ class ScalableCodec:
             self.enhancement.eval().to(self.device)
             self.enhancement.latent_codec.to(coding_dtype)
             self.enhancement_model_id = enhancement.model_id
+
+        self.temporal: TemporalLayer | None = None
+        self.temporal_model_id: str | None = None
+        if temporal is not None:
+            info = temporal.temporal or {}
+            if temporal.kind != "temporal" or info.get("base_model_id") != self.base_model_id:
+                raise UnknownModel(
+                    f"temporal model {temporal.model_id} was trained on base {info.get('base_model_id')}, "
+                    f"not on {self.base_model_id}"
+                )
+            self.temporal = TemporalLayer(temporal.config)
+            load_weights(self.temporal, temporal.state_dict)
+            self.temporal.eval().to(self.device)
+            self.temporal.latent_codec.to(coding_dtype)
+            self.temporal_model_id = temporal.model_id
 
     def _build_task_model(self, task: dict[str, Any]) -> torch.nn.Module | None:
         if not task.get("name"):
@@ -161,20 +197,43 @@ class ScalableCodec:
 
     # ------------------------------------------------------------------ encode
     @torch.no_grad()
-    def encode_batch(self, images: Sequence[np.ndarray], layers: str = "all") -> list[EncodedFrame]:
-        """Encode images (any sizes; same-size images share a batch)."""
+    def encode_batch(
+        self,
+        images: Sequence[np.ndarray],
+        layers: str = "all",
+        references: Sequence[DecodedBase | None] | None = None,
+    ) -> list[EncodedFrame]:
+        """Encode images (any sizes; same-size images share a batch).
+
+        ``references[i]``, when given (the previous frame's decoded base, e.g. ``EncodedFrame.decoded``
+        of that frame), makes image i a predicted frame, if the codec has a temporal model and the
+        reference has the image's size; otherwise image i is an intra frame."""
         tensors = [self._to_tensor(im) for im in images]
+        refs = list(references) if references is not None else [None] * len(images)
+        if len(refs) != len(images):
+            raise ValueError(f"{len(refs)} references for {len(images)} images")
         out: list[EncodedFrame | None] = [None] * len(images)
-        by_size: dict[tuple[int, int], list[int]] = defaultdict(list)
+        groups: dict[tuple[int, int, bool], list[int]] = defaultdict(list)
         for i, t in enumerate(tensors):
-            by_size[tuple(t.shape[-2:])].append(i)
-        for (h, w), idx in by_size.items():
+            h, w = t.shape[-2:]
+            ref = refs[i]
+            predicted = self.temporal is not None and ref is not None and ref.size == (h, w)
+            groups[(h, w, predicted)].append(i)
+        for (h, w, predicted), idx in groups.items():
             x = self._pad(torch.stack([tensors[i] for i in idx]).to(self.device))
-            enc = self.base.latent_codec.compress(self.base.g_a(x))
+            y = self.base.g_a(x)
+            if predicted:
+                cond = torch.cat([refs[i].y_hat for i in idx])  # type: ignore[union-attr]
+                enc = self.temporal.latent_codec.compress(y, cond)  # type: ignore[union-attr]
+                kind, model_id = LayerKind.PREDICTED, self.temporal_model_id
+                ref_crcs = [refs[i].frame_ref for i in idx]  # type: ignore[union-attr]
+            else:
+                enc = self.base.latent_codec.compress(y)
+                kind, model_id, ref_crcs = LayerKind.BASE, self.base_model_id, [0] * len(idx)
             y_hat = enc["y_hat"]
             bases = [
-                self._pack(LayerKind.BASE, self.base_model_id, 0, w, h, s, c)
-                for s, c in zip(enc["strings"], enc["checksums"], strict=True)
+                self._pack(kind, model_id, r, w, h, s, c)
+                for r, s, c in zip(ref_crcs, enc["strings"], enc["checksums"], strict=True)
             ]
             enhs: list[bytes | None] = [None] * len(idx)
             if self.enhancement is not None and layers == "all":
@@ -193,11 +252,16 @@ class ScalableCodec:
                     for b, s, c in zip(bases, enc_e["strings"], enc_e["checksums"], strict=True)
                 ]
             for j, i in enumerate(idx):
-                out[i] = EncodedFrame(bases[j], enhs[j])
+                b = bases[j]
+                dec = DecodedBase(bitstream.parse_header(b, max_pixels=self.max_pixels), y_hat[j : j + 1],
+                                  bitstream.frame_ref_of(b), len(b))
+                out[i] = EncodedFrame(b, enhs[j], dec)
         return out  # type: ignore[return-value]
 
-    def encode(self, image: np.ndarray, layers: str = "all") -> EncodedFrame:
-        return self.encode_batch([image], layers)[0]
+    def encode(
+        self, image: np.ndarray, layers: str = "all", reference: DecodedBase | None = None
+    ) -> EncodedFrame:
+        return self.encode_batch([image], layers, [reference])[0]
 
     def _pack(self, kind, model_id, ref, w, h, payload: bytes, checksum: int) -> bytes:
         header = Header(
@@ -216,10 +280,17 @@ class ScalableCodec:
         return bitstream.parse_header(data, max_pixels=self.max_pixels)
 
     def _check_header(self, header: Header, kind: LayerKind) -> None:
-        if header.kind is not kind:
+        """``kind`` BASE accepts a predicted base layer too."""
+        if header.kind is not kind and not (kind is LayerKind.BASE and header.kind.is_base):
             raise CorruptBitstream(f"expected a {kind.label} bitstream, got a {header.layer} bitstream")
-        if kind is LayerKind.BASE:
+        if header.kind is LayerKind.BASE:
             model_id = self.base_model_id
+        elif header.kind is LayerKind.PREDICTED:
+            if self.temporal is None:
+                raise UnknownModel(
+                    f"no temporal model loaded; the predicted frame needs model {header.model_id}"
+                )
+            model_id = self.temporal_model_id
         else:
             if self.enhancement is None:
                 raise UnknownModel(
@@ -234,7 +305,7 @@ class ScalableCodec:
     def latent_shape(self, header: Header) -> tuple[int, int, int]:
         """(M, h, w) of the layer's ŷ: the image padded to the base's multiple, 16x down-sampled."""
         ph, pw = self._padded(header.height), self._padded(header.width)
-        cfg = self.config if header.kind is LayerKind.BASE else self.enh_ckpt.config  # type: ignore[union-attr]
+        cfg = self.config if header.kind.is_base else self.enh_ckpt.config  # type: ignore[union-attr]
         return (cfg.latent_channels, ph // 16, pw // 16)
 
     def check_base(self, data: bytes) -> Header:
@@ -244,23 +315,39 @@ class ScalableCodec:
         return header
 
     @torch.no_grad()
-    def decode_base_batch(self, datas: Sequence[bytes], return_exceptions: bool = False) -> list[Any]:
-        """Decode base bitstreams; with ``return_exceptions`` a failing item yields its LayercastError."""
+    def decode_base_batch(
+        self,
+        datas: Sequence[bytes],
+        return_exceptions: bool = False,
+        references: Sequence[DecodedBase | None] | None = None,
+    ) -> list[Any]:
+        """Decode base bitstreams; with ``return_exceptions`` a failing item yields its LayercastError.
+
+        A predicted frame needs ``references[i]``: the decoded base of the frame it was predicted
+        from; a missing or different one (its CRC is not the one the header names) raises
+        :class:`ReferenceMismatch` before anything is decoded."""
         out: list[Any] = [None] * len(datas)
+        refs = list(references) if references is not None else [None] * len(datas)
         groups: dict[tuple, list[tuple[int, Header]]] = defaultdict(list)
         for i, data in enumerate(datas):
             try:
                 header = self.check_base(data)
+                predicted = header.kind is LayerKind.PREDICTED
+                if predicted:
+                    self._check_reference(header, refs[i])
             except LayercastError as exc:
                 if not return_exceptions:
                     raise
                 out[i] = exc
                 continue
-            groups[self.latent_shape(header)].append((i, header))
-        for shape, items in groups.items():
-            res = self.base.latent_codec.decompress(
-                [bitstream.payload(datas[i]) for i, _ in items], shape[1:]
-            )
+            groups[(predicted, *self.latent_shape(header))].append((i, header))
+        for (predicted, *shape), items in groups.items():
+            payloads = [bitstream.payload(datas[i]) for i, _ in items]
+            if predicted:
+                cond = torch.cat([refs[i].y_hat for i, _ in items])  # type: ignore[union-attr]
+                res = self.temporal.latent_codec.decompress(payloads, tuple(shape[1:]), cond)  # type: ignore[union-attr]
+            else:
+                res = self.base.latent_codec.decompress(payloads, tuple(shape[1:]))
             for j, (i, header) in enumerate(items):
                 try:
                     if res["checksums"][j] != header.symbols_crc:
@@ -278,8 +365,21 @@ class ScalableCodec:
                 )
         return out
 
-    def decode_base(self, data: bytes) -> DecodedBase:
-        return self.decode_base_batch([data])[0]
+    @staticmethod
+    def _check_reference(header: Header, ref: DecodedBase | None) -> None:
+        if ref is None:
+            raise ReferenceMismatch(
+                "a predicted frame needs the previous frame's base layer, and none is held: "
+                "the sender must send an intra frame"
+            )
+        if ref.frame_ref != header.frame_ref or ref.size != (header.height, header.width):
+            raise ReferenceMismatch(
+                f"the predicted frame refers to base layer {header.frame_ref:08x}, "
+                f"the decoder holds {ref.frame_ref:08x}: the sender must send an intra frame"
+            )
+
+    def decode_base(self, data: bytes, reference: DecodedBase | None = None) -> DecodedBase:
+        return self.decode_base_batch([data], references=[reference])[0]
 
     @torch.no_grad()
     def preview(self, dec: DecodedBase) -> np.ndarray:
@@ -344,24 +444,35 @@ class ScalableCodec:
 
     @property
     def model_ids(self) -> dict[str, str | None]:
-        return {"base": self.base_model_id, "enhancement": self.enhancement_model_id}
+        return {
+            "base": self.base_model_id,
+            "enhancement": self.enhancement_model_id,
+            "temporal": self.temporal_model_id,
+        }
 
 
 def load_codec(
     name: str = "default",
     *,
     enhancement: str | None = "auto",
+    temporal: str | None = "auto",
     device: str | torch.device | None = "auto",
     registry: Registry | None = None,
     **kwargs: Any,
 ) -> ScalableCodec:
-    """Build a codec from the registry: a base model and (``"auto"``) the enhancement trained on it."""
+    """Build a codec from the registry: a base model and (``"auto"``) the enhancement and the
+    temporal (P-frame) model trained on it; ``None`` leaves one out."""
     reg = registry or default_registry()
     base = reg.load(name)
-    enh = None
+    enh = tmp = None
     if enhancement == "auto":
         entry = reg.enhancement_for(base.model_id)
         enh = reg.load(entry.name) if entry else None
     elif enhancement:
         enh = reg.load(enhancement)
-    return ScalableCodec(base, enh, device=device, **kwargs)
+    if temporal == "auto":
+        entry = reg.temporal_for(base.model_id)
+        tmp = reg.load(entry.name) if entry else None
+    elif temporal:
+        tmp = reg.load(temporal)
+    return ScalableCodec(base, enh, tmp, device=device, **kwargs)

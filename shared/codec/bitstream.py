@@ -1,21 +1,22 @@
 """The layercast container: one self-describing byte string per layer of a frame.
 
-All integers big-endian. Format version 2 (documented in docs/bitstream.md)::
+All integers big-endian. Format version 3 (documented in docs/bitstream.md)::
 
     off size field
       0   2  magic            b"LC"
-      2   1  format version   2
-      3   1  layer kind       1 = base, 2 = enhancement
+      2   1  format version   3 (2 is read too: the same layout without predicted frames)
+      3   1  layer kind       1 = base (intra), 2 = enhancement, 3 = predicted base (P-frame)
       4   8  model id         first 8 bytes of the SHA-256 of the weights that coded this layer
      12   2  width            original image width, pixels (1..65535)
      14   2  height           original image height, pixels
      16   4  payload length   bytes after the header
      20   4  symbols CRC32    CRC32 of every coded symbol in coding order (cross-machine determinism check)
-    (24   4  frame reference  enhancement only: CRC32 of the whole base bitstream of the same frame)
+    (24   4  frame reference  enhancement: CRC32 of the whole base bitstream of the same frame;
+                              predicted: CRC32 of the whole base bitstream of the previous frame)
   24/28   4  CRC32            over every header byte before it and the payload
   28/32      payload          one rANS stream: ẑ then ŷ (2 checkerboard steps per channel group)
 
-The header is 28 bytes for a base layer and 32 for an enhancement layer. Padding and the latent
+The header is 28 bytes for an intra base layer and 32 for an enhancement or a predicted layer. Padding and the latent
 shape are not stored: the model named by the id fixes them for a given image size. Version 1
 (``b"LCST"``, a 44-byte header that also carried them) is recognised and refused by name.
 
@@ -39,7 +40,9 @@ from layercast.shared.errors import (
 )
 
 MAGIC = b"LC"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+#: Versions this build reads: 2 is version 3 without predicted frames.
+READABLE_VERSIONS = (2, 3)
 #: The magic of format version 1, which this build refuses with a clear message.
 V1_MAGIC = b"LCST"
 #: The fields every layer carries (before the enhancement's frame reference and the CRC32).
@@ -48,21 +51,32 @@ _U32 = struct.Struct(">I")
 
 
 class LayerKind(IntEnum):
-    BASE = 1
+    BASE = 1  # an intra base layer
     ENHANCEMENT = 2
+    PREDICTED = 3  # a base layer coded against the previous frame's (a P-frame)
 
     @property
     def label(self) -> str:
         return self.name.lower()
 
     @property
+    def has_reference(self) -> bool:
+        return self is not LayerKind.BASE
+
+    @property
+    def is_base(self) -> bool:
+        """Whether this layer is a frame's base layer (intra or predicted)."""
+        return self is not LayerKind.ENHANCEMENT
+
+    @property
     def header_size(self) -> int:
         """Header bytes of this kind of layer: the fields, the frame reference if any, the CRC32."""
-        return FIELDS.size + (_U32.size if self is LayerKind.ENHANCEMENT else 0) + _U32.size
+        return FIELDS.size + (_U32.size if self.has_reference else 0) + _U32.size
 
 
 BASE_HEADER_SIZE = LayerKind.BASE.header_size  # 28
 ENHANCEMENT_HEADER_SIZE = LayerKind.ENHANCEMENT.header_size  # 32
+PREDICTED_HEADER_SIZE = LayerKind.PREDICTED.header_size  # 32
 #: Default limit on decoded image size, checked from the header alone.
 DEFAULT_MAX_PIXELS = 4096 * 4096
 
@@ -71,7 +85,7 @@ DEFAULT_MAX_PIXELS = 4096 * 4096
 class Header:
     kind: LayerKind
     model_id: str  # 16 hex characters
-    frame_ref: int  # 0 for a base layer (not stored)
+    frame_ref: int  # what the layer refers to (see LayerKind); 0 for an intra base layer (not stored)
     width: int
     height: int
     payload_length: int
@@ -103,7 +117,9 @@ def pack(header: Header, payload: bytes) -> bytes:
     if len(payload) != header.payload_length:
         raise ValueError("payload length does not match the header")
     if header.kind is LayerKind.BASE and header.frame_ref:
-        raise ValueError("a base layer has no frame reference")
+        raise ValueError("an intra base layer has no frame reference")
+    if header.kind is LayerKind.PREDICTED and header.version < 3:
+        raise ValueError("predicted frames need format version 3")
     head = FIELDS.pack(
         MAGIC,
         header.version,
@@ -114,7 +130,7 @@ def pack(header: Header, payload: bytes) -> bytes:
         header.payload_length,
         header.symbols_crc,
     )
-    if header.kind is LayerKind.ENHANCEMENT:
+    if header.kind.has_reference:
         head += _U32.pack(header.frame_ref)
     return seal(head, payload)
 
@@ -141,21 +157,24 @@ def parse_header(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Header
             f"bitstream truncated: {len(data)} bytes, the header alone is at least {BASE_HEADER_SIZE}"
         )
     version, kind = data[2], data[3]
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise UnsupportedVersion(
-            f"bitstream format version {version} is not supported (this build reads {FORMAT_VERSION})"
+            f"bitstream format version {version} is not supported "
+            f"(this build reads {', '.join(map(str, READABLE_VERSIONS))})"
         )
     try:
         kind = LayerKind(kind)
     except ValueError:
         raise CorruptBitstream(f"unknown layer kind {kind}") from None
+    if kind is LayerKind.PREDICTED and version < 3:
+        raise CorruptBitstream(f"layer kind {int(kind)} (predicted) does not exist in format version {version}")
     size = kind.header_size
     if len(data) < size:
         raise TruncatedBitstream(
             f"bitstream truncated: {len(data)} bytes, the {kind.label} header alone is {size}"
         )
     (_, _, _, model_id, width, height, plen, scrc) = FIELDS.unpack_from(data)
-    frame_ref = _U32.unpack_from(data, FIELDS.size)[0] if kind is LayerKind.ENHANCEMENT else 0
+    frame_ref = _U32.unpack_from(data, FIELDS.size)[0] if kind.has_reference else 0
     if width == 0 or height == 0:
         raise CorruptBitstream(f"invalid image size {width}x{height}")
     if width * height > max_pixels:
@@ -191,5 +210,6 @@ def payload(data: bytes) -> bytes:
 
 
 def frame_ref_of(base_bitstream: bytes) -> int:
-    """The reference an enhancement layer carries to its base layer."""
+    """The reference an enhancement layer carries to its base layer, and a predicted frame to the
+    previous frame's base layer (intra or predicted)."""
     return zlib.crc32(base_bitstream)

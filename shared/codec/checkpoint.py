@@ -3,12 +3,13 @@
 A checkpoint is a ``torch.save`` dict loadable with ``weights_only=True``::
 
     format       "layercast-checkpoint/1"
-    kind         "base" | "enhancement"
+    kind         "base" | "enhancement" | "temporal"
     model_id     16 hex chars: SHA-256 over the weights (codec + task), checked on load
     config       CodecConfig as a dict
     state_dict   codec weights, including the integer CDF tables of the entropy models
     task         base: {"name", "kwargs", "state_dict", "class_names"}; enhancement: None
-    enhancement  enhancement: {"target", "standalone", "base_model_id"}; base: None
+    enhancement  enhancement: {"target", "standalone", "base_model_id"}; otherwise None
+    temporal     temporal (the P-frame model of a base layer): {"base_model_id"}; otherwise None
     training     recipe and summary (λ, β, steps, wall time, ...)
     metrics      evaluation summary (bpp, mAP / RMSE / PSNR, ...)
 
@@ -55,6 +56,7 @@ class Checkpoint:
     state_dict: dict[str, torch.Tensor]
     task: dict[str, Any] | None = None
     enhancement: dict[str, Any] | None = None
+    temporal: dict[str, Any] | None = None
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
@@ -88,6 +90,7 @@ class Checkpoint:
             "state_dict": {k: v.detach().cpu() for k, v in self.state_dict.items()},
             "task": self.task,
             "enhancement": self.enhancement,
+            "temporal": self.temporal,
             "training": self.training,
             "metrics": self.metrics,
         }
@@ -158,6 +161,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         state_dict=_as_float(data["state_dict"]),
         task=task,
         enhancement=data.get("enhancement"),
+        temporal=data.get("temporal"),
         training=data.get("training") or {},
         metrics=data.get("metrics") or {},
         path=path,

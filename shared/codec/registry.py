@@ -50,7 +50,7 @@ class Registry:
 
     def add(self, path: str | Path) -> Entry:
         ckpt = load_checkpoint(path)
-        enh = ckpt.enhancement or {}
+        enh = ckpt.enhancement or ckpt.temporal or {}
         entry = Entry(
             name=Path(path).stem,
             path=Path(path),
@@ -92,6 +92,14 @@ class Registry:
                 and e.target == target
                 and not e.standalone
             ):
+                return e
+        return None
+
+
+    def temporal_for(self, base_model_id: str) -> Entry | None:
+        """The P-frame (temporal) model trained for a base model."""
+        for e in self.entries():
+            if e.kind == "temporal" and e.base_model_id == base_model_id:
                 return e
         return None
 
