@@ -23,8 +23,7 @@ import torch
 from tqdm import tqdm
 
 from layercast.shared.codec.api import ScalableCodec, load_codec
-from layercast.shared.codec.checkpoint import Checkpoint
-from layercast.shared.codec.entropy import update_entropy_models
+from layercast.shared.codec.factory import temporal_checkpoint
 from layercast.shared.codec.temporal import TemporalLayer
 from layercast.shared.data.synth import SyntheticCamera
 from layercast.train.state import MetricsLog, load_state, save_state, write_json
@@ -144,14 +143,7 @@ def _recipe(cfg: TemporalTrainConfig) -> dict:
 def export(codec: ScalableCodec, model: TemporalLayer, cfg: TemporalTrainConfig) -> Path:
     """The trained P model as a compact ``temporal`` checkpoint bound to its base's model id."""
     model.eval()
-    update_entropy_models(model)
-    ckpt = Checkpoint(
-        kind="temporal",
-        config=codec.config,
-        state_dict={k: v.detach().cpu() for k, v in model.state_dict().items()},
-        temporal={"base_model_id": codec.base_model_id},
-        training=_recipe(cfg),
-    )
+    ckpt = temporal_checkpoint(model, codec.base_model_id, training=_recipe(cfg))
     ckpt.to_half()
     path = cfg.out / "temporal.pt"
     model_id = ckpt.save(path, compact=True)

@@ -11,6 +11,7 @@ from layercast.shared.codec.checkpoint import Checkpoint
 from layercast.shared.codec.configs import CodecConfig, get_config
 from layercast.shared.codec.enhancement import EnhancementLayer
 from layercast.shared.codec.entropy import update_entropy_models
+from layercast.shared.codec.temporal import TemporalLayer
 
 
 def build_base(config: str | CodecConfig, seed: int | None = None) -> BaseLayer:
@@ -70,6 +71,24 @@ def enhancement_checkpoint(
         config=enh.config,
         state_dict={k: v.detach().cpu() for k, v in enh.state_dict().items()},
         enhancement={"target": enh.target, "standalone": enh.standalone, "base_model_id": base_model_id},
+        training=training or {},
+        metrics=metrics or {},
+    )
+
+
+def temporal_checkpoint(
+    layer: TemporalLayer,
+    base_model_id: str,
+    training: dict[str, Any] | None = None,
+    metrics: dict[str, Any] | None = None,
+) -> Checkpoint:
+    """Freeze the CDF tables and package the P-frame model of the base ``base_model_id``."""
+    update_entropy_models(layer, force=True)
+    return Checkpoint(
+        kind="temporal",
+        config=layer.config,
+        state_dict={k: v.detach().float().cpu() for k, v in layer.state_dict().items()},
+        temporal={"base_model_id": base_model_id},
         training=training or {},
         metrics=metrics or {},
     )

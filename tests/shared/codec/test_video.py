@@ -1,0 +1,139 @@
+"""The base layer as a low-delay video: P-frames against the previous frame, never a wrong one."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import torch
+
+from layercast.shared.codec import bitstream
+from layercast.shared.codec.api import ScalableCodec
+from layercast.shared.codec.bitstream import LayerKind
+from layercast.shared.codec.factory import base_checkpoint, build_base, temporal_checkpoint
+from layercast.shared.codec.registry import default_registry
+from layercast.shared.codec.temporal import TemporalLayer
+from layercast.shared.codec.video import VideoDecoder, VideoEncoder, intra_period_for
+from layercast.shared.data.synth import SyntheticCamera
+from layercast.shared.errors import CorruptBitstream, ReferenceMismatch, UnknownModel
+
+
+def _with_temporal(codec: ScalableCodec, layer: TemporalLayer) -> ScalableCodec:
+    return ScalableCodec(
+        codec.base_ckpt, codec.enh_ckpt, temporal_checkpoint(layer, codec.base_model_id), device="cpu"
+    )
+
+
+@pytest.fixture(scope="module")
+def video_codec() -> ScalableCodec:
+    """The shipped detection base with an untrained P model (it codes as the intra model does)."""
+    reg = default_registry()
+    base = reg.load("det-tiny")
+    codec = ScalableCodec(base, None, device="cpu")
+    return _with_temporal(codec, TemporalLayer.from_intra(codec.base.latent_codec, codec.config))
+
+
+@pytest.fixture(scope="module")
+def clip() -> list[np.ndarray]:
+    cam = SyntheticCamera(11, 128, 128, 10.0)
+    return [cam.frame(i).image for i in range(7)]
+
+
+def test_a_camera_stream_is_intra_then_predicted_and_decodes_bit_exactly(video_codec, clip):
+    enc, dec = VideoEncoder(video_codec, intra_period=4), VideoDecoder(video_codec)
+    kinds = []
+    for image in clip:
+        frame = enc.encode(image, layers="base")
+        kinds.append(frame.kind)
+        d = dec.decode(frame.base)
+        assert torch.equal(d.y_hat, frame.decoded.y_hat)  # the decoder holds what the encoder holds
+        assert d.frame_ref == zlib.crc32(frame.base)
+    I, P = LayerKind.BASE, LayerKind.PREDICTED
+    assert kinds == [I, P, P, P, I, P, P]
+    hdr = bitstream.parse_header(enc.reference and frame.base)
+    assert hdr.kind is P and hdr.header_size == bitstream.PREDICTED_HEADER_SIZE == 32
+
+
+def test_a_predicted_frame_is_never_decoded_against_another_reference(video_codec, clip):
+    enc = VideoEncoder(video_codec, intra_period=10)
+    frames = [enc.encode(image, layers="base") for image in clip[:4]]
+    assert [f.kind for f in frames] == [LayerKind.BASE] + [LayerKind.PREDICTED] * 3
+    dec = VideoDecoder(video_codec)
+    with pytest.raises(ReferenceMismatch, match="intra frame"):
+        dec.decode(frames[1].base)  # nothing held (a restarted cloud)
+    dec.decode(frames[0].base)
+    with pytest.raises(ReferenceMismatch, match="refers to base layer"):
+        dec.decode(frames[2].base)  # frame 1 was lost: frame 2's reference is not held
+    assert dec.reference is None  # and the decoder waits for an intra frame
+    with pytest.raises(ReferenceMismatch):
+        video_codec.decode_base(frames[1].base)  # the batch API refuses it the same way
+    # the encoder, asked for an intra frame, restarts the chain; the decoder follows
+    enc.request_intra()
+    again = enc.encode(clip[4], layers="base")
+    assert again.kind is LayerKind.BASE
+    dec.decode(again.base)
+    dec.decode(enc.encode(clip[5], layers="base").base)
+
+
+def test_predicted_frames_of_several_cameras_decode_in_one_batch(video_codec, clip):
+    other = [np.ascontiguousarray(im[:, ::-1]) for im in clip]  # a second camera, same size
+    a, b = VideoEncoder(video_codec, 8), VideoEncoder(video_codec, 8)
+    fa = [a.encode(im, layers="base") for im in clip[:3]]
+    fb = [b.encode(im, layers="base") for im in other[:3]]
+    refs = [fa[1].decoded, fb[1].decoded]
+    out = video_codec.decode_base_batch([fa[2].base, fb[2].base], references=refs)
+    assert torch.equal(out[0].y_hat, fa[2].decoded.y_hat) and torch.equal(out[1].y_hat, fb[2].decoded.y_hat)
+    swapped = video_codec.decode_base_batch([fa[2].base, fb[2].base], references=refs[::-1], return_exceptions=True)
+    assert all(isinstance(e, ReferenceMismatch) for e in swapped)
+
+
+def test_a_predicted_frame_needs_the_temporal_model_it_names(video_codec, clip):
+    enc = VideoEncoder(video_codec, 8)
+    first, second = (enc.encode(im, layers="base") for im in clip[:2])
+    plain = ScalableCodec(video_codec.base_ckpt, None, device="cpu")
+    with pytest.raises(UnknownModel, match="no temporal model"):
+        plain.decode_base(second.base, reference=plain.decode_base(first.base))
+    torch.manual_seed(3)
+    other = _with_temporal(plain, TemporalLayer(plain.config))  # different weights, different id
+    with pytest.raises(UnknownModel):
+        other.decode_base(second.base, reference=other.decode_base(first.base))
+
+
+def test_a_codec_without_a_temporal_model_codes_every_frame_intra(clip):
+    base = build_base("tiny", seed=0)
+    codec = ScalableCodec(base_checkpoint(base), None, device="cpu")
+    enc = VideoEncoder(codec, intra_period=5)
+    assert not enc.predicts
+    assert {enc.encode(im, layers="base").kind for im in clip[:3]} == {LayerKind.BASE}
+
+
+def test_version_2_containers_still_decode_and_cannot_hold_predicted_frames(video_codec, clip):
+    frame = video_codec.encode(clip[0], layers="base")
+    head = bytearray(frame.base[: bitstream.BASE_HEADER_SIZE - 4])
+    head[2] = 2
+    v2 = bitstream.seal(bytes(head), bitstream.payload(frame.base))
+    assert torch.equal(video_codec.decode_base(v2).y_hat, frame.decoded.y_hat)
+    p = video_codec.encode(clip[1], layers="base", reference=frame.decoded)
+    head = bytearray(p.base[: bitstream.PREDICTED_HEADER_SIZE - 4])
+    head[2] = 2
+    with pytest.raises(CorruptBitstream, match="does not exist in format version 2"):
+        bitstream.parse_header(bitstream.seal(bytes(head), bitstream.payload(p.base)))
+    head[2] = 9
+    with pytest.raises(Exception, match="version 9 is not supported"):
+        bitstream.parse_header(bitstream.seal(bytes(head), bitstream.payload(p.base)))
+
+
+def test_an_untrained_p_model_codes_as_the_intra_model(video_codec, clip):
+    """from_intra copies the intra model and opens every gate: the rate stays that of intra coding."""
+    i = video_codec.encode(clip[1], layers="base")
+    ref = video_codec.encode(clip[0], layers="base").decoded
+    p = video_codec.encode(clip[1], layers="base", reference=ref)
+    assert p.kind is LayerKind.PREDICTED
+    assert abs(len(p.base) - len(i.base)) <= 0.05 * len(i.base) + 8
+
+
+def test_intra_period_follows_the_camera_rate():
+    assert intra_period_for(10.0) == 20 and intra_period_for(25.0) == 50 and intra_period_for(0.2) == 1
+    assert struct.calcsize(">I") == 4
