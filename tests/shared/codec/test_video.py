@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import struct
 import zlib
 
 import numpy as np
@@ -50,10 +49,10 @@ def test_a_camera_stream_is_intra_then_predicted_and_decodes_bit_exactly(video_c
         d = dec.decode(frame.base)
         assert torch.equal(d.y_hat, frame.decoded.y_hat)  # the decoder holds what the encoder holds
         assert d.frame_ref == zlib.crc32(frame.base)
-    I, P = LayerKind.BASE, LayerKind.PREDICTED
-    assert kinds == [I, P, P, P, I, P, P]
-    hdr = bitstream.parse_header(enc.reference and frame.base)
-    assert hdr.kind is P and hdr.header_size == bitstream.PREDICTED_HEADER_SIZE == 32
+    intra, p = LayerKind.BASE, LayerKind.PREDICTED
+    assert kinds == [intra, p, p, p, intra, p, p]
+    hdr = bitstream.parse_header(frame.base)
+    assert hdr.kind is p and hdr.header_size == bitstream.PREDICTED_HEADER_SIZE == 32
 
 
 def test_a_predicted_frame_is_never_decoded_against_another_reference(video_codec, clip):
@@ -136,4 +135,3 @@ def test_an_untrained_p_model_codes_as_the_intra_model(video_codec, clip):
 
 def test_intra_period_follows_the_camera_rate():
     assert intra_period_for(10.0) == 20 and intra_period_for(25.0) == 50 and intra_period_for(0.2) == 1
-    assert struct.calcsize(">I") == 4
