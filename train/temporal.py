@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from layercast.shared.codec.api import ScalableCodec, load_codec
 from layercast.shared.codec.factory import temporal_checkpoint
-from layercast.shared.codec.temporal import TemporalLayer
+from layercast.shared.codec.temporal import DEFAULT_DEADZONE, TemporalLayer
 from layercast.shared.data.synth import SyntheticCamera
 from layercast.train.state import MetricsLog, load_state, save_state, write_json
 
@@ -43,7 +43,8 @@ class TemporalTrainConfig:
     steps: int = 3000
     batch: int = 8
     unroll: int = 4
-    lr: float = 3e-4
+    lr: float = 5e-4
+    deadzone: float = DEFAULT_DEADZONE
     lr_aux: float = 1e-3
     seed: int = 0
     save_every: int = 250
@@ -94,6 +95,7 @@ def train_temporal(cfg: TemporalTrainConfig) -> Path:
     cfg.out.mkdir(parents=True, exist_ok=True)
     codec = load_codec(cfg.base, enhancement=None, temporal=None, device="cpu")
     model = TemporalLayer.from_intra(codec.base.latent_codec, codec.config)
+    model.deadzone = cfg.deadzone
     opt = _optimizer(cfg, model)
     state_path = cfg.out / "state.pt"
     step = 0
@@ -140,9 +142,32 @@ def _recipe(cfg: TemporalTrainConfig) -> dict:
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
 
 
+def fit_quantiles(model: torch.nn.Module, steps: int = 2000, lr: float = 0.05, tol: float = 0.05) -> float:
+    """Fit every factorised prior's quantiles to its density (CompressAI's auxiliary loss), data-free.
+
+    The CDF tables cover the range between those quantiles; a prior whose density moved faster than
+    its quantiles followed would code the symbols outside them with the rANS coder's costly escape.
+    Returns the auxiliary loss at the end (near 0 once fitted)."""
+    from compressai.entropy_models import EntropyBottleneck
+
+    total = 0.0
+    for eb in (m for m in model.modules() if isinstance(m, EntropyBottleneck)):
+        opt = torch.optim.Adam([eb.quantiles], lr=lr)
+        for _ in range(steps):
+            loss = eb.loss()
+            if loss.item() < tol:
+                break
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        total += float(eb.loss())
+    return total
+
+
 def export(codec: ScalableCodec, model: TemporalLayer, cfg: TemporalTrainConfig) -> Path:
     """The trained P model as a compact ``temporal`` checkpoint bound to its base's model id."""
     model.eval()
+    fit_quantiles(model)
     ckpt = temporal_checkpoint(model, codec.base_model_id, training=_recipe(cfg))
     ckpt.to_half()
     path = cfg.out / "temporal.pt"

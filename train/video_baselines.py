@@ -94,5 +94,5 @@ def encode_clip(frames: list[np.ndarray], codec: VideoCodec, crf: int, gop: int,
     pix = np.frombuffer(dec.stdout, np.uint8)
     if pix.size != len(frames) * h * w * 3:
         raise RuntimeError(f"{codec} decoded {pix.size // (h * w * 3)} frames of {len(frames)}")
-    decoded = list(pix.reshape(len(frames), h, w, 3))
+    decoded = list(pix.reshape(len(frames), h, w, 3).copy())
     return CodedClip(codec, crf, enc.stdout, decoded)

@@ -17,7 +17,14 @@ used for coding is ``ŷ_{t-1} + σ(gate) · (μ − ŷ_{t-1})``: where the previ
 current one (a static background) the gate closes, the mean becomes ŷ_{t-1} and the learned scale
 shrinks, so the element costs a fraction of a bit; where something moved it opens and the element
 is coded as in an intra frame. :meth:`TemporalLayer.from_intra` copies the intra model's weights
-and opens every gate (σ(8)), so an untrained P model codes almost exactly as the intra model does.
+into the new networks (the gate starts part open, σ(1), so that it trains).
+
+**Skip by dead zone.** A P-frame's residual ``y_t − μ`` is quantised with a dead zone: an element
+within ``deadzone`` (default 0.5: plain rounding) of its mean codes the symbol 0. With the mean at
+ŷ_{t-1}, a wider dead zone keeps a static element at its previous value instead of coding the
+sensor noise that moved it (the skip mode of a video coder, chosen per element by the encoder).
+The decoder is the same for every dead zone: ŷ = symbol + mean. The model trains with the dead
+zone it is used with (STE), so its scales learn how often the symbol 0 comes.
 
 Low delay only: frame t references frame t-1 (intra or predicted), never a future frame.
 """
@@ -31,12 +38,38 @@ import torch
 from torch import Tensor, nn
 
 from layercast.shared.codec.configs import CodecConfig
-from layercast.shared.codec.entropy import resize_entropy_buffers
+from layercast.shared.codec.entropy import SteGaussianConditional, resize_entropy_buffers
 from layercast.shared.codec.latent_codecs.context import SpaceChannelContextCodec
 from layercast.shared.codec.latent_codecs.hyperprior import HyperpriorLatentCodec
 
-#: Initial gate logit of :meth:`TemporalLayer.from_intra`: σ(8) ≈ 0.9997, the intra model's means.
-OPEN_GATE = 8.0
+#: Initial gate logit of :meth:`TemporalLayer.from_intra`: σ(1) ≈ 0.73, open enough to start from
+#: the intra model's means and far from saturation, so that training can close it.
+OPEN_GATE = 1.0
+#: Dead zone of P-frames (see the module docstring): |y − μ| below it codes the symbol 0.
+DEFAULT_DEADZONE = 0.75
+
+
+def deadzone_round(r: Tensor, deadzone: float) -> Tensor:
+    """round(r), and 0 where |r| < ``deadzone`` (0.5 is plain rounding)."""
+    q = torch.round(r)
+    return q if deadzone <= 0.5 else torch.where(r.abs() < deadzone, torch.zeros_like(q), q)
+
+
+class DeadzoneGaussianConditional(SteGaussianConditional):
+    """The Gaussian conditional of P-frames: quantisation with a dead zone around the mean."""
+
+    def __init__(self, deadzone: float = DEFAULT_DEADZONE) -> None:
+        super().__init__()
+        self.deadzone = float(deadzone)
+
+    def quantize(self, inputs: Tensor, mode: str, means: Tensor | None = None) -> Tensor:
+        r = inputs if means is None else inputs - means
+        q = deadzone_round(r, self.deadzone)
+        if mode == "noise":  # training: straight-through
+            q = r + (q - r).detach()
+        elif mode == "symbols":
+            return q.int()
+        return q if means is None else q + means
 
 
 def _gated_pointwise(side: int, reference: int, c: int, *, first: bool) -> nn.Sequential:
@@ -65,6 +98,10 @@ class TemporalContextCodec(SpaceChannelContextCodec):
             _gated_pointwise(side_channels, new, c, first=k == 0) for k, c in enumerate(self.groups)
         )
         self._offsets = [sum(self.groups[:k]) for k in range(len(self.groups))]
+        self.gaussian = DeadzoneGaussianConditional()
+
+    def _symbols(self, y: Tensor, means: Tensor) -> Tensor:
+        return deadzone_round(y - means, self.gaussian.deadzone)
 
     def _params(self, k: int, side: Tensor, ch_ctx: Tensor | None, sp_ctx: Tensor) -> tuple[Tensor, Tensor]:
         parts = [side, sp_ctx] if ch_ctx is None else [side, ch_ctx, sp_ctx]
@@ -100,12 +137,24 @@ class TemporalLayer(nn.Module):
         m = config.latent_channels
         self.latent_codec = TemporalLatentCodec(m, config.hyper_channels, config.groups)
 
+    @property
+    def deadzone(self) -> float:
+        return self.latent_codec.y_codec.gaussian.deadzone
+
+    @deadzone.setter
+    def deadzone(self, value: float) -> None:
+        if not 0.5 <= value < 2.0:
+            raise ValueError(f"dead zone must be within [0.5, 2), got {value}")
+        self.latent_codec.y_codec.gaussian.deadzone = float(value)
+
     def forward(self, y: Tensor, reference: Tensor) -> dict[str, Any]:
         """Training: STE-quantised ŷ_t and the likelihoods of ẑ_t and ŷ_t given ``reference``."""
         return self.latent_codec(y, reference)
 
     @classmethod
-    def from_intra(cls, base_latent_codec: HyperpriorLatentCodec, config: CodecConfig) -> TemporalLayer:
+    def from_intra(
+        cls, base_latent_codec: HyperpriorLatentCodec, config: CodecConfig, gate: float = OPEN_GATE
+    ) -> TemporalLayer:
         """A P model that codes (almost) as the intra model until it is trained.
 
         Hyper analysis/synthesis, the factorised prior and the context convolutions are copied; each
@@ -136,5 +185,5 @@ class TemporalLayer(nn.Module):
                 d_last.weight[: 2 * c] = s_last.weight
                 d_last.bias.zero_()
                 d_last.bias[: 2 * c] = s_last.bias
-                d_last.bias[2 * c :] = OPEN_GATE
+                d_last.bias[2 * c :] = gate
         return layer

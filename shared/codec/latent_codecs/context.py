@@ -136,6 +136,10 @@ class SpaceChannelContextCodec(nn.Module):
             y_hats.append(y_hat_k)
         return torch.cat(y_hats, dim=1)
 
+    def _symbols(self, y: Tensor, means: Tensor) -> Tensor:
+        """The integers coded for ``y`` around ``means`` (rounding; P-frames add a dead zone)."""
+        return torch.round(y - means)
+
     def compress(
         self, y: Tensor, side: Tensor, encoders: list[BufferedRansEncoder], checksums: list[SymbolChecksum]
     ) -> Tensor:
@@ -144,7 +148,7 @@ class SpaceChannelContextCodec(nn.Module):
         groups = y.split(self.groups, dim=1)
 
         def code(k: int, sel: Tensor, scales: Tensor, means: Tensor) -> Tensor:
-            symbols = torch.round(groups[k][:, :, sel] - means).int()
+            symbols = self._symbols(groups[k][:, :, sel], means).int()
             indexes = self.gaussian.build_indexes(scales)
             for i in range(y.shape[0]):
                 sym = symbols[i].reshape(-1).tolist()

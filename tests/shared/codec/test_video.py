@@ -13,7 +13,7 @@ from layercast.shared.codec.api import ScalableCodec
 from layercast.shared.codec.bitstream import LayerKind
 from layercast.shared.codec.factory import base_checkpoint, build_base, temporal_checkpoint
 from layercast.shared.codec.registry import default_registry
-from layercast.shared.codec.temporal import TemporalLayer
+from layercast.shared.codec.temporal import DEFAULT_DEADZONE, TemporalLayer
 from layercast.shared.codec.video import VideoDecoder, VideoEncoder, intra_period_for
 from layercast.shared.data.synth import SyntheticCamera
 from layercast.shared.errors import CorruptBitstream, ReferenceMismatch, UnknownModel
@@ -31,7 +31,7 @@ def video_codec() -> ScalableCodec:
     reg = default_registry()
     base = reg.load("det-tiny")
     codec = ScalableCodec(base, None, device="cpu")
-    return _with_temporal(codec, TemporalLayer.from_intra(codec.base.latent_codec, codec.config))
+    return _with_temporal(codec, TemporalLayer.from_intra(codec.base.latent_codec, codec.config, gate=8.0))
 
 
 @pytest.fixture(scope="module")
@@ -125,12 +125,32 @@ def test_version_2_containers_still_decode_and_cannot_hold_predicted_frames(vide
 
 
 def test_an_untrained_p_model_codes_as_the_intra_model(video_codec, clip):
-    """from_intra copies the intra model and opens every gate: the rate stays that of intra coding."""
+    """from_intra copies the intra model: with the gates open and no dead zone it codes as intra does."""
     i = video_codec.encode(clip[1], layers="base")
     ref = video_codec.encode(clip[0], layers="base").decoded
-    p = video_codec.encode(clip[1], layers="base", reference=ref)
+    video_codec.temporal.deadzone = 0.5
+    try:
+        p = video_codec.encode(clip[1], layers="base", reference=ref)
+    finally:
+        video_codec.temporal.deadzone = DEFAULT_DEADZONE
     assert p.kind is LayerKind.PREDICTED
     assert abs(len(p.base) - len(i.base)) <= 0.05 * len(i.base) + 8
+
+
+def test_any_dead_zone_decodes_the_same_way_and_bounds_the_latent_error(video_codec, clip):
+    """The dead zone is the encoder's choice: the decoder reads every one of them."""
+    ref = video_codec.encode(clip[0], layers="base").decoded
+    for dz in (0.5, 1.0, 1.5):
+        video_codec.temporal.deadzone = dz
+        p = video_codec.encode(clip[1], layers="base", reference=ref)
+        video_codec.temporal.deadzone = DEFAULT_DEADZONE
+        assert torch.equal(video_codec.decode_base(p.base, reference=ref).y_hat, p.decoded.y_hat)
+        y = video_codec.base.g_a(video_codec._pad(video_codec._to_tensor(clip[1])[None])).double()
+        err = (p.decoded.y_hat - y).abs()
+        assert err.max() <= dz + 1e-6  # ŷ stays within the dead zone of y
+        assert (err > 0.5 + 1e-6).any() == (dz > 0.5)  # and only a dead zone lets it leave ±0.5
+    with pytest.raises(ValueError):
+        video_codec.temporal.deadzone = 0.2
 
 
 def test_intra_period_follows_the_camera_rate():
