@@ -2,8 +2,9 @@
 
 Enhancement layers are the full picture a camera saw, kept on the edge's disk for an hour or
 so: someone who takes the disk (or a backup of it) should not be able to look at them (the
-outbox seals its base frames with the same key, see ``layercast.edge.outbox``). Every file's payload is sealed by :class:`AesGcmSealer` (sealer id 1 in the file
-header of :mod:`layercast.edge.enhancement_store`)::
+outbox seals its base frames with the same key, see ``layercast.edge.outbox``). Every file's
+payload is sealed by :class:`AesGcmSealer` (sealer id 1 in the file header of
+:mod:`layercast.edge.enhancement_store`)::
 
     payload = key_id (8 bytes) | nonce (12 bytes) | AES-256-GCM(key, nonce, data, aad) with its 16-byte tag
 
