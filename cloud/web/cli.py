@@ -82,7 +82,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--audit-log", type=Path, help="JSON-lines audit log of enhancement requests")
     p.add_argument(
-        "--secret-key-file", type=Path, help="session signing key (keeps sign-ins across restarts)"
+        "--secret-key-file", type=Path, help="key signing the session cookie (default: random per start)"
     )
     p.add_argument("--port-file", type=Path, help="write the bound port to this file once serving")
     p.add_argument(

@@ -23,7 +23,7 @@ From a TOML file (``layercast web --config web.toml``), environment variables
     tls_key = "/etc/layercast/pki/web.key"         # it serves plain HTTP on loopback only (a warning),
     # plain_http = true                             # or anywhere with this (behind a TLS proxy)
     audit_log = "/var/log/layercast/audit.jsonl"
-    secret_key_file = "/etc/layercast/web.secret"   # keeps sessions valid across restarts
+    secret_key_file = "/etc/layercast/web.secret"   # signs the session cookie (default: random per start)
     users = ["alice=enhancer:$argon2id$v=19$m=65536,t=3,p=4$…", "bob=viewer:$argon2id$…"]
     tokens = ["dashboard=viewer:sha256:<64 hex>"]    # Authorization: Bearer <token> for scripts
 
@@ -75,7 +75,8 @@ class WebSettings:
     users: dict[str, tuple[str, str]] = field(default_factory=dict, repr=False)
     #: name -> ("sha256:<hex>" of a token, role), for scripts using ``Authorization: Bearer <token>``.
     tokens: dict[str, tuple[str, str]] = field(default_factory=dict, repr=False)
-    #: Key signing the session cookie; empty = a random key per start (everyone signs in again after a restart).
+    #: Key signing the session cookie; empty = a random key per start. Sessions themselves live in
+    #: the page's memory, so everyone signs in again after a restart either way.
     secret_key: str = field(default="", repr=False)
     #: JSON-lines file of every enhancement request (who, camera, frame, when, outcome).
     audit_log: Path = Path("layercast-web-audit.jsonl")
