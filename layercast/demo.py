@@ -151,7 +151,9 @@ async def _main(args: argparse.Namespace) -> int:
         print(f"  cameras      {', '.join(cameras)} at {args.fps:g} fps each (synthetic streets)")
         if web_url:
             print(f"  operator     {web_url}   user 'operator', password '{password}'")
-            print(f"               HTTPS signed by the demo CA {pki.ca_cert} (trust it, or accept the warning)")
+            print(
+                f"               HTTPS signed by the demo CA {pki.ca_cert} (trust it, or accept the warning)"
+            )
         if cloud.metrics_server is not None:
             print(f"  metrics      {cloud.metrics_server.url} (cloud)")
             edge_urls = [e.metrics_server.url for e in edges if getattr(e, "metrics_server", None)]
