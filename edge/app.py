@@ -35,7 +35,8 @@ from layercast.edge.frame_queue import DropOldestQueue
 from layercast.edge.link import EdgeIdentity, EdgeLink
 from layercast.edge.metrics import EdgeMetrics, edge_registry
 from layercast.edge.outbox import Outbox, OutboxStats
-from layercast.edge.sealing import AesGcmSealer, sealer_from_config
+from layercast.edge.private_fs import private_dir, private_opener
+from layercast.edge.sealing import AesGcmSealer, edge_sealer
 from layercast.edge.sources import CapturedFrame, open_source, paced_frames
 from layercast.edge.stats import EdgeStats
 from layercast.shared.errors import ConfigError, LayercastError, StorageError
@@ -276,17 +277,23 @@ class EdgeApp:
 
     def _open_stores(self) -> None:
         cfg = self.config
+        # A bad key is a configuration error: the edge does not start (no silent plaintext).
+        self._sealer = edge_sealer(
+            cfg.store.encryption,
+            cfg.store.encryption_key_file,
+            cfg.store.encryption_key,
+            cfg.default_key_path,
+        )
+        if self._sealer is not None:
+            log.info("pictures at rest encrypted with AES-256-GCM, key id %s", self._sealer.key_id.hex())
         self.outbox = Outbox(
             cfg.outbox_path,
             max_frames=cfg.outbox.max_frames,
             max_bytes=cfg.outbox.max_bytes,
             synchronous=cfg.outbox.synchronous,
+            sealer=self._sealer,
         )
         if cfg.store.enabled:
-            # A bad key is a configuration error: the edge does not start (no silent plaintext).
-            self._sealer = sealer_from_config(cfg.store.encryption_key_file, cfg.store.encryption_key)
-            if self._sealer is not None:
-                log.info("enhancement store encrypted with AES-256-GCM, key id %s", self._sealer.key_id.hex())
             self._use_store(self._try_open_store())
 
     def _try_open_store(self) -> EnhancementStore | StorageError:
@@ -341,10 +348,9 @@ class EdgeApp:
 
     def _lock_data_dir(self) -> None:
         """One edge process per data directory (two would send the same outbox twice)."""
-        data_dir = Path(self.config.data_dir)
-        data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir = private_dir(Path(self.config.data_dir))
         path = data_dir / "edge.lock"
-        f = open(path, "a+")  # noqa: SIM115 - held open for the life of the process
+        f = open(path, "a+", opener=private_opener)  # noqa: SIM115 - held open for the life of the process
         try:
             import fcntl
 

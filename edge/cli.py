@@ -4,7 +4,8 @@ Settings come from defaults < ``--config FILE`` (TOML) < ``LAYERCAST_EDGE_*``
 environment variables < the flags below. Prefer ``LAYERCAST_EDGE_TOKEN`` or
 ``--token-file`` to ``--token`` (command lines are visible to other users).
 
-Encryption at rest of the enhancement store: ``layercast edge --new-key KEYFILE`` makes a key,
+Encryption at rest (enhancement store and outbox) is on by default with a key the edge makes in
+its data dir on first start; ``layercast edge --new-key KEYFILE`` makes a key kept elsewhere,
 ``--encryption-key-file KEYFILE`` (``store.encryption_key_file``) uses it.
 """
 

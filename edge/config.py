@@ -37,6 +37,7 @@ CAMERA_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 Device = Literal["auto", "cpu", "cuda"]
 SyncMode = Literal["NORMAL", "FULL"]
+Encryption = Literal["on", "off"]
 
 MiB = 1024 * 1024
 
@@ -159,8 +160,11 @@ class EnhancementStoreConfig:
     enabled: bool = True
     max_bytes: int = field(default=1024 * MiB, metadata={"min": 1024})
     max_age_s: float = field(default=3600.0, metadata={"min": 1.0})
-    #: Encrypt the stored layers (AES-256-GCM, see ``layercast.edge.sealing``) with the base64 key in
-    #: this file (``layercast edge --new-key FILE`` makes one). Unset: stored unencrypted.
+    #: "on": enhancement layers and outbox base frames are sealed with AES-256-GCM (see
+    #: ``layercast.edge.sealing``); "off": stored in plaintext (logged as a warning at start).
+    encryption: Encryption = "on"
+    #: The base64 key (``layercast edge --new-key FILE`` makes one). Unset, with encryption on:
+    #: ``<data_dir>/edge.key``, created (0600) on first start and reused after.
     encryption_key_file: Path | None = None
     #: The same key given directly, for ``LAYERCAST_EDGE_STORE__ENCRYPTION_KEY`` (never printed).
     encryption_key: str = field(default="", repr=False, metadata={"secret": True})
@@ -175,7 +179,7 @@ class EdgeConfig:
     token: str = field(default="", repr=False, metadata={"secret": True})
     #: File holding the token (first line); used when ``token`` is empty.
     token_file: Path | None = None
-    #: Outbox database and enhancement store live here.
+    #: Outbox database, enhancement store and (unless configured elsewhere) the key live here (0700).
     data_dir: Path = Path("layercast-edge")
     link: LinkConfig = field(default_factory=LinkConfig)
     source: SourceConfig = field(default_factory=SourceConfig)
@@ -206,6 +210,11 @@ class EdgeConfig:
     @property
     def outbox_path(self) -> Path:
         return self.data_dir / "outbox.sqlite3"
+
+    @property
+    def default_key_path(self) -> Path:
+        """Where the edge keeps the key it made itself (no key configured)."""
+        return self.data_dir / "edge.key"
 
     @property
     def store_dir(self) -> Path:

@@ -20,10 +20,11 @@ length and CRC checks and reported as a store error, never served.
 
 Encryption at rest: the payload passes through a :class:`Sealer`
 (``seal(data, aad)`` / ``open(stored, aad)``) whose id is recorded in the
-header; the associated data binds a payload to its camera and sequence. The
-default :class:`PlainSealer` stores the bytes as they are;
-:class:`~layercast.edge.sealing.AesGcmSealer` (``store.encryption_key_file``)
-encrypts them. A file written by another sealer is refused saying which.
+header; the associated data binds a payload to its camera and sequence.
+:class:`~layercast.edge.sealing.AesGcmSealer` encrypts them (what the edge uses
+unless ``store.encryption = "off"``); :class:`PlainSealer` stores the bytes as
+they are. A file written by another sealer is refused saying which. The folder
+is 0700 and every file 0600 (``layercast.edge.private_fs``).
 
 Failures to write (disk full, directory unwritable) raise :class:`StorageFull`
 / :class:`StorageError`; the caller counts them and carries on sending base
@@ -47,6 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from layercast.edge.private_fs import FILE_MODE, private_dir, private_opener
 from layercast.shared.errors import StorageError, StorageFull
 
 log = logging.getLogger(__name__)
@@ -169,7 +171,7 @@ class EnhancementStore:
         self.evicted_frames = 0
         self.put_errors = 0
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
+            private_dir(self.root)
             self._load()
         except OSError as exc:
             raise StorageError(f"enhancement store {self.root}: cannot open: {exc.strerror or exc}") from exc
@@ -194,6 +196,7 @@ class EnhancementStore:
             except (ValueError, OSError):
                 log.warning("enhancement store %s: ignoring unexpected file %s", self.root, name)
                 continue
+            os.chmod(entry.path, FILE_MODE)  # a store from before files were owner-only
             found.append((seq, _Entry(max(size, 0), created, Path(entry.path))))
         for seq, e in sorted(found, key=lambda t: t[0]):
             self._index[seq] = e
@@ -252,7 +255,7 @@ class EnhancementStore:
         final = self.root / f"{sequence:020d}-{created_us}{_SUFFIX}"
         tmp = self.root / temp_name(sequence, os.getpid())
         try:
-            with open(tmp, "wb") as f:
+            with open(tmp, "wb", opener=private_opener) as f:
                 f.write(header)
                 f.write(payload)
             os.replace(tmp, final)
@@ -319,7 +322,8 @@ class EnhancementStore:
     def _save_hwm(self) -> None:
         tmp = self.root / f".{_HWM_FILE}.tmp-{os.getpid()}"
         try:
-            tmp.write_text(f"{self._hwm}\n")
+            with open(tmp, "w", opener=private_opener) as f:
+                f.write(f"{self._hwm}\n")
             os.replace(tmp, self.root / _HWM_FILE)
         except OSError as exc:  # not fatal: only the expired / not-found distinction degrades
             log.warning("enhancement store %s: cannot save the expiry mark: %s", self.root, exc)

@@ -35,6 +35,16 @@ Drop policy (bounded by ``max_frames`` and ``max_bytes``)
     dropped instead, after it got its sequence number. Every dropped frame
     increments the persistent ``dropped_frames`` / ``dropped_bytes`` counters,
     which the edge reports in heartbeats: nothing leaves the books silently.
+
+Encryption at rest
+    With a sealer (the edge's AES-256-GCM key, see ``layercast.edge.sealing``)
+    each base frame is stored sealed, bound to its sequence number; ``size``
+    counts the frame's own bytes. A base frame is the picture at preview
+    quality, so it is covered like the enhancement layers. Rows written in the
+    clear (before encryption was on) are sealed when the outbox opens; an
+    outbox sealed under another key, or opened without its key, is refused
+    (StorageError naming the key id). The database and its WAL files are 0600
+    in a 0700 folder.
 """
 
 from __future__ import annotations
@@ -45,6 +55,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from layercast.edge.private_fs import private_dir, private_file
+from layercast.edge.sealing import KEY_ID_BYTES, AesGcmSealer
 from layercast.shared.errors import StorageError, StorageFull
 
 _SCHEMA = """
@@ -53,7 +65,8 @@ CREATE TABLE IF NOT EXISTS frames (
     capture_time_us INTEGER NOT NULL,
     base BLOB NOT NULL,
     size INTEGER NOT NULL,
-    sent_count INTEGER NOT NULL DEFAULT 0
+    sent_count INTEGER NOT NULL DEFAULT 0,
+    sealer INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS counters (
     name TEXT PRIMARY KEY,
@@ -127,22 +140,31 @@ class Outbox:
         max_frames: int = 10_000,
         max_bytes: int = 256 * 1024 * 1024,
         synchronous: str = "FULL",
+        sealer: AesGcmSealer | None = None,
     ) -> None:
         if synchronous not in ("NORMAL", "FULL"):
             raise ValueError(f"synchronous must be NORMAL or FULL, got {synchronous!r}")
         self.path = Path(path)
         self.max_frames = max_frames
         self.max_bytes = max_bytes
+        self.sealer = sealer
         self._lock = threading.Lock()
         self._in_flight: set[int] = set()
         self._cursor = 0  # highest sequence marked in flight on the current stream
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(self.path.parent)
+            for suffix in ("", "-wal", "-shm"):
+                if suffix == "" or Path(f"{self.path}{suffix}").exists():
+                    private_file(Path(f"{self.path}{suffix}"))
             self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={synchronous}")
             self._db.execute("PRAGMA busy_timeout=5000")
             self._db.executescript(_SCHEMA)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(frames)")}
+            if "sealer" not in columns:  # an outbox from before frames were sealed
+                self._db.execute("ALTER TABLE frames ADD COLUMN sealer INTEGER NOT NULL DEFAULT 0")
+            self._check_sealing()
             with self._tx():
                 for name, value in COUNTERS.items():
                     self._db.execute(
@@ -152,6 +174,53 @@ class Outbox:
         except (sqlite3.Error, OSError) as exc:
             raise _storage_error(self.path, "open", exc) from exc
         self._count, self._bytes = int(row[0]), int(row[1])
+
+    # -- sealing ----------------------------------------------------------------------------------
+
+    def _check_sealing(self) -> None:
+        """Refuse rows this outbox cannot open; seal rows stored in the clear."""
+        sealed = self._db.execute(
+            "SELECT sequence, substr(base, 1, ?) FROM frames WHERE sealer != 0 LIMIT 1", (KEY_ID_BYTES,)
+        ).fetchone()
+        if sealed is not None and self.sealer is None:
+            raise StorageError(
+                f"outbox {self.path}: frames are encrypted under key {bytes(sealed[1]).hex()}, "
+                'but no key is configured (store.encryption = "off")'
+            )
+        if self.sealer is None:
+            return
+        other = self._db.execute(
+            "SELECT substr(base, 1, ?) FROM frames WHERE sealer != 0 AND substr(base, 1, ?) != ? LIMIT 1",
+            (KEY_ID_BYTES, KEY_ID_BYTES, self.sealer.key_id),
+        ).fetchone()
+        if other is not None:
+            raise StorageError(
+                f"outbox {self.path}: frames are encrypted under key {bytes(other[0]).hex()}, "
+                f"but this edge's key is {self.sealer.key_id.hex()} (store.encryption_key_file changed?)"
+            )
+        clear = self._db.execute("SELECT sequence, base FROM frames WHERE sealer = 0").fetchall()
+        if clear:
+            with self._tx():
+                self._db.executemany(
+                    "UPDATE frames SET base = ?, sealer = ? WHERE sequence = ?",
+                    [(self._seal(int(q), bytes(b)), self.sealer.sealer_id, int(q)) for q, b in clear],
+                )
+
+    @staticmethod
+    def _aad(sequence: int) -> bytes:
+        return b"layercast outbox base v1\x00" + sequence.to_bytes(8, "big")
+
+    def _seal(self, sequence: int, base: bytes) -> bytes:
+        return base if self.sealer is None else self.sealer.seal(base, self._aad(sequence))
+
+    def _frame(self, row: tuple) -> OutboxFrame:
+        seq, t, stored, n, sealer_id = row
+        seq, stored = int(seq), bytes(stored)
+        if sealer_id:
+            if self.sealer is None:
+                raise StorageError(f"outbox {self.path}: frame {seq} is encrypted and no key is configured")
+            stored = self.sealer.open(stored, self._aad(seq))
+        return OutboxFrame(seq, int(t), stored, int(n))
 
     # -- plumbing ---------------------------------------------------------------------------------
 
@@ -241,8 +310,8 @@ class Outbox:
             self._count -= len(victims)
             self._bytes -= freed
         self._db.execute(
-            "INSERT INTO frames(sequence, capture_time_us, base, size) VALUES (?, ?, ?, ?)",
-            (seq, capture_time_us, base, size),
+            "INSERT INTO frames(sequence, capture_time_us, base, size, sealer) VALUES (?, ?, ?, ?, ?)",
+            (seq, capture_time_us, self._seal(seq, base), size, self.sealer.sealer_id if self.sealer else 0),
         )
         self._count += 1
         self._bytes += size
@@ -309,13 +378,13 @@ class Outbox:
         with self._lock:
             try:
                 rows = self._db.execute(
-                    "SELECT sequence, capture_time_us, base, sent_count FROM frames "
+                    "SELECT sequence, capture_time_us, base, sent_count, sealer FROM frames "
                     "WHERE sequence > ? ORDER BY sequence LIMIT ?",
                     (self._cursor, limit),
                 ).fetchall()
             except sqlite3.Error as exc:
                 raise _storage_error(self.path, "read", exc) from exc
-        return [OutboxFrame(int(s), int(t), bytes(b), int(n)) for s, t, b, n in rows]
+        return [self._frame(r) for r in rows]
 
     def mark_in_flight(self, sequences: Iterable[int]) -> None:
         """Record that these frames were written to the current stream (and count the send)."""
@@ -347,7 +416,7 @@ class Outbox:
             try:
                 with self._tx():
                     rows = self._db.execute(
-                        "SELECT sequence, capture_time_us, base, sent_count FROM frames "
+                        "SELECT sequence, capture_time_us, base, sent_count, sealer FROM frames "
                         "WHERE sequence > ? ORDER BY sequence LIMIT ?",
                         (self._cursor, limit),
                     ).fetchall()
@@ -357,7 +426,7 @@ class Outbox:
                     )
             except sqlite3.Error as exc:
                 raise _storage_error(self.path, "update", exc) from exc
-            frames = [OutboxFrame(int(s), int(t), bytes(b), int(n)) for s, t, b, n in rows]
+            frames = [self._frame(r) for r in rows]
             if frames:
                 self._in_flight.update(f.sequence for f in frames)
                 self._cursor = max(self._cursor, frames[-1].sequence)

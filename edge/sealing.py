@@ -1,9 +1,10 @@
-"""Encryption at rest of the edge's enhancement store (AES-256-GCM), and its key.
+"""Encryption at rest of the edge's enhancement store and outbox (AES-256-GCM), and its key.
 
 Enhancement layers are the full picture a camera saw, kept on the edge's disk for an hour or
-so: someone who takes the disk (or a backup of it) should not be able to look at them. With a key
-configured, every file's payload is sealed by :class:`AesGcmSealer` (sealer id 1 in the file
-header of :mod:`layercast.edge.enhancement_store`)::
+so: someone who takes the disk (or a backup of it) should not be able to look at them (the
+outbox seals its base frames with the same key, see ``layercast.edge.outbox``). Every file's
+payload is sealed by :class:`AesGcmSealer` (sealer id 1 in the file header of
+:mod:`layercast.edge.enhancement_store`)::
 
     payload = key_id (8 bytes) | nonce (12 bytes) | AES-256-GCM(key, nonce, data, aad) with its 16-byte tag
 
@@ -19,8 +20,10 @@ Files written without encryption (before a key was configured) are refused with 
 so, as are encrypted files when the key is gone: a file that cannot be authenticated is not served.
 
 The key is 32 random bytes, base64 in a file (``store.encryption_key_file``; make one with
-``layercast edge --new-key FILE``) or in ``LAYERCAST_EDGE_STORE__ENCRYPTION_KEY``. It is never
-logged or put in an error message; its id is.
+``layercast edge --new-key FILE``) or in ``LAYERCAST_EDGE_STORE__ENCRYPTION_KEY``. With neither,
+the edge makes ``<data_dir>/edge.key`` (0600) on its first start and reuses it after
+(:func:`edge_sealer`); only ``store.encryption = "off"`` stores plaintext, with a warning. The
+key is never logged or put in an error message; its id is.
 """
 
 from __future__ import annotations
@@ -159,3 +162,26 @@ def sealer_from_config(key_file: Path | None, key_text: str) -> AesGcmSealer | N
     if key_text:
         return AesGcmSealer(decode_key(key_text, source="store.encryption_key"))
     return None
+
+
+def edge_sealer(
+    encryption: str, key_file: Path | None, key_text: str, default_key_file: Path
+) -> AesGcmSealer | None:
+    """The sealer of an edge: the configured key, else ``default_key_file`` (created 0600 when
+    missing); None only when ``encryption`` is "off" (a warning says the pictures are in plaintext)."""
+    if encryption == "off":
+        if key_file is not None or key_text:
+            raise ConfigError(
+                'store.encryption = "off" and an encryption key are both set; remove one of them'
+            )
+        log.warning(
+            'store.encryption = "off": enhancement layers and base frames are stored on disk in plaintext'
+        )
+        return None
+    configured = sealer_from_config(key_file, key_text)
+    if configured is not None:
+        return configured
+    if not default_key_file.exists():
+        kid = write_key_file(default_key_file)
+        log.info("made the edge's encryption key %s (key id %s)", default_key_file, kid.hex())
+    return AesGcmSealer(read_key_file(default_key_file, key="the edge's key file"))

@@ -7,10 +7,10 @@ operator web page. It prints where to look and stops cleanly on Ctrl-C
 frames). Credentials are made up at start-up and printed; nothing listens
 beyond 127.0.0.1 unless asked.
 
-Every gRPC link is mutual TLS, as in a deployment: a private CA, the cloud's
-certificate and one certificate per camera (its identity) and for the page and
-the command line are made at start-up in ``<data dir>/pki`` (``shared/pki.py``,
-milliseconds).
+Every gRPC link is mutual TLS and the operator page is HTTPS, as in a deployment:
+a private CA, the cloud's certificate (which the page serves HTTPS with too) and
+one certificate per camera (its identity) and for the page and the command line
+are made at start-up in ``<data dir>/pki`` (``shared/pki.py``, milliseconds).
 """
 
 from __future__ import annotations
@@ -124,11 +124,14 @@ async def _main(args: argparse.Namespace) -> int:
             password=password,
             data_dir=data_dir / "web",
             cloud_tls=ClientTls(ca_cert=pki.ca_cert, client_cert=web_cert, client_key=web_key),
+            # HTTPS with the demo CA's server certificate (the same names as the cloud's).
+            tls_cert=pki.server_cert,
+            tls_key=pki.server_key,
         )
         web_server = build_web_server(create_app(settings), args.host, args.web_port)
         web_task = asyncio.create_task(web_server.serve(), name="web")
-        web_port = await web_server.wait_started()
-        web_url = f"http://{args.host}:{web_port}/"
+        await web_server.wait_started()
+        web_url = web_server.url
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -148,6 +151,9 @@ async def _main(args: argparse.Namespace) -> int:
         print(f"  cameras      {', '.join(cameras)} at {args.fps:g} fps each (synthetic streets)")
         if web_url:
             print(f"  operator     {web_url}   user 'operator', password '{password}'")
+            print(
+                f"               HTTPS signed by the demo CA {pki.ca_cert} (trust it, or accept the warning)"
+            )
         if cloud.metrics_server is not None:
             print(f"  metrics      {cloud.metrics_server.url} (cloud)")
             edge_urls = [e.metrics_server.url for e in edges if getattr(e, "metrics_server", None)]

@@ -18,21 +18,23 @@ from layercast.shared.codec.registry import ZOO_DIR
 from layercast.train.loop import TrainConfig, train
 
 CROP = (128, 128)
-#: Steps per stage and task. The task models are pre-trained on clean images first (as the paper
-#: starts from trained torchvision models), long enough that the baselines' task model is not the
-#: weak link: 300 → 1200 steps took the small detector from mAP 0.160 to 0.369 on the test split
-#: and the depth model from 3.91 to 2.37 px disparity RMSE. The detection base needs far more
-#: joint training than the depth base: at λ_b = 1, β = 0.01 it reached mAP 0.079 after 800 steps and
-#: 0.275 after 4000 (0.086 → 0.126 bpp). Each stage is the configuration of a
-#: `layercast train experiment` run (the λ_b = 1, β = 0.01 base; its λ_e = 0.01 conditional
-#: reconstruction layer), the depth base with the sweep's own 800 steps; the reconstruction layers
-#: get 1500 instead of the sweep's 300 (after 300 the detection layer added 0.2 dB to the preview).
+#: Steps per stage and task; a tuple is a chain of warm restarts (stage, stage2, stage3, ...), each a
+#: fresh Adam from the weights the stage before exported. What each stage's output scores on the
+#: test split, the wall time of each stage and the variants measured and not used:
+#: docs/results/training_recipe.json.
 #:
-#: ``*_more``: the finished task model and base are then trained on (``--task-init`` / ``--init``:
-#: their weights, a fresh Adam at ``CONTINUE_LR`` with its own 10x drop at 80 %). The base's task
-#: model keeps learning during joint training, so the clean-image reference the baselines are
-#: scored with is trained on as well; otherwise JPEG/WebP/AVIF would be scored by a detector with
-#: a fraction of the base's training.
+#: - ``task``: the clean-image task model on crops; ``base``: the λ_b = 1, β = 0.01 base from it and
+#:   ``rec``: its λ_e = 0.01 conditional reconstruction layer, the configurations of the
+#:   ``layercast train experiment`` proposal runs.
+#: - ``*_more``: the finished task model and base trained on from their weights at ``CONTINUE_LR``.
+#: - ``task_tune``, ``task_tune_large``: the clean-image reference (which scores JPEG/WebP/AVIF) on
+#:   whole images, then on the larger set, never fewer whole-image steps than the base's task model.
+#: - detection ``base_low``: the base at ``LOW_LAMBDA`` on crops; ``base_full_large``: the same on
+#:   whole images of the larger set; ``base_lean_large``, ``base_leaner_large``: then with ``LEAN``
+#:   and ``LEANER`` weights.
+#: - depth ``tune``, ``tune_large``: the task model alone on the frozen codec's decoded output, on
+#:   whole images, then on the larger set; ``lean_large``, ``leaner_large``: then the codec and the
+#:   task model jointly with ``LEAN`` and ``LEANER`` weights.
 STEPS = {
     "detection": {
         "task": 1200,
@@ -61,75 +63,16 @@ STEPS = {
         "rec": 1500,
     },
 }
+#: Learning rate of every continuation (its own 10x drop at 80 % of its steps).
 CONTINUE_LR = 3e-4
-#: ``base_low``: the continued detection base then trains on at a lower λ_b, in warm restarts of
-#: these lengths (each a fresh Adam from the stage before). Its detector keeps learning while the
-#: rate term pulls the rate down: the first 3500 steps at λ_b = 0.25 took it from 0.140 bpp /
-#: mAP 0.372 / preview 23.28 dB to 0.114 / 0.382 / 23.55 (λ_b = 0.5: 0.126 / 0.395); the next five
-#: to 0.116 / 0.399, 0.117 / 0.414, 0.119 / 0.434, 0.120 / 0.435, 0.120 / 0.441 (preview 24.07 dB):
-#: the gains are levelling off (the seventh: 0.120 / 0.445). (λ_b = 0.1 for the sixth instead:
-#: 0.106 bpp, mAP 0.422 — about the same bytes ratios against the image codecs.)
-#:
-#: ``base_full_large``: then the same joint training on whole images (the test images' size,
-#: ``crop`` none) with random flips, on the larger synthetic set. On the 2000 images, 2000 such
-#: steps took the seventh restart from mAP 0.445 to 0.480 at 0.119 bpp (preview 24.12 → 24.32 dB),
-#: but a second 2000 did not help (0.478), nor did tuning the detector alone on the frozen codec
-#: after it (``tune`` below: 0.472): both overfit the 2000 images. The ``*_large`` stages train on
-#: ``data_large`` (the same generator and seed, 10 000 training images, of which the first 2000
-#: are the small set's): 4000 whole-image joint steps from the seventh restart reached mAP 0.512
-#: at 0.117 bpp, and 4000 more whole-image steps (``task_tune_large``) took the clean reference
-#: from 0.567 to 0.615, so the baselines' detector has seen the same images (and more steps) as
-#: the shipped base's. On 10 000 images a second round of both does not overfit: 4000 more joint
-#: steps took the base to mAP 0.522 at 0.116 bpp (preview 24.41 dB), 4000 more reference steps the
-#: reference to 0.629 (the bytes ratios against it rose from 5.13x/2.68x/3.05x to 5.44x/2.76x/3.13x
-#: against JPEG/WebP/AVIF); the detector alone on the frozen codec for those 4000 steps instead: 0.516.
-#: A third and fourth round each: base 0.538 then 0.544 at 0.116 bpp (preview 24.51 dB), reference
-#: 0.631 then 0.631 (levelled off); shipped (fourth round of both): 7.4x/3.1x/3.5x (float32).
+#: λ_b of the detection base's crop restarts (``base_low``): the rate term pulls the rate down
+#: while the detector keeps learning.
 LOW_LAMBDA = {"detection": 0.25}
-#: ``base_lean_large``: then the same whole-image joint training with both distortion terms scaled
-#: down 2.5x (λ_b 0.25 → 0.1, β 0.01 → 0.004: the task and preview terms keep their balance, the
-#: rate term weighs 2.5x more). One 4000-step round from the fourth round above: 0.116 → 0.084 bpp
-#: (44-byte header), mAP 0.544 → 0.530, preview 24.51 → 23.82 dB (a second one, shipped in session
-#: 12: mAP 0.538 at 0.084 bpp). λ_b = 0.1 alone (β 0.01) kept 0.103 bpp (mAP 0.540: the preview
-#: term holds the bits). The reference's fifth round is one 8000-step run (its lr drop lasts 1600
-#: steps): 0.631 → 0.648, after 0.629 → 0.631 → 0.631 from 4000-step rounds.
-#: ``lean_large`` (depth, session 14): after ``tune_large`` (below), the depth base trains jointly on
-#: whole images of the larger set for the first time, both distortion terms scaled by 0.2 (λ_b 1 →
-#: 0.2, β 0.01 → 0.002). One 4000-step round: 0.079 → 0.040 bpp, 1.743 → 1.719 px disparity RMSE,
-#: preview 22.70 → 21.74 dB (× 0.4 instead: 0.055 bpp, 1.696 px, 22.55 dB; × 0.1 for 3000 more
-#: steps after it: 0.030 bpp, 1.793 px, 21.03 dB). The reference's second and third
-#: ``task_tune_large`` rounds (4000 steps each): 1.613 → 1.549 → 1.479 px. Against the last:
-#: JPEG 8.1x the bytes at equal RMSE (3.6x for the base before; WebP and AVIF: no ratio, their
-#: smallest files are more accurate).
+#: Lower-rate joint stages: λ_b and β scaled down by the same factor, so the task and preview terms
+#: keep their balance and the rate term weighs more.
 LEAN = {"detection": {"lmbda": 0.1, "beta": 0.004}, "depth": {"lmbda": 0.2, "beta": 0.002}}
-#: ``base_leaner_large`` (session 13): after the first λ_b = 0.1 round, three rounds with both terms
-#: halved again, λ_b = 0.05, β = 0.002: 0.084 → 0.062 → 0.061 → 0.0605 bpp (28-byte header), mAP
-#: 0.530 → 0.517 → 0.524 → 0.534, preview 23.82 → 23.11 → 23.06 → 23.02 dB; the reference's sixth
-#: and seventh rounds (4000 steps each) 0.648 → 0.654 → 0.651 (levelled off). Shipped against it:
-#: JPEG 10.8x, WebP 5.2x, AVIF 6.0x the bytes at equal mAP (float16; 11.1x / 5.2x / 6.0x float32).
-#: ``leaner_large`` (depth, session 15): after ``lean_large``, both terms halved again (λ_b 0.1,
-#: β 0.001), 3000 then 4000 steps: 0.040 → 0.030 → 0.030 bpp, 1.720 → 1.793 → 1.757 px, preview
-#: 21.74 → 21.03 → 21.11 dB. The reference's fourth round (so it has trained on whole images of the
-#: larger set at least as long as the base) did not improve it: 1.479 → 1.513 px. Against either:
-#: JPEG 10.0x the bytes at equal RMSE (float32; 8.1x for the λ_b 0.2 base before). Session 16: a
-#: third round of 1500 steps, 1.757 → 1.690 px at 0.030 bpp (preview 21.10 dB), JPEG 11.0x; a fourth
-#: 1500 did not help (1.699 px, not in the recipe); the reference's fifth round: 1.513 → 1.434 px.
-#: Shipped against it: JPEG 11.3x (float16); WebP and AVIF still no ratio (their q=0 files: 1.66, 1.61 px).
 LEANER = {"detection": {"lmbda": 0.05, "beta": 0.002}, "depth": {"lmbda": 0.1, "beta": 0.001}}
-#: ``tune`` (depth): last, the task model alone trains on the frozen codec's decoded output
-#: (``--freeze-codec``), which is what the cloud runs it on; the bitstream does not change. It
-#: trains on whole images (the test images' size), not crops: 2000 steps took the 3500-step λ_b =
-#: 0.25 base from mAP 0.382 to 0.398 on whole images, to 0.387 on 128×128 crops (4000 whole-image
-#: steps without flips overfit: training loss 1.07 vs 1.34, test mAP 0.386). With random left-right
-#: flips (``hflip``, on by default) the 21 000-step base went from 0.441 to 0.461 (0.454 without).
-#: ``task_tune`` gives the clean-image reference (which scores JPEG/WebP/AVIF) the same whole-image
-#: training, at least as many steps, so the baselines' detector is never the less trained one: 4000
-#: steps took it from mAP 0.511 to 0.537 without flips, to 0.567 with them. Depth gets the same
-#: pair (no λ_b restarts: its base is already at 0.082 bpp): 1500 whole-image steps with flips took
-#: the depth base's model from 2.261 to 1.996 px disparity RMSE, the clean reference from 1.992 to
-#: 1.844 px (joint whole-image training instead, codec not frozen: 2.030 px at 0.084 bpp).
-#: ``tune_large`` / ``task_tune_large`` (depth): 4000 more of each on the 10 000-image set took the
-#: depth base's model from 1.996 to 1.743 px (bitstream unchanged), the reference from 1.844 to 1.613 px.
+#: Whole images (the test images' size) instead of crops in the ``*tune*`` and ``*full*`` stages.
 TUNE_CROP = None
 
 

@@ -31,7 +31,9 @@ from layercast.cloud.web.state import (
 )
 from layercast.shared.rpc import operator_pb2
 
-_IMMUTABLE = {"Cache-Control": "private, max-age=86400, immutable"}
+#: Pictures and results are never kept by the browser or a proxy (a shared or stolen machine's
+#: cache would show them without signing in).
+_NO_STORE = {"Cache-Control": "no-store"}
 
 
 def camera_json(c: operator_pb2.Camera) -> dict[str, Any]:
@@ -111,7 +113,7 @@ async def preview(request: Request) -> Response:
         img = await st.client.preview(*key)
         png = img.png
         st.previews.put(key, png)
-    return Response(png, media_type="image/png", headers=_IMMUTABLE)
+    return Response(png, media_type="image/png", headers=_NO_STORE)
 
 
 async def result(request: Request) -> JSONResponse:
@@ -128,7 +130,7 @@ async def result(request: Request) -> JSONResponse:
             },
             status_code=404,
         )
-    return JSONResponse(await st.feed.summary(found), headers={"Cache-Control": "private, max-age=3600"})
+    return JSONResponse(await st.feed.summary(found), headers=_NO_STORE)
 
 
 async def depth(request: Request) -> Response:
@@ -143,7 +145,7 @@ async def depth(request: Request) -> Response:
         hit = await asyncio.to_thread(depth_png, found.depth)
         st.depth_images.put(key, hit)
     png, (near, far) = hit
-    headers = dict(_IMMUTABLE, **{"X-Depth-Near-M": f"{near:.3f}", "X-Depth-Far-M": f"{far:.3f}"})
+    headers = dict(_NO_STORE, **{"X-Depth-Near-M": f"{near:.3f}", "X-Depth-Far-M": f"{far:.3f}"})
     return Response(png, media_type="image/png", headers=headers)
 
 
@@ -249,7 +251,10 @@ async def _camera_or_none(request: Request, cam: str) -> operator_pb2.Camera | N
 
 
 async def events(request: Request) -> Response:
-    """Server-sent events: ``result`` per live frame, ``status`` of the feed, ``dropped`` counts."""
+    """Server-sent events: ``result`` per live frame, ``status`` of the feed, ``dropped`` counts.
+
+    The caller's session (or token) is checked again before every write, events and keep-alives
+    alike: a stream ends with ``status`` ``signed_out`` once its session is revoked or expired."""
     require(request)
     st = web_state(request)
     stream = st.feed.open_stream()
@@ -264,6 +269,9 @@ async def events(request: Request) -> Response:
             while True:
                 items = await stream.take(heartbeat)
                 if items is None:
+                    return
+                if principal_of(request, st.settings) is None:
+                    yield sse("status", {"state": "signed_out", "message": "signed out; sign in again"})
                     return
                 if not items:
                     yield ": keep-alive\n\n"

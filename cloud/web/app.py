@@ -2,11 +2,16 @@
 
 Beside the cloud, in the same process and event loop (what ``layercast demo`` does)::
 
-    settings = demo_settings(cloud_target=cloud.target, password="…", data_dir=Path("web"))
+    settings = demo_settings(cloud_target=cloud.target, password="…", data_dir=Path("web"),
+                             tls_cert=Path("pki/server.pem"), tls_key=Path("pki/server.key"))
     server = build_web_server(create_app(settings), "127.0.0.1", 0)
     task = asyncio.create_task(server.serve())
     await server.wait_started()
-    print(f"http://127.0.0.1:{server.bound_port}/")
+    print(server.url)   # https://127.0.0.1:<port>/
+
+Served over HTTPS when the settings name a certificate (the session cookie is then ``Secure``);
+without one only on a loopback address (a warning says so), unless ``plain_http`` is set for a
+page behind a TLS proxy.
     ...
     server.should_exit = True
     await task
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 from collections.abc import AsyncIterator, Generator
 from pathlib import Path
@@ -36,11 +42,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from layercast.cloud.audit import AuditLog
 from layercast.cloud.cache import LruCache
 from layercast.cloud.web import api, pages
-from layercast.cloud.web.auth import LoginThrottle
 from layercast.cloud.web.client import CloudClient, CloudError
 from layercast.cloud.web.live import LiveFeed
 from layercast.cloud.web.passwords import new_secret
+from layercast.cloud.web.sessions import SessionStore
 from layercast.cloud.web.settings import WebSettings, demo_settings
+from layercast.cloud.web.signin import SignInGuard
 from layercast.cloud.web.state import NotSignedIn, WebState
 from layercast.shared.errors import ConfigError
 
@@ -126,7 +133,7 @@ def create_app(settings: WebSettings) -> Starlette:
     (so they belong to the event loop that serves it) and stop with it."""
     settings.validate()
     audit = AuditLog(settings.audit_log)
-    throttle = LoginThrottle(settings.login_max_failures, settings.login_window_s)
+    sessions = SessionStore(settings.session_max_age_s, settings.max_sessions)
     if not settings.users and not settings.tokens:
         log.warning("operator page: no users or tokens configured; nobody can sign in")
 
@@ -137,7 +144,14 @@ def create_app(settings: WebSettings) -> Starlette:
         app.state.web = WebState(
             settings=settings,
             audit=audit,
-            throttle=throttle,
+            signin=SignInGuard(
+                per_address=settings.login_max_failures,
+                per_account=settings.login_max_failures_per_account,
+                global_failures=settings.login_max_failures_global,
+                window_s=settings.login_window_s,
+                verify_slots=settings.login_verify_slots,
+            ),
+            sessions=sessions,
             client=client,
             feed=feed,
             previews=LruCache(settings.preview_cache_bytes, len),
@@ -151,7 +165,7 @@ def create_app(settings: WebSettings) -> Starlette:
             await feed.stop()
             await client.close()
 
-    return Starlette(
+    app = Starlette(
         routes=[
             *pages.routes,
             *api.routes,
@@ -165,7 +179,7 @@ def create_app(settings: WebSettings) -> Starlette:
                 session_cookie=SESSION_COOKIE,
                 max_age=settings.session_max_age_s,
                 same_site="lax",
-                https_only=settings.cookie_secure,
+                https_only=settings.cookie_secure or settings.https,
             ),
         ],
         exception_handlers={
@@ -175,6 +189,8 @@ def create_app(settings: WebSettings) -> Starlette:
         },
         lifespan=lifespan,
     )
+    app.state.settings = settings
+    return app
 
 
 class WebServer(uvicorn.Server):
@@ -211,6 +227,14 @@ class WebServer(uvicorn.Server):
         await super().shutdown(sockets=sockets)
 
     @property
+    def url(self) -> str:
+        """``https://host:port/`` (``http://`` without TLS) once started."""
+        host = self.config.host
+        shown = f"[{host}]" if ":" in host else host
+        scheme = "https" if self.config.ssl_certfile else "http"
+        return f"{scheme}://{shown}:{self.bound_port}/"
+
+    @property
     def bound_port(self) -> int | None:
         """The port actually bound (useful with port 0); None before start-up."""
         if not self.servers or not self.servers[0].sockets:
@@ -233,10 +257,35 @@ class WebServer(uvicorn.Server):
         return port
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine only (127.0.0.0/8, ::1, localhost)."""
+    host = host.strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def build_web_server(
     app: Starlette, host: str = "127.0.0.1", port: int = 8080, *, handle_signals: bool = False
 ) -> WebServer:
-    """A uvicorn server for ``app`` on ``host:port`` (0 = any free port; see ``bound_port``)."""
+    """A uvicorn server for ``app`` on ``host:port`` (0 = any free port; see ``bound_port``):
+    HTTPS with the settings' ``tls_cert`` / ``tls_key``; plain HTTP on loopback (warned), or
+    elsewhere only with ``plain_http`` (warned); ConfigError otherwise."""
+    settings: WebSettings = app.state.settings
+    if not settings.https:
+        if not is_loopback(host) and not settings.plain_http:
+            raise ConfigError(
+                f"the operator page would serve plain HTTP on {host}, beyond this machine: give it a "
+                "certificate (tls_cert, tls_key), or set plain_http = true behind a TLS proxy"
+            )
+        log.warning(
+            "operator page served over plain HTTP on %s (no tls_cert): passwords and session cookies "
+            "travel unencrypted",
+            host,
+        )
     config = uvicorn.Config(
         app,
         host=host,
@@ -246,5 +295,7 @@ def build_web_server(
         access_log=False,
         server_header=False,
         timeout_graceful_shutdown=5,
+        ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
+        ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
     )
     return WebServer(config, app, handle_signals=handle_signals)

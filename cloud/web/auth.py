@@ -1,8 +1,9 @@
 """Who is asking, and may they: sessions, bearer tokens, roles, CSRF and sign-in throttling.
 
 A browser signs in with a name and password and then carries a signed session
-cookie (Starlette's SessionMiddleware, itsdangerous). The session holds the
-user's name and a random CSRF token; every state-changing request (POST) must
+cookie (Starlette's SessionMiddleware, itsdangerous). The cookie holds a random
+session id, looked up on every request in the page's server-side store
+(``sessions.py``: sign-out revokes it), and a random CSRF token; every state-changing request (POST) must
 send that token back (form field ``csrf_token`` or header ``X-CSRF-Token``),
 which a page on another site cannot read. Scripts may instead send
 ``Authorization: Bearer <token>``; no cookie is involved, so no CSRF token is
@@ -13,14 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import time
-from collections import deque
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from starlette.requests import Request
 
 from layercast.cloud.web.passwords import new_secret, token_matches
+from layercast.cloud.web.sessions import SessionStore
 from layercast.cloud.web.settings import ROLES, WebSettings
 
 CSRF_FIELD = "csrf_token"
@@ -51,26 +51,34 @@ def principal_of(request: Request, settings: WebSettings) -> Principal | None:
             if token_matches(token_hash, token):
                 return Principal(name, role, "token")
         return None
-    name = request.session.get("user")
-    if not isinstance(name, str):
+    session = sessions_of(request).get(request.session.get("sid"))
+    if session is None:  # never signed in, signed out, expired (a fixed time after sign-in)
         return None
-    entry = settings.users.get(name)
+    entry = settings.users.get(session.user)
     if entry is None:  # removed from the configuration since sign-in
         return None
-    if request.session.get("pw") != _fingerprint(entry[0]):  # the password changed since sign-in
+    if session.password_fingerprint != _fingerprint(entry[0]):  # the password changed since sign-in
         return None
-    signed_in = request.session.get("at")
-    if not isinstance(signed_in, int) or time.time() - signed_in > settings.session_max_age_s:
-        return None  # sessions end a fixed time after sign-in, however active
-    return Principal(name, entry[1], "session")
+    return Principal(session.user, entry[1], "session")
+
+
+def sessions_of(request: Request) -> SessionStore:
+    """The page's server-side session store."""
+    return request.app.state.web.sessions
 
 
 def start_session(request: Request, name: str, password_hash: str) -> None:
-    """A fresh session for ``name`` (anything from before sign-in is dropped)."""
+    """A fresh session for ``name`` (anything from before sign-in is dropped, its id revoked)."""
+    store = sessions_of(request)
+    store.revoke(request.session.get("sid"))
     request.session.clear()
-    request.session.update(
-        {"user": name, "pw": _fingerprint(password_hash), "csrf": new_secret(24), "at": int(time.time())}
-    )
+    request.session.update({"sid": store.create(name, _fingerprint(password_hash)), "csrf": new_secret(24)})
+
+
+def end_session(request: Request) -> None:
+    """Sign out: the session id is revoked (a copy of the cookie stops working) and the cookie cleared."""
+    sessions_of(request).revoke(request.session.get("sid"))
+    request.session.clear()
 
 
 def _fingerprint(password_hash: str) -> str:
@@ -117,36 +125,3 @@ def _same_origin(request: Request) -> bool:
         return False
     host = request.headers.get("host", "")
     return urlsplit(origin).netloc.lower() == host.lower()
-
-
-class LoginThrottle:
-    """Counts failed sign-ins per client address in a sliding window."""
-
-    def __init__(self, max_failures: int, window_s: float) -> None:
-        self.max_failures = max_failures
-        self.window_s = window_s
-        self._failures: dict[str, deque[float]] = {}
-
-    def _recent(self, key: str, now: float) -> deque[float]:
-        q = self._failures.setdefault(key, deque())
-        while q and q[0] < now - self.window_s:
-            q.popleft()
-        return q
-
-    def blocked_for(self, key: str) -> float:
-        """Seconds ``key`` must still wait (0 = may try now)."""
-        now = time.monotonic()
-        q = self._recent(key, now)
-        if len(q) < self.max_failures:
-            return 0.0
-        return max(0.0, q[0] + self.window_s - now)
-
-    def failed(self, key: str) -> None:
-        now = time.monotonic()
-        self._recent(key, now).append(now)
-        if len(self._failures) > 10_000:  # forget idle addresses
-            for k in [k for k, q in self._failures.items() if not q or q[-1] < now - self.window_s]:
-                del self._failures[k]
-
-    def succeeded(self, key: str) -> None:
-        self._failures.pop(key, None)

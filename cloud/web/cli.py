@@ -1,10 +1,12 @@
 """`layercast web`: the operator web page on its own, against a running cloud.
 
-    layercast web --cloud 127.0.0.1:50051 --config web.toml
+    layercast web --cloud 127.0.0.1:50051 --config web.toml --tls-cert web.pem --tls-key web.key
     echo 'a long passphrase' | layercast web --hash-password     # for users = ["name=role:<hash>"]
     layercast web --new-token                                    # a token for scripts and its sha256
 
-Users and roles (``viewer`` sees previews and detections, ``enhancer`` may also
+The page is served over HTTPS with ``--tls-cert`` / ``--tls-key`` (``tls_cert``, ``tls_key``);
+without them only on a loopback ``--host`` (a warning), unless ``--plain-http`` says it sits
+behind a TLS proxy. Users and roles (``viewer`` sees previews and detections, ``enhancer`` may also
 fetch enhancement layers) come from the TOML file; see
 ``layercast.cloud.web.settings``. Every enhancement request is appended to the
 audit log (``audit_log``, JSON lines).
@@ -29,6 +31,9 @@ _FLAG_KEYS = {
     "cloud_client_key": "cloud_client_key",
     "cloud_insecure": "cloud_insecure",
     "host": "listen",
+    "tls_cert": "tls_cert",
+    "tls_key": "tls_key",
+    "plain_http": "plain_http",
     "port": "port",
     "audit_log": "audit_log",
     "secret_key_file": "secret_key_file",
@@ -64,9 +69,20 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--host", help="address to serve on (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port to serve on; 0 = any free port (default 8080)")
+    p.add_argument(
+        "--tls-cert", type=Path, help="the page's HTTPS certificate (PEM); the cookie is then Secure"
+    )
+    p.add_argument("--tls-key", type=Path, help="the page's HTTPS private key (PEM)")
+    p.add_argument(
+        "--plain-http",
+        action="store_const",
+        const=True,
+        default=None,
+        help="serve plain HTTP on a non-loopback --host (behind a TLS proxy; logged as a warning)",
+    )
     p.add_argument("--audit-log", type=Path, help="JSON-lines audit log of enhancement requests")
     p.add_argument(
-        "--secret-key-file", type=Path, help="session signing key (keeps sign-ins across restarts)"
+        "--secret-key-file", type=Path, help="key signing the session cookie (default: random per start)"
     )
     p.add_argument("--port-file", type=Path, help="write the bound port to this file once serving")
     p.add_argument(
@@ -113,7 +129,11 @@ async def _serve(settings: Any, host: str, port: int, port_file: Path | None) ->
     from layercast.cloud.web.app import build_web_server, create_app
     from layercast.shared.errors import ConfigError
 
-    server = build_web_server(create_app(settings), host, port)
+    try:
+        server = build_web_server(create_app(settings), host, port)
+    except ConfigError as exc:
+        print(f"layercast web: {exc}", file=sys.stderr)
+        return 2
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -126,9 +146,8 @@ async def _serve(settings: Any, host: str, port: int, port_file: Path | None) ->
             await task
         print(f"layercast web: {exc}", file=sys.stderr)
         return 1
-    shown = f"[{host}]" if ":" in host else host
     print(
-        f"layercast web: operator page on http://{shown}:{bound}/ (cloud {settings.cloud_target}, "
+        f"layercast web: operator page on {server.url} (cloud {settings.cloud_target}, "
         f"audit log {settings.audit_log})",
         flush=True,
     )

@@ -7,7 +7,6 @@ Security Policy allows only this server's own files.
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +15,9 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
-from layercast.cloud.web.auth import csrf_ok, csrf_token, principal_of, start_session
+from layercast.cloud.web.auth import csrf_ok, csrf_token, end_session, principal_of, start_session
 from layercast.cloud.web.passwords import verify_password
+from layercast.cloud.web.signin import Refusal
 from layercast.cloud.web.state import camera_param, client_address, require, web_state
 
 templates = Jinja2Templates(directory=str(Path(__file__).with_name("templates")))
@@ -58,22 +58,16 @@ async def login(request: Request) -> Response:
             next=nxt,
             error="This sign-in form has expired or did not come from this site. Please try again.",
         )
-    who = client_address(request)
-    wait = st.throttle.blocked_for(who)
-    if wait > 0:
-        return render(
-            request,
-            "login.html",
-            status=429,
-            next=nxt,
-            error=f"Too many failed sign-ins. Try again in {int(wait) + 1} s.",
-        )
     entry = st.settings.users.get(name)
-    ok = await asyncio.to_thread(verify_password, entry[0] if entry else None, password)
-    if not ok or entry is None:
-        st.throttle.failed(who)
+    outcome = await st.signin.attempt(
+        client_address(request), name, lambda: verify_password(entry[0] if entry else None, password)
+    )
+    if isinstance(outcome, Refusal):
+        resp = render(request, "login.html", status=outcome.status, next=nxt, error=outcome.message)
+        resp.headers["Retry-After"] = str(outcome.retry_after_s)
+        return resp
+    if not outcome or entry is None:
         return render(request, "login.html", status=401, next=nxt, error="Wrong user name or password.")
-    st.throttle.succeeded(who)
     start_session(request, name, entry[0])
     return RedirectResponse(nxt, status_code=303)
 
@@ -83,7 +77,7 @@ async def logout(request: Request) -> Response:
         return render(
             request, "error.html", status=403, title="Request refused", message="Reload and try again."
         )
-    request.session.clear()
+    end_session(request)
     return RedirectResponse("/login", status_code=303)
 
 

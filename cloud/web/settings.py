@@ -19,8 +19,11 @@ From a TOML file (``layercast web --config web.toml``), environment variables
     # cloud_insecure = true                         # plain-text gRPC, explicitly (logged as a warning)
     listen = "127.0.0.1"
     port = 8080
+    tls_cert = "/etc/layercast/pki/web.pem"        # the page's HTTPS certificate and key; without them
+    tls_key = "/etc/layercast/pki/web.key"         # it serves plain HTTP on loopback only (a warning),
+    # plain_http = true                             # or anywhere with this (behind a TLS proxy)
     audit_log = "/var/log/layercast/audit.jsonl"
-    secret_key_file = "/etc/layercast/web.secret"   # keeps sessions valid across restarts
+    secret_key_file = "/etc/layercast/web.secret"   # signs the session cookie (default: random per start)
     users = ["alice=enhancer:$argon2id$v=19$m=65536,t=3,p=4$…", "bob=viewer:$argon2id$…"]
     tokens = ["dashboard=viewer:sha256:<64 hex>"]    # Authorization: Bearer <token> for scripts
 
@@ -72,14 +75,23 @@ class WebSettings:
     users: dict[str, tuple[str, str]] = field(default_factory=dict, repr=False)
     #: name -> ("sha256:<hex>" of a token, role), for scripts using ``Authorization: Bearer <token>``.
     tokens: dict[str, tuple[str, str]] = field(default_factory=dict, repr=False)
-    #: Key signing the session cookie; empty = a random key per start (everyone signs in again after a restart).
+    #: Key signing the session cookie; empty = a random key per start. Sessions themselves live in
+    #: the page's memory, so everyone signs in again after a restart either way.
     secret_key: str = field(default="", repr=False)
     #: JSON-lines file of every enhancement request (who, camera, frame, when, outcome).
     audit_log: Path = Path("layercast-web-audit.jsonl")
     #: A session ends this long after sign-in.
     session_max_age_s: int = 8 * 3600
-    #: Send the session cookie over HTTPS only (set when served behind TLS).
+    #: The page's own TLS certificate and key (PEM): served over HTTPS, and the cookie is ``Secure``.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    #: Serve plain HTTP on a non-loopback address (behind a TLS proxy; logged as a warning).
+    #: Without TLS and without this, the page serves on loopback addresses only.
+    plain_http: bool = False
+    #: Send the session cookie over HTTPS only; always so with ``tls_cert`` (set it behind a TLS proxy).
     cookie_secure: bool = False
+    #: Signed-in sessions kept at once (server-side); beyond that the oldest ends.
+    max_sessions: int = 10_000
     #: Live events a browser may have waiting; beyond that its oldest are dropped (never slowing anyone).
     sse_queue: int = 64
     #: Live event streams (browser tabs) served at once.
@@ -96,7 +108,13 @@ class WebSettings:
     preview_cache_bytes: int = 32 * MiB
     #: Failed sign-ins from one address within ``login_window_s`` before it must wait.
     login_max_failures: int = 10
+    #: Failed sign-ins for one account name (from any address) within the window before it must wait.
+    login_max_failures_per_account: int = 10
+    #: Failed sign-ins on the whole page within the window before every sign-in must wait.
+    login_max_failures_global: int = 200
     login_window_s: float = 300.0
+    #: Password checks (Argon2, 64 MiB each) run at once; more sign-ins at once get 503 at once.
+    login_verify_slots: int = 2
 
     def __post_init__(self) -> None:
         self.validate()
@@ -128,6 +146,10 @@ class WebSettings:
             ("max_event_streams", self.max_event_streams, 1),
             ("frames_per_page", self.frames_per_page, 1),
             ("login_max_failures", self.login_max_failures, 1),
+            ("login_max_failures_per_account", self.login_max_failures_per_account, 1),
+            ("login_max_failures_global", self.login_max_failures_global, 1),
+            ("login_verify_slots", self.login_verify_slots, 1),
+            ("max_sessions", self.max_sessions, 1),
         ):
             if value < lo:
                 raise ConfigError(f"{name} = {value} must be at least {lo}")
@@ -145,6 +167,13 @@ class WebSettings:
             raise ConfigError("cloud_insecure = true and cloud_ca_cert are both given; choose one")
         if (self.cloud_client_cert is None) != (self.cloud_client_key is None):
             raise ConfigError("cloud_client_cert and cloud_client_key must be given together")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("tls_cert and tls_key must be given together")
+
+    @property
+    def https(self) -> bool:
+        """Whether the page itself is served over TLS."""
+        return self.tls_cert is not None
 
     @property
     def cloud_tls(self) -> ClientTls:
@@ -166,9 +195,12 @@ def demo_settings(
     data_dir: Path,
     cloud_token: str = "",
     cloud_tls: ClientTls | None = None,
+    tls_cert: Path | None = None,
+    tls_key: Path | None = None,
 ) -> WebSettings:
     """Settings with one user whose plaintext ``password`` is hashed now (for ``layercast demo``);
-    ``cloud_tls`` says how to reach the cloud (default: TLS with the system's roots)."""
+    ``cloud_tls`` says how to reach the cloud (default: TLS with the system's roots); the page
+    is served over HTTPS with ``tls_cert`` / ``tls_key``."""
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     tls = cloud_tls or ClientTls()
@@ -181,6 +213,8 @@ def demo_settings(
         cloud_insecure=tls.insecure,
         users={username: (hash_password(password), role)},
         audit_log=data_dir / "audit.jsonl",
+        tls_cert=tls_cert,
+        tls_key=tls_key,
     )
 
 
@@ -213,6 +247,9 @@ class WebFileConfig:
     cloud_insecure: bool = False
     listen: str = "127.0.0.1"
     port: int = field(default=8080, metadata={"min": 0, "max": 65535})
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    plain_http: bool = False
     audit_log: Path = Path("layercast-web-audit.jsonl")
     secret_key_file: Path | None = None
     users: list[str] = field(default_factory=list)
@@ -223,6 +260,11 @@ class WebFileConfig:
     max_event_streams: int = field(default=100, metadata={"min": 1})
     enhance_timeout_s: float = field(default=30.0, metadata={"min": 0.1})
     rpc_timeout_s: float = field(default=10.0, metadata={"min": 0.1})
+    login_max_failures: int = field(default=10, metadata={"min": 1})
+    login_max_failures_per_account: int = field(default=10, metadata={"min": 1})
+    login_max_failures_global: int = field(default=200, metadata={"min": 1})
+    login_window_s: float = field(default=300.0, metadata={"min": 1.0})
+    login_verify_slots: int = field(default=2, metadata={"min": 1})
 
     def to_settings(self) -> WebSettings:
         return WebSettings(
@@ -242,6 +284,14 @@ class WebFileConfig:
             max_event_streams=self.max_event_streams,
             enhance_timeout_s=self.enhance_timeout_s,
             rpc_timeout_s=self.rpc_timeout_s,
+            tls_cert=self.tls_cert,
+            tls_key=self.tls_key,
+            plain_http=self.plain_http,
+            login_max_failures=self.login_max_failures,
+            login_max_failures_per_account=self.login_max_failures_per_account,
+            login_max_failures_global=self.login_max_failures_global,
+            login_window_s=self.login_window_s,
+            login_verify_slots=self.login_verify_slots,
         )
 
 

@@ -10,10 +10,12 @@ from starlette.requests import Request
 
 from layercast.cloud.audit import AuditLog
 from layercast.cloud.cache import LruCache
-from layercast.cloud.web.auth import LoginThrottle, Principal, principal_of
+from layercast.cloud.web.auth import Principal, principal_of
 from layercast.cloud.web.client import CloudClient
 from layercast.cloud.web.live import LiveFeed
+from layercast.cloud.web.sessions import SessionStore
 from layercast.cloud.web.settings import WebSettings
+from layercast.cloud.web.signin import SignInGuard
 
 #: Camera ids as the cloud accepts them (see Hello.camera_id in edge.proto).
 CAMERA_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -25,7 +27,8 @@ class WebState:
 
     settings: WebSettings
     audit: AuditLog
-    throttle: LoginThrottle
+    signin: SignInGuard
+    sessions: SessionStore
     client: CloudClient
     feed: LiveFeed
     previews: LruCache[tuple[str, int], bytes]

@@ -1,10 +1,12 @@
-"""`layercast demo` as a user runs it: starts everything, serves the page, stops cleanly on Ctrl-C."""
+"""`layercast demo` as a user runs it: starts everything, serves the page over HTTPS (its CA in the
+data dir), stops cleanly on Ctrl-C."""
 
 from __future__ import annotations
 
 import os
 import re
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -47,10 +49,11 @@ def test_demo_runs_and_stops_cleanly_on_ctrl_c(tmp_path):
                 break
         text = "".join(out)
         assert "layercast demo is running" in text, text
-        web = re.search(r"operator\s+(http://\S+)", text).group(1)
+        web = re.search(r"operator\s+(https://\S+)", text).group(1)
         metrics = re.search(r"metrics\s+(http://\S+/metrics)", text).group(1)
         time.sleep(6)  # let frames flow
-        login = urllib.request.urlopen(web, timeout=10).read().decode()
+        ca = ssl.create_default_context(cafile=str(tmp_path / "pki" / "ca.pem"))
+        login = urllib.request.urlopen(web, timeout=10, context=ca).read().decode()
         assert "Sign in" in login or "sign in" in login.lower()
         body = urllib.request.urlopen(metrics, timeout=10).read().decode()
         assert "layercast_build_info" in body

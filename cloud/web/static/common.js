@@ -101,6 +101,7 @@ const LC = (() => {
     es.addEventListener("result", (e) => handlers.result && handlers.result(JSON.parse(e.data)));
     es.addEventListener("status", (e) => {
       const s = JSON.parse(e.data);
+      if (s.state === "signed_out") { es.close(); location.href = "/login?next=" + encodeURIComponent(location.pathname + location.search); return; }
       if (s.state === "live") setPill(pill, "ok", "Live");
       else if (s.state === "closed") setPill(pill, "bad", "Page stopped");
       else setPill(pill, "warn", s.state === "connecting" ? "Connecting…" : "Reconnecting…");

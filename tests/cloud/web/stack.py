@@ -1,6 +1,6 @@
 """A real stack on 127.0.0.1 for the web tests: a CloudServer with a real codec, real edges
-(EdgeApp, synthetic camera, insecure loopback link) and the operator page served by uvicorn,
-all in one event loop, as ``layercast demo`` runs them.
+(EdgeApp, synthetic camera, insecure loopback link) and the operator page served by uvicorn
+over HTTPS (a private CA in the stack's folder), all in one event loop, as ``layercast demo`` runs them.
 
 Cameras:
 * ``cam-live``  streams all along, keeps its enhancement layers (enhance succeeds);
@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from layercast.cloud.web.settings import WebSettings
 from layercast.edge.app import EdgeApp
 from layercast.edge.config import load_edge_config
 from layercast.edge.encoder import Encoder
+from layercast.shared.pki import create_local_pki
 from tests.cloud.conftest import cloud_config
 
 PASSWORDS = {"alice": "alice-enhances-42", "bob": "bob-only-views-7"}
@@ -64,10 +66,12 @@ class Stack:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.web.bound_port}"
+        return f"https://127.0.0.1:{self.web.bound_port}"
 
     def client(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(base_url=self.url, follow_redirects=False, timeout=30.0)
+        """An HTTPS client trusting the stack's CA."""
+        ca = ssl.create_default_context(cafile=str(self.extra["ca_cert"]))
+        return httpx.AsyncClient(base_url=self.url, follow_redirects=False, timeout=30.0, verify=ca)
 
     async def stop(self) -> None:
         for e in self.edges.values():
@@ -135,11 +139,12 @@ async def start_stack(
         overrides.update(extra)
         edges[cam] = EdgeApp(load_edge_config(overrides=overrides, environ={}), encoder=encoder)
     edge_tasks = {cam: asyncio.create_task(e.run(), name=f"edge-{cam}") for cam, e in edges.items()}
-    settings = web_settings(cloud.target, data_dir / "web")
+    pki = create_local_pki(data_dir / "pki")
+    settings = web_settings(cloud.target, data_dir / "web", tls_cert=pki.server_cert, tls_key=pki.server_key)
     web = build_web_server(create_app(settings), "127.0.0.1", web_port)
     web_task = asyncio.create_task(web.serve(), name="web")
     await web.wait_started()
-    return Stack(cloud, web, settings, edges, edge_tasks, encoder, web_task)
+    return Stack(cloud, web, settings, edges, edge_tasks, encoder, web_task, extra={"ca_cert": pki.ca_cert})
 
 
 def csrf_from(html: str) -> str:

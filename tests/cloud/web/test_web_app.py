@@ -228,13 +228,16 @@ async def test_grid_previews_and_results_come_from_the_cloud(stack: Stack):
         seq = frame["sequence"]
         r = await c.get(f"/api/frames/cam-live/{seq}/preview.png")
         assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+        assert r.headers["cache-control"] == "no-store"  # no picture left in the browser's cache
         async with aio.insecure_channel(stack.cloud.target) as ch:
             direct = await operator_pb2_grpc.OperatorStub(ch).GetPreview(
                 operator_pb2.FrameRef(camera_id="cam-live", sequence=seq), timeout=10
             )
         assert r.content == direct.png
         assert Image.open(io.BytesIO(r.content)).size == (frame["width"], frame["height"])
-        res = (await c.get(f"/api/frames/cam-live/{seq}/result")).json()
+        r = await c.get(f"/api/frames/cam-live/{seq}/result")
+        assert r.headers["cache-control"] == "no-store"
+        res = r.json()
         assert (res["sequence"], res["base_bytes"], res["width"]) == (
             seq,
             frame["base_bytes"],

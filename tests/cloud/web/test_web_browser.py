@@ -19,7 +19,14 @@ from tests.cloud.conftest import make_task_codec
 from tests.cloud.web.stack import PASSWORDS, eventually, start_stack
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-background-networking", "--disable-gpu"]
+#: The stack serves HTTPS with its own private CA, which this browser does not know.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--headless",
+    "--disable-background-networking",
+    "--disable-gpu",
+    "--ignore-certificate-errors",
+]
 DOCS_IMG = Path(__file__).resolve().parents[3] / "docs" / "img"
 
 pytestmark = pytest.mark.skipif(

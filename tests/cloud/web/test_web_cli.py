@@ -1,12 +1,14 @@
 """`layercast web` as its own process against a real cloud over mutual TLS (the page presents an
-operator certificate): TOML settings, port file, sign-in, the cloud's cameras, then a clean stop
-on SIGTERM."""
+operator certificate), serving HTTPS itself: TOML settings, port file, sign-in, the cloud's
+cameras, then a clean stop on SIGTERM; plain HTTP beyond loopback refused."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import signal
+import ssl
+import subprocess
 import sys
 
 import httpx
@@ -49,6 +51,10 @@ async def test_standalone_web_process_serves_against_a_remote_cloud(tmp_path, ta
         str(web_cert),
         "--cloud-client-key",
         str(web_key),
+        "--tls-cert",
+        str(pki.server_cert),
+        "--tls-key",
+        str(pki.server_key),
         "--port",
         "0",
         "--port-file",
@@ -61,7 +67,8 @@ async def test_standalone_web_process_serves_against_a_remote_cloud(tmp_path, ta
         await eventually(lambda: port_file.exists() or proc.returncode is not None, 60, "the port file")
         assert proc.returncode is None, (await proc.stderr.read()).decode()
         port = int(port_file.read_text())
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
+        ca = ssl.create_default_context(cafile=str(pki.ca_cert))
+        async with httpx.AsyncClient(base_url=f"https://127.0.0.1:{port}", timeout=30, verify=ca) as c:
             await login(c, "alice")
             r = await c.get("/api/cameras")
             assert r.status_code == 200 and r.json()["cameras"] == []  # the cloud answered; no camera yet
@@ -74,9 +81,22 @@ async def test_standalone_web_process_serves_against_a_remote_cloud(tmp_path, ta
         rc = await asyncio.wait_for(proc.wait(), 20)
         out = (await proc.stdout.read()).decode()
         assert rc == 0, (await proc.stderr.read()).decode()
-        assert f"operator page on http://127.0.0.1:{port}/" in out and "layercast web: stopped" in out
+        assert f"operator page on https://127.0.0.1:{port}/" in out and "layercast web: stopped" in out
     finally:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
         await cloud.stop(5.0)
+
+
+def test_plain_http_beyond_loopback_is_refused(tmp_path):
+    config = tmp_path / "web.toml"
+    config.write_text(f'users = ["alice=enhancer:{hash_password("alice-enhances-42")}"]\n')
+    proc = subprocess.run(
+        [sys.executable, "-m", "layercast.cloud.web.cli", "web", "--config", str(config)]
+        + ["--cloud-insecure", "--host", "0.0.0.0", "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2 and "plain HTTP on 0.0.0.0" in proc.stderr and "tls_cert" in proc.stderr

@@ -67,6 +67,7 @@ async def test_depth_camera_gets_a_colour_map_with_its_range(tmp_path):
                 assert d["encoding"] == "png16" and d["width"] > 0 and d["far_m"] > d["near_m"]
                 r = await c.get("/api/frames/cam-a/2/depth.png")
                 assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+                assert r.headers["cache-control"] == "no-store"
                 img = Image.open(io.BytesIO(r.content))
                 assert img.mode == "RGB" and img.size == (d["width"], d["height"])
                 assert float(r.headers["x-depth-near-m"]) == pytest.approx(d["near_m"], abs=1e-3)

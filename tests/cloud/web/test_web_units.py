@@ -16,13 +16,13 @@ from grpc import aio
 from PIL import Image
 
 from layercast.cloud.web.audit import AuditLog
-from layercast.cloud.web.auth import LoginThrottle
 from layercast.cloud.web.cli import register
 from layercast.cloud.web.client import map_rpc_error
 from layercast.cloud.web.live import BrowserStream, LiveFeed, sse
 from layercast.cloud.web.passwords import hash_password, hash_token, token_matches, verify_password
 from layercast.cloud.web.results import colourise_depth, depth_metres, depth_png, depth_range, result_json
 from layercast.cloud.web.settings import WebSettings, demo_settings, load_web_settings, parse_entries
+from layercast.cloud.web.signin import LoginThrottle
 from layercast.shared.errors import ConfigError
 from layercast.shared.rpc import common_pb2
 
@@ -231,20 +231,25 @@ def test_cli_hash_password_and_new_token(monkeypatch, capsys):
 
 
 class _Req:
-    def __init__(self, session: dict, headers: dict | None = None) -> None:
+    def __init__(self, session: dict, headers: dict | None = None, store=None) -> None:
+        from types import SimpleNamespace
+
         self.session = session
         self.headers = headers or {}
+        self.app = SimpleNamespace(state=SimpleNamespace(web=SimpleNamespace(sessions=store)))
 
 
-def test_sessions_end_a_fixed_time_after_sign_in_and_when_the_password_changes():
-    import time
+def test_sessions_end_a_fixed_time_after_sign_in_on_sign_out_and_when_the_password_changes():
+    from layercast.cloud.web.auth import end_session, principal_of, start_session
+    from layercast.cloud.web.sessions import SessionStore
 
-    from layercast.cloud.web.auth import principal_of, start_session
-
+    now = [1000.0]
+    store = SessionStore(max_age_s=600, clock=lambda: now[0])
     h = hash_password("pw")
     s = WebSettings(users={"ann": (h, "viewer")}, session_max_age_s=600)
-    req = _Req({})
+    req = _Req({}, store=store)
     start_session(req, "ann", h)  # type: ignore[arg-type]
+    assert set(req.session) == {"sid", "csrf"}  # the cookie names a session, nothing more
     p = principal_of(req, s)  # type: ignore[arg-type]
     assert p is not None and (p.name, p.role, p.can("view"), p.can("enhance")) == (
         "ann",
@@ -252,11 +257,16 @@ def test_sessions_end_a_fixed_time_after_sign_in_and_when_the_password_changes()
         True,
         False,
     )
-    req.session["at"] = int(time.time()) - 601
+    now[0] += 601
     assert principal_of(req, s) is None  # type: ignore[arg-type]
     start_session(req, "ann", h)  # type: ignore[arg-type]
     s2 = WebSettings(users={"ann": (hash_password("new pw"), "viewer")})
     assert principal_of(req, s2) is None  # type: ignore[arg-type]
     s3 = WebSettings(users={"ann": (h, "enhancer")})
     assert principal_of(req, s3).role == "enhancer"  # type: ignore[arg-type,union-attr]  # roles from settings
+    copied = _Req(dict(req.session), store=store)  # the same cookie, elsewhere
+    assert principal_of(copied, s) is not None  # type: ignore[arg-type]
+    end_session(req)  # type: ignore[arg-type]
+    assert req.session == {} and principal_of(copied, s) is None  # type: ignore[arg-type]
+    assert len(store) == 0
     assert principal_of(_Req({}, {"authorization": "Basic abc"}), s) is None  # type: ignore[arg-type]

@@ -1,0 +1,177 @@
+"""`layercast train ship`'s recipe: a well-formed chain of stages per task that ends in the shipped
+models, the clean-image reference never less trained than the base's task model, and a record of
+every stage in docs/results/training_recipe.json."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import fields, replace
+from pathlib import Path
+
+import pytest
+
+from layercast.train.experiments import experiment_runs
+from layercast.train.recipes import ship_stages
+
+RECORD = Path(__file__).resolve().parents[2] / "docs" / "results" / "training_recipe.json"
+TASKS = {"detection": "det-tiny", "depth": "depth-tiny"}
+
+
+def _export(cfg):
+    return cfg.out / ("task.pt" if cfg.kind == "task" else "model.pt")
+
+
+def _parent(cfg):
+    """The file a stage starts from: its weights (init / task_init) or, for an enhancement layer,
+    its base."""
+    if cfg.kind == "enhancement":
+        return cfg.base
+    return cfg.init if cfg.kind == "base" and cfg.init else cfg.task_init
+
+
+@pytest.fixture
+def recipe(tmp_path):
+    data, large = tmp_path / "synth", tmp_path / "synth10k"
+    stages = ship_stages(data, tmp_path / "ship", data_large=large)
+    return stages, data, large
+
+
+def _by_task(stages, task):
+    return [(name, cfg, zoo) for name, cfg, zoo in stages if name.startswith(f"{task}-")]
+
+
+def test_each_stage_starts_from_an_earlier_stage_of_its_task(recipe):
+    stages, _, _ = recipe
+    names = [name for name, _, _ in stages]
+    assert len(set(names)) == len(names)
+    assert len({cfg.out for _, cfg, _ in stages}) == len(stages)  # no stage overwrites another
+    for task in TASKS:
+        exported: dict[Path, object] = {}
+        for name, cfg, _ in _by_task(stages, task):
+            assert cfg.out.name == name
+            assert cfg.kind == "enhancement" or cfg.task == task  # a layer takes its base's task
+            parent = _parent(cfg)
+            if name == f"{task}-task":
+                assert parent is None  # the clean-image task model starts from scratch
+            else:
+                assert parent in exported, f"{name} starts from {parent}, not an earlier stage's output"
+            # a base's own task model starts from the clean-image task model, never the reverse
+            if cfg.kind == "base" and not cfg.init:
+                assert exported[cfg.task_init].kind == "task"
+            exported[_export(cfg)] = cfg
+
+
+def test_the_shipped_models_are_the_ends_of_their_chains(recipe):
+    stages, _, _ = recipe
+    for task, model in TASKS.items():
+        mine = _by_task(stages, task)
+        parents = {_parent(cfg) for _, cfg, _ in mine}
+        shipped = {zoo: cfg for _, cfg, zoo in mine if zoo}
+        assert sorted(shipped) == sorted([model, f"{model}-rec", f"tasks/{task}"])
+        base, rec, ref = shipped[model], shipped[f"{model}-rec"], shipped[f"tasks/{task}"]
+        assert (base.kind, rec.kind, ref.kind) == ("base", "enhancement", "task")
+        # the enhancement layer is trained on the shipped base, and nothing builds on either
+        assert rec.base == _export(base)
+        assert _export(rec) not in parents
+        assert [_export(c) for _, c, _ in mine if c.kind == "base" and _parent(c) == _export(base)] == []
+        # the reference is the last stage of the clean-image chain
+        assert _export(ref) not in {_parent(c) for _, c, _ in mine if c.kind == "task"}
+
+
+def test_the_first_base_and_the_layer_are_the_experiments_proposal_runs(recipe, tmp_path):
+    """The recipe's first base is the sweep's β = 0.01, λ_b = 1 run and its layer the sweep's
+    λ_e = 0.01 conditional reconstruction layer, each trained longer."""
+    stages, data, _ = recipe
+    by_name = {name: cfg for name, cfg, _ in stages}
+    x = tmp_path / "x"
+    for task in TASKS:
+        base, rec = by_name[f"{task}-base"], by_name[f"{task}-rec"]
+        runs = experiment_runs(task, data, tmp_path / "exp", x, base.steps, "reconstruction", rec.steps)
+        [proposal] = [r for r in runs if r.kind == "base" and r.beta == 0.01 and r.lmbda == 1.0]
+        [layer] = [
+            r
+            for r in runs
+            if r.kind == "enhancement"
+            and r.lmbda == 0.01
+            and not r.standalone
+            and r.base == _export(proposal)
+        ]
+        assert replace(base, out=x, task_init=x) == replace(proposal, out=x, task_init=x)
+        assert replace(rec, out=x, base=x) == replace(layer, out=x, base=x)
+
+
+def test_a_continuation_changes_only_its_stage_settings(recipe, tmp_path):
+    """A stage that continues a base or task model keeps its parent's configuration but for the
+    settings its stage is about; a lower-rate stage scales λ_b and β by the same factor."""
+    stages, _, _ = recipe
+    exported = {_export(cfg): cfg for _, cfg, _ in stages}
+    may_change = {"out", "steps", "init", "task_init", "lr", "crop", "data", "freeze_codec", "lmbda", "beta"}
+    for name, cfg, _ in stages:
+        parent = exported.get(_parent(cfg))
+        if parent is None or parent.kind != cfg.kind:
+            continue
+        changed = {f.name for f in fields(cfg) if getattr(cfg, f.name) != getattr(parent, f.name)}
+        assert changed <= may_change, f"{name} changes {changed - may_change}"
+        if {"lmbda", "beta"} & changed and parent.beta and not cfg.freeze_codec:
+            assert cfg.lmbda < parent.lmbda, name
+            if "lmbda" in changed and "beta" in changed:
+                assert cfg.beta / cfg.lmbda == pytest.approx(parent.beta / parent.lmbda), name
+
+
+def test_only_the_large_stages_train_on_the_larger_set(recipe):
+    stages, data, large = recipe
+    is_large = re.compile(r"-large\d*$").search
+    assert {cfg.data for name, cfg, _ in stages if is_large(name)} == {large}
+    assert {cfg.data for name, cfg, _ in stages if not is_large(name)} == {data}
+
+
+def test_the_reference_trains_no_less_on_whole_images_than_the_base(recipe):
+    """JPEG/WebP/AVIF are scored by the clean-image reference: on each data set it has at least as
+    many whole-image steps as the shipped base's task model, with the same augmentation."""
+    stages, _, _ = recipe
+    for task, model in TASKS.items():
+        mine = _by_task(stages, task)
+        exported = {_export(cfg): cfg for _, cfg, _ in mine}
+        shipped = {zoo: cfg for _, cfg, zoo in mine if zoo}
+
+        base_line = [c for c in _lineage(shipped[model], exported) if c.kind == "base" and c.crop is None]
+        ref_line = [c for c in _lineage(shipped[f"tasks/{task}"], exported) if c.crop is None]
+        assert base_line and ref_line
+        for data in {c.data for c in base_line}:
+            assert sum(c.steps for c in ref_line if c.data == data) >= sum(
+                c.steps for c in base_line if c.data == data
+            ), (task, data)
+        assert {c.hflip for c in [*base_line, *ref_line]} == {True}
+
+
+def _lineage(cfg, exported):
+    """``cfg`` and the stages it descends from, newest first."""
+    chain = []
+    while cfg is not None:
+        chain.append(cfg)
+        cfg = exported.get(_parent(cfg))
+    return chain
+
+
+def test_scale_multiplies_every_stage_and_keeps_at_least_one_step(tmp_path):
+    full = ship_stages(tmp_path, tmp_path / "ship")
+    small = ship_stages(tmp_path, tmp_path / "ship", scale=0.001)
+    assert [n for n, _, _ in small] == [n for n, _, _ in full]
+    for (_, a, _), (_, b, _) in zip(full, small, strict=True):
+        assert b.steps == max(1, int(a.steps * 0.001))
+
+
+def test_the_recorded_recipe_lists_every_stage_with_its_steps(recipe):
+    """docs/results/training_recipe.json, which holds each stage's figures and time, describes the
+    recipe as it is: the same stages in the same order, the same steps."""
+    stages, _, _ = recipe
+    record = json.loads(RECORD.read_text())
+    recorded = []
+    for task in TASKS:
+        for entry in record["stages"][task]:
+            assert len(entry["seconds"]) == len(entry["steps"]), entry["stage"]
+            for i, steps in enumerate(entry["steps"]):
+                recorded.append((entry["stage"] + (str(i + 1) if i else ""), steps))
+    assert recorded == [(name, cfg.steps) for name, cfg, _ in stages]
+    assert record["total_seconds"] == sum(sum(e["seconds"]) for t in TASKS for e in record["stages"][t])
