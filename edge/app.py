@@ -39,6 +39,8 @@ from layercast.edge.private_fs import private_dir, private_opener
 from layercast.edge.sealing import AesGcmSealer, edge_sealer
 from layercast.edge.sources import CapturedFrame, open_source, paced_frames
 from layercast.edge.stats import EdgeStats
+from layercast.shared.codec.bitstream import LayerKind
+from layercast.shared.codec.video import VideoEncoder
 from layercast.shared.errors import ConfigError, LayercastError, StorageError
 from layercast.shared.metrics import MetricsServer, metrics_enabled, start_metrics_server
 
@@ -77,6 +79,8 @@ class EdgeApp:
         #: Why the configured enhancement store is not open ("" when it is, or when it is disabled).
         self.store_unavailable = ""
         self.link: EdgeLink | None = None
+        #: This camera's video state (intra schedule, reference); None when every frame is intra.
+        self.video: VideoEncoder | None = None
         self._stop: asyncio.Event | None = None
         self._stop_requested = False
         self._lock_file: IO[str] | None = None
@@ -110,8 +114,10 @@ class EdgeApp:
                 log.info("loading codec %r (device %s)", cfg.encoder.model, cfg.encoder.device)
                 self.encoder = await asyncio.to_thread(Encoder.load, cfg.encoder)
             source = self._source if self._source is not None else open_source(cfg.source)
+            self.video = self.encoder.video(cfg.source.fps, cfg.encoder.intra_seconds)
             self.link = EdgeLink(cfg.link, self._identity(), self.outbox, self.store, self.stats)  # type: ignore[arg-type]
             self.link.store_unavailable = self.store_unavailable
+            self.link.on_intra_request = self._intra_requested
             if cfg.link.insecure:
                 log.warning("edge link to %s is NOT encrypted (link.insecure = true)", cfg.link.cloud)
             await self._pipeline(source)
@@ -188,13 +194,19 @@ class EdgeApp:
             if not batch:
                 return
             try:
-                result = await self.encoder.encode(batch)
+                result = await self.encoder.encode(batch, self.video)
             except LayercastError as exc:
                 log.error("cannot encode %d frame(s): %s", len(batch), exc)
                 self.stats.record_encode_error(len(batch), str(exc))
                 await self._count_drop("encode_error", len(batch))
+                self._intra_requested()  # the reference may not have reached the outbox
                 continue
             await self._queue(result)
+
+    def _intra_requested(self) -> None:
+        """The next frame is coded intra (the cloud lost the reference, or a frame was lost here)."""
+        if self.video is not None:
+            self.video.request_intra()
 
     async def _queue(self, result: EncodedBatch) -> None:
         """Append a batch to the outbox (one transaction), keeping enhancements as it goes."""
@@ -203,6 +215,10 @@ class EdgeApp:
         for frame, enc in zip(result.frames, result.encoded, strict=True):
             pixels = int(frame.image.shape[0]) * int(frame.image.shape[1])
             self.stats.record_frame_size(pixels, len(enc.base), len(enc.enhancement or b""))
+            if enc.base[3:4] == bytes([LayerKind.PREDICTED]):
+                self.stats.frames_predicted += 1
+            else:
+                self.stats.frames_intra += 1
         items = [
             (frame.capture_time_us, enc.base, self._keeper(enc.enhancement, frame.capture_time_us))
             for frame, enc in zip(result.frames, result.encoded, strict=True)
@@ -213,11 +229,14 @@ class EdgeApp:
             # The outbox cannot persist (disk full?): these frames are lost, but counted, and the
             # camera keeps going so it recovers by itself once there is room again.
             self.stats.record_outbox_error(len(items), str(exc))
+            self._intra_requested()  # the next frame's reference never reached the outbox
             if self.stats.outbox_errors == 1 or self.stats.outbox_errors % 100 == 0:
                 log.error("outbox failed (%d times so far): %s", self.stats.outbox_errors, exc)
             return
         for res in results:
             self.stats.record_queued(res.stored, len(res.dropped))
+            if res.dropped or not res.stored:
+                self._intra_requested()  # a frame of the chain is gone: restart it
             if self.store is not None:
                 for seq in res.dropped:
                     if seq != res.sequence:
@@ -342,6 +361,7 @@ class EdgeApp:
             token=self.config.resolved_token(),
             base_model_id=self.encoder.base_model_id,
             enhancement_model_id=self.encoder.enhancement_model_id,
+            temporal_model_id=self.encoder.temporal_model_id if self.video is not None else None,
             capabilities=tuple(caps),
             software_version=__version__,
         )

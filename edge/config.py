@@ -137,6 +137,12 @@ class EncoderConfig:
     device: Device = "auto"
     #: Largest batch encoded at once when frames are waiting.
     batch_max: int = field(default=4, metadata={"min": 1, "max": 256})
+    #: Seconds of video between intra frames (predicted frames in between, when the codec has a
+    #: temporal model); 0 codes every frame intra. The cloud can ask for an intra frame at any time.
+    intra_seconds: float = field(default=2.0, metadata={"min": 0.0, "max": 3600.0})
+    #: Dead zone of predicted frames (|y − μ| below it keeps the previous value): the encoder's
+    #: skip threshold; 0.5 is plain rounding. Any value decodes the same way.
+    deadzone: float = field(default=0.75, metadata={"min": 0.5, "max": 1.99})
 
 
 @dataclass

@@ -9,6 +9,10 @@ the same thread and the asyncio loop keeps serving the link.
 :func:`next_batch` implements "batch when behind": it waits for one frame,
 then takes up to ``batch_max - 1`` more that are *already* waiting; a camera
 that keeps up is encoded frame by frame with no added latency.
+
+With a :class:`~layercast.shared.codec.video.VideoEncoder` (one per camera), ``encode`` codes the
+batch in capture order as that camera's video: intra frames on its schedule, predicted frames
+against the frame before.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import numpy as np
 from layercast.edge.config import EncoderConfig
 from layercast.edge.frame_queue import DropOldestQueue
 from layercast.edge.sources import CapturedFrame
+from layercast.shared.codec.video import VideoEncoder, intra_period_for
 
 
 class EncodedLike(Protocol):
@@ -37,6 +42,8 @@ class CodecLike(Protocol):
 
     base_model_id: str
     enhancement_model_id: str | None
+
+    temporal: Any
 
     def encode_batch(self, images: Sequence[np.ndarray]) -> Sequence[Any]: ...
 
@@ -67,6 +74,8 @@ class Encoder:
 
         device = select_device(config.device)
         codec = load_codec(config.model, device=device)
+        if codec.temporal is not None:
+            codec.temporal.deadzone = config.deadzone
         return cls(codec, device=device.type, batch_max=config.batch_max)
 
     @property
@@ -77,13 +86,26 @@ class Encoder:
     def enhancement_model_id(self) -> str | None:
         return self.codec.enhancement_model_id
 
-    async def encode(self, frames: list[CapturedFrame]) -> EncodedBatch:
-        """Encode a batch on the worker thread."""
+    @property
+    def temporal_model_id(self) -> str | None:
+        return getattr(self.codec, "temporal_model_id", None)
+
+    def video(self, fps: float, intra_seconds: float) -> VideoEncoder | None:
+        """A camera's video state for this codec, or None when every frame is intra."""
+        if getattr(self.codec, "temporal", None) is None or intra_seconds <= 0:
+            return None
+        return VideoEncoder(self.codec, intra_period_for(fps, intra_seconds))  # type: ignore[arg-type]
+
+    async def encode(self, frames: list[CapturedFrame], video: VideoEncoder | None = None) -> EncodedBatch:
+        """Encode a batch on the worker thread (in capture order against ``video``'s state, if given)."""
         images = [f.image for f in frames]
 
         def work() -> tuple[list[EncodedLike], float]:
             t0 = time.perf_counter()
-            out = list(self.codec.encode_batch(images))
+            if video is None:
+                out = list(self.codec.encode_batch(images))
+            else:
+                out = [video.encode(image) for image in images]
             return out, time.perf_counter() - t0
 
         loop = asyncio.get_running_loop()

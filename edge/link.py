@@ -44,7 +44,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import grpc
@@ -86,6 +86,7 @@ class EdgeIdentity:
     token: str = field(repr=False)
     base_model_id: str
     enhancement_model_id: str | None = None
+    temporal_model_id: str | None = None
     capabilities: tuple[str, ...] = ()
     software_version: str = ""
 
@@ -129,6 +130,8 @@ class EdgeLink:
         self.stats = stats or EdgeStats()
         self.backoff = backoff or Backoff(config.backoff)
         self.session_id = ""
+        #: Called when the cloud asks for an intra frame (the app makes its next frame intra).
+        self.on_intra_request: Callable[[], None] | None = None
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._connected = asyncio.Event()
@@ -253,6 +256,7 @@ class EdgeLink:
             token=ident.token,
             base_model_id=ident.base_model_id,
             enhancement_model_id=ident.enhancement_model_id or "",
+            temporal_model_id=ident.temporal_model_id or "",
             capabilities=list(ident.capabilities),
             next_sequence=next_seq,
             software_version=ident.software_version,
@@ -378,6 +382,8 @@ class EdgeLink:
                     self._credits += msg.credits.credits
                 elif kind == "rejected":
                     await self._on_rejected(msg.rejected)
+                elif kind == "intra_request":
+                    self._on_intra_request(msg.intra_request)
                 elif kind == "enhancement_request":
                     task = asyncio.create_task(self._serve_request(msg.enhancement_request, limiter))
                     requests.add(task)
@@ -426,6 +432,13 @@ class EdgeLink:
                     "frame %d was new but the cloud already had that sequence; it is lost", ack.sequence
                 )
         self._wake.set()
+
+    def _on_intra_request(self, req: edge_pb2.IntraRequest) -> None:
+        self.stats.intra_requests += 1
+        reason = edge_pb2.IntraRequest.Reason.Name(req.reason) if req.reason in edge_pb2.IntraRequest.Reason.values() else str(req.reason)
+        log.info("cloud asks for an intra frame (%s, frame %d): %s", reason, req.sequence, req.message)
+        if self.on_intra_request is not None:
+            self.on_intra_request()
 
     async def _on_rejected(self, rej: edge_pb2.FrameRejected) -> None:
         self._presend_counts.pop(rej.sequence, None)

@@ -13,6 +13,8 @@ Served by the app on ``http://metrics_listen:metrics_port/metrics`` when
 ========================================================  =======  ==============================
 layercast_edge_frames_captured_total                      counter  frames taken from the source
 layercast_edge_frames_encoded_total                       counter
+layercast_edge_frames_encoded_by_kind_total{kind}         counter  intra / predicted base layers
+layercast_edge_intra_requests_total                       counter  the cloud asked for an intra frame
 layercast_edge_frames_queued_total                        counter  appended to the outbox
 layercast_edge_frames_sent_total                          counter  writes to a stream, resends too
 layercast_edge_frames_resent_total                        counter
@@ -137,6 +139,17 @@ class EdgeCollector(Collector):
 
         yield counter("frames_captured", "Frames taken from the source.", s.frames_captured)
         yield counter("frames_encoded", "Frames encoded into base and enhancement layers.", s.frames_encoded)
+        by_kind = CounterMetricFamily(
+            "layercast_edge_frames_encoded_by_kind",
+            "Base layers encoded, intra or predicted (P-frames).",
+            labels=["camera", "kind"],
+        )
+        by_kind.add_metric([cam, "intra"], s.frames_intra)
+        by_kind.add_metric([cam, "predicted"], s.frames_predicted)
+        yield by_kind
+        yield counter(
+            "intra_requests", "Times the cloud asked for an intra frame (it lost the reference).", s.intra_requests
+        )
         yield counter("frames_queued", "Encoded frames appended to the outbox.", s.frames_queued)
         yield counter("frames_sent", "Base frames written to a stream, resends included.", s.frames_sent)
         yield counter("frames_resent", "Base frames written again after a reconnect.", s.frames_resent)

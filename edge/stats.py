@@ -20,6 +20,9 @@ class EdgeStats:
     frames_captured: int = 0
     frames_dropped_capture: int = 0  # captured but dropped before encoding (encoder behind)
     frames_encoded: int = 0
+    frames_intra: int = 0  # of which intra base layers
+    frames_predicted: int = 0  # of which predicted base layers (P-frames)
+    intra_requests: int = 0  # the cloud asked for an intra frame
     encode_batches: int = 0
     encode_seconds: float = 0.0
     frames_encode_failed: int = 0  # captured frames lost to an encoder error

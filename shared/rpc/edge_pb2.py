@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17layercast/v1/edge.proto\x12\x0clayercast.v1\"\xcd\x01\n\x0b\x45\x64geMessage\x12$\n\x05hello\x18\x01 \x01(\x0b\x32\x13.layercast.v1.HelloH\x00\x12(\n\x05\x66rame\x18\x02 \x01(\x0b\x32\x17.layercast.v1.BaseFrameH\x00\x12\x38\n\x0b\x65nhancement\x18\x03 \x01(\x0b\x32!.layercast.v1.EnhancementResponseH\x00\x12,\n\theartbeat\x18\x04 \x01(\x0b\x32\x17.layercast.v1.HeartbeatH\x00\x42\x06\n\x04kind\"\xfe\x01\n\x0c\x43loudMessage\x12(\n\x07welcome\x18\x01 \x01(\x0b\x32\x15.layercast.v1.WelcomeH\x00\x12 \n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x11.layercast.v1.AckH\x00\x12(\n\x07\x63redits\x18\x03 \x01(\x0b\x32\x15.layercast.v1.CreditsH\x00\x12?\n\x13\x65nhancement_request\x18\x04 \x01(\x0b\x32 .layercast.v1.EnhancementRequestH\x00\x12/\n\x08rejected\x18\x05 \x01(\x0b\x32\x1b.layercast.v1.FrameRejectedH\x00\x42\x06\n\x04kind\"\xa5\x01\n\x05Hello\x12\x11\n\tcamera_id\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\x15\n\rbase_model_id\x18\x03 \x01(\t\x12\x1c\n\x14\x65nhancement_model_id\x18\x04 \x01(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x05 \x03(\t\x12\x15\n\rnext_sequence\x18\x06 \x01(\x04\x12\x18\n\x10software_version\x18\x07 \x01(\t\"\x8b\x01\n\x07Welcome\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x17\n\x0finitial_credits\x18\x02 \x01(\r\x12\x1b\n\x13last_acked_sequence\x18\x03 \x01(\x04\x12\x1d\n\x15heartbeat_interval_ms\x18\x04 \x01(\r\x12\x17\n\x0fmax_frame_bytes\x18\x05 \x01(\r\"T\n\tBaseFrame\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x17\n\x0f\x63\x61pture_time_us\x18\x02 \x01(\x03\x12\x0c\n\x04\x62\x61se\x18\x03 \x01(\x0c\x12\x0e\n\x06resent\x18\x04 \x01(\x08\"*\n\x03\x41\x63k\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x11\n\tduplicate\x18\x02 \x01(\x08\"@\n\rFrameRejected\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x0c\n\x04\x63ode\x18\x02 \x01(\r\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x1a\n\x07\x43redits\x12\x0f\n\x07\x63redits\x18\x01 \x01(\r\":\n\x12\x45nhancementRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\"\x9a\x01\n\x13\x45nhancementResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x15\n\x0b\x65nhancement\x18\x03 \x01(\x0cH\x00\x12;\n\x0bunavailable\x18\x04 \x01(\x0b\x32$.layercast.v1.EnhancementUnavailableH\x00\x42\t\n\x07outcome\"\xb5\x01\n\x16\x45nhancementUnavailable\x12;\n\x06reason\x18\x01 \x01(\x0e\x32+.layercast.v1.EnhancementUnavailable.Reason\x12\x0f\n\x07message\x18\x02 \x01(\t\"M\n\x06Reason\x12\x16\n\x12REASON_UNSPECIFIED\x10\x00\x12\x0b\n\x07\x45XPIRED\x10\x01\x12\r\n\tNOT_FOUND\x10\x02\x12\x0f\n\x0bSTORE_ERROR\x10\x03\"K\n\tHeartbeat\x12\x0f\n\x07time_us\x18\x01 \x01(\x03\x12\x15\n\rqueued_frames\x18\x02 \x01(\r\x12\x16\n\x0e\x64ropped_frames\x18\x03 \x01(\x04\x32P\n\x08\x45\x64geLink\x12\x44\n\x07\x43onnect\x12\x19.layercast.v1.EdgeMessage\x1a\x1a.layercast.v1.CloudMessage(\x01\x30\x01\x42\x43\n\x10\x64\x65v.layercast.v1P\x01Z-layercast.dev/gen/go/layercast/v1;layercastv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17layercast/v1/edge.proto\x12\x0clayercast.v1\"\xcd\x01\n\x0b\x45\x64geMessage\x12$\n\x05hello\x18\x01 \x01(\x0b\x32\x13.layercast.v1.HelloH\x00\x12(\n\x05\x66rame\x18\x02 \x01(\x0b\x32\x17.layercast.v1.BaseFrameH\x00\x12\x38\n\x0b\x65nhancement\x18\x03 \x01(\x0b\x32!.layercast.v1.EnhancementResponseH\x00\x12,\n\theartbeat\x18\x04 \x01(\x0b\x32\x17.layercast.v1.HeartbeatH\x00\x42\x06\n\x04kind\"\xb3\x02\n\x0c\x43loudMessage\x12(\n\x07welcome\x18\x01 \x01(\x0b\x32\x15.layercast.v1.WelcomeH\x00\x12 \n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x11.layercast.v1.AckH\x00\x12(\n\x07\x63redits\x18\x03 \x01(\x0b\x32\x15.layercast.v1.CreditsH\x00\x12?\n\x13\x65nhancement_request\x18\x04 \x01(\x0b\x32 .layercast.v1.EnhancementRequestH\x00\x12/\n\x08rejected\x18\x05 \x01(\x0b\x32\x1b.layercast.v1.FrameRejectedH\x00\x12\x33\n\rintra_request\x18\x06 \x01(\x0b\x32\x1a.layercast.v1.IntraRequestH\x00\x42\x06\n\x04kind\"\xc3\x01\n\x0cIntraRequest\x12\x31\n\x06reason\x18\x01 \x01(\x0e\x32!.layercast.v1.IntraRequest.Reason\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x0f\n\x07message\x18\x03 \x01(\t\"]\n\x06Reason\x12\x16\n\x12REASON_UNSPECIFIED\x10\x00\x12\x10\n\x0cNO_REFERENCE\x10\x01\x12\x16\n\x12REFERENCE_MISMATCH\x10\x02\x12\x11\n\rDECODE_FAILED\x10\x03\"\xc0\x01\n\x05Hello\x12\x11\n\tcamera_id\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\x15\n\rbase_model_id\x18\x03 \x01(\t\x12\x1c\n\x14\x65nhancement_model_id\x18\x04 \x01(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x05 \x03(\t\x12\x15\n\rnext_sequence\x18\x06 \x01(\x04\x12\x18\n\x10software_version\x18\x07 \x01(\t\x12\x19\n\x11temporal_model_id\x18\x08 \x01(\t\"\x8b\x01\n\x07Welcome\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x17\n\x0finitial_credits\x18\x02 \x01(\r\x12\x1b\n\x13last_acked_sequence\x18\x03 \x01(\x04\x12\x1d\n\x15heartbeat_interval_ms\x18\x04 \x01(\r\x12\x17\n\x0fmax_frame_bytes\x18\x05 \x01(\r\"T\n\tBaseFrame\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x17\n\x0f\x63\x61pture_time_us\x18\x02 \x01(\x03\x12\x0c\n\x04\x62\x61se\x18\x03 \x01(\x0c\x12\x0e\n\x06resent\x18\x04 \x01(\x08\"*\n\x03\x41\x63k\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x11\n\tduplicate\x18\x02 \x01(\x08\"@\n\rFrameRejected\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x0c\n\x04\x63ode\x18\x02 \x01(\r\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x1a\n\x07\x43redits\x12\x0f\n\x07\x63redits\x18\x01 \x01(\r\":\n\x12\x45nhancementRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\"\x9a\x01\n\x13\x45nhancementResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x15\n\x0b\x65nhancement\x18\x03 \x01(\x0cH\x00\x12;\n\x0bunavailable\x18\x04 \x01(\x0b\x32$.layercast.v1.EnhancementUnavailableH\x00\x42\t\n\x07outcome\"\xb5\x01\n\x16\x45nhancementUnavailable\x12;\n\x06reason\x18\x01 \x01(\x0e\x32+.layercast.v1.EnhancementUnavailable.Reason\x12\x0f\n\x07message\x18\x02 \x01(\t\"M\n\x06Reason\x12\x16\n\x12REASON_UNSPECIFIED\x10\x00\x12\x0b\n\x07\x45XPIRED\x10\x01\x12\r\n\tNOT_FOUND\x10\x02\x12\x0f\n\x0bSTORE_ERROR\x10\x03\"K\n\tHeartbeat\x12\x0f\n\x07time_us\x18\x01 \x01(\x03\x12\x15\n\rqueued_frames\x18\x02 \x01(\r\x12\x16\n\x0e\x64ropped_frames\x18\x03 \x01(\x04\x32P\n\x08\x45\x64geLink\x12\x44\n\x07\x43onnect\x12\x19.layercast.v1.EdgeMessage\x1a\x1a.layercast.v1.CloudMessage(\x01\x30\x01\x42\x43\n\x10\x64\x65v.layercast.v1P\x01Z-layercast.dev/gen/go/layercast/v1;layercastv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,29 +36,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EDGEMESSAGE']._serialized_start=42
   _globals['_EDGEMESSAGE']._serialized_end=247
   _globals['_CLOUDMESSAGE']._serialized_start=250
-  _globals['_CLOUDMESSAGE']._serialized_end=504
-  _globals['_HELLO']._serialized_start=507
-  _globals['_HELLO']._serialized_end=672
-  _globals['_WELCOME']._serialized_start=675
-  _globals['_WELCOME']._serialized_end=814
-  _globals['_BASEFRAME']._serialized_start=816
-  _globals['_BASEFRAME']._serialized_end=900
-  _globals['_ACK']._serialized_start=902
-  _globals['_ACK']._serialized_end=944
-  _globals['_FRAMEREJECTED']._serialized_start=946
-  _globals['_FRAMEREJECTED']._serialized_end=1010
-  _globals['_CREDITS']._serialized_start=1012
-  _globals['_CREDITS']._serialized_end=1038
-  _globals['_ENHANCEMENTREQUEST']._serialized_start=1040
-  _globals['_ENHANCEMENTREQUEST']._serialized_end=1098
-  _globals['_ENHANCEMENTRESPONSE']._serialized_start=1101
-  _globals['_ENHANCEMENTRESPONSE']._serialized_end=1255
-  _globals['_ENHANCEMENTUNAVAILABLE']._serialized_start=1258
-  _globals['_ENHANCEMENTUNAVAILABLE']._serialized_end=1439
-  _globals['_ENHANCEMENTUNAVAILABLE_REASON']._serialized_start=1362
-  _globals['_ENHANCEMENTUNAVAILABLE_REASON']._serialized_end=1439
-  _globals['_HEARTBEAT']._serialized_start=1441
-  _globals['_HEARTBEAT']._serialized_end=1516
-  _globals['_EDGELINK']._serialized_start=1518
-  _globals['_EDGELINK']._serialized_end=1598
+  _globals['_CLOUDMESSAGE']._serialized_end=557
+  _globals['_INTRAREQUEST']._serialized_start=560
+  _globals['_INTRAREQUEST']._serialized_end=755
+  _globals['_INTRAREQUEST_REASON']._serialized_start=662
+  _globals['_INTRAREQUEST_REASON']._serialized_end=755
+  _globals['_HELLO']._serialized_start=758
+  _globals['_HELLO']._serialized_end=950
+  _globals['_WELCOME']._serialized_start=953
+  _globals['_WELCOME']._serialized_end=1092
+  _globals['_BASEFRAME']._serialized_start=1094
+  _globals['_BASEFRAME']._serialized_end=1178
+  _globals['_ACK']._serialized_start=1180
+  _globals['_ACK']._serialized_end=1222
+  _globals['_FRAMEREJECTED']._serialized_start=1224
+  _globals['_FRAMEREJECTED']._serialized_end=1288
+  _globals['_CREDITS']._serialized_start=1290
+  _globals['_CREDITS']._serialized_end=1316
+  _globals['_ENHANCEMENTREQUEST']._serialized_start=1318
+  _globals['_ENHANCEMENTREQUEST']._serialized_end=1376
+  _globals['_ENHANCEMENTRESPONSE']._serialized_start=1379
+  _globals['_ENHANCEMENTRESPONSE']._serialized_end=1533
+  _globals['_ENHANCEMENTUNAVAILABLE']._serialized_start=1536
+  _globals['_ENHANCEMENTUNAVAILABLE']._serialized_end=1717
+  _globals['_ENHANCEMENTUNAVAILABLE_REASON']._serialized_start=1640
+  _globals['_ENHANCEMENTUNAVAILABLE_REASON']._serialized_end=1717
+  _globals['_HEARTBEAT']._serialized_start=1719
+  _globals['_HEARTBEAT']._serialized_end=1794
+  _globals['_EDGELINK']._serialized_start=1796
+  _globals['_EDGELINK']._serialized_end=1876
 # @@protoc_insertion_point(module_scope)

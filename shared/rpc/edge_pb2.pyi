@@ -21,21 +21,43 @@ class EdgeMessage(_message.Message):
     def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., frame: _Optional[_Union[BaseFrame, _Mapping]] = ..., enhancement: _Optional[_Union[EnhancementResponse, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ...) -> None: ...
 
 class CloudMessage(_message.Message):
-    __slots__ = ("welcome", "ack", "credits", "enhancement_request", "rejected")
+    __slots__ = ("welcome", "ack", "credits", "enhancement_request", "rejected", "intra_request")
     WELCOME_FIELD_NUMBER: _ClassVar[int]
     ACK_FIELD_NUMBER: _ClassVar[int]
     CREDITS_FIELD_NUMBER: _ClassVar[int]
     ENHANCEMENT_REQUEST_FIELD_NUMBER: _ClassVar[int]
     REJECTED_FIELD_NUMBER: _ClassVar[int]
+    INTRA_REQUEST_FIELD_NUMBER: _ClassVar[int]
     welcome: Welcome
     ack: Ack
     credits: Credits
     enhancement_request: EnhancementRequest
     rejected: FrameRejected
-    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., credits: _Optional[_Union[Credits, _Mapping]] = ..., enhancement_request: _Optional[_Union[EnhancementRequest, _Mapping]] = ..., rejected: _Optional[_Union[FrameRejected, _Mapping]] = ...) -> None: ...
+    intra_request: IntraRequest
+    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., credits: _Optional[_Union[Credits, _Mapping]] = ..., enhancement_request: _Optional[_Union[EnhancementRequest, _Mapping]] = ..., rejected: _Optional[_Union[FrameRejected, _Mapping]] = ..., intra_request: _Optional[_Union[IntraRequest, _Mapping]] = ...) -> None: ...
+
+class IntraRequest(_message.Message):
+    __slots__ = ("reason", "sequence", "message")
+    class Reason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        REASON_UNSPECIFIED: _ClassVar[IntraRequest.Reason]
+        NO_REFERENCE: _ClassVar[IntraRequest.Reason]
+        REFERENCE_MISMATCH: _ClassVar[IntraRequest.Reason]
+        DECODE_FAILED: _ClassVar[IntraRequest.Reason]
+    REASON_UNSPECIFIED: IntraRequest.Reason
+    NO_REFERENCE: IntraRequest.Reason
+    REFERENCE_MISMATCH: IntraRequest.Reason
+    DECODE_FAILED: IntraRequest.Reason
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    reason: IntraRequest.Reason
+    sequence: int
+    message: str
+    def __init__(self, reason: _Optional[_Union[IntraRequest.Reason, str]] = ..., sequence: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ("camera_id", "token", "base_model_id", "enhancement_model_id", "capabilities", "next_sequence", "software_version")
+    __slots__ = ("camera_id", "token", "base_model_id", "enhancement_model_id", "capabilities", "next_sequence", "software_version", "temporal_model_id")
     CAMERA_ID_FIELD_NUMBER: _ClassVar[int]
     TOKEN_FIELD_NUMBER: _ClassVar[int]
     BASE_MODEL_ID_FIELD_NUMBER: _ClassVar[int]
@@ -43,6 +65,7 @@ class Hello(_message.Message):
     CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
     NEXT_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     SOFTWARE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TEMPORAL_MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     camera_id: str
     token: str
     base_model_id: str
@@ -50,7 +73,8 @@ class Hello(_message.Message):
     capabilities: _containers.RepeatedScalarFieldContainer[str]
     next_sequence: int
     software_version: str
-    def __init__(self, camera_id: _Optional[str] = ..., token: _Optional[str] = ..., base_model_id: _Optional[str] = ..., enhancement_model_id: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., next_sequence: _Optional[int] = ..., software_version: _Optional[str] = ...) -> None: ...
+    temporal_model_id: str
+    def __init__(self, camera_id: _Optional[str] = ..., token: _Optional[str] = ..., base_model_id: _Optional[str] = ..., enhancement_model_id: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., next_sequence: _Optional[int] = ..., software_version: _Optional[str] = ..., temporal_model_id: _Optional[str] = ...) -> None: ...
 
 class Welcome(_message.Message):
     __slots__ = ("session_id", "initial_credits", "last_acked_sequence", "heartbeat_interval_ms", "max_frame_bytes")
