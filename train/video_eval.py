@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -203,8 +204,12 @@ def run_clip_eval(
     intra_seconds: float = 2.0,
     baselines: bool = True,
     codecs=VIDEO_CODECS,
+    stored: Sequence[Path] = (),
 ) -> dict[str, Any]:
-    """Evaluate models (intra and temporal) and the FFmpeg baselines on a clip set; JSON + plots."""
+    """Evaluate models (intra and temporal) and the FFmpeg baselines on a clip set; JSON + plots.
+
+    ``stored``: ``clips_<task>_<size>.json`` files of an earlier run on the same clips; their
+    baseline curves and clean-image reference stand in for evaluating them again."""
     from layercast.shared.codec import load_codec
     from layercast.shared.codec.video import intra_period_for
 
@@ -228,9 +233,20 @@ def run_clip_eval(
         "gop": gop,
         "tasks": {},
     }
+    reuse: dict[str, list[RDPoint]] = {}
+    for path in stored:
+        saved = [RDPoint(**p) for p in json.loads(Path(path).read_text())]
+        kept = [p for p in saved if p.method in (*VIDEO_CODECS, "uncompressed")]
+        frames = {p.extra.get("frames") for p in kept if p.method != "uncompressed"}
+        if kept and frames != {len(clips) * clips.index["frames"]}:
+            raise ValueError(f"{path}: its baselines were measured on {frames} frames, not on these clips")
+        if kept:
+            reuse[kept[0].task] = kept
     for task, pts in by_task.items():
         ref = task_refs.get(task)
-        if ref is not None:
+        if task in reuse:
+            pts.extend(reuse[task])
+        elif ref is not None:
             model = load_task_reference(ref)
             pts.append(evaluate_reference_clips(model, task, clips))
             if baselines:

@@ -264,7 +264,7 @@ def _eval_clips(args: argparse.Namespace, refs: dict[str, Path]) -> int:
     codecs = tuple(c for c in args.video_codecs.split(",") if c)
     summary = run_clip_eval(
         args.models, args.clips, args.out, refs, intra_seconds=args.intra_seconds,
-        baselines=not args.no_baselines, codecs=codecs,
+        baselines=not args.no_baselines, codecs=codecs, stored=args.baselines,
     )
     print(f"{summary['cameras']} cameras x {summary['frames_per_clip']} frames, {summary['size']}, GOP {summary['gop']}")
     for task, info in summary["tasks"].items():
