@@ -1,10 +1,10 @@
 """The layercast container: one self-describing byte string per layer of a frame.
 
-All integers big-endian. Format version 2 (documented in docs/bitstream.md)::
+All integers big-endian. Format version 3 (documented in docs/bitstream.md)::
 
     off size field
       0   2  magic            b"LC"
-      2   1  format version   2
+      2   1  format version   3
       3   1  layer kind       1 = base, 2 = enhancement
       4   8  model id         first 8 bytes of the SHA-256 of the weights that coded this layer
      12   2  width            original image width, pixels (1..65535)
@@ -13,10 +13,12 @@ All integers big-endian. Format version 2 (documented in docs/bitstream.md)::
      20   4  symbols CRC32    CRC32 of every coded symbol in coding order (cross-machine determinism check)
     (24   4  frame reference  enhancement only: CRC32 of the whole base bitstream of the same frame)
   24/28   4  CRC32            over every header byte before it and the payload
-  28/32      payload          one rANS stream: ẑ then ŷ (2 checkerboard steps per channel group)
+  28/32      payload          one ANS stream (little-endian 32-bit words, shared/codec/coder.py):
+                               ẑ then ŷ (2 checkerboard steps per channel group)
 
 The header is 28 bytes for a base layer and 32 for an enhancement layer. Padding and the latent
-shape are not stored: the model named by the id fixes them for a given image size. Version 1
+shape are not stored: the model named by the id fixes them for a given image size. Version 2
+(the same header over CompressAI's rANS stream) is refused with ``UnsupportedVersion``; version 1
 (``b"LCST"``, a 44-byte header that also carried them) is recognised and refused by name.
 
 ``parse`` validates everything that can be checked without decoding and
@@ -39,7 +41,7 @@ from layercast.shared.errors import (
 )
 
 MAGIC = b"LC"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 #: The magic of format version 1, which this build refuses with a clear message.
 V1_MAGIC = b"LCST"
 #: The fields every layer carries (before the enhancement's frame reference and the CRC32).
@@ -142,8 +144,9 @@ def parse_header(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Header
         )
     version, kind = data[2], data[3]
     if version != FORMAT_VERSION:
+        hint = "; re-encode the image with this build" if version < FORMAT_VERSION else ""
         raise UnsupportedVersion(
-            f"bitstream format version {version} is not supported (this build reads {FORMAT_VERSION})"
+            f"bitstream format version {version} is not supported (this build reads {FORMAT_VERSION}){hint}"
         )
     try:
         kind = LayerKind(kind)
