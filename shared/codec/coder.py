@@ -3,14 +3,13 @@
 One stream per image and layer. A coding step hands the coder numpy arrays of symbols and of
 table indexes (one CompressAI CDF table per symbol); nothing is converted to Python lists.
 
-Per step, the stream holds
-
-1. the step's symbols grouped by table (a stable sort of the indexes, which the decoder knows
-   before it decodes the step), each group coded i.i.d. with that table's categorical model;
-   a value outside a table's range is coded as the table's last entry, the *escape*;
-2. for the escapes, in coding order: the bit length ``n`` of the escape's raw value
-   (uniform over 0..32), then the ``n - 1`` bits below its leading one (uniform, at most
-   16 bits per symbol).
+Per step, the stream holds,
+for each table the step uses, in table order, a *run*: the symbols of that table in coding
+order (a stable sort of the indexes, which the decoder knows before it decodes the step), coded
+i.i.d. with the table's categorical model. A value outside its table is coded as the table's
+last entry, the *escape*; after the run's symbols come, for its escapes in order, the bit length
+``n`` of the escape's raw value (uniform over 0..32), then the ``n - 1`` bits below its leading
+one (uniform, at most 16 bits per symbol).
 
 Raw value of an escape, as CompressAI's coder maps it: ``-2·v - 1`` below the table
 (``v < 0``), ``2·(v - max)`` at or above its last entry ``max = length - 2``.
@@ -37,14 +36,15 @@ _BITS = constriction.stream.model.Uniform(33)
 _CHUNK = 16
 
 
-def _runs(indexes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``order`` (stable sort by table) and the table and end of each run of equal tables in it."""
+def _runs(indexes: np.ndarray, n_tables: int) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
+    """``order`` (a stable sort by table) and ``(table, start, end)`` of each run in it."""
+    if indexes.size and (indexes.min() < 0 or indexes.max() >= n_tables):
+        raise ValueError(f"table index out of range 0..{n_tables - 1}")
     order = np.argsort(indexes.astype(np.uint8), kind="stable")  # a radix sort (<= 256 tables)
-    if order.size == 0:
-        return order, order, order
-    sorted_idx = indexes[order]
-    ends = np.append(np.flatnonzero(np.diff(sorted_idx)) + 1, sorted_idx.size)
-    return order, sorted_idx[ends - 1], ends
+    counts = np.bincount(indexes, minlength=n_tables)
+    ends = np.cumsum(counts)
+    used = np.flatnonzero(counts)
+    return order, [(r, int(ends[r] - counts[r]), int(ends[r])) for r in used.tolist()]
 
 
 def _payload_sizes(nbits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -61,36 +61,34 @@ class Encoder:
         self._chunks: list[Callable[[constriction.stream.stack.AnsCoder], None]] = []
 
     def encode(self, symbols: np.ndarray, indexes: np.ndarray, tables: CdfTables) -> None:
-        symbols = np.asarray(symbols, dtype=np.int64).reshape(-1)
-        indexes = np.asarray(indexes, dtype=np.int64).reshape(-1)
+        symbols = np.asarray(symbols).reshape(-1)
+        indexes = np.asarray(indexes).reshape(-1)
         if symbols.shape != indexes.shape:
             raise ValueError("one table index per symbol")
-        top = tables.lengths[indexes] - 2
-        values = symbols - tables.offsets[indexes]
-        below, above = values < 0, values >= top
-        coded = np.where(below | above, top, values).astype(np.int32)
+        order, runs = _runs(indexes, len(tables.cdfs))
+        values = symbols.astype(np.int64)[order]
         models = tables.models
-        order, run_tables, ends = _runs(indexes)
-        coded = coded[order]
-        start = 0
-        for r, end in zip(run_tables.tolist(), ends.tolist(), strict=True):
-            self._chunks.append(_iid(coded[start:end], models[r]))
-            start = end
-        escaped = below | above
-        if escaped.any():
-            raw = np.where(below, -2 * values - 1, 2 * (values - top))[escaped]
-            if (raw >= 2**32).any():
-                raise ValueError("a symbol is too far outside its table (over 31 bits)")
-            nbits = np.frexp(raw.astype(np.float64))[1].astype(np.int64)  # bit length, exact < 2**53
-            nz = raw > 0
-            rest = raw - np.where(nz, 1 << np.maximum(nbits - 1, 0), 0)
-            low_bits, high_bits = _payload_sizes(nbits)
-            self._chunks.append(_iid(nbits.astype(np.int32), _BITS))
-            for bits, part in ((low_bits, rest & ((1 << _CHUNK) - 1)), (high_bits, rest >> _CHUNK)):
-                keep = bits > 0
-                if keep.any():
-                    sizes = (1 << bits[keep]).astype(np.int32)
-                    self._chunks.append(_uniform(part[keep].astype(np.int32), sizes))
+        for r, start, end in runs:
+            v = values[start:end] - int(tables.offsets[r])
+            top = int(tables.lengths[r]) - 2
+            if v.min() >= 0 and v.max() < top:
+                self._chunks.append(_iid(v.astype(np.int32), models[r]))
+                continue
+            below, above = v < 0, v >= top
+            self._chunks.append(_iid(np.where(below | above, top, v).astype(np.int32), models[r]))
+            self._escapes(np.where(below, -2 * v - 1, 2 * (v - top))[below | above])
+
+    def _escapes(self, raw: np.ndarray) -> None:
+        if (raw >= 2**32).any():
+            raise ValueError("a symbol is too far outside its table (over 31 bits)")
+        nbits = np.frexp(raw.astype(np.float64))[1].astype(np.int64)  # bit length, exact < 2**53
+        rest = raw - np.where(raw > 0, 1 << np.maximum(nbits - 1, 0), 0)
+        low_bits, high_bits = _payload_sizes(nbits)
+        self._chunks.append(_iid(nbits.astype(np.int32), _BITS))
+        for bits, part in ((low_bits, rest & ((1 << _CHUNK) - 1)), (high_bits, rest >> _CHUNK)):
+            keep = bits > 0
+            if keep.any():
+                self._chunks.append(_uniform(part[keep].astype(np.int32), (1 << bits[keep]).astype(np.int32)))
 
     def flush(self) -> bytes:
         coder = constriction.stream.stack.AnsCoder()
@@ -122,34 +120,36 @@ class Decoder:
 
     def decode(self, indexes: np.ndarray, tables: CdfTables) -> np.ndarray:
         try:
-            return self._decode(np.asarray(indexes, dtype=np.int64).reshape(-1), tables)
+            return self._decode(np.asarray(indexes).reshape(-1), tables)
         except (ValueError, RuntimeError, OverflowError) as exc:
             raise CorruptBitstream(f"entropy decoding failed: {exc}") from None
 
     def _decode(self, indexes: np.ndarray, tables: CdfTables) -> np.ndarray:
         coder, models = self._coder, tables.models
-        order, run_tables, ends = _runs(indexes)
-        coded = np.empty(indexes.size, dtype=np.int64)
-        start = 0
-        for r, end in zip(run_tables.tolist(), ends.tolist(), strict=True):
-            coded[order[start:end]] = coder.decode(models[r], end - start)
-            start = end
-        top = tables.lengths[indexes] - 2
-        values = coded
-        escaped = coded == top
-        if escaped.any():
-            nbits = coder.decode(_BITS, int(escaped.sum())).astype(np.int64)
-            low_bits, high_bits = _payload_sizes(nbits)
-            parts = []
-            for bits in (low_bits, high_bits):
-                part = np.zeros(nbits.shape, dtype=np.int64)
-                keep = bits > 0
-                if keep.any():
-                    part[keep] = coder.decode(_UNIFORM, (1 << bits[keep]).astype(np.int32))
-                parts.append(part)
-            rest = parts[0] + (parts[1] << _CHUNK)
-            raw = np.where(nbits > 0, rest + (1 << np.maximum(nbits - 1, 0)), 0)
-            t = top[escaped]
-            values = coded.copy()
-            values[escaped] = np.where(raw % 2 == 1, -(raw + 1) // 2, raw // 2 + t)
-        return (values + tables.offsets[indexes]).astype(np.int32)
+        order, runs = _runs(indexes, len(tables.cdfs))
+        values = np.empty(indexes.size, dtype=np.int64)
+        for r, start, end in runs:
+            v = coder.decode(models[r], end - start).astype(np.int64)
+            top = int(tables.lengths[r]) - 2
+            escaped = v == top
+            if escaped.any():
+                raw = self._escapes(int(escaped.sum()))
+                v[escaped] = np.where(raw % 2 == 1, -(raw + 1) // 2, raw // 2 + top)
+            values[start:end] = v + int(tables.offsets[r])
+        out = np.empty(indexes.size, dtype=np.int32)
+        out[order] = values  # wraps a forged out-of-range value; the symbols CRC rejects it
+        return out
+
+    def _escapes(self, n: int) -> np.ndarray:
+        coder = self._coder
+        nbits = coder.decode(_BITS, n).astype(np.int64)
+        low_bits, high_bits = _payload_sizes(nbits)
+        parts = []
+        for bits in (low_bits, high_bits):
+            part = np.zeros(n, dtype=np.int64)
+            keep = bits > 0
+            if keep.any():
+                part[keep] = coder.decode(_UNIFORM, (1 << bits[keep]).astype(np.int32))
+            parts.append(part)
+        rest = parts[0] + (parts[1] << _CHUNK)
+        return np.where(nbits > 0, rest + (1 << np.maximum(nbits - 1, 0)), 0)
