@@ -136,6 +136,10 @@ class EncoderConfig:
     device: Device = "auto"
     #: Largest batch encoded at once when frames are waiting.
     batch_max: int = field(default=4, metadata={"min": 1, "max": 256})
+    #: torch intra-op threads of the encoder. 1: on a shared 2-core box a second intra-op thread
+    #: waits for a core another process holds, and every transform ran slower with 2 than with 1
+    #: (docs/speed.md, `layercast bench codec --threads 1 2`); raise it on a dedicated machine.
+    threads: int = field(default=1, metadata={"min": 1, "max": 256})
 
 
 @dataclass
