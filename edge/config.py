@@ -143,6 +143,10 @@ class EncoderConfig:
     #: Dead zone of predicted frames (|y − μ| below it keeps the previous value): the encoder's
     #: skip threshold; 0.5 is plain rounding. Any value decodes the same way.
     deadzone: float = field(default=0.75, metadata={"min": 0.5, "max": 1.99})
+    #: torch intra-op threads of the encoder. 1: on a shared 2-core box a second intra-op thread
+    #: waits for a core another process holds, and every transform ran slower with 2 than with 1
+    #: (docs/speed.md, `layercast bench codec --threads 1 2`); raise it on a dedicated machine.
+    threads: int = field(default=1, metadata={"min": 1, "max": 256})
 
 
 @dataclass

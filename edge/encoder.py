@@ -69,9 +69,12 @@ class Encoder:
     @classmethod
     def load(cls, config: EncoderConfig) -> Encoder:
         """Select the device and load ``config.model`` from the codec registry."""
+        import torch
+
         from layercast.shared.codec import load_codec
         from layercast.shared.device import select_device
 
+        torch.set_num_threads(config.threads)
         device = select_device(config.device)
         codec = load_codec(config.model, device=device)
         if codec.temporal is not None:

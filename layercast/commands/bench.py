@@ -5,15 +5,38 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+VARIANTS = ("eager", "channels_last", "subpixel", "onnxruntime", "compile")
+DEFAULT_VARIANTS = ("eager", "channels_last", "subpixel", "onnxruntime")
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     b = sub.add_parser("bench", help="benchmarks that print figures")
     bsub = b.add_subparsers(dest="bench_kind", metavar="WHAT", required=True)
-    p = bsub.add_parser("codec", help="encode/decode speed vs CompressAI models; actual bytes vs estimate")
-    p.add_argument("--configs", nargs="+", default=["tiny", "small", "paper"])
-    p.add_argument("--trained", default=None, help="registry name of a trained model to add as 'trained'")
-    p.add_argument("--repeat", type=int, default=5)
-    p.add_argument("--threads", type=int, default=1, help="torch threads for every model (same for all)")
+    p = bsub.add_parser(
+        "codec",
+        help="a trained codec at camera resolution: per-stage ms and GFLOPS, entropy Msym/s, encode/decode ms",
+        description=(
+            "Per size and thread count, in one run: the float32 matmul roofline, each transform's ms and GFLOPS "
+            "for each variant, the entropy coder beside CompressAI's rANS on the frame's own symbols, and "
+            "base-only encode / base decode / task / enhancement decode ms through the codec facade. "
+            "--models-table prints instead our configurations beside CompressAI models and bytes vs estimate."
+        ),
+    )
+    p.add_argument("--model", default="det-tiny", help="registry name of the codec (default det-tiny)")
+    p.add_argument("--size", nargs="+", default=["1280x720"], help="frame sizes WxH (default 1280x720)")
+    p.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch thread counts (default 1 2)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
+    p.add_argument(
+        "--variants",
+        nargs="+",
+        choices=VARIANTS,
+        default=list(DEFAULT_VARIANTS),
+        help="ways to run each transform (default: all but compile, which is slow to build)",
+    )
+    p.add_argument("--repeat", type=int, default=3, help="timed runs per figure (median; default 3)")
+    p.add_argument("--models-table", action="store_true", help="configurations vs CompressAI models instead")
+    p.add_argument("--configs", nargs="+", default=["tiny", "small", "paper"], help="with --models-table")
+    p.add_argument("--trained", default=None, help="with --models-table: a trained model to add as 'trained'")
     p.set_defaults(func=_codec)
 
     s = bsub.add_parser(
@@ -191,8 +214,19 @@ def _service(args: argparse.Namespace) -> int:
 
 
 def _codec(args: argparse.Namespace) -> int:
-    from layercast.bench.codec import run
+    if args.models_table:
+        from layercast.bench.codec import run
 
-    configs = list(args.configs) + (["trained"] if args.trained else [])
-    run(configs, args.repeat, args.trained, args.threads)
+        configs = list(args.configs) + (["trained"] if args.trained else [])
+        run(configs, args.repeat, args.trained, args.threads[0])
+        return 0
+    from layercast.bench.speed import parse_size
+    from layercast.bench.speed import run as run_speed
+
+    for size in args.size:
+        try:
+            parse_size(size)
+        except ValueError as exc:
+            raise SystemExit(f"layercast bench codec: {exc}") from None
+    run_speed(args.model, args.size, args.threads, args.device, args.variants, args.repeat)
     return 0

@@ -4,7 +4,7 @@ All integers big-endian. Format version 3 (documented in docs/bitstream.md)::
 
     off size field
       0   2  magic            b"LC"
-      2   1  format version   3 (2 is read too: the same layout without predicted frames)
+      2   1  format version   3
       3   1  layer kind       1 = base (intra), 2 = enhancement, 3 = predicted base (P-frame)
       4   8  model id         first 8 bytes of the SHA-256 of the weights that coded this layer
      12   2  width            original image width, pixels (1..65535)
@@ -14,10 +14,13 @@ All integers big-endian. Format version 3 (documented in docs/bitstream.md)::
     (24   4  frame reference  enhancement: CRC32 of the whole base bitstream of the same frame;
                               predicted: CRC32 of the whole base bitstream of the previous frame)
   24/28   4  CRC32            over every header byte before it and the payload
-  28/32      payload          one rANS stream: ẑ then ŷ (2 checkerboard steps per channel group)
+  28/32      payload          one ANS stream (little-endian 32-bit words, shared/codec/coder.py):
+                               ẑ then ŷ (2 checkerboard steps per channel group)
 
-The header is 28 bytes for an intra base layer and 32 for an enhancement or a predicted layer. Padding and the latent
-shape are not stored: the model named by the id fixes them for a given image size. Version 1
+The header is 28 bytes for an intra base layer and 32 for an enhancement or a predicted layer.
+Padding and the latent shape are not stored: the model named by the id fixes them for a given
+image size. Version 2 (the same header over CompressAI's rANS stream, no predicted layers) is
+refused with ``UnsupportedVersion``; version 1
 (``b"LCST"``, a 44-byte header that also carried them) is recognised and refused by name.
 
 ``parse`` validates everything that can be checked without decoding and
@@ -41,8 +44,6 @@ from layercast.shared.errors import (
 
 MAGIC = b"LC"
 FORMAT_VERSION = 3
-#: Versions this build reads: 2 is version 3 without predicted frames.
-READABLE_VERSIONS = (2, 3)
 #: The magic of format version 1, which this build refuses with a clear message.
 V1_MAGIC = b"LCST"
 #: The fields every layer carries (before the enhancement's frame reference and the CRC32).
@@ -118,8 +119,6 @@ def pack(header: Header, payload: bytes) -> bytes:
         raise ValueError("payload length does not match the header")
     if header.kind is LayerKind.BASE and header.frame_ref:
         raise ValueError("an intra base layer has no frame reference")
-    if header.kind is LayerKind.PREDICTED and header.version < 3:
-        raise ValueError("predicted frames need format version 3")
     head = FIELDS.pack(
         MAGIC,
         header.version,
@@ -157,17 +156,11 @@ def parse_header(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Header
             f"bitstream truncated: {len(data)} bytes, the header alone is at least {BASE_HEADER_SIZE}"
         )
     version, kind = data[2], data[3]
-    if version not in READABLE_VERSIONS:
-        raise UnsupportedVersion(
-            f"bitstream format version {version} is not supported "
-            f"(this build reads {', '.join(map(str, READABLE_VERSIONS))})"
         )
     try:
         kind = LayerKind(kind)
     except ValueError:
         raise CorruptBitstream(f"unknown layer kind {kind}") from None
-    if kind is LayerKind.PREDICTED and version < 3:
-        raise CorruptBitstream(f"layer kind {int(kind)} (predicted) does not exist in format version {version}")
     size = kind.header_size
     if len(data) < size:
         raise TruncatedBitstream(

@@ -3,13 +3,10 @@
 * Quantisation in training is straight-through rounding (the paper), not
   additive noise: ``SteGaussianConditional`` / ``SteEntropyBottleneck``
   override only the "noise" mode of CompressAI's ``quantize``.
-* ``CdfTables`` holds the integer CDF tables as Python lists, built once per
-  model, for CompressAI's rANS coder (``BufferedRansEncoder``/``RansDecoder``).
-  The tables are buffers saved in the checkpoint, so encoder and decoder use
-  the same integers on every machine. The coder converts every table it is
-  handed on every call, so ``CdfTables.select`` hands it only the tables a
-  coding step uses, each cut to its length: the same integers, far fewer of
-  them (on a 64x64 frame the step uses a handful of the 64 tables).
+* ``CdfTables`` holds the integer CDF tables (numpy arrays, built once per
+  model) and their categorical models for the entropy coder
+  (:mod:`layercast.shared.codec.coder`). The tables are buffers saved in the
+  checkpoint, so encoder and decoder use the same integers on every machine.
 * ``SymbolChecksum`` is a running CRC32 over every coded symbol; the encoder
   writes it into the container and the decoder compares, so a numerical
   divergence of the entropy parameters across machines surfaces as
@@ -19,7 +16,7 @@
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -129,35 +126,60 @@ def load_weights(module: nn.Module, state_dict: dict[str, Tensor]) -> None:
     module.load_state_dict(with_constant_bounds(module, state_dict))
 
 
-@dataclass(frozen=True)
+@dataclass
 class CdfTables:
-    """Integer CDF tables of one entropy model, as the rANS coder wants them."""
+    """Integer CDF tables of one entropy model (CompressAI's layout) as numpy arrays.
 
-    cdfs: list[list[int]]
-    lengths: list[int]
-    offsets: list[int]
+    Table ``r`` is ``cdfs[r]`` (``lengths[r]`` entries from 0 to 2**16; its last symbol is the
+    escape), coding symbol values from ``offsets[r]``. ``models`` are the same tables as
+    constriction categorical models for :mod:`layercast.shared.codec.coder`."""
+
+    cdfs: list[np.ndarray]
+    lengths: np.ndarray  # int32
+    offsets: np.ndarray  # int32
+    _models: list | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def of(cls, model: GaussianConditional | EntropyBottleneck) -> CdfTables:
         if model._offset.numel() == 0:
             raise RuntimeError("entropy model has no CDF tables; call update_entropy_models() first")
-        lengths = model._cdf_length.reshape(-1).int().tolist()
-        return cls(
-            cdfs=[row[:n] for row, n in zip(model._quantized_cdf.tolist(), lengths, strict=True)],
-            lengths=lengths,
-            offsets=model._offset.reshape(-1).int().tolist(),
+        return cls.from_arrays(
+            model._quantized_cdf.cpu().numpy(), model._cdf_length.cpu().numpy(), model._offset.cpu().numpy()
         )
 
-    def select(self, indexes: Tensor) -> tuple[list[int], list[list[int]], list[int], list[int]]:
-        """``(indexes, cdfs, lengths, offsets)`` for the coder, holding only the tables ``indexes``
-        uses, with ``indexes`` renumbered into them. Codes the same bytes as the full tables."""
-        used, local = torch.unique(indexes.reshape(-1), sorted=True, return_inverse=True)
+    @classmethod
+    def from_arrays(cls, quantized_cdf: np.ndarray, lengths: np.ndarray, offsets: np.ndarray) -> CdfTables:
+        lengths = np.asarray(lengths).reshape(-1).astype(np.int32)
+        offsets = np.asarray(offsets).reshape(-1).astype(np.int32)
+        if not 0 < lengths.size <= 256 or lengths.size != offsets.size or (lengths < 3).any():
+            raise ValueError("CDF tables: 1 to 256 tables of 3 or more entries, one offset each")
+        cdf = np.asarray(quantized_cdf).astype(np.int64)
+        return cls([cdf[r, :n].copy() for r, n in enumerate(lengths.tolist())], lengths, offsets)
+
+    @property
+    def models(self) -> list:
+        """One constriction categorical model per table, built on first use.
+
+        Its probabilities are the table's integer frequencies (exact in float64); constriction
+        quantises them with ``perfect=False``, a deterministic procedure, so encoder and decoder
+        hold the same model on every machine."""
+        if self._models is None:
+            import constriction
+
+            cat = constriction.stream.model.Categorical
+            self._models = [cat(np.diff(c).astype(np.float64), perfect=False) for c in self.cdfs]
+        return self._models
+
+    def select(self, indexes: Tensor | np.ndarray) -> tuple[list[int], list[list[int]], list[int], list[int]]:
+        """``(indexes, cdfs, lengths, offsets)`` for CompressAI's rANS coder (the reference the
+        benchmark compares against), holding only the tables ``indexes`` uses, renumbered."""
+        used, local = np.unique(np.asarray(indexes).reshape(-1), return_inverse=True)
         rows = used.tolist()
         return (
             local.tolist(),
-            [self.cdfs[r] for r in rows],
-            [self.lengths[r] for r in rows],
-            [self.offsets[r] for r in rows],
+            [self.cdfs[r].tolist() for r in rows],
+            [int(self.lengths[r]) for r in rows],
+            [int(self.offsets[r]) for r in rows],
         )
 
 

@@ -53,3 +53,23 @@ async def test_real_bitstreams_and_enhancement_over_the_link(cloud: CloudServer,
     via_link = untrained_codec.reconstruct(dec, resp.enhancement)
     offline_rec = untrained_codec.reconstruct(dec, offline[2].enhancement)
     assert via_link.shape == (48, 64, 3) and np.array_equal(via_link, offline_rec)
+
+
+def test_encoder_load_sets_the_configured_torch_threads():
+    """``[encoder] threads`` (default 1) is the encoder's torch intra-op thread count."""
+    import torch
+
+    from layercast.edge.config import EncoderConfig
+    from layercast.shared.config import load_config
+
+    before = torch.get_num_threads()
+    try:
+        assert EdgeConfig().encoder.threads == 1
+        cfg = load_config(EdgeConfig, overrides={"encoder.threads": 2, "encoder.device": "cpu"})
+        torch.set_num_threads(1)
+        Encoder.load(cfg.encoder)
+        assert torch.get_num_threads() == 2
+        Encoder.load(EncoderConfig(device="cpu"))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

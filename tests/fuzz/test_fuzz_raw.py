@@ -66,7 +66,7 @@ METHODS: dict[str, tuple[type[Message] | None, str, set[grpc.StatusCode | None],
         analytics_pb2.InferRequest,
         "unary",
         {S.OK, S.INVALID_ARGUMENT, S.RESOURCE_EXHAUSTED, S.FAILED_PRECONDITION, S.DATA_LOSS},
-        analytics_pb2.InferRequest(base=b"LC\x02", camera_id="fz-0"),
+        analytics_pb2.InferRequest(base=b"LC\x03", camera_id="fz-0"),
     ),
     LIST_CAMERAS: (operator_pb2.ListCamerasRequest, "unary", {S.OK}, operator_pb2.ListCamerasRequest()),
     LIST_FRAMES: (

@@ -15,7 +15,7 @@ the H·W serial steps of a 5x5 masked (autoregressive) context::
 Entropy parameters are pointwise (1x1 convs) on [side, channel context,
 spatial context], giving (scales, means) of a Gaussian per element.
 
-Coding runs one rANS stream per image shared by all steps (no per-step
+Coding runs one entropy-coded stream per image (``coder.Encoder``) shared by all steps (no per-step
 length fields); parameters are computed in the module's dtype (the facade
 uses float64) and means are snapped to ``MEAN_GRID`` for exact replay.
 """
@@ -26,12 +26,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from compressai.ans import BufferedRansEncoder, RansDecoder
 from compressai.layers import CheckerboardMaskedConv2d
 from torch import Tensor, nn
 
+from layercast.shared.codec.coder import Decoder, Encoder
 from layercast.shared.codec.entropy import CdfTables, SteGaussianConditional, SymbolChecksum, snap_means
-from layercast.shared.errors import CorruptBitstream
 
 
 def _pointwise(in_ch: int, out_ch: int) -> nn.Sequential:
@@ -141,7 +140,7 @@ class SpaceChannelContextCodec(nn.Module):
         return torch.round(y - means)
 
     def compress(
-        self, y: Tensor, side: Tensor, encoders: list[BufferedRansEncoder], checksums: list[SymbolChecksum]
+        self, y: Tensor, side: Tensor, encoders: list[Encoder], checksums: list[SymbolChecksum]
     ) -> Tensor:
         """Encode ``y`` (B images) into the per-image encoders; returns ŷ exactly as the decoder will see it."""
         t = self.tables()
@@ -149,31 +148,27 @@ class SpaceChannelContextCodec(nn.Module):
 
         def code(k: int, sel: Tensor, scales: Tensor, means: Tensor) -> Tensor:
             symbols = self._symbols(groups[k][:, :, sel], means).int()
-            indexes = self.gaussian.build_indexes(scales)
+            sym_np = symbols.cpu().numpy().reshape(y.shape[0], -1)
+            indexes = self.gaussian.build_indexes(scales).cpu().numpy().reshape(y.shape[0], -1)
             for i in range(y.shape[0]):
-                sym = symbols[i].reshape(-1).tolist()
-                encoders[i].encode_with_indexes(sym, *t.select(indexes[i]))
-                checksums[i].update(sym)
+                encoders[i].encode(sym_np[i], indexes[i], t)
+                checksums[i].update(sym_np[i])
             return symbols.to(means.dtype) + means
 
         return self._steps(side, code)
 
-    def decompress(
-        self, side: Tensor, decoders: list[RansDecoder], checksums: list[SymbolChecksum]
-    ) -> Tensor:
+    def decompress(self, side: Tensor, decoders: list[Decoder], checksums: list[SymbolChecksum]) -> Tensor:
         """Decode ŷ with the same steps as ``compress``; ``side`` fixes the batch and spatial size."""
         t = self.tables()
 
         def code(k: int, sel: Tensor, scales: Tensor, means: Tensor) -> Tensor:
             indexes = self.gaussian.build_indexes(scales)
+            idx_np = indexes.cpu().numpy().reshape(indexes.shape[0], -1)
             out = torch.empty(indexes.shape, dtype=torch.int32)
             for i in range(side.shape[0]):
-                try:
-                    values = decoders[i].decode_stream(*t.select(indexes[i]))
-                except (RuntimeError, ValueError, IndexError) as exc:  # the coder's own checks
-                    raise CorruptBitstream(f"entropy decoding failed: {exc}") from None
+                values = decoders[i].decode(idx_np[i], t)
                 checksums[i].update(values)
-                out[i] = torch.tensor(values, dtype=torch.int32).reshape(indexes.shape[1:])
+                out[i] = torch.from_numpy(values).reshape(indexes.shape[1:])
             return out.to(device=means.device, dtype=means.dtype) + means
 
         return self._steps(side, code)

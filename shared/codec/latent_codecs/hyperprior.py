@@ -13,7 +13,7 @@ With ``condition_channels`` > 0 the side parameters are ``[h_s(ẑ), c(Ŷ_b)]``:
 the enhancement latent is coded with ``h(Y_e | Ŷ_b)``. Passing a zero
 condition gives the standalone lower bound of the paper.
 
-Coding writes ẑ then ŷ into one rANS stream per image.
+Coding writes ẑ then ŷ into one entropy-coded stream per image (``coder.Encoder``).
 """
 
 from __future__ import annotations
@@ -22,25 +22,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from compressai.ans import BufferedRansEncoder, RansDecoder
 from torch import Tensor, nn
 
+from layercast.shared.codec.coder import Decoder, Encoder
 from layercast.shared.codec.entropy import CdfTables, SteEntropyBottleneck, SymbolChecksum
 from layercast.shared.codec.latent_codecs.context import SpaceChannelContextCodec
 from layercast.shared.codec.transforms import HyperAnalysis, HyperSynthesis
-from layercast.shared.errors import CorruptBitstream
-
-
-def rans_guard(payload_bytes: int, symbols: int) -> int:
-    """Zero bytes appended to a stream before decoding.
-
-    CompressAI's rANS decoder reads its input without bounds checks. A forged
-    payload (valid CRC, garbage inside) could make it read past the buffer;
-    after the payload only zeros follow, which end every escape loop at once,
-    so reads stay within one renorm word per symbol plus what the garbage
-    itself can demand (at most 15 four-bit escape runs per garbage nibble).
-    """
-    return 16 * payload_bytes + 8 * symbols + 64
 
 
 class ConditionEncoder(nn.Module):
@@ -112,17 +99,17 @@ class HyperpriorLatentCodec(nn.Module):
         dtype = self.h_s.net[0].weight.dtype
         y = y.to(dtype)
         n = y.shape[0]
-        encoders = [BufferedRansEncoder() for _ in range(n)]
+        encoders = [Encoder() for _ in range(n)]
         checksums = [SymbolChecksum() for _ in range(n)]
         t = self._tables()
         z = self.h_a(y)
         medians = self.z_entropy._get_medians()
         z_sym = torch.round(z - medians).int()
-        indexes = self.z_entropy._build_indexes(z.size()).int()
+        sym_np = z_sym.cpu().numpy().reshape(n, -1)
+        indexes = self.z_entropy._build_indexes(z[:1].size()).numpy().reshape(-1)
         for i in range(n):
-            sym = z_sym[i].reshape(-1).tolist()
-            encoders[i].encode_with_indexes(sym, *t.select(indexes[i]))
-            checksums[i].update(sym)
+            encoders[i].encode(sym_np[i], indexes, t)
+            checksums[i].update(sym_np[i])
         z_hat = z_sym.to(dtype) + medians
         y_hat = self.y_codec.compress(y, self._side(z_hat, condition), encoders, checksums)
         return {
@@ -142,23 +129,15 @@ class HyperpriorLatentCodec(nn.Module):
         n = len(strings)
         zh, zw = self.z_shape(shape)
         c = self.z_entropy.channels
-        symbols = c * zh * zw + self.y_codec.channels * shape[0] * shape[1]
-        decoders = []
-        for s in strings:
-            d = RansDecoder()
-            d.set_stream(bytes(s) + bytes(rans_guard(len(s), symbols)))
-            decoders.append(d)
+        decoders = [Decoder(bytes(s)) for s in strings]
         checksums = [SymbolChecksum() for _ in range(n)]
         t = self._tables()
-        tables = t.select(self.z_entropy._build_indexes((1, c, zh, zw)).int())
+        indexes = self.z_entropy._build_indexes((1, c, zh, zw)).numpy().reshape(-1)
         z_sym = torch.empty((n, c, zh, zw), dtype=torch.int32)
         for i in range(n):
-            try:
-                values = decoders[i].decode_stream(*tables)
-            except (RuntimeError, ValueError, IndexError) as exc:
-                raise CorruptBitstream(f"entropy decoding failed: {exc}") from None
+            values = decoders[i].decode(indexes, t)
             checksums[i].update(values)
-            z_sym[i] = torch.tensor(values, dtype=torch.int32).reshape(c, zh, zw)
+            z_sym[i] = torch.from_numpy(values).reshape(c, zh, zw)
         z_hat = z_sym.to(device=device, dtype=dtype) + self.z_entropy._get_medians()
         side = self._side(z_hat, condition)
         if side.shape[2:] != torch.Size(shape):  # h_s upsamples x4: crop to y's grid

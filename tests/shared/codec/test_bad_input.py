@@ -70,6 +70,14 @@ def test_wrong_version(untrained_codec, frame):
         untrained_codec.decode_base(bytes(data))
 
 
+def test_version_2_rans_stream_refused_with_re_encode_hint(untrained_codec, frame):
+    """Version 2 (the same header over CompressAI's rANS payload) is refused before decoding."""
+    data = bytearray(frame.base)
+    data[2] = 2
+    with pytest.raises(UnsupportedVersion, match="version 2 .*reads 3.*re-encode"):
+        untrained_codec.decode_base(bytes(data))
+
+
 def test_version_1_refused_by_name(untrained_codec, frame):
     """A version-1 container (44-byte header, magic LCST) is recognised, not called foreign."""
     v1 = (

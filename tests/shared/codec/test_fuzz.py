@@ -53,7 +53,7 @@ for n in range(CASES):
             p = bytearray(rng.integers(0, 256, int(rng.integers(0, 3 * len(p) + 2)), dtype=np.uint8).tobytes())
         data = bytearray(bitstream.pack(dataclasses.replace(hdr, payload_length=len(p)), bytes(p)))
     else:  # random bytes with a valid magic
-        data = bytearray(bitstream.MAGIC + b"\x02" + rng.integers(0, 256, int(rng.integers(0, 80)), dtype=np.uint8).tobytes())
+        data = bytearray(bitstream.MAGIC + bytes([bitstream.FORMAT_VERSION]) + rng.integers(0, 256, int(rng.integers(0, 80)), dtype=np.uint8).tobytes())
     t = time.perf_counter()
     try:
         if bitstream.parse_header(bytes(data), max_pixels=codec.max_pixels).layer == "enhancement":
