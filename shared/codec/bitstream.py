@@ -156,6 +156,10 @@ def parse_header(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Header
             f"bitstream truncated: {len(data)} bytes, the header alone is at least {BASE_HEADER_SIZE}"
         )
     version, kind = data[2], data[3]
+    if version != FORMAT_VERSION:
+        hint = "; re-encode the image with this build" if version < FORMAT_VERSION else ""
+        raise UnsupportedVersion(
+            f"bitstream format version {version} is not supported (this build reads {FORMAT_VERSION}){hint}"
         )
     try:
         kind = LayerKind(kind)
