@@ -168,7 +168,9 @@ def export(codec: ScalableCodec, model: TemporalLayer, cfg: TemporalTrainConfig)
     """The trained P model as a compact ``temporal`` checkpoint bound to its base's model id."""
     model.eval()
     fit_quantiles(model)
-    ckpt = temporal_checkpoint(model, codec.base_model_id, training=_recipe(cfg))
+    ckpt = temporal_checkpoint(
+        model, codec.base_model_id, training=_recipe(cfg), intra=codec.base.latent_codec
+    )
     ckpt.to_half()
     path = cfg.out / "temporal.pt"
     model_id = ckpt.save(path, compact=True)

@@ -45,15 +45,20 @@ def _focal_baseline(clips: ClipSet, task: str) -> float | None:
 
 
 @torch.no_grad()
-def evaluate_codec_clips(codec, name: str, clips: ClipSet, gop: int, *, temporal: bool) -> RDPoint:
-    """One model over every clip, all-intra or as a low-delay stream with intra period ``gop``."""
+def evaluate_codec_clips(
+    codec, name: str, clips: ClipSet, gop: int, *, temporal: bool, deadzone: float | None = None
+) -> RDPoint:
+    """One model over every clip, all-intra or as a low-delay stream with intra period ``gop``
+    (predicted frames quantised with ``deadzone``, the encoder's skip threshold)."""
+    if temporal and deadzone is not None:
+        codec.temporal.deadzone = deadzone
     task = codec.task
     scorer = _Scorer(task, _focal_baseline(clips, task))
     nbytes = frames = 0
     times: dict[str, list[float]] = {"encode_I": [], "encode_P": [], "decode_I": [], "decode_P": []}
     kinds = {"I": 0, "P": 0}
     bytes_by_kind = {"I": 0, "P": 0}
-    label = "temporal" if temporal else "intra"
+    label = f"temporal dz={codec.temporal.deadzone:g}" if temporal else "intra"
     for clip in tqdm(clips, desc=f"{name} {label}"):
         enc = VideoEncoder(codec, intra_period=gop if temporal else 1)
         dec = VideoDecoder(codec)
@@ -95,6 +100,7 @@ def evaluate_codec_clips(codec, name: str, clips: ClipSet, gop: int, *, temporal
             "frames_by_kind": kinds,
             "bytes_per_frame_by_kind": {k: bytes_by_kind[k] / n for k, n in kinds.items() if n},
             "median_ms": ms,
+            "deadzone": codec.temporal.deadzone if temporal else None,
             "model_ids": codec.model_ids,
         },
     )
@@ -182,7 +188,7 @@ def plot_clips(points: list[RDPoint], path: Path, title: str) -> None:
             if p.method == "uncompressed":
                 ax.axhline(p.accuracy, color="gray", ls="--", lw=1, label="uncompressed")
             continue
-        ax.plot(p.extra["bytes_per_frame"], p.accuracy, "*" if "temporal" in p.method else "s", ms=12, label=p.method)
+        ax.plot(p.extra["bytes_per_frame"], p.accuracy, "*" if "temporal" in p.method else "s", ms=10, label=p.method)
     ax.set_xscale("log")
     ax.set_xlabel("bytes per frame (every header included)")
     ax.set_ylabel(points[0].accuracy_name if points else "")
@@ -205,6 +211,7 @@ def run_clip_eval(
     baselines: bool = True,
     codecs=VIDEO_CODECS,
     stored: Sequence[Path] = (),
+    deadzones: Sequence[float] = (0.75,),
 ) -> dict[str, Any]:
     """Evaluate models (intra and temporal) and the FFmpeg baselines on a clip set; JSON + plots.
 
@@ -223,7 +230,8 @@ def run_clip_eval(
         pts = by_task.setdefault(codec.task, [])
         pts.append(evaluate_codec_clips(codec, name, clips, gop, temporal=False))
         if codec.temporal is not None:
-            pts.append(evaluate_codec_clips(codec, name, clips, gop, temporal=True))
+            for dz in deadzones:
+                pts.append(evaluate_codec_clips(codec, name, clips, gop, temporal=True, deadzone=dz))
     summary: dict[str, Any] = {
         "clips": str(clips_root),
         "size": f"{clips.width}x{clips.height}",

@@ -129,6 +129,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--video-codecs", default="x264,x265,av1", help="--clips: FFmpeg baselines (default x264,x265,av1)"
     )
+    p.add_argument(
+        "--deadzones",
+        default="0.75,1.0,1.25,1.5",
+        help="--clips: dead zones of the predicted frames, one temporal point each (default 0.75,1.0,1.25,1.5)",
+    )
     p.add_argument("--out", type=Path, default=Path("runs/eval"))
     p.add_argument(
         "--task-ref",
@@ -265,6 +270,7 @@ def _eval_clips(args: argparse.Namespace, refs: dict[str, Path]) -> int:
     summary = run_clip_eval(
         args.models, args.clips, args.out, refs, intra_seconds=args.intra_seconds,
         baselines=not args.no_baselines, codecs=codecs, stored=args.baselines,
+        deadzones=tuple(float(v) for v in args.deadzones.split(",") if v),
     )
     print(f"{summary['cameras']} cameras x {summary['frames_per_clip']} frames, {summary['size']}, GOP {summary['gop']}")
     for task, info in summary["tasks"].items():

@@ -81,13 +81,25 @@ def temporal_checkpoint(
     base_model_id: str,
     training: dict[str, Any] | None = None,
     metrics: dict[str, Any] | None = None,
+    *,
+    intra: torch.nn.Module | None = None,
 ) -> Checkpoint:
-    """Freeze the CDF tables and package the P-frame model of the base ``base_model_id``."""
+    """Freeze the CDF tables and package the P-frame model of the base ``base_model_id``.
+
+    ``intra`` (the base's latent codec): its Gaussian tables are copied rather than rebuilt, so
+    intra and predicted frames code ŷ with the very same integer tables."""
     update_entropy_models(layer, force=True)
+    if intra is not None:
+        src, dst = intra.y_codec.gaussian, layer.latent_codec.y_codec.gaussian
+        for name in ("_quantized_cdf", "_offset", "_cdf_length", "scale_table"):
+            setattr(dst, name, getattr(src, name).detach().clone().to(getattr(dst, name).dtype))
     return Checkpoint(
         kind="temporal",
         config=layer.config,
-        state_dict={k: v.detach().float().cpu() for k, v in layer.state_dict().items()},
+        state_dict={
+            k: (v.detach().float() if v.is_floating_point() else v.detach()).cpu()
+            for k, v in layer.state_dict().items()
+        },
         temporal={"base_model_id": base_model_id},
         training=training or {},
         metrics=metrics or {},
