@@ -13,8 +13,8 @@ A TOML file mirrors the dataclasses::
     max_queue_delay_ms = 10
     [auth]
     camera_tokens = ["cam-1=sha256:…"]
-    operator_tokens = ["alice=sha256:…", "web=sha256:…", "dash=sha256:…"]
-    enhancers = ["alice", "web"]    # may call Enhance; other operators are viewers
+    operator_tokens = ["alice=sha256:…", "dash=sha256:…"]
+    enhancers = ["alice", "web"]    # tokens or operator certificates that may Enhance; others view
     [limits]
     camera_frames_per_s = 200       # per camera; above it its stream is read more slowly
     operator_requests_per_s = 1000  # per operator; above it RESOURCE_EXHAUSTED
@@ -32,6 +32,7 @@ Environment: ``LAYERCAST_CLOUD_BATCHING__MAX_BATCH_SIZE=8``.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,14 +81,19 @@ class AuthConfig:
     camera_tokens: list[str] = field(default_factory=list, metadata={"secret": True})
     #: A TOML file with a ``[cameras]`` table: ``camera_id = "sha256:<hex>"``.
     credentials_file: Path | None = None
-    #: ``name=sha256:<hex>`` entries for the Operator and Analytics APIs; empty = those APIs need no token.
+    #: ``name=sha256:<hex>`` entries for the Operator and Analytics APIs. Every call to those APIs
+    #: needs one of these tokens (``authorization: Bearer``) or an operator certificate
+    #: (``layercast:operator:<name>``, with ``tls.client_ca``); without either it is UNAUTHENTICATED.
     operator_tokens: list[str] = field(default_factory=list, metadata={"secret": True})
     #: Accept any camera id and token (closed test networks only; logged as a warning).
     allow_any_camera: bool = False
-    #: Operator names (from ``operator_tokens``) that may call Operator.Enhance; the others are viewers
-    #: (list, preview, subscribe, infer). Unset = every operator token may Enhance, as before roles
-    #: existed; ``[]`` = nobody. See ``layercast.cloud.roles``.
-    enhancers: list[str] | None = None
+    #: Operator names (of tokens or operator certificates) that may call Operator.Enhance; everyone
+    #: else is a viewer (list, preview, subscribe, infer). See ``layercast.cloud.roles``.
+    enhancers: list[str] = field(default_factory=list)
+    #: Development only: Operator and Analytics calls without credentials are served, as the viewer
+    #: ``anonymous`` (an enhancer only if ``enhancers`` lists ``anonymous``). Refused at start unless
+    #: ``listen`` is a loopback address; logged as a warning.
+    allow_anonymous_operators: bool = False
 
 
 @dataclass
@@ -195,6 +201,17 @@ class ClusterConfig:
 _REPLICA_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback literals (127.0.0.0/8, ::1); False for 0.0.0.0, [::], names."""
+    host = host.strip().strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 @dataclass
 class CloudConfig:
     """Everything `layercast cloud` needs."""
@@ -276,6 +293,23 @@ class CloudConfig:
                 "or auth.allow_any_camera = true on a closed test network"
             )
         self.operator_roles()
+        self.validate_operator_access()
+
+    def validate_operator_access(self) -> None:
+        """Operator and Analytics calls without credentials only on loopback, only when asked for."""
+        if self.auth.allow_anonymous_operators and not is_loopback(self.listen):
+            raise ConfigError(
+                f"auth.allow_anonymous_operators = true (LAYERCAST_CLOUD_AUTH__ALLOW_ANONYMOUS_OPERATORS, "
+                f"--allow-anonymous-operators) would open the Operator and Analytics APIs to anyone who "
+                f"reaches listen = {self.listen!r}; it is allowed on a loopback address only (127.0.0.1, "
+                "::1). On a network give operators tokens (auth.operator_tokens) or certificates "
+                "(tls.client_ca and `layercast certs operator`)"
+            )
+
+    @property
+    def operator_certificates(self) -> bool:
+        """Operators may identify by certificate (mutual TLS)."""
+        return not self.insecure and self.tls.client_ca is not None
 
     def validate_tls(self) -> None:
         """TLS or an explicit ``insecure = true``, and TLS settings that fit together."""
@@ -302,12 +336,17 @@ class CloudConfig:
         return table
 
     def operator_credentials(self) -> TokenTable:
-        """Operator name → token hash (empty table = operator APIs open)."""
+        """Operator name → token hash."""
         return TokenTable.parse(self.auth.operator_tokens, source="auth.operator_tokens")
 
     def operator_roles(self) -> OperatorRoles:
         """Who may Enhance (``auth.enhancers``), checked against the operator tokens."""
-        return OperatorRoles.from_config(self.auth.enhancers, self.operator_credentials().names())
+        return OperatorRoles.from_config(
+            self.auth.enhancers,
+            self.operator_credentials().names(),
+            certificates=self.operator_certificates,
+            anonymous=self.auth.allow_anonymous_operators,
+        )
 
     @property
     def address(self) -> str:
