@@ -26,7 +26,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from layercast.shared.codec import ScalableCodec, bitstream
 from layercast.shared.rpc import analytics_pb2, analytics_pb2_grpc, operator_pb2, operator_pb2_grpc
-from tests.cloud.conftest import EdgeStream
+from tests.cloud.conftest import OPERATOR_METADATA, EdgeStream
 from tests.e2e.conftest import HEIGHT, WIDTH, camera_images, write_folder
 from tests.e2e.services import ROOT, CloudProcess, EdgeProcess, Model, wait_until
 
@@ -55,7 +55,7 @@ def subscribe(target: str, camera: str, n: int, timeout: float = 60.0) -> list:
     out = []
     with grpc.insecure_channel(target) as ch:
         call = analytics_pb2_grpc.AnalyticsStub(ch).Subscribe(
-            analytics_pb2.SubscribeRequest(camera_ids=[camera]), timeout=timeout
+            analytics_pb2.SubscribeRequest(camera_ids=[camera]), metadata=OPERATOR_METADATA, timeout=timeout
         )
         for ev in call:
             out.append(ev.result)
@@ -70,6 +70,7 @@ def enhance_error(target: str, camera: str, seq: int) -> grpc.RpcError:
         with pytest.raises(grpc.RpcError) as info:
             operator_pb2_grpc.OperatorStub(ch).Enhance(
                 operator_pb2.EnhanceRequest(frame=operator_pb2.FrameRef(camera_id=camera, sequence=seq)),
+                metadata=OPERATOR_METADATA,
                 timeout=60,
             )
     return info.value
@@ -77,7 +78,9 @@ def enhance_error(target: str, camera: str, seq: int) -> grpc.RpcError:
 
 def camera_list(target: str) -> dict[str, operator_pb2.Camera]:
     with grpc.insecure_channel(target) as ch:
-        resp = operator_pb2_grpc.OperatorStub(ch).ListCameras(operator_pb2.ListCamerasRequest(), timeout=30)
+        resp = operator_pb2_grpc.OperatorStub(ch).ListCameras(
+            operator_pb2.ListCamerasRequest(), metadata=OPERATOR_METADATA, timeout=30
+        )
     return {c.camera_id: c for c in resp.cameras}
 
 
