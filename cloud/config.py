@@ -22,6 +22,7 @@ A TOML file mirrors the dataclasses::
     cert = "pki/server.pem"
     key = "pki/server.key"
     client_ca = "pki/ca.pem"    # mutual TLS: cameras are who their certificates say
+    crl = "pki/crl.pem"         # revoked certificates (layercast certs revoke), re-read on change
     [cluster]                   # several replicas sharing cameras and results (docs/scale-out.md)
     backend = "redis"
     redis_url = "redis://redis:6379/0"
@@ -114,6 +115,11 @@ class TlsConfig:
     #: ``client_ca`` is set. False lets cameras with certificates naming no camera (another PKI) prove
     #: who they are with a token; a certificate that names a camera must still match the Hello.
     require_camera_certs: bool | None = None
+    #: PEM X.509 CRL signed by ``client_ca`` (``layercast certs revoke``): certificates on it are refused
+    #: (UNAUTHENTICATED) on every call and stream; the file is re-read when it changes.
+    crl: Path | None = None
+    #: How often open streams are checked against a changed ``crl`` (new calls are checked at once).
+    crl_check_s: float = field(default=2.0, metadata=_bounds(0.1, 3600.0))
 
     @property
     def camera_certs_required(self) -> bool:
@@ -322,6 +328,10 @@ class CloudConfig:
             raise ConfigError(
                 "TLS is required: set tls.cert and tls.key (make them with `layercast certs`), or "
                 "insecure = true (LAYERCAST_CLOUD_INSECURE=true, --insecure) for plain text on a closed network"
+            )
+        if tls.crl is not None and tls.client_ca is None:
+            raise ConfigError(
+                "tls.crl needs tls.client_ca (the CA that signed the certificates and the list)"
             )
         if tls.require_camera_certs and tls.client_ca is None:
             raise ConfigError(
