@@ -80,7 +80,8 @@ class AuthConfig:
 
     #: ``camera_id=sha256:<hex>`` entries (never quoted in errors: a token may be there by mistake).
     camera_tokens: list[str] = field(default_factory=list, metadata={"secret": True})
-    #: A TOML file with a ``[cameras]`` table: ``camera_id = "sha256:<hex>"``.
+    #: A TOML file with a ``[cameras]`` table: ``camera_id = "sha256:<hex>"``, and optionally an
+    #: ``[operators]`` table: ``name = "sha256:<hex>"`` (added to ``operator_tokens``).
     credentials_file: Path | None = None
     #: ``name=sha256:<hex>`` entries for the Operator and Analytics APIs. Every call to those APIs
     #: needs one of these tokens (``authorization: Bearer``) or an operator certificate
@@ -346,8 +347,14 @@ class CloudConfig:
         return table
 
     def operator_credentials(self) -> TokenTable:
-        """Operator name → token hash."""
-        return TokenTable.parse(self.auth.operator_tokens, source="auth.operator_tokens")
+        """Operator name → token hash, from ``auth.operator_tokens`` and the ``[operators]`` table of
+        ``auth.credentials_file``."""
+        table = TokenTable.parse(self.auth.operator_tokens, source="auth.operator_tokens")
+        if self.auth.credentials_file is not None:
+            table = table.merged(
+                TokenTable.from_toml(self.auth.credentials_file, "operators", required=False)
+            )
+        return table
 
     def operator_roles(self) -> OperatorRoles:
         """Who may Enhance (``auth.enhancers``), checked against the operator tokens."""
