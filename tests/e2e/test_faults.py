@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import time
@@ -26,7 +27,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from layercast.shared.codec import ScalableCodec, bitstream
 from layercast.shared.rpc import analytics_pb2, analytics_pb2_grpc, operator_pb2, operator_pb2_grpc
-from tests.cloud.conftest import OPERATOR_METADATA, EdgeStream
+from tests.cloud.conftest import OPERATOR_METADATA, OPERATOR_TOKEN, EdgeStream
 from tests.e2e.conftest import HEIGHT, WIDTH, camera_images, write_folder
 from tests.e2e.services import ROOT, CloudProcess, EdgeProcess, Model, wait_until
 
@@ -342,6 +343,7 @@ def test_kill_9_of_the_cloud_mid_run_loses_and_duplicates_nothing(
                 stdout=out,
                 stderr=subprocess.DEVNULL,
                 cwd=ROOT,
+                env={**os.environ, "LAYERCAST_TOKEN": OPERATOR_TOKEN},  # the cloud's operator
             )
 
         def lines() -> int:
