@@ -8,7 +8,7 @@ UNAUTHENTICATED. Every refusal is counted by reason (:class:`AuthRefusals`, expo
 ``layercast_cloud_auth_refusals_total{reason}``). Tokens are never logged.
 
 Operator tokens travel as ``authorization: Bearer <token>`` metadata and are checked by
-:class:`~layercast.cloud.interceptors.TokenInterceptor`.
+:class:`~layercast.cloud.operator_auth.OperatorAuthInterceptor`.
 """
 
 from __future__ import annotations
@@ -33,7 +33,9 @@ REFUSAL_REASONS = (
     "token_other_camera",  # PERMISSION_DENIED: token of camera X, Hello (or certificate) says Y
     "answer_other_camera",  # PERMISSION_DENIED: answered a request that was sent to another camera
     "camera_cert_operator_api",  # PERMISSION_DENIED: a camera's certificate on Operator/Analytics
-    "operator_token",  # UNAUTHENTICATED: missing or wrong operator token
+    "operator_token",  # UNAUTHENTICATED: a wrong operator token
+    "no_operator_identity",  # UNAUTHENTICATED: Operator/Analytics call with no token and no operator cert
+    "revoked",  # UNAUTHENTICATED: a client certificate on the revocation list (tls.crl)
     "operator_role",  # PERMISSION_DENIED: a viewer's token called a method for enhancers (Enhance)
 )
 

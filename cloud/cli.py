@@ -51,6 +51,7 @@ _FLAG_KEYS = {
     "credits": "credits_per_camera",
     "credentials_file": "auth.credentials_file",
     "allow_any_camera": "auth.allow_any_camera",
+    "allow_anonymous_operators": "auth.allow_anonymous_operators",
     "metrics_port": "metrics_port",
     "insecure": "insecure",
     "tls_cert": "tls.cert",
@@ -95,6 +96,14 @@ def register(subparsers: Any) -> None:
         const=True,
         default=None,
         help="accept every camera without checking its token (closed test networks only)",
+    )
+    p.add_argument(
+        "--allow-anonymous-operators",
+        action="store_const",
+        const=True,
+        default=None,
+        help="serve Operator/Analytics calls without credentials (development; loopback --listen only; "
+        "logged as a warning)",
     )
     p.add_argument(
         "--set",

@@ -13,8 +13,8 @@ A TOML file mirrors the dataclasses::
     max_queue_delay_ms = 10
     [auth]
     camera_tokens = ["cam-1=sha256:…"]
-    operator_tokens = ["alice=sha256:…", "web=sha256:…", "dash=sha256:…"]
-    enhancers = ["alice", "web"]    # may call Enhance; other operators are viewers
+    operator_tokens = ["alice=sha256:…", "dash=sha256:…"]
+    enhancers = ["alice", "web"]    # tokens or operator certificates that may Enhance; others view
     [limits]
     camera_frames_per_s = 200       # per camera; above it its stream is read more slowly
     operator_requests_per_s = 1000  # per operator; above it RESOURCE_EXHAUSTED
@@ -22,6 +22,7 @@ A TOML file mirrors the dataclasses::
     cert = "pki/server.pem"
     key = "pki/server.key"
     client_ca = "pki/ca.pem"    # mutual TLS: cameras are who their certificates say
+    crl = "pki/crl.pem"         # revoked certificates (layercast certs revoke), re-read on change
     [cluster]                   # several replicas sharing cameras and results (docs/scale-out.md)
     backend = "redis"
     redis_url = "redis://redis:6379/0"
@@ -32,6 +33,7 @@ Environment: ``LAYERCAST_CLOUD_BATCHING__MAX_BATCH_SIZE=8``.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,16 +80,22 @@ class AuthConfig:
 
     #: ``camera_id=sha256:<hex>`` entries (never quoted in errors: a token may be there by mistake).
     camera_tokens: list[str] = field(default_factory=list, metadata={"secret": True})
-    #: A TOML file with a ``[cameras]`` table: ``camera_id = "sha256:<hex>"``.
+    #: A TOML file with a ``[cameras]`` table: ``camera_id = "sha256:<hex>"``, and optionally an
+    #: ``[operators]`` table: ``name = "sha256:<hex>"`` (added to ``operator_tokens``).
     credentials_file: Path | None = None
-    #: ``name=sha256:<hex>`` entries for the Operator and Analytics APIs; empty = those APIs need no token.
+    #: ``name=sha256:<hex>`` entries for the Operator and Analytics APIs. Every call to those APIs
+    #: needs one of these tokens (``authorization: Bearer``) or an operator certificate
+    #: (``layercast:operator:<name>``, with ``tls.client_ca``); without either it is UNAUTHENTICATED.
     operator_tokens: list[str] = field(default_factory=list, metadata={"secret": True})
     #: Accept any camera id and token (closed test networks only; logged as a warning).
     allow_any_camera: bool = False
-    #: Operator names (from ``operator_tokens``) that may call Operator.Enhance; the others are viewers
-    #: (list, preview, subscribe, infer). Unset = every operator token may Enhance, as before roles
-    #: existed; ``[]`` = nobody. See ``layercast.cloud.roles``.
-    enhancers: list[str] | None = None
+    #: Operator names (of tokens or operator certificates) that may call Operator.Enhance; everyone
+    #: else is a viewer (list, preview, subscribe, infer). See ``layercast.cloud.roles``.
+    enhancers: list[str] = field(default_factory=list)
+    #: Development only: Operator and Analytics calls without credentials are served, as the viewer
+    #: ``anonymous`` (an enhancer only if ``enhancers`` lists ``anonymous``). Refused at start unless
+    #: ``listen`` is a loopback address; logged as a warning.
+    allow_anonymous_operators: bool = False
 
 
 @dataclass
@@ -108,6 +116,11 @@ class TlsConfig:
     #: ``client_ca`` is set. False lets cameras with certificates naming no camera (another PKI) prove
     #: who they are with a token; a certificate that names a camera must still match the Hello.
     require_camera_certs: bool | None = None
+    #: PEM X.509 CRL signed by ``client_ca`` (``layercast certs revoke``): certificates on it are refused
+    #: (UNAUTHENTICATED) on every call and stream; the file is re-read when it changes.
+    crl: Path | None = None
+    #: How often open streams are checked against a changed ``crl`` (new calls are checked at once).
+    crl_check_s: float = field(default=2.0, metadata=_bounds(0.1, 3600.0))
 
     @property
     def camera_certs_required(self) -> bool:
@@ -195,6 +208,17 @@ class ClusterConfig:
 _REPLICA_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback literals (127.0.0.0/8, ::1); False for 0.0.0.0, [::], names."""
+    host = host.strip().strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 @dataclass
 class CloudConfig:
     """Everything `layercast cloud` needs."""
@@ -276,6 +300,23 @@ class CloudConfig:
                 "or auth.allow_any_camera = true on a closed test network"
             )
         self.operator_roles()
+        self.validate_operator_access()
+
+    def validate_operator_access(self) -> None:
+        """Operator and Analytics calls without credentials only on loopback, only when asked for."""
+        if self.auth.allow_anonymous_operators and not is_loopback(self.listen):
+            raise ConfigError(
+                f"auth.allow_anonymous_operators = true (LAYERCAST_CLOUD_AUTH__ALLOW_ANONYMOUS_OPERATORS, "
+                f"--allow-anonymous-operators) would open the Operator and Analytics APIs to anyone who "
+                f"reaches listen = {self.listen!r}; it is allowed on a loopback address only (127.0.0.1, "
+                "::1). On a network give operators tokens (auth.operator_tokens) or certificates "
+                "(tls.client_ca and `layercast certs operator`)"
+            )
+
+    @property
+    def operator_certificates(self) -> bool:
+        """Operators may identify by certificate (mutual TLS)."""
+        return not self.insecure and self.tls.client_ca is not None
 
     def validate_tls(self) -> None:
         """TLS or an explicit ``insecure = true``, and TLS settings that fit together."""
@@ -288,6 +329,10 @@ class CloudConfig:
             raise ConfigError(
                 "TLS is required: set tls.cert and tls.key (make them with `layercast certs`), or "
                 "insecure = true (LAYERCAST_CLOUD_INSECURE=true, --insecure) for plain text on a closed network"
+            )
+        if tls.crl is not None and tls.client_ca is None:
+            raise ConfigError(
+                "tls.crl needs tls.client_ca (the CA that signed the certificates and the list)"
             )
         if tls.require_camera_certs and tls.client_ca is None:
             raise ConfigError(
@@ -302,12 +347,23 @@ class CloudConfig:
         return table
 
     def operator_credentials(self) -> TokenTable:
-        """Operator name → token hash (empty table = operator APIs open)."""
-        return TokenTable.parse(self.auth.operator_tokens, source="auth.operator_tokens")
+        """Operator name → token hash, from ``auth.operator_tokens`` and the ``[operators]`` table of
+        ``auth.credentials_file``."""
+        table = TokenTable.parse(self.auth.operator_tokens, source="auth.operator_tokens")
+        if self.auth.credentials_file is not None:
+            table = table.merged(
+                TokenTable.from_toml(self.auth.credentials_file, "operators", required=False)
+            )
+        return table
 
     def operator_roles(self) -> OperatorRoles:
         """Who may Enhance (``auth.enhancers``), checked against the operator tokens."""
-        return OperatorRoles.from_config(self.auth.enhancers, self.operator_credentials().names())
+        return OperatorRoles.from_config(
+            self.auth.enhancers,
+            self.operator_credentials().names(),
+            certificates=self.operator_certificates,
+            anonymous=self.auth.allow_anonymous_operators,
+        )
 
     @property
     def address(self) -> str:

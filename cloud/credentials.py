@@ -61,8 +61,9 @@ class TokenTable:
         return cls(hashes)
 
     @classmethod
-    def from_toml(cls, path: Path, table: str = "cameras") -> TokenTable:
-        """Read a TOML file whose ``[table]`` maps names to ``sha256:<hex>`` hashes."""
+    def from_toml(cls, path: Path, table: str = "cameras", *, required: bool = True) -> TokenTable:
+        """Read a TOML file whose ``[table]`` maps names to ``sha256:<hex>`` hashes (an empty table
+        when it has none and ``required`` is false)."""
         try:
             data = tomllib.loads(path.read_text())
         except FileNotFoundError:
@@ -70,6 +71,8 @@ class TokenTable:
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"credentials file {path} is not valid TOML: {exc}") from None
         section = data.get(table)
+        if section is None and not required:
+            return cls()
         if not isinstance(section, dict):
             raise ConfigError(f'credentials file {path} has no [{table}] table of name = "sha256:<hex>"')
         hashes: dict[str, str] = {}

@@ -9,9 +9,10 @@ outermost after the request-id interceptor. A line::
      "outcome": "ok", "grpc_status": "OK", "request_id": "...", "peer": "ipv4:10.0.0.7",
      "elapsed_s": 0.41, "enhancement_bytes": 5123, "base_bytes": 2101, "cached": false}
 
-``user`` is the operator's name (from its token), followed by the person it acted for when an
+``user`` is the operator's name (from its token or operator certificate), followed by the person it acted for when an
 enhancer token says so (``x-layercast-on-behalf-of``, see :mod:`layercast.cloud.roles`);
-``anonymous`` when the operator APIs need no token, ``-`` when the token was missing or wrong.
+``anonymous`` for a caller without credentials under ``auth.allow_anonymous_operators``, ``-`` when
+the caller had no identity or a wrong token.
 """
 
 from __future__ import annotations
@@ -55,10 +56,10 @@ def outcome_of(code: str, details: str) -> str:
 class EnhanceAuditInterceptor(aio.ServerInterceptor):
     """Writes one audit line per Operator.Enhance call (see the module docstring)."""
 
-    def __init__(self, audit: AuditLog, roles: OperatorRoles, *, tokens_required: bool) -> None:
+    def __init__(self, audit: AuditLog, roles: OperatorRoles, *, anonymous_allowed: bool = False) -> None:
         self.audit = audit
         self.roles = roles
-        self._tokens_required = tokens_required
+        self._anonymous_allowed = anonymous_allowed
         #: Lines that could not be written (the call itself is not affected).
         self.write_failures = 0
 
@@ -106,7 +107,7 @@ class EnhanceAuditInterceptor(aio.ServerInterceptor):
         if code == "UNAUTHENTICATED" and not name:
             user, role = "-", ""
         else:
-            user = name or (ANONYMOUS if not self._tokens_required else "-")
+            user = name or (ANONYMOUS if self._anonymous_allowed else "-")
             role = self.roles.role_of(name)
         for_whom = claimed if role == "enhancer" else ""  # only enhancers may speak for someone
         frame = getattr(request, "frame", None)

@@ -1,5 +1,5 @@
-"""Server interceptors: request ids and latency logging, a readiness gate, operator tokens,
-and the gate that keeps camera certificates off the operator APIs.
+"""Server interceptors: request ids and latency logging, and a readiness gate (operator identity
+and roles: :mod:`layercast.cloud.operator_auth`).
 
 Each wraps the method handler of the same kind (unary or streaming, coroutine
 or async generator), so servicers stay free of cross-cutting code. More (metrics,
@@ -14,23 +14,18 @@ import inspect
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 from grpc import aio
 
-from layercast.cloud.auth import AuthRefusals, bearer_token
-from layercast.cloud.credentials import TokenTable
-from layercast.cloud.roles import OperatorRoles
-from layercast.cloud.tls import peer_identity
-
 log = logging.getLogger("layercast.cloud.rpc")
 
 #: The id of the request being handled (for log lines anywhere below a servicer).
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("layercast_request_id", default="-")
-#: The operator the request authenticated as ("" when operator APIs are open).
+#: The operator the request authenticated as ("" for the anonymous caller of the development switch).
 operator_name: contextvars.ContextVar[str] = contextvars.ContextVar("layercast_operator", default="")
 
 Behavior = Callable[..., Any]
@@ -171,84 +166,3 @@ class ReadinessInterceptor(aio.ServerInterceptor):
         if handler is None or self._ready() or details.method.startswith(self.ALWAYS_OPEN):
             return handler
         return _rejecting(handler, grpc.StatusCode.UNAVAILABLE, self._reason())
-
-
-class TokenInterceptor(aio.ServerInterceptor):
-    """Requires ``authorization: Bearer <token>`` on the given services when a token table is configured,
-    and the enhancer role for the methods that need it (PERMISSION_DENIED otherwise, see
-    :mod:`layercast.cloud.roles`). Names the caller in ``operator_name`` either way."""
-
-    def __init__(
-        self,
-        tokens: TokenTable,
-        service_prefixes: Iterable[str],
-        refusals: AuthRefusals | None = None,
-        roles: OperatorRoles | None = None,
-    ) -> None:
-        self._tokens = tokens
-        self._prefixes = tuple(service_prefixes)
-        self._refusals = refusals
-        self.roles = roles if roles is not None else OperatorRoles(None, tokens.names())
-        #: Calls refused since start.
-        self.refused = 0
-
-    async def intercept_service(self, continuation: Any, details: grpc.HandlerCallDetails) -> Any:
-        handler = await continuation(details)
-        if handler is None or not len(self._tokens) or not details.method.startswith(self._prefixes):
-            return handler
-        token = bearer_token(details.invocation_metadata)
-        name = self._tokens.find(token) if token else None
-        if name is None:
-            self.refused += 1
-            if self._refusals is not None:
-                self._refusals.count("operator_token")
-            return _rejecting(
-                handler,
-                grpc.StatusCode.UNAUTHENTICATED,
-                "missing or wrong operator token (authorization: Bearer …)",
-            )
-
-        allowed = self.roles.allows(name, details.method)
-        if not allowed:
-            self.refused += 1
-            if self._refusals is not None:
-                self._refusals.count("operator_role")
-        method = details.method.rsplit("/", 1)[-1]
-
-        async def set_name(context: Any) -> None:
-            operator_name.set(name)
-            if not allowed:
-                await context.abort(
-                    grpc.StatusCode.PERMISSION_DENIED,
-                    f"operator {name!r} has the viewer role, which may not call {method} "
-                    "(auth.enhancers lists the operators who may)",
-                )
-
-        return _wrap_handler(handler, lambda fn, _s: _around(fn, set_name, lambda _c, _e: None))
-
-
-class CameraCertGate(aio.ServerInterceptor):
-    """Refuses (PERMISSION_DENIED) calls to the given services from a peer whose client certificate
-    names a camera: a camera's credentials let it stream as itself, not read other cameras' results
-    or ask for their pictures. Installed when the server requires client certificates."""
-
-    def __init__(self, service_prefixes: Iterable[str], refusals: AuthRefusals) -> None:
-        self._prefixes = tuple(service_prefixes)
-        self._refusals = refusals
-
-    async def intercept_service(self, continuation: Any, details: grpc.HandlerCallDetails) -> Any:
-        handler = await continuation(details)
-        if handler is None or not details.method.startswith(self._prefixes):
-            return handler
-
-        async def check(context: Any) -> None:
-            camera = peer_identity(context).camera_id
-            if camera is not None:
-                self._refusals.count("camera_cert_operator_api")
-                await context.abort(
-                    grpc.StatusCode.PERMISSION_DENIED,
-                    f"camera {camera!r}'s certificate may only stream as that camera (EdgeLink), "
-                    "not call the operator and analytics APIs",
-                )
-
-        return _wrap_handler(handler, lambda fn, _s: _around(fn, check, lambda _c, _e: None))

@@ -155,8 +155,8 @@ def peer_host(context: Any) -> str:
 class OperatorRateLimitInterceptor(aio.ServerInterceptor):
     """Refuses (RESOURCE_EXHAUSTED) Operator and Analytics calls above ``limiter``'s rate, per operator.
 
-    The key is the operator the call authenticated as (install after the TokenInterceptor, which
-    names it); with operator APIs open to everyone, the caller's address. One Subscribe is one
+    The key is the operator the call authenticated as (install after the OperatorAuthInterceptor,
+    which names it); for the anonymous caller of the development switch, the caller's address. One Subscribe is one
     request, whatever it streams."""
 
     def __init__(self, limiter: KeyedLimiter, service_prefixes: Iterable[str]) -> None:

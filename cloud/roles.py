@@ -2,19 +2,20 @@
 
 Two roles, as on the operator page: a **viewer** may list cameras and frames, see previews,
 subscribe to results and run Infer; an **enhancer** may also call Operator.Enhance (which asks a
-camera for its enhancement layer: the full picture). Configuration::
+camera for its enhancement layer: the full picture). Every caller is a viewer unless
+``auth.enhancers`` names it. A name is an operator token's (``auth.operator_tokens``) or an
+operator certificate's (its ``layercast:operator:<name>`` URI, with ``tls.client_ca``)::
 
     [auth]
-    operator_tokens = ["alice=sha256:…", "web=sha256:…", "dashboard=sha256:…"]
-    enhancers = ["alice", "web"]          # everyone else with a token is a viewer
+    operator_tokens = ["alice=sha256:…", "dashboard=sha256:…"]
+    enhancers = ["alice", "web"]          # "web": the operator page's certificate
 
-``auth.enhancers`` unset keeps what configurations written before roles meant: every operator
-token may Enhance (a line at start-up says so). Set it (``[]`` for nobody) to choose. Names in it
-must have a token. With no operator tokens at all the APIs are open and everyone may Enhance.
+``anonymous`` names the caller without credentials, which exists only with the loopback-only
+development switch ``auth.allow_anonymous_operators`` (see :mod:`layercast.cloud.config`).
 
 A caller that acts for someone else (the operator page, for its signed-in user) says so in the
 ``x-layercast-on-behalf-of`` metadata entry; the audit log then reads ``web:alice``. It is taken
-only from enhancer tokens and only for the record: it never grants anything.
+only from enhancers and only for the record: it never grants anything.
 """
 
 from __future__ import annotations
@@ -35,42 +36,45 @@ ENHANCER_METHODS = frozenset({"/layercast.v1.Operator/Enhance"})
 ON_BEHALF_OF_KEY = "x-layercast-on-behalf-of"
 _ON_BEHALF_RE = re.compile(r"^[A-Za-z0-9._@+-]{1,64}$")
 
-#: The caller's name in the audit log when the operator APIs need no token.
+#: The name of a caller without credentials (only with ``auth.allow_anonymous_operators``).
 ANONYMOUS = "anonymous"
 
 
 class OperatorRoles:
-    """Operator name → role."""
+    """Operator name → role: enhancers are the names listed, everyone else is a viewer."""
 
     def __init__(self, enhancers: Iterable[str] | None, names: Iterable[str]) -> None:
+        #: Operator names with a token (certificate names are not known in advance).
         self.names = frozenset(names)
-        #: True when ``auth.enhancers`` is unset: every operator token may Enhance (as before roles).
-        self.all_enhance = enhancers is None
-        self.enhancers = frozenset(self.names if enhancers is None else enhancers)
+        self.enhancers = frozenset(enhancers or ())
 
     @classmethod
-    def from_config(cls, enhancers: list[str] | None, names: Iterable[str]) -> OperatorRoles:
-        """Check ``auth.enhancers`` against the operator names; ConfigError naming a stray one."""
+    def from_config(
+        cls,
+        enhancers: list[str] | None,
+        names: Iterable[str],
+        *,
+        certificates: bool = False,
+        anonymous: bool = False,
+    ) -> OperatorRoles:
+        """Check ``auth.enhancers``: without operator certificates (``tls.client_ca``) every name
+        must have a token (or be ``anonymous`` with the development switch); ConfigError naming a
+        stray one."""
         names = frozenset(names)
-        if enhancers is not None:
-            if not names:
-                raise ConfigError(
-                    "auth.enhancers is set but auth.operator_tokens is empty: roles need operator tokens "
-                    "(without tokens the operator APIs are open to everyone)"
-                )
-            unknown = sorted(set(enhancers) - names)
+        if not certificates:
+            known = names | ({ANONYMOUS} if anonymous else set())
+            unknown = sorted(set(enhancers or ()) - known)
             if unknown:
                 raise ConfigError(
                     f"auth.enhancers names {unknown[0]!r}, which has no entry in auth.operator_tokens "
-                    f"(known operators: {', '.join(sorted(names))})"
+                    "(and without tls.client_ca there are no operator certificates; known operators: "
+                    f"{', '.join(sorted(known)) or 'none'})"
                 )
         return cls(enhancers, names)
 
     def role_of(self, name: str) -> Role:
-        """The role of an authenticated operator ("" = open APIs, where everyone is an enhancer)."""
-        if not name or name in self.enhancers:
-            return "enhancer"
-        return "viewer"
+        """The role of an authenticated operator ("" = the anonymous caller)."""
+        return "enhancer" if (name or ANONYMOUS) in self.enhancers else "viewer"
 
     def allows(self, name: str, method: str) -> bool:
         """May operator ``name`` call ``method``?"""
@@ -78,15 +82,9 @@ class OperatorRoles:
 
     def describe(self) -> str:
         """One line for the start-up log (names only, never tokens)."""
-        if not self.names:
-            return "operator APIs open (no auth.operator_tokens): everyone may Enhance"
-        if self.all_enhance:
-            return (
-                f"operator roles: every operator token may Enhance ({len(self.names)} operators; "
-                "auth.enhancers unset)"
-            )
-        viewers = sorted(self.names - self.enhancers)
-        return f"operator roles: enhancers {sorted(self.enhancers)}, viewers {viewers}"
+        if not self.enhancers:
+            return "operator roles: nobody may Enhance (auth.enhancers is empty); every operator is a viewer"
+        return f"operator roles: enhancers {sorted(self.enhancers)}; every other operator is a viewer"
 
 
 def on_behalf_of(metadata: Iterable[tuple[str, str | bytes]] | None) -> str:

@@ -31,21 +31,18 @@ from layercast.cloud.enhance_audit import EnhanceAuditInterceptor
 from layercast.cloud.health import HealthServicer
 from layercast.cloud.hub import Hub, ResultSink, ResultSource
 from layercast.cloud.inference import CodecLike, InferenceEngine, load_registry_codec, now_us
-from layercast.cloud.interceptors import (
-    CameraCertGate,
-    ReadinessInterceptor,
-    RequestLogInterceptor,
-    TokenInterceptor,
-)
+from layercast.cloud.interceptors import ReadinessInterceptor, RequestLogInterceptor
 from layercast.cloud.metrics import CloudMetrics
+from layercast.cloud.operator_auth import OperatorAuthInterceptor
 from layercast.cloud.pipeline import FramePipeline
 from layercast.cloud.ratelimit import KeyedLimiter, OperatorRateLimitInterceptor
+from layercast.cloud.revocation import RevocationInterceptor, RevocationList
 from layercast.cloud.servicers.analytics import AnalyticsServicer
 from layercast.cloud.servicers.edge_link import EdgeLinkServicer
 from layercast.cloud.servicers.operator import LocalOperator, OperatorServicer
 from layercast.cloud.sessions import EnhancementRouter, EnhancementSource, SessionRegistry
 from layercast.cloud.store import Store, open_store
-from layercast.cloud.tls import server_credentials
+from layercast.cloud.tls import read_pem, server_credentials
 from layercast.cloud.viewer import FrameViewer
 from layercast.shared.errors import ConfigError, LayercastError
 from layercast.shared.metrics import MetricsServer, metrics_enabled, start_metrics_server
@@ -132,7 +129,9 @@ class CloudServer:
         #: Scale-out membership (``[cluster] backend = "redis"``); None in embedded mode.
         self.cluster: RedisCluster | None = None
         self.camera_auth: CameraAuthenticator
-        self.operator_auth: TokenInterceptor
+        self.operator_auth: OperatorAuthInterceptor
+        #: The ``tls.crl`` check (None without a revocation list).
+        self.revocation: RevocationInterceptor | None = None
         self.audit: AuditLog
         self.enhance_audit: EnhanceAuditInterceptor
         #: Rate limits (``layercast_cloud_rate_limited_total{kind}``), see ``layercast.cloud.ratelimit``.
@@ -210,6 +209,8 @@ class CloudServer:
             await self.stop(0)
             raise
         self._tasks.append(asyncio.create_task(self._retention_loop(), name="retention"))
+        if self.revocation is not None:
+            self._tasks.append(asyncio.create_task(self._revocation_loop(self.revocation), name="revocation"))
         self._ready, self._state = True, "serving"
         for name in ("", *SERVICE_NAMES):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -235,15 +236,28 @@ class CloudServer:
             refusals=self.auth_refusals,
         )
         operator_tokens, roles = cfg.operator_credentials(), cfg.operator_roles()
-        self.operator_auth = TokenInterceptor(
-            operator_tokens, self._operator_prefixes(), self.auth_refusals, roles=roles
+        anonymous = cfg.auth.allow_anonymous_operators
+        self.operator_auth = OperatorAuthInterceptor(
+            operator_tokens, self._operator_prefixes(), self.auth_refusals, roles, allow_anonymous=anonymous
         )
         log.info("%s", roles.describe())
+        if anonymous:
+            log.warning(
+                "auth.allow_anonymous_operators = true: the Operator and Analytics APIs on %s serve "
+                "callers WITHOUT credentials (as %r, %s); development on this machine only",
+                cfg.address,
+                "anonymous",
+                roles.role_of(""),
+            )
+        elif not len(operator_tokens) and not cfg.operator_certificates:
+            log.warning(
+                "no operator credentials: without auth.operator_tokens or tls.client_ca (operator "
+                "certificates) every Operator and Analytics call is refused"
+            )
+        self.revocation = self._revocation()
         self.audit = AuditLog(cfg.audit_path)
         self.audit.check_writable("audit_log")
-        self.enhance_audit = EnhanceAuditInterceptor(
-            self.audit, roles, tokens_required=len(operator_tokens) > 0
-        )
+        self.enhance_audit = EnhanceAuditInterceptor(self.audit, roles, anonymous_allowed=anonymous)
         self.store = self._store_override or open_store(cfg.db_path)
         self.engine = InferenceEngine(
             self._codec, max_pixels=cfg.limits.max_image_pixels, depth_encoding=cfg.depth_encoding
@@ -279,16 +293,36 @@ class CloudServer:
             cache_bytes=cfg.cache_bytes,
         )
 
+    def _revocation(self) -> RevocationInterceptor | None:
+        """The revocation check of ``tls.crl`` (None without one)."""
+        tls = self.config.tls
+        if tls.crl is None or tls.client_ca is None or self.config.insecure:
+            return None
+        crl = RevocationList(tls.crl, read_pem(tls.client_ca, "tls.client_ca"))
+        log.info("revocation list %s: %d revoked certificates", tls.crl, len(crl.serials))
+
+        def end_camera(camera_id: str, message: str) -> bool:
+            session = self.registry.get(camera_id)
+            if session is None:
+                return False
+            session.end("UNAUTHENTICATED", message)
+            return True
+
+        prefixes = [f"/{name}/" for name in SERVICE_NAMES]
+        return RevocationInterceptor(crl, prefixes, self.auth_refusals, end_camera=end_camera)
+
+    async def _revocation_loop(self, revocation: RevocationInterceptor) -> None:
+        while True:
+            await asyncio.sleep(self.config.tls.crl_check_s)
+            try:
+                revocation.check()
+            except Exception:
+                log.exception("revocation list check failed")
+
     @staticmethod
     def _operator_prefixes() -> list[str]:
         """Method prefixes of the Analytics and Operator services (the operators' APIs)."""
         return [f"/{SERVICE_NAMES[1]}/", f"/{SERVICE_NAMES[2]}/"]
-
-    def _identity_gates(self) -> list[aio.ServerInterceptor]:
-        """With client certificates, keep camera certificates off the Operator and Analytics APIs."""
-        if self.config.insecure or self.config.tls.client_ca is None:
-            return []
-        return [CameraCertGate([f"/{SERVICE_NAMES[1]}/", f"/{SERVICE_NAMES[2]}/"], self.auth_refusals)]
 
     def _build_server(self) -> aio.Server:
         cfg = self.config
@@ -298,10 +332,12 @@ class CloudServer:
                 # Outside everything that may refuse an Enhance call, so refusals are audited too.
                 self.enhance_audit,
                 ReadinessInterceptor(lambda: self._ready, lambda: f"the cloud is {self._state}"),
+                # Revoked client certificates (tls.crl) before anything else looks at the caller.
+                *([self.revocation] if self.revocation is not None else []),
+                # Identity (token or operator certificate; camera certificates refused) and role.
                 self.operator_auth,
-                # After the token check, which names the operator the limit is counted for.
+                # After the identity check, which names the operator the limit is counted for.
                 OperatorRateLimitInterceptor(self.operator_limiter, self._operator_prefixes()),
-                *self._identity_gates(),
                 # Last, so readiness and authentication answer before a request is found malformed.
                 DecodeErrorInterceptor(),
             ],

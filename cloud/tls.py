@@ -22,7 +22,8 @@ from layercast.shared.pki import OPERATOR_URI_PREFIX, camera_id_from_uris
 log = logging.getLogger(__name__)
 
 
-def _read(path: Path, key: str) -> bytes:
+def read_pem(path: Path, key: str) -> bytes:
+    """The PEM file ``path`` (the setting ``key``); ConfigError naming the setting otherwise."""
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
@@ -45,8 +46,8 @@ def server_credentials(cfg: CloudConfig) -> grpc.ServerCredentials | None:
         return None
     tls = cfg.tls
     assert tls.cert is not None and tls.key is not None  # validate_tls
-    pair = (_read(tls.key, "tls.key"), _read(tls.cert, "tls.cert"))
-    client_ca = _read(tls.client_ca, "tls.client_ca") if tls.client_ca is not None else None
+    pair = (read_pem(tls.key, "tls.key"), read_pem(tls.cert, "tls.cert"))
+    client_ca = read_pem(tls.client_ca, "tls.client_ca") if tls.client_ca is not None else None
     return grpc.ssl_server_credentials(
         [pair], root_certificates=client_ca, require_client_auth=client_ca is not None
     )

@@ -80,6 +80,8 @@ async def _main(args: argparse.Namespace) -> int:
             "tls.cert": str(pki.server_cert),
             "tls.key": str(pki.server_key),
             "tls.client_ca": str(pki.ca_cert),
+            # Operators are who their certificates say; the page ("web") and the CLI ("cli") may Enhance.
+            "auth.enhancers": ["web", "cli"],
             "metrics_port": args.metrics_port,
         }
     )

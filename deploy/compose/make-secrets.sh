@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Write the secrets docker-compose.yml mounts (run once, before `docker compose up`):
 #   secrets/edge-1.token, secrets/edge-2.token    one bearer token per synthetic camera
-#   secrets/camera_credentials.toml               [cameras] id = "sha256:<hash>" for the cloud
+#   secrets/operator.token                        the operator "ops" (an enhancer: cloud.toml)
+#   secrets/camera_credentials.toml               [cameras] and [operators] name = "sha256:<hash>" for the cloud
 #   secrets/grafana_admin_password                Grafana's admin password
 # Existing files are kept (delete secrets/ to rotate everything). Only python3's standard
 # library is used; the hashes are those of `layercast cloud --hash-token`.
@@ -27,10 +28,19 @@ for cam in cameras:
     f = out / f"{cam}.token"
     if not f.exists():
         f.write_text(secrets.token_urlsafe(32) + "\n")
-lines = ["# camera id = sha256 of its token (layercast cloud --hash-token)", "[cameras]"]
-for cam in cameras:
-    token = (out / f"{cam}.token").read_text().splitlines()[0].strip()
-    lines.append(f'{cam} = "sha256:{hashlib.sha256(token.encode()).hexdigest()}"')
+op = out / "operator.token"
+if not op.exists():
+    op.write_text(secrets.token_urlsafe(32) + "\n")
+
+
+def hashed(path: Path) -> str:
+    token = path.read_text().splitlines()[0].strip()
+    return f'"sha256:{hashlib.sha256(token.encode()).hexdigest()}"'
+
+
+lines = ["# name = sha256 of its token (layercast cloud --hash-token)", "[cameras]"]
+lines += [f"{cam} = {hashed(out / f'{cam}.token')}" for cam in cameras]
+lines += ["[operators]", f"ops = {hashed(op)}"]
 (out / "camera_credentials.toml").write_text("\n".join(lines) + "\n")
 pw = out / "grafana_admin_password"
 if not pw.exists():

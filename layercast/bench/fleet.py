@@ -168,9 +168,11 @@ class ResultSubscriber:
     again from the last sequence it saw per camera, so it misses nothing the cloud still keeps.
     """
 
-    def __init__(self, target: str, ledger: Ledger) -> None:
+    def __init__(self, target: str, ledger: Ledger, token: str = "") -> None:
         self.target = target
         self.ledger = ledger
+        #: Operator token sent as ``authorization: Bearer`` (the cloud refuses calls without credentials).
+        self.metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self.resumes = 0  # after a Lagged event
         self.errors = 0  # broken streams
         self.last_error = ""
@@ -192,7 +194,7 @@ class ResultSubscriber:
         resume = {cam: book.last_result for cam, book in self.ledger.cameras.items() if book.last_result}
         async with aio.insecure_channel(self.target) as channel:
             call = analytics_pb2_grpc.AnalyticsStub(channel).Subscribe(
-                analytics_pb2.SubscribeRequest(resume_after=resume, from_sequence=0)
+                analytics_pb2.SubscribeRequest(resume_after=resume, from_sequence=0), metadata=self.metadata
             )
             try:
                 async for event in call:

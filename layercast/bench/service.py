@@ -33,6 +33,7 @@ import io
 import json
 import math
 import os
+import secrets
 import statistics
 import tempfile
 import time
@@ -309,7 +310,7 @@ async def camera_stream(
             call.cancel()
 
 
-async def subscriber(target: str, measure: Measure, ready: asyncio.Event) -> None:
+async def subscriber(target: str, measure: Measure, ready: asyncio.Event, token: str) -> None:
     """A live Analytics.Subscribe client stamping each result as it arrives."""
     from grpc import aio
 
@@ -318,7 +319,7 @@ async def subscriber(target: str, measure: Measure, ready: asyncio.Event) -> Non
 
     async with aio.insecure_channel(target) as channel:
         call = analytics_pb2_grpc.AnalyticsStub(channel).Subscribe(
-            analytics_pb2.SubscribeRequest(live_only=True)
+            analytics_pb2.SubscribeRequest(live_only=True), metadata=(("authorization", f"Bearer {token}"),)
         )
         ready.set()
         async for event in call:
@@ -369,6 +370,7 @@ async def run_setting(
     from layercast.cloud.server import CloudServer
 
     tokens = {f"bench-{i}": f"bench-token-{i:03d}-" + "t" * 16 for i in range(setting.cameras)}
+    operator_token = secrets.token_urlsafe(24)  # the subscriber's (a viewer)
     cfg = load_cloud_config(
         overrides={
             "listen": "127.0.0.1",
@@ -381,6 +383,7 @@ async def run_setting(
             "batching.max_batch_size": max_batch if setting.batching else 1,
             "batching.max_queue_delay_ms": queue_delay_ms if setting.batching else 0.0,
             "auth.camera_tokens": [f"{c}={hash_token(t)}" for c, t in tokens.items()],
+            "auth.operator_tokens": [f"bench={hash_token(operator_token)}"],
             "shutdown_grace_s": 5.0,
             # The bench measures what the server can do, not a deployment's rate limits.
             "limits.camera_frames_per_s": 0,
@@ -394,7 +397,7 @@ async def run_setting(
     measure = Measure()
     stop = asyncio.Event()
     ready = asyncio.Event()
-    sub = asyncio.create_task(subscriber(server.target, measure, ready))
+    sub = asyncio.create_task(subscriber(server.target, measure, ready, operator_token))
     await asyncio.wait_for(ready.wait(), 10)
     await asyncio.sleep(0.05)
     cams = [

@@ -46,7 +46,7 @@ from layercast.shared.rpc import (
     operator_pb2,
     operator_pb2_grpc,
 )
-from tests.cloud.conftest import TOKENS, EdgeStream, cloud_config
+from tests.cloud.conftest import TOKENS, EdgeStream, cloud_config, operator_channel
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 #: Frames the camera sends to replica A (the 12 test frames, cycled).
@@ -265,7 +265,7 @@ async def status_of(call: Any) -> grpc.StatusCode:
 
 async def test_enhance_results_and_offline_across_two_replicas(replicas, task_codec, frames) -> None:
     a, b = replicas
-    async with aio.insecure_channel(a.target) as ch_a, aio.insecure_channel(b.target) as ch_b:
+    async with operator_channel(a.target) as ch_a, operator_channel(b.target) as ch_b:
         op_a, op_b = operator_pb2_grpc.OperatorStub(ch_a), operator_pb2_grpc.OperatorStub(ch_b)
         early_b = Subscriber(ch_b)  # on B before the camera exists
         early_a = Subscriber(ch_a)
@@ -370,7 +370,7 @@ async def test_enhance_results_and_offline_across_two_replicas(replicas, task_co
 
 async def test_a_camera_moving_to_another_replica(replicas, task_codec, frames) -> None:
     a, b = replicas
-    async with aio.insecure_channel(a.target) as ch_a, aio.insecure_channel(b.target) as ch_b:
+    async with operator_channel(a.target) as ch_a, operator_channel(b.target) as ch_b:
         op_a, op_b = operator_pb2_grpc.OperatorStub(ch_a), operator_pb2_grpc.OperatorStub(ch_b)
         sub_b = Subscriber(ch_b)
         first = Camera(ch_a, frames, task_codec.base_model_id)
@@ -520,7 +520,7 @@ async def test_embedded_mode_needs_no_redis(tmp_path, task_codec, frames, monkey
     await server.start()
     try:
         assert server.cluster is None
-        async with aio.insecure_channel(server.target) as ch:
+        async with operator_channel(server.target) as ch:
             sub = Subscriber(ch)
             cam = Camera(ch, frames, task_codec.base_model_id)
             await cam.welcome()

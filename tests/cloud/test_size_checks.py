@@ -26,7 +26,7 @@ from layercast.cloud.web import client as web_client
 from layercast.shared.codec import bitstream
 from layercast.shared.errors import ImageTooLarge
 from layercast.shared.rpc import analytics_pb2, analytics_pb2_grpc, edge_pb2, operator_pb2, operator_pb2_grpc
-from tests.cloud.conftest import TOKENS, EdgeStream, cloud_config
+from tests.cloud.conftest import TOKENS, EdgeStream, cloud_config, operator_channel
 
 
 def rss_mb() -> float:
@@ -78,7 +78,7 @@ async def test_headers_claiming_huge_images_are_refused_on_every_path_without_al
 ):
     huge_base = claiming(frames[0].base, 65535, 65535)  # the most a 16-bit header field can state
     rounds = 30
-    async with aio.insecure_channel(cloud.target) as ch:
+    async with operator_channel(cloud.target) as ch:
         infer = analytics_pb2_grpc.AnalyticsStub(ch).Infer
         e = EdgeStream(ch)
         e.hello(
