@@ -53,6 +53,7 @@ layercast_cloud_cluster_calls_total{direction}      counter  forwarded (sent) / 
 layercast_cloud_cluster_results_appended_total      counter  results written to the shared Redis stream
 layercast_cloud_cluster_results_backlog             gauge    results waiting to be written
 layercast_cloud_cluster_results_dropped_total       counter  results not shared (backlog full; kept locally)
+layercast_cloud_cluster_rejected_total{reason}      counter  messages from Redis refused (``cluster.signing.REASONS``)
 layercast_cloud_ready                               gauge    1 once serving
 layercast_build_info{version,base_model_id,enhancement_model_id}  gauge  1
 ==================================================  =======  ===========================================
@@ -71,6 +72,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from layercast.cloud.batcher import BatchRecord
+from layercast.cloud.cluster.signing import REASONS
 from layercast.shared.errors import (
     CameraOffline,
     EdgeStoreFailed,
@@ -422,3 +424,13 @@ def _cluster_families(server: CloudServer) -> Iterator[Metric]:
         calls.add_metric(["forwarded"], st.forwarded_calls)
         calls.add_metric(["served"], st.served_calls)
     yield calls
+    rejected = CounterMetricFamily(
+        "layercast_cloud_cluster_rejected",
+        "Inbox messages, results entries and forwarded calls from Redis refused, by reason "
+        "(unsigned, bad_signature, misaddressed, replayed, unauthorised, sequence_jump, malformed).",
+        labels=["reason"],
+    )
+    if st is not None:
+        for reason in REASONS:
+            rejected.add_metric([reason], float(st.rejected.get(reason, 0)))
+    yield rejected

@@ -336,7 +336,9 @@ class CloudServer:
             default_limit=100,
             max_limit=cfg.limits.max_list_frames,
         )
-        operator_api = local if self.cluster is None else self.cluster.operator_api(local, self.router)
+        operator_api = (
+            local if self.cluster is None else self.cluster.operator_api(local, self.router, audit=self.audit)
+        )
         operator_pb2_grpc.add_OperatorServicer_to_server(OperatorServicer(operator_api), server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
