@@ -123,8 +123,33 @@ class LimitsConfig:
     max_message_bytes: int = field(default=16 * MiB, metadata=_bounds(64 * 1024, 1024 * MiB))
     max_frame_bytes: int = field(default=4 * MiB, metadata=_bounds(1024))
     max_image_pixels: int = field(default=4096 * 4096, metadata=_bounds(64))
-    #: Time an edge has to send its Hello after opening the stream.
-    hello_timeout_s: float = field(default=10.0, metadata=_bounds(0.1, 600.0))
+    #: Time an edge has to send its Hello after opening the stream (edges send it at once); a
+    #: stream without one is refused (UNAUTHENTICATED) after this long.
+    hello_timeout_s: float = field(default=3.0, metadata=_bounds(0.1, 600.0))
+    #: EdgeLink streams waiting for their Hello at a time; more are refused (RESOURCE_EXHAUSTED).
+    max_pending_hellos: int = field(default=256, metadata=_bounds(1, 1_000_000))
+    #: Calls in flight on the whole server (every service; gRPC's ``maximum_concurrent_rpcs``):
+    #: more are refused with RESOURCE_EXHAUSTED. Leave room for every camera's stream.
+    max_concurrent_rpcs: int = field(default=8192, metadata=_bounds(16, 1_000_000))
+    #: Streams one HTTP/2 connection may have open (``grpc.max_concurrent_streams``); a client's
+    #: further calls on that connection wait for one to end.
+    max_concurrent_streams: int = field(default=256, metadata=_bounds(1, 100_000))
+    #: Operator and Analytics calls one caller (its operator name, else its address) may have in
+    #: flight, Subscribe streams included; more are refused with RESOURCE_EXHAUSTED.
+    max_calls_per_caller: int = field(default=256, metadata=_bounds(1, 1_000_000))
+    #: Analytics.Subscribe streams served at a time, all callers together (each holds a queue of
+    #: ``subscriber_queue`` results at most); more are refused with RESOURCE_EXHAUSTED.
+    max_subscribers: int = field(default=1024, metadata=_bounds(1, 1_000_000))
+    #: Messages queued down one camera's stream (acks, credits, enhancement requests) at most: a
+    #: camera that stops reading its stream has it ended with RESOURCE_EXHAUSTED.
+    camera_outgoing_queue: int = field(default=1024, metadata=_bounds(16, 1_000_000))
+    #: Longest model id, software version, capability or camera id a Hello, Infer or Subscribe
+    #: request may carry (characters); longer is refused with INVALID_ARGUMENT before it is stored.
+    max_id_length: int = field(default=128, metadata=_bounds(16, 4096))
+    #: Images in Analytics.Infer at a time (all callers): Infer runs after camera frames, and
+    #: calls above this are refused with RESOURCE_EXHAUSTED, so a flood of Infer never holds up
+    #: the cameras' frames.
+    max_concurrent_infer: int = field(default=4, metadata=_bounds(1, 10_000))
     #: Frames per ListFrames answer at most.
     max_list_frames: int = field(default=500, metadata=_bounds(1, 100_000))
     #: A connection must finish its handshake (TLS if any, the HTTP/2 preface and SETTINGS) within

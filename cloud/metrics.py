@@ -45,6 +45,7 @@ layercast_cloud_subscriber_lag_max                  gauge    results queued for 
 layercast_cloud_subscribers_lagged_total            counter  subscribers cut off for lagging
 layercast_cloud_auth_refusals_total{reason}         counter  callers refused, see ``auth.REFUSAL_REASONS``
 layercast_cloud_rate_limited_total{kind}            counter  camera_frames delayed / operator_requests refused
+layercast_cloud_limit_refusals_total{limit}         counter  calls refused at a bound (``layercast.cloud.limits``)
 layercast_cloud_audit_write_failures_total          counter  Enhance audit lines that could not be written
 layercast_cloud_cluster_redis_up                    gauge    scaled mode: 1 while lease renewals reach Redis
 layercast_cloud_cluster_cameras_held                gauge    scaled mode: camera leases this replica holds
@@ -356,6 +357,16 @@ class CloudCollector(Collector):
             if limiter is not None:
                 limited.add_metric([limiter.kind], limiter.limited)
         yield limited
+        bounds = CounterMetricFamily(
+            "layercast_cloud_limit_refusals",
+            "Calls refused at a bound: per_caller, subscribers, pending_hellos, infer.",
+            labels=["limit"],
+        )
+        call_limits = getattr(server, "call_limits", None)
+        if call_limits is not None:
+            for limit in ("per_caller", "subscribers", "pending_hellos", "infer"):
+                bounds.add_metric([limit], call_limits.refused.get(limit, 0))
+        yield bounds
         yield from _cluster_families(server)
         audit = getattr(server, "enhance_audit", None)
         yield CounterMetricFamily(
