@@ -9,6 +9,10 @@ order: completions wait in a per-key reorder buffer and are released to the
 ``on_complete`` sink (called by one task, batch by batch) only once every
 earlier item of that key is out.
 
+Items submitted with ``low_priority`` (one-off Analytics.Infer requests) wait in a queue of their
+own, bounded like the first, and are batched only when no other item waits: camera frames never
+wait behind them for more than the one batch already running.
+
 ``infer_fn(items)`` returns one entry per item: a result, or an exception
 instance for an item that failed on its own. If it raises, every item of the
 batch fails with that exception.
@@ -94,8 +98,10 @@ class Batcher(Generic[T, R]):
             max_workers=workers, thread_name_prefix="layercast-infer"
         )
         self._queue: collections.deque[_Entry[T, R]] = collections.deque()
+        self._low: collections.deque[_Entry[T, R]] = collections.deque()
         self._capacity = queue_capacity
         self._space = asyncio.Semaphore(queue_capacity)
+        self._low_space = asyncio.Semaphore(queue_capacity)
         self._arrived = asyncio.Event()
         self._slots = asyncio.Semaphore(workers)
         self._order: dict[Hashable, collections.deque[_Entry[T, R]]] = {}
@@ -125,22 +131,26 @@ class Batcher(Generic[T, R]):
     @property
     def queued(self) -> int:
         """Items waiting for a batch."""
-        return len(self._queue)
+        return len(self._queue) + len(self._low)
 
     @property
     def outstanding(self) -> int:
         """Items submitted and not yet released to the sink."""
         return self._outstanding
 
-    async def submit(self, item: T, key: Hashable | None = None) -> asyncio.Future[R]:
+    async def submit(
+        self, item: T, key: Hashable | None = None, *, low_priority: bool = False
+    ) -> asyncio.Future[R]:
         """Queue ``item``; waits while the queue is full. The returned future resolves
-        (after the sink has handled the item) with its result or error."""
+        (after the sink has handled the item) with its result or error. A ``low_priority`` item
+        is batched only when no other item waits."""
         if self._closing:
             raise ServiceClosing("the batcher is closing and accepts no new work")
         self.start()
-        await self._space.acquire()
+        space = self._low_space if low_priority else self._space
+        await space.acquire()
         if self._closing:
-            self._space.release()
+            space.release()
             raise ServiceClosing("the batcher is closing and accepts no new work")
         loop = asyncio.get_running_loop()
         entry: _Entry[T, R] = _Entry(
@@ -148,7 +158,7 @@ class Batcher(Generic[T, R]):
         )
         if key is not None:
             self._order.setdefault(key, collections.deque()).append(entry)
-        self._queue.append(entry)
+        (self._low if low_priority else self._queue).append(entry)
         self._outstanding += 1
         self._idle.clear()
         self._arrived.set()
@@ -185,12 +195,13 @@ class Batcher(Generic[T, R]):
     async def _dispatch_loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            while not self._queue:
+            while not self._queue and not self._low:
                 self._arrived.clear()
                 await self._arrived.wait()
-            # Wait for a full batch or until the oldest item's delay has passed.
-            deadline = self._queue[0].submitted + self.max_queue_delay_s
-            while len(self._queue) < self.max_batch_size and not self._closing:
+            # Wait for a full batch or until the oldest item's delay has passed (low-priority
+            # items alone go as soon as a worker is free).
+            deadline = self._queue[0].submitted + self.max_queue_delay_s if self._queue else 0.0
+            while self._queue and len(self._queue) < self.max_batch_size and not self._closing:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
@@ -200,10 +211,15 @@ class Batcher(Generic[T, R]):
                 except TimeoutError:
                     break
             await self._slots.acquire()  # while workers are busy, the batch keeps growing
-            n = min(self.max_batch_size, len(self._queue))
-            batch = [self._queue.popleft() for _ in range(n)]
+            # Other items first; low-priority ones only when none waits.
+            queue, space = (self._queue, self._space) if self._queue else (self._low, self._low_space)
+            n = min(self.max_batch_size, len(queue))
+            if n == 0:
+                self._slots.release()
+                continue
+            batch = [queue.popleft() for _ in range(n)]
             for _ in batch:
-                self._space.release()
+                space.release()
             task = loop.create_task(self._run_batch(batch))
             self._inflight.add(task)
             task.add_done_callback(self._inflight.discard)
@@ -284,5 +300,5 @@ class Batcher(Generic[T, R]):
                     else:
                         entry.future.set_result(d.result)  # type: ignore[arg-type]
             self._outstanding -= len(ready)
-            if self._outstanding == 0 and not self._queue:
+            if self._outstanding == 0 and not self._queue and not self._low:
                 self._idle.set()

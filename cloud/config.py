@@ -136,8 +136,33 @@ class LimitsConfig:
     max_message_bytes: int = field(default=16 * MiB, metadata=_bounds(64 * 1024, 1024 * MiB))
     max_frame_bytes: int = field(default=4 * MiB, metadata=_bounds(1024))
     max_image_pixels: int = field(default=4096 * 4096, metadata=_bounds(64))
-    #: Time an edge has to send its Hello after opening the stream.
-    hello_timeout_s: float = field(default=10.0, metadata=_bounds(0.1, 600.0))
+    #: Time an edge has to send its Hello after opening the stream (edges send it at once); a
+    #: stream without one is refused (UNAUTHENTICATED) after this long.
+    hello_timeout_s: float = field(default=3.0, metadata=_bounds(0.1, 600.0))
+    #: EdgeLink streams waiting for their Hello at a time; more are refused (RESOURCE_EXHAUSTED).
+    max_pending_hellos: int = field(default=256, metadata=_bounds(1, 1_000_000))
+    #: Calls in flight on the whole server (every service; gRPC's ``maximum_concurrent_rpcs``):
+    #: more are refused with RESOURCE_EXHAUSTED. Leave room for every camera's stream.
+    max_concurrent_rpcs: int = field(default=8192, metadata=_bounds(16, 1_000_000))
+    #: Streams one HTTP/2 connection may have open (``grpc.max_concurrent_streams``); a client's
+    #: further calls on that connection wait for one to end.
+    max_concurrent_streams: int = field(default=256, metadata=_bounds(1, 100_000))
+    #: Operator and Analytics calls one caller (its operator name, else its address) may have in
+    #: flight, Subscribe streams included; more are refused with RESOURCE_EXHAUSTED.
+    max_calls_per_caller: int = field(default=256, metadata=_bounds(1, 1_000_000))
+    #: Analytics.Subscribe streams served at a time, all callers together (each holds a queue of
+    #: ``subscriber_queue`` results at most); more are refused with RESOURCE_EXHAUSTED.
+    max_subscribers: int = field(default=1024, metadata=_bounds(1, 1_000_000))
+    #: Messages queued down one camera's stream (acks, credits, enhancement requests) at most: a
+    #: camera that stops reading its stream has it ended with RESOURCE_EXHAUSTED.
+    camera_outgoing_queue: int = field(default=1024, metadata=_bounds(16, 1_000_000))
+    #: Longest model id, software version, capability or camera id a Hello, Infer or Subscribe
+    #: request may carry (characters); longer is refused with INVALID_ARGUMENT before it is stored.
+    max_id_length: int = field(default=128, metadata=_bounds(16, 4096))
+    #: Images in Analytics.Infer at a time (all callers): Infer runs after camera frames, and
+    #: calls above this are refused with RESOURCE_EXHAUSTED, so a flood of Infer never holds up
+    #: the cameras' frames.
+    max_concurrent_infer: int = field(default=4, metadata=_bounds(1, 10_000))
     #: Frames per ListFrames answer at most.
     max_list_frames: int = field(default=500, metadata=_bounds(1, 100_000))
     #: A connection must finish its handshake (TLS if any, the HTTP/2 preface and SETTINGS) within
@@ -180,11 +205,72 @@ class ClusterConfig:
     forward_timeout_s: float = field(default=15.0, metadata=_bounds(0.1, 600.0))
     #: Results kept in the shared log (approximately; also trimmed to ``retention.max_age_s``).
     results_maxlen: int = field(default=100_000, metadata=_bounds(100))
+    #: The key every replica signs its messages through Redis with (HMAC-SHA256 over each inbox
+    #: message and each results entry): at least 32 characters, the same on every replica
+    #: (``openssl rand -hex 32``). Required with ``backend = "redis"`` (here, in ``secret_file`` or in
+    #: ``LAYERCAST_CLOUD_CLUSTER__SECRET``); a message without a valid tag is refused and counted in
+    #: ``layercast_cloud_cluster_rejected_total{reason}``.
+    secret: str | None = field(default=None, metadata={"secret": True})
+    #: A file holding the cluster secret (a Kubernetes Secret mounted as a file); surrounding
+    #: whitespace is ignored.
+    secret_file: Path | None = None
+    #: Password of the Redis user (``AUTH``; ``requirepass`` or an ACL user), when not in redis_url.
+    redis_password: str | None = field(default=None, metadata={"secret": True})
+    #: A file holding that password (whitespace around it ignored).
+    redis_password_file: Path | None = None
+    #: PEM file of the CA that signed Redis's certificate, for ``rediss://`` (unset = the system CAs).
+    redis_ca_file: Path | None = None
+    #: A result whose sequence is more than this ahead of the last one read for its camera is refused
+    #: (counted as ``sequence_jump``): one forged far-ahead sequence would otherwise hide every later
+    #: result of that camera from subscribers.
+    max_sequence_jump: int = field(default=1_000_000, metadata=_bounds(1))
 
-    def __repr__(self) -> str:  # ``--print-config`` and logs: never the password in redis_url
-        shown = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+    def __repr__(self) -> str:  # ``--print-config`` and logs: never the password nor the secret
+        shown: dict[str, Any] = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         shown["redis_url"] = re.sub(r"//([^:@/]*):[^@/]*@", r"//\1:***@", self.redis_url)
+        for key in ("secret", "redis_password"):
+            if shown[key] is not None:
+                shown[key] = "***"
         return f"ClusterConfig({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
+
+    def secret_bytes(self) -> bytes:
+        """The cluster secret (from ``secret`` or ``secret_file``); ConfigError when missing or short."""
+        value = self.secret
+        if value is None and self.secret_file is not None:
+            try:
+                value = self.secret_file.read_text().strip()
+            except OSError as exc:
+                raise ConfigError(
+                    f"cluster.secret_file = {str(self.secret_file)!r} cannot be read: {exc.strerror or exc}"
+                ) from None
+        if not value:
+            raise ConfigError(
+                "cluster.backend = redis needs cluster.secret or cluster.secret_file (the same on every "
+                "replica; e.g. `openssl rand -hex 32`): replicas sign what they exchange through Redis"
+            )
+        if len(value) < 32:
+            raise ConfigError("cluster.secret must be at least 32 characters (value not shown)")
+        return value.encode()
+
+    def redis_connection_options(self) -> dict[str, Any]:
+        """Keyword arguments for redis-py beside the URL: the password and the CA of ``rediss://``."""
+        options: dict[str, Any] = {}
+        password = self.redis_password
+        if password is None and self.redis_password_file is not None:
+            try:
+                password = self.redis_password_file.read_text().strip()
+            except OSError as exc:
+                raise ConfigError(
+                    f"cluster.redis_password_file = {str(self.redis_password_file)!r} cannot be read: "
+                    f"{exc.strerror or exc}"
+                ) from None
+        if password:
+            options["password"] = password
+        if self.redis_url.startswith("rediss://"):
+            options["ssl_cert_reqs"] = "required"
+            if self.redis_ca_file is not None:
+                options["ssl_ca_certs"] = str(self.redis_ca_file)
+        return options
 
     def validate(self) -> None:
         if self.backend == "none":
@@ -194,6 +280,11 @@ class ClusterConfig:
                 "cluster.redis_url must look like redis://host:6379/0, rediss://host:6380/0 or "
                 "unix:///path/redis.sock (value not shown: it may hold a password)"
             )
+        if self.secret is not None and self.secret_file is not None:
+            raise ConfigError("cluster.secret and cluster.secret_file are both set; choose one")
+        self.secret_bytes()
+        if self.redis_ca_file is not None and not self.redis_url.startswith("rediss://"):
+            raise ConfigError("cluster.redis_ca_file is set, but cluster.redis_url is not rediss:// (TLS)")
         if self.replica_id is not None and not _REPLICA_ID.fullmatch(self.replica_id):
             raise ConfigError(
                 f"cluster.replica_id = {self.replica_id!r} must be 1-128 letters, digits or . _ : - "

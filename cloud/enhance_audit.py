@@ -17,6 +17,7 @@ the caller had no identity or a wrong token.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import time
 from typing import Any
@@ -32,6 +33,10 @@ from layercast.cloud.roles import ANONYMOUS, OperatorRoles, on_behalf_of
 log = logging.getLogger(__name__)
 
 ENHANCE_METHOD = "/layercast.v1.Operator/Enhance"
+
+#: The person an enhancer's Enhance call acts for (``x-layercast-on-behalf-of``; "" otherwise), for
+#: the call's other records (a call forwarded to another replica names it too).
+acting_for: contextvars.ContextVar[str] = contextvars.ContextVar("layercast_acting_for", default="")
 
 #: gRPC status → ``outcome`` of the audit line.
 OUTCOMES = {
@@ -74,6 +79,7 @@ class EnhanceAuditInterceptor(aio.ServerInterceptor):
             t0 = time.perf_counter()
             response: Any = None
             error: BaseException | None = None
+            acting_for.set(claimed if self.roles.role_of(operator_name.get()) == "enhancer" else "")
             try:
                 response = await fn(request, context)
                 return response

@@ -243,9 +243,12 @@ class FramePipeline:
 
     # -- unary inference ----------------------------------------------------------------------------
     async def infer_base(self, base: bytes, camera_id: str = "") -> common_pb2.Result:
-        """Run one base bitstream through the batcher (not stored, not published)."""
+        """Run one base bitstream through the batcher (not stored, not published), after the
+        cameras' frames waiting at the time (low priority)."""
         header = self.engine.check_base(base)
-        fut = await self.batcher.submit(AdhocTask(InferJob(camera_id, 0, 0, base, header)), key=None)
+        fut = await self.batcher.submit(
+            AdhocTask(InferJob(camera_id, 0, 0, base, header)), key=None, low_priority=True
+        )
         return await fut
 
     # -- batch execution (worker thread) -------------------------------------------------------------

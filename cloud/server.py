@@ -32,6 +32,7 @@ from layercast.cloud.health import HealthServicer
 from layercast.cloud.hub import Hub, ResultSink, ResultSource
 from layercast.cloud.inference import CodecLike, InferenceEngine, load_registry_codec, now_us
 from layercast.cloud.interceptors import ReadinessInterceptor, RequestLogInterceptor
+from layercast.cloud.limits import CallLimitInterceptor, CallLimits
 from layercast.cloud.metrics import CloudMetrics
 from layercast.cloud.operator_auth import OperatorAuthInterceptor
 from layercast.cloud.pipeline import FramePipeline
@@ -89,6 +90,8 @@ def server_options(cfg: CloudConfig) -> list[tuple[str, int]]:
         # Bounds on connections that do nothing (slow-loris): no handshake in time, or no call for long.
         ("grpc.server_handshake_timeout_ms", int(cfg.limits.handshake_timeout_s * 1000)),
         ("grpc.max_connection_idle_ms", int(cfg.limits.connection_idle_s * 1000)),
+        # Streams one connection may hold open (its further calls wait client-side).
+        ("grpc.max_concurrent_streams", cfg.limits.max_concurrent_streams),
     ]
 
 
@@ -139,6 +142,12 @@ class CloudServer:
         self.frame_limiter = KeyedLimiter("camera_frames", lim.camera_frames_per_s, lim.camera_frames_burst)
         self.operator_limiter = KeyedLimiter(
             "operator_requests", lim.operator_requests_per_s, lim.operator_requests_burst
+        )
+        #: Calls in flight per caller, subscribers, streams waiting for a Hello (``layercast.cloud.limits``).
+        self.call_limits = CallLimits(
+            per_caller=lim.max_calls_per_caller,
+            subscribers=lim.max_subscribers,
+            pending_hellos=lim.max_pending_hellos,
         )
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -338,10 +347,12 @@ class CloudServer:
                 self.operator_auth,
                 # After the identity check, which names the operator the limit is counted for.
                 OperatorRateLimitInterceptor(self.operator_limiter, self._operator_prefixes()),
+                CallLimitInterceptor(self.call_limits, self._operator_prefixes()),
                 # Last, so readiness and authentication answer before a request is found malformed.
                 DecodeErrorInterceptor(),
             ],
             options=server_options(cfg),
+            maximum_concurrent_rpcs=cfg.limits.max_concurrent_rpcs,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         edge_pb2_grpc.add_EdgeLinkServicer_to_server(
@@ -358,11 +369,22 @@ class CloudServer:
                 hello_timeout_s=cfg.limits.hello_timeout_s,
                 frame_limiter=self.frame_limiter,
                 presence=self.cluster,
+                limits=self.call_limits,
+                outgoing_queue=cfg.limits.camera_outgoing_queue,
+                max_id_length=cfg.limits.max_id_length,
             ),
             server,
         )
         analytics_pb2_grpc.add_AnalyticsServicer_to_server(
-            AnalyticsServicer(hub=self.hub, pipeline=self.pipeline, engine=self.engine, executor=self._aux),
+            AnalyticsServicer(
+                hub=self.hub,
+                pipeline=self.pipeline,
+                engine=self.engine,
+                executor=self._aux,
+                limits=self.call_limits,
+                max_concurrent_infer=cfg.limits.max_concurrent_infer,
+                max_id_length=cfg.limits.max_id_length,
+            ),
             server,
         )
         local = LocalOperator(
@@ -372,7 +394,9 @@ class CloudServer:
             default_limit=100,
             max_limit=cfg.limits.max_list_frames,
         )
-        operator_api = local if self.cluster is None else self.cluster.operator_api(local, self.router)
+        operator_api = (
+            local if self.cluster is None else self.cluster.operator_api(local, self.router, audit=self.audit)
+        )
         operator_pb2_grpc.add_OperatorServicer_to_server(OperatorServicer(operator_api), server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server

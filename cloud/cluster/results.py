@@ -14,6 +14,12 @@ Appending never waits: :meth:`publish` queues, one writer task appends in order 
 while Redis is unreachable, up to a bounded backlog). The stream is trimmed to
 ``cluster.results_maxlen`` entries (approximately, on every append) and to
 ``retention.max_age_s`` (entry ids are times) by :meth:`trim`.
+
+Every entry carries an HMAC tag over its camera, sequence and result with ``cluster.secret``
+(:mod:`.signing`): an entry without a valid tag (written by anything but a replica) is skipped and
+counted, never replayed nor published. So is an entry whose sequence is more than
+``cluster.max_sequence_jump`` ahead of the last one read for its camera, which would otherwise hide
+every later result of that camera from subscribers (they skip sequences they have passed).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from google.protobuf.message import DecodeError
 from redis.asyncio import Redis
 
 from layercast.cloud.cluster.base import REDIS_ERRORS, Backoff, unreachable
+from layercast.cloud.cluster.signing import Rejections, Signer
 from layercast.cloud.store import StoredResult
 from layercast.shared.rpc import common_pb2
 
@@ -54,9 +61,24 @@ def entry_id_of(cursor: int) -> str:
 class RedisResultLog:
     """Appends this replica's results to the shared stream and reads everyone's back."""
 
-    def __init__(self, redis: Redis, key: str, *, maxlen: int, backlog: int = 100_000) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        key: str,
+        *,
+        maxlen: int,
+        signer: Signer,
+        max_sequence_jump: int = 1_000_000,
+        rejections: Rejections | None = None,
+        backlog: int = 100_000,
+    ) -> None:
         self._redis = redis
         self.key = key
+        self._signer = signer
+        self.max_sequence_jump = max_sequence_jump
+        self.rejections = rejections if rejections is not None else Rejections()
+        #: Live reading: the last sequence published per camera.
+        self._live_last: dict[str, int] = {}
         self.maxlen = maxlen
         self._queue: asyncio.Queue[common_pb2.Result] = asyncio.Queue(maxsize=backlog)
         #: Results appended, and results dropped because the backlog was full (Redis down too long).
@@ -100,10 +122,13 @@ class RedisResultLog:
             try:
                 async with self._redis.pipeline(transaction=False) as pipe:
                     for r in batch:
+                        data = r.SerializeToString()
+                        camera, sequence = r.camera_id.encode(), str(r.sequence).encode()
                         fields = {
-                            "camera": r.camera_id,
-                            "sequence": r.sequence,
-                            "result": r.SerializeToString(),
+                            "camera": camera,
+                            "sequence": sequence,
+                            "result": data,
+                            "mac": self._signer.tag("result", camera, sequence, data),
                         }
                         pipe.xadd(self.key, fields, maxlen=self.maxlen, approximate=True)
                     await pipe.execute()
@@ -151,6 +176,7 @@ class RedisResultLog:
         if wanted is not None and not wanted:
             return []
         points = {cam: int(seq) for cam, seq in (resume_after or {}).items()}
+        last_read: dict[str, int] = {}
         start = f"({entry_id_of(cursor)}" if cursor else "-"
         out: list[StoredResult] = []
         while len(out) < limit:
@@ -160,8 +186,8 @@ class RedisResultLog:
                 raise unreachable(exc) from exc
             for entry_id, fields in entries:
                 start = "(" + entry_id.decode()
-                parsed = _parse(entry_id, fields)
-                if parsed is None:
+                parsed = self._parse(entry_id, fields)
+                if parsed is None or not self._plausible(last_read, parsed):
                     continue
                 if wanted is not None and parsed.camera_id not in wanted:
                     continue
@@ -191,13 +217,16 @@ class RedisResultLog:
             for _stream, entries in answer or []:
                 for entry_id, fields in entries:
                     last = entry_id.decode()
-                    parsed = _parse(entry_id, fields)
-                    if parsed is None:
+                    parsed = self._parse(entry_id, fields)
+                    if parsed is None or not self._plausible(self._live_last, parsed):
                         continue
                     try:
                         result = common_pb2.Result.FromString(parsed.data)
                     except DecodeError:
-                        log.warning("skipped entry %s of the results stream: not a Result", last)
+                        self.rejections.add("malformed", "an entry of the results stream")
+                        continue
+                    if (result.camera_id, result.sequence) != (parsed.camera_id, parsed.sequence):
+                        self.rejections.add("malformed", "an entry of the results stream")
                         continue
                     publish(result)
 
@@ -209,12 +238,28 @@ class RedisResultLog:
         except REDIS_ERRORS as exc:
             raise unreachable(exc) from exc
 
+    def _parse(self, entry_id: bytes, fields: Mapping[bytes, bytes]) -> StoredResult | None:
+        """The entry, when its tag is this cluster's; else None (counted)."""
+        camera, sequence, data = (fields.get(k, b"") for k in (b"camera", b"sequence", b"result"))
+        refused = self._signer.check(fields.get(b"mac"), "result", camera, sequence, data)
+        if refused is not None:
+            self.rejections.add(refused, "an entry of the results stream")
+            return None
+        try:
+            return StoredResult(cursor_of(entry_id), camera.decode(), int(sequence), data)
+        except (ValueError, UnicodeDecodeError):
+            self.rejections.add("malformed", "an entry of the results stream")
+            return None
 
-def _parse(entry_id: bytes, fields: Mapping[bytes, bytes]) -> StoredResult | None:
-    try:
-        return StoredResult(
-            cursor_of(entry_id), fields[b"camera"].decode(), int(fields[b"sequence"]), fields[b"result"]
-        )
-    except (KeyError, ValueError, UnicodeDecodeError):
-        log.warning("skipped a malformed entry %s in the results stream", entry_id)
-        return None
+    def _plausible(self, last: dict[str, int], entry: StoredResult) -> bool:
+        """False (counted) when ``entry`` jumps more than ``max_sequence_jump`` past the camera's
+        last sequence in ``last``; else records it there."""
+        previous = last.get(entry.camera_id)
+        if previous is not None and entry.sequence > previous + self.max_sequence_jump:
+            self.rejections.add("sequence_jump", f"a result of camera {entry.camera_id[:64]!r}")
+            return False
+        if entry.sequence < 1 or entry.sequence >= 1 << 63:
+            self.rejections.add("sequence_jump", f"a result of camera {entry.camera_id[:64]!r}")
+            return False
+        last[entry.camera_id] = max(entry.sequence, previous or 0)
+        return True

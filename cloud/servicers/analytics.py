@@ -1,4 +1,8 @@
-"""Analytics: Subscribe (replay then live, resumable) and unary Infer."""
+"""Analytics: Subscribe (replay then live, resumable) and unary Infer.
+
+Infer is bounded (``limits.max_concurrent_infer`` calls at work, RESOURCE_EXHAUSTED above) and its
+bitstreams are batched after the cameras' frames (low priority in the batcher), so a viewer
+flooding Infer does not slow the cameras."""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from grpc import aio
 
 from layercast.cloud.hub import Hub, Lagged
 from layercast.cloud.inference import InferenceEngine
+from layercast.cloud.limits import CallLimits, Slots
 from layercast.cloud.pipeline import FramePipeline
 from layercast.cloud.status import abort_with
 from layercast.shared.errors import InvalidImage, LayercastError
@@ -24,12 +29,24 @@ MAX_SUBSCRIBE_CAMERAS = 10_000
 
 class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServicer):
     def __init__(
-        self, *, hub: Hub, pipeline: FramePipeline, engine: InferenceEngine, executor: Executor
+        self,
+        *,
+        hub: Hub,
+        pipeline: FramePipeline,
+        engine: InferenceEngine,
+        executor: Executor,
+        limits: CallLimits | None = None,
+        max_concurrent_infer: int = 4,
+        max_id_length: int = 128,
     ) -> None:
         self._hub = hub
         self._pipeline = pipeline
         self._engine = engine
         self._executor = executor
+        self._limits = limits
+        #: Infer calls at work at a time (image decoding, encoding and inference, after camera frames).
+        self.infer_slots = Slots(max_concurrent_infer)
+        self._max_id_length = max_id_length
 
     async def Subscribe(
         self, request: analytics_pb2.SubscribeRequest, context: aio.ServicerContext
@@ -43,6 +60,11 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServicer):
                     grpc.StatusCode.INVALID_ARGUMENT,
                     f"{name} names {count} cameras; a subscription may name at most {MAX_SUBSCRIBE_CAMERAS}",
                 )
+        if any(len(c) > self._max_id_length for c in (*request.camera_ids, *request.resume_after)):
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"a camera id is longer than {self._max_id_length} characters (limits.max_id_length)",
+            )
         events = self._hub.follow(
             cameras=list(request.camera_ids),
             resume_after=dict(request.resume_after),
@@ -67,6 +89,27 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServicer):
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, lagged.message)
 
     async def Infer(
+        self, request: analytics_pb2.InferRequest, context: aio.ServicerContext
+    ) -> analytics_pb2.InferResponse:
+        if len(request.camera_id) > self._max_id_length:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"camera_id is longer than {self._max_id_length} characters (limits.max_id_length)",
+            )
+        if not self.infer_slots.take():
+            if self._limits is not None:
+                self._limits.refused["infer"] += 1
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{self.infer_slots.limit} Infer calls are at work already (limits.max_concurrent_infer; "
+                "camera frames come first); retry later",
+            )
+        try:
+            return await self._infer(request, context)
+        finally:
+            self.infer_slots.give()
+
+    async def _infer(
         self, request: analytics_pb2.InferRequest, context: aio.ServicerContext
     ) -> analytics_pb2.InferResponse:
         try:

@@ -11,15 +11,52 @@ from grpc import aio
 
 from layercast.cloud.auth import CameraAuthenticator
 from layercast.cloud.inference import InferenceEngine, now_us
+from layercast.cloud.limits import CallLimits
 from layercast.cloud.pipeline import FramePipeline
 from layercast.cloud.ratelimit import KeyedLimiter
-from layercast.cloud.sessions import CameraSession, EnhancementRouter, Presence, SessionRegistry
+from layercast.cloud.sessions import (
+    DEFAULT_OUTGOING_QUEUE,
+    CameraSession,
+    EnhancementRouter,
+    Presence,
+    SessionRegistry,
+)
 from layercast.cloud.status import abort_with, bounded
 from layercast.cloud.store import Store
-from layercast.shared.errors import LayercastError, PermissionDenied, ServiceClosing, Unauthenticated
+from layercast.shared.errors import (
+    InvalidArgument,
+    LayercastError,
+    PermissionDenied,
+    ServiceClosing,
+    Unauthenticated,
+)
 from layercast.shared.rpc import edge_pb2, edge_pb2_grpc
 
 log = logging.getLogger(__name__)
+
+#: Most capabilities a Hello may list, and the longest token it may carry.
+MAX_CAPABILITIES = 32
+MAX_TOKEN_LENGTH = 4096
+
+
+def check_hello_sizes(hello: edge_pb2.Hello, max_id_length: int) -> None:
+    """INVALID_ARGUMENT when a Hello's strings are longer than what is ever stored or compared."""
+    for name, value in (
+        ("camera_id", hello.camera_id),
+        ("base_model_id", hello.base_model_id),
+        ("enhancement_model_id", hello.enhancement_model_id),
+        ("software_version", hello.software_version),
+    ):
+        if len(value) > max_id_length:
+            raise InvalidArgument(
+                f"Hello.{name} is {len(value)} characters; at most {max_id_length} (limits.max_id_length)"
+            )
+    if len(hello.token) > MAX_TOKEN_LENGTH:
+        raise InvalidArgument(f"Hello.token is longer than {MAX_TOKEN_LENGTH} characters")
+    if len(hello.capabilities) > MAX_CAPABILITIES or any(len(c) > max_id_length for c in hello.capabilities):
+        raise InvalidArgument(
+            f"Hello.capabilities: at most {MAX_CAPABILITIES} entries of {max_id_length} characters"
+        )
 
 
 class EdgeLinkServicer(edge_pb2_grpc.EdgeLinkServicer):
@@ -38,7 +75,14 @@ class EdgeLinkServicer(edge_pb2_grpc.EdgeLinkServicer):
         hello_timeout_s: float,
         frame_limiter: KeyedLimiter | None = None,
         presence: Presence | None = None,
+        limits: CallLimits | None = None,
+        outgoing_queue: int = DEFAULT_OUTGOING_QUEUE,
+        max_id_length: int = 128,
     ) -> None:
+        #: Streams waiting for their Hello at a time (None = unbounded).
+        self._limits = limits
+        self._outgoing_queue = outgoing_queue
+        self._max_id_length = max_id_length
         self._auth = auth
         self._engine = engine
         self._pipeline = pipeline
@@ -58,6 +102,15 @@ class EdgeLinkServicer(edge_pb2_grpc.EdgeLinkServicer):
         self, request_iterator: AsyncIterator[edge_pb2.EdgeMessage], context: aio.ServicerContext
     ) -> AsyncIterator[edge_pb2.CloudMessage]:
         requests = request_iterator.__aiter__()
+        slots = self._limits.pending_hellos if self._limits is not None else None
+        if slots is not None and not slots.take():
+            self._limits.refused["pending_hellos"] += 1  # type: ignore[union-attr]
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"too many streams waiting for their Hello ({slots.limit}, limits.max_pending_hellos); "
+                "retry later",
+            )
+            return
         try:
             first = await asyncio.wait_for(anext(requests), self._hello_timeout_s)
         except (TimeoutError, StopAsyncIteration):
@@ -66,6 +119,9 @@ class EdgeLinkServicer(edge_pb2_grpc.EdgeLinkServicer):
                 grpc.StatusCode.UNAUTHENTICATED, "the first message on the stream must be a Hello"
             )
             return
+        finally:
+            if slots is not None:
+                slots.give()
         if first.WhichOneof("kind") != "hello":
             self._auth.refusals.count("no_hello")
             await context.abort(
@@ -74,6 +130,7 @@ class EdgeLinkServicer(edge_pb2_grpc.EdgeLinkServicer):
             return
         hello = first.hello
         try:
+            check_hello_sizes(hello, self._max_id_length)
             camera_id = self._auth.authenticate(hello, context)
             self._engine.require_model(hello.base_model_id)
         except LayercastError as exc:
@@ -86,7 +143,7 @@ class EdgeLinkServicer(edge_pb2_grpc.EdgeLinkServicer):
             task=self._engine.task,
             now_us=now_us(),
         )
-        session = CameraSession(camera_id, hello)
+        session = CameraSession(camera_id, hello, outgoing=asyncio.Queue(maxsize=self._outgoing_queue))
         self._registry.attach(session)
         log.info(
             "camera %s connected (session %s, next sequence %d, last stored %d)",

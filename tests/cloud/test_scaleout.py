@@ -34,6 +34,7 @@ from prometheus_client import generate_latest
 from layercast.cloud.cluster.base import Keys
 from layercast.cloud.cluster.ownership import Ownership
 from layercast.cloud.cluster.results import RedisResultLog
+from layercast.cloud.cluster.signing import Signer
 from layercast.cloud.config import load_cloud_config
 from layercast.cloud.server import CloudServer
 from layercast.shared.codec.api import EncodedFrame, ScalableCodec
@@ -51,6 +52,8 @@ from tests.cloud.conftest import TOKENS, EdgeStream, cloud_config, operator_chan
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 #: Frames the camera sends to replica A (the 12 test frames, cycled).
 N = 40
+#: The cluster secret of the test replicas.
+SECRET = "test-cluster-secret-" + "s" * 20
 
 
 # ------------------------------------------------------------------------------------ redis-server
@@ -113,6 +116,7 @@ def replica_config(tmp_path: Path, name: str, redis_url: str, prefix: str, **ove
             "cluster.key_prefix": prefix,
             "cluster.ownership_ttl_s": 3.0,
             "cluster.forward_timeout_s": 10.0,
+            "cluster.secret": SECRET,
             **overrides,
         },
     )
@@ -416,7 +420,7 @@ async def test_results_log_replays_in_pages_and_skips_repeated_entries(redis_url
     import redis.asyncio
 
     client = redis.asyncio.Redis.from_url(redis_url)
-    log = RedisResultLog(client, "t-log:results", maxlen=1000)
+    log = RedisResultLog(client, "t-log:results", maxlen=1000, signer=Signer(SECRET.encode()))
     writer = asyncio.create_task(log.run_writer())
     try:
         for seq in range(1, 6):
@@ -486,7 +490,7 @@ async def test_start_fails_clearly_without_redis_or_with_a_taken_replica_id(
 
 
 def test_cluster_configuration_is_validated_and_read_from_the_environment(tmp_path) -> None:
-    base = {"insecure": True, "auth.allow_any_camera": True}
+    base = {"insecure": True, "auth.allow_any_camera": True, "cluster.secret": SECRET}
     cfg = load_cloud_config(
         overrides=base,
         environ={

@@ -25,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import tomllib
+import urllib.parse
 from concurrent import futures
 from pathlib import Path
 from typing import Any
@@ -193,6 +194,24 @@ def test_services_hpa_pdb_and_ingress_point_at_the_cloud() -> None:
     assert backend["port"]["name"] in {p["name"] for p in svc["spec"]["ports"]}
 
 
+def redis_files_of_the_cloud(cloud_env: dict[str, str], tmp_path: Path) -> dict[str, str]:
+    """The cluster files the cloud pods mount from Secrets (cluster secret, Redis password, Redis CA),
+    checked to be mounted from the Secrets of redis.yaml, with stand-ins written for the placeholders."""
+    container = pod_spec(one("Deployment", "layercast-cloud"))["containers"][0]
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod_spec(one("Deployment", "layercast-cloud"))["volumes"]}
+    out = {}
+    for key in ("SECRET_FILE", "REDIS_PASSWORD_FILE", "REDIS_CA_FILE"):
+        mounted = Path(cloud_env[f"LAYERCAST_CLOUD_CLUSTER__{key}"])
+        source = volumes[mounts[str(mounted.parent)]]["secret"]
+        item = {i["path"]: i["key"] for i in source["items"]}[mounted.name]
+        assert item in one("Secret", source["secretName"])["stringData"]
+        stand_in = tmp_path / mounted.name
+        stand_in.write_text("s" * 64 + "\n")
+        out[f"cluster.{key.lower()}"] = str(stand_in)
+    return out
+
+
 def test_configmaps_and_env_are_valid_layercast_configuration(tmp_path: Path) -> None:
     cloud_toml = tmp_path / "cloud.toml"
     cloud_toml.write_text(one("ConfigMap", "layercast-cloud-config")["data"]["cloud.toml"])
@@ -203,7 +222,10 @@ def test_configmaps_and_env_are_valid_layercast_configuration(tmp_path: Path) ->
     creds.write_text(
         '[cameras]\ndoor-1 = "sha256:' + "0" * 64 + '"\n[operators]\nweb = "sha256:' + "1" * 64 + '"\n'
     )
-    cfg = load_cloud_config(cloud_toml, environ=cloud_env, overrides={"auth.credentials_file": str(creds)})
+    cluster_files = redis_files_of_the_cloud(cloud_env, tmp_path)
+    cfg = load_cloud_config(
+        cloud_toml, environ=cloud_env, overrides={"auth.credentials_file": str(creds), **cluster_files}
+    )
     assert cfg.listen == "0.0.0.0" and cfg.metrics_port == 9464
     mounted = Path(tomllib.loads(cloud_toml.read_text())["auth"]["credentials_file"])
     mounts = {m["mountPath"]: m["name"] for m in cloud_container["volumeMounts"]}
@@ -378,6 +400,7 @@ def test_compose_configuration_loads_and_tokens_match_credentials(compose_secret
     doc = compose()
     image_env = dockerfile_env()
     replica_ids = set()
+    toml_cluster = tomllib.loads((COMPOSE_DIR / "cloud.toml").read_text())["cluster"]
     for name in COMPOSE_CLOUDS:
         service = doc["services"][name]
         cloud_cfg = load_cloud_config(
@@ -386,14 +409,23 @@ def test_compose_configuration_loads_and_tokens_match_credentials(compose_secret
             overrides={
                 "auth.credentials_file": str(
                     secret_target(doc, "/run/secrets/camera_credentials", compose_secrets)
-                )
+                ),
+                **{
+                    f"cluster.{key}": str(secret_target(doc, toml_cluster[key], compose_secrets))
+                    for key in ("secret_file", "redis_password_file", "redis_ca_file")
+                },
             },
         )
         cloud_cfg.validate()
         assert "camera_credentials" in service["secrets"]
         # Scale-out: every replica reaches the redis service, once it is healthy, under its own id.
         assert cloud_cfg.cluster.backend == "redis"
-        assert cloud_cfg.cluster.redis_url.split("//", 1)[1].split(":", 1)[0] == "redis"
+        url = urllib.parse.urlsplit(cloud_cfg.cluster.redis_url)
+        assert (url.scheme, url.hostname, url.password) == (
+            "rediss",
+            "redis",
+            None,
+        )  # TLS; no password inline
         assert service["depends_on"]["redis"]["condition"] == "service_healthy"
         assert "healthcheck" in doc["services"]["redis"]
         replica_ids.add(cloud_cfg.cluster.replica_id)
