@@ -14,8 +14,9 @@ Two ways of reading:
   ``max_wait_s``.
 
 Every frame is timestamped from the stream: its presentation time (pts) mapped to the wall clock
-through the wall time of the first frame decoded after (re)opening; a stream whose timestamps
-jump away from the wall clock by more than ``RESYNC_S`` is anchored again.
+through the wall time of the first frame decoded (after each reopening, for a live camera). A
+live frame is never stamped in the future (a camera's start-up burst moves the anchor to the newest frame), and a stream whose
+timestamps jump away from the wall clock by more than ``RESYNC_S`` is anchored again.
 """
 
 from __future__ import annotations
@@ -51,10 +52,15 @@ def import_av() -> Any:
 
 
 class StreamClock:
-    """Maps a stream's presentation times (seconds) to wall-clock microseconds."""
+    """Maps a stream's presentation times (seconds) to wall-clock microseconds.
 
-    def __init__(self, wall: Any = time.time) -> None:
+    A recording (``live=False``) keeps its own timing from the first frame on, whatever the pace
+    it is read at; a live stream is never stamped ahead of the wall clock and is anchored again
+    when its timestamps jump."""
+
+    def __init__(self, wall: Any = time.time, *, live: bool = True) -> None:
         self._wall = wall
+        self.live = live
         self._anchor: tuple[float, float] | None = None  # (pts seconds, wall seconds)
 
     def reset(self) -> None:
@@ -64,10 +70,15 @@ class StreamClock:
         now = self._wall()
         if pts_s is None:
             return int(now * 1e6)
-        if self._anchor is None or abs(self._anchor[1] + pts_s - self._anchor[0] - now) > RESYNC_S:
+        if self._anchor is None or (
+            self.live and abs(self._anchor[1] + pts_s - self._anchor[0] - now) > RESYNC_S
+        ):
             self._anchor = (pts_s, now)
         pts0, wall0 = self._anchor
-        return int((wall0 + pts_s - pts0) * 1e6)
+        stamp = wall0 + pts_s - pts0
+        if self.live and stamp > now:  # frames arriving faster than real time (a server's start-up burst)
+            self._anchor, stamp = (pts_s, now), now
+        return int(stamp * 1e6)
 
 
 @dataclass
@@ -151,7 +162,7 @@ class AVSource:
     # -- files -------------------------------------------------------------------------------------
 
     def _iter_file(self) -> Iterator[CapturedFrame]:
-        clock = StreamClock()
+        clock = StreamClock(live=False)
         offset = 0.0  # a looped file's timestamps carry on from the previous pass
         while not self._stop.is_set():
             container = self._open()

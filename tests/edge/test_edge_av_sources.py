@@ -95,11 +95,17 @@ def test_stream_clock_anchors_at_the_first_frame_and_resyncs_on_a_jump():
     now = [1000.0]
     clock = StreamClock(wall=lambda: now[0])
     assert clock.stamp(5.0) == 1000_000_000
-    now[0] = 1000.05  # read late: the stream's time wins
+    now[0] = 1000.15  # read late: the stream's time wins
     assert clock.stamp(5.1) == 1000_100_000
     now[0] = 1000.2
     assert clock.stamp(9000.0) == 1000_200_000  # a jump of hours: anchored again
     assert clock.stamp(None) == 1000_200_000
+    recording = StreamClock(wall=lambda: now[0], live=False)
+    assert recording.stamp(0.0) == 1000_200_000
+    assert recording.stamp(3.0) == 1003_200_000  # a file read fast keeps its own timing
+    assert clock.stamp(9000.5) == 1000_200_000  # a burst ahead of real time: never in the future
+    now[0] = 1000.3
+    assert clock.stamp(9000.6) == 1000_300_000
 
 
 def test_missing_v4l2_device_is_reported_and_never_blocks():
@@ -119,13 +125,17 @@ def test_missing_v4l2_device_is_reported_and_never_blocks():
 def test_rtsp_camera_frames_are_timestamped_from_the_stream(camera):
     src = open_source(SourceConfig(spec=camera.url, reconnect=FAST_RECONNECT))
     try:
-        frames = live_frames(src, 15, timeout=30)
+        frames = live_frames(src, 60, timeout=40)
         assert frames[0].image.shape == (128, 160, 3)
         assert src.health.up and src.health.reconnects == 0
         steps = np.diff([f.capture_time_us for f in frames]) / 1e3
-        # the clip is 10 fps: consecutive fresh frames are 100 ms apart (or a multiple: newest only)
         assert np.all(steps > 0), steps
-        assert np.all(np.abs(steps / 100 - np.round(steps / 100)) < 0.05), steps
+        # The server's start-up burst arrives faster than real time and is stamped on arrival; then
+        # the clip plays at 10 fps: fresh frames are 100 ms apart by the stream (or a multiple of it,
+        # the source keeping only the newest), however late each was read.
+        steady = steps[-10:]
+        assert abs(np.median(steady) - 100) <= 1, steps
+        assert np.all(np.abs(steady - 100 * np.round(steady / 100)) <= 5), steps
         assert abs(frames[-1].capture_time_us / 1e6 - time.time()) < 5.0
     finally:
         src.close()
