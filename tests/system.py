@@ -17,6 +17,8 @@ import pytest
 
 #: Debian's own Python, which has GStreamer's introspection bindings (python3-gi).
 SYSTEM_PYTHON = "/usr/bin/python3"
+#: Debian packages of the RTSP test camera (GStreamer's RTSP server under Debian's Python).
+GST_RTSP_PACKAGES = "python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good gstreamer1.0-plugins-bad"
 
 
 def missing(program: str, package: str, why: str) -> str:
@@ -57,7 +59,7 @@ def require_gst_rtsp_server(why: str) -> str:
         pytest.fail(
             missing(
                 "GStreamer's RTSP server",
-                "python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good gstreamer1.0-plugins-bad",
+                GST_RTSP_PACKAGES,
                 why,
             )
             + f" ({problem})",
