@@ -37,6 +37,10 @@ def test_extras_by_role() -> None:
     for lib in ("matplotlib", "pycocotools", "faster-coco-eval", "torchmetrics", "scipy"):
         assert lib in names["train"] and lib not in core | names["edge"] | names["cloud"], lib
     assert "layercast[edge,cloud,train]" in extras["dev"]
+    dockerfile = (ROOT / "deploy/docker/Dockerfile").read_text()
+    assert f"ARG LAYERCAST_VERSION={PYPROJECT['project']['version']}\n" in dockerfile
+    assert dockerfile.count('"layercast[edge]==${LAYERCAST_VERSION}"') == 2  # edge, edge-cuda
+    assert dockerfile.count('"layercast[cloud]==${LAYERCAST_VERSION}"') == 2  # cloud, cloud-cuda
 
 
 def test_edge_and_cloud_entry_points_import_no_training_library() -> None:
