@@ -2,7 +2,7 @@
 # Set up a machine for the demo and the tests: the Debian packages of deploy/apt-packages.txt
 # (apt-get, as root or through sudo; skipped when all are installed), then ./.venv (Python 3.11)
 # with torch from this machine's disk and layercast installed editable with its dev extras.
-# Idempotent: a second run only re-checks the installs.
+# Idempotent: a second run only checks (dpkg-query, and a stamp of pyproject.toml in .venv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -47,8 +47,14 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 . .venv/bin/activate
-python -m pip install -q --upgrade pip
-# torch first, pinned: 2.14.1 / 0.29.1 are served from this machine's disk for Python 3.11
-python -c "import torch, torchvision" 2>/dev/null || python -m pip install -q torch==2.14.1 torchvision==0.29.1
-python -m pip install -q -e ".[dev]"
+# The Python installs run again only when pyproject.toml changed since the last successful run.
+STAMP=".venv/.bootstrapped-$(sha256sum pyproject.toml | cut -c1-16)"
+if [ ! -f "$STAMP" ]; then
+  python -m pip install -q --upgrade pip
+  # torch first, pinned: 2.14.1 / 0.29.1 are served from this machine's disk for Python 3.11
+  python -c "import torch, torchvision" 2>/dev/null || python -m pip install -q torch==2.14.1 torchvision==0.29.1
+  python -m pip install -q -e ".[dev]"
+  rm -f .venv/.bootstrapped-*
+  touch "$STAMP"
+fi
 python -c "import layercast, torch; print('layercast', layercast.__version__, '| torch', torch.__version__, '| ready in .venv')"
