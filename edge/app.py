@@ -69,6 +69,8 @@ class EdgeApp:
         self.encoder = encoder
         self._owns_encoder = encoder is None  # an injected encoder may be shared by several cameras
         self._source = source
+        #: The source being read while running (its ``health``, when it has one, is in the metrics).
+        self.source: Iterable[np.ndarray] | None = source
         self.outbox: Outbox | None = None
         #: The outbox's persistent counters as they were when ``run`` ended.
         self.outbox_stats: OutboxStats | None = None
@@ -110,6 +112,7 @@ class EdgeApp:
                 log.info("loading codec %r (device %s)", cfg.encoder.model, cfg.encoder.device)
                 self.encoder = await asyncio.to_thread(Encoder.load, cfg.encoder)
             source = self._source if self._source is not None else open_source(cfg.source)
+            self.source = source
             self.link = EdgeLink(cfg.link, self._identity(), self.outbox, self.store, self.stats)  # type: ignore[arg-type]
             self.link.store_unavailable = self.store_unavailable
             if cfg.link.insecure:
@@ -154,6 +157,9 @@ class EdgeApp:
             capture.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await capture
+            close_source = getattr(source, "close", None)
+            if callable(close_source):
+                close_source()  # a live camera's reading thread
             queue.close()
             await encode
             if len(self.outbox or ()):

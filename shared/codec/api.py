@@ -75,7 +75,8 @@ class ScalableCodec:
         max_pixels: int = bitstream.DEFAULT_MAX_PIXELS,
     ) -> None:
         if base.kind != "base":
-            raise UnknownModel(f"{base.name} is a {base.kind} checkpoint, not a base model")
+            article = "an" if base.kind[:1] in "aeiou" else "a"
+            raise UnknownModel(f"{base.name} is {article} {base.kind} checkpoint, not a base model")
         self.device = select_device(device)
         self.coding_dtype = coding_dtype
         self.max_pixels = max_pixels

@@ -48,6 +48,7 @@ from layercast.shared.rpc import (
     operator_pb2_grpc,
 )
 from tests.cloud.conftest import TOKENS, EdgeStream, cloud_config, operator_channel
+from tests.system import require
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 #: Frames the camera sends to replica A (the 12 test frames, cycled).
@@ -68,10 +69,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real redis-server on 127.0.0.1 (no persistence), for this module."""
-    if not Path(REDIS_SERVER).is_file():
-        pytest.fail(
-            "redis-server is not installed (Debian: apt-get install redis-server); the scale-out tests need it"
-        )
+    require(REDIS_SERVER, "redis-server", "the scale-out tests")
     workdir = tmp_path_factory.mktemp("redis")
     for _attempt in range(3):
         port = _free_port()
