@@ -1,9 +1,11 @@
 """The cloud's adapter over the codec facade: check, decode, infer, convert to protobuf.
 
 Every call here is blocking (torch); the batcher and the servicers run them on
-worker threads. The header of every bitstream is checked (``codec.check_base``
-plus the configured pixel limit) before anything is decoded, so a frame that
-claims a 100000×100000 image is refused before any large allocation.
+worker threads. The header of every bitstream is parsed and checked once, by
+:meth:`InferenceEngine.check_base` (``codec.check_base`` plus the configured
+pixel limit), before anything is decoded, so a frame that claims a
+100000×100000 image is refused before any large allocation; the batch path
+decodes the :class:`~layercast.cloud.frame.Frame` records built from it.
 
 Per-item failures never fail a batch: :meth:`InferenceEngine.run_batch`
 returns a :class:`~layercast.shared.errors.LayercastError` in that item's
@@ -23,6 +25,8 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
+from layercast.cloud.frame import Frame
+from layercast.shared.codec.bitstream import Bitstream
 from layercast.shared.errors import (
     CorruptBitstream,
     ImageTooLarge,
@@ -49,35 +53,11 @@ class CodecLike(Protocol):
     class_names: list[str]
 
     def check_base(self, data: bytes) -> Any: ...
-    def decode_base_batch(self, datas: Sequence[bytes], return_exceptions: bool = False) -> list[Any]: ...
+    def decode_base_batch(self, items: Sequence[Bitstream], return_exceptions: bool = False) -> list[Any]: ...
     def infer(self, decs: Sequence[Any]) -> list[Any]: ...
     def preview(self, dec: Any) -> np.ndarray: ...
     def reconstruct(self, dec: Any, data: bytes) -> np.ndarray: ...
     def encode_batch(self, images: Sequence[np.ndarray], layers: str = "all") -> list[Any]: ...
-
-
-@dataclass(frozen=True)
-class FrameHeader:
-    """What the cloud needs from a base bitstream's header."""
-
-    width: int
-    height: int
-    model_id: str
-
-    @property
-    def pixels(self) -> int:
-        return self.width * self.height
-
-
-@dataclass(frozen=True)
-class InferJob:
-    """One base bitstream to decode and run the task model on."""
-
-    camera_id: str
-    sequence: int
-    capture_time_us: int
-    base: bytes
-    header: FrameHeader
 
 
 @dataclass(frozen=True)
@@ -159,15 +139,15 @@ class InferenceEngine:
         return self.codec.task
 
     # -- checks ---------------------------------------------------------------------------------
-    def check_base(self, data: bytes) -> FrameHeader:
-        """Validate a base bitstream's header (no decoding): raises BitstreamError,
+    def check_base(self, data: bytes) -> Bitstream:
+        """Parse and check a base bitstream's header (no decoding): raises BitstreamError,
         UnknownModel (FAILED_PRECONDITION, naming the id) or ImageTooLarge."""
         header = self.codec.check_base(data)
         if header.width * header.height > self.max_pixels:
             raise ImageTooLarge(
                 f"bitstream claims a {header.width}x{header.height} image, above the limit of {self.max_pixels} pixels"
             )
-        return FrameHeader(int(header.width), int(header.height), str(header.model_id))
+        return Bitstream(header, bytes(data))
 
     def require_model(self, model_id: str) -> None:
         """Raise UnknownModel unless ``model_id`` is the base model this cloud decodes."""
@@ -177,41 +157,28 @@ class InferenceEngine:
             )
 
     # -- batch path -----------------------------------------------------------------------------
-    def run_batch(self, jobs: Sequence[InferJob]) -> list[common_pb2.Result | LayercastError]:
-        """Decode and infer a batch; a failing item yields its error, the others their Result.
-
-        Frames are checked against ``max_pixels`` again from their header, because frames recovered
-        from the store at start-up were checked under the limit of an earlier configuration."""
-        too_large = {i for i, j in enumerate(jobs) if j.header.width * j.header.height > self.max_pixels}
-        if too_large:
-            rest = iter(self.run_batch([j for i, j in enumerate(jobs) if i not in too_large]))
-            return [
-                ImageTooLarge(
-                    f"frame of {j.header.width}x{j.header.height} is above the limit of {self.max_pixels} pixels"
-                )
-                if i in too_large
-                else next(rest)
-                for i, j in enumerate(jobs)
-            ]
-        decoded = self._decode([j.base for j in jobs])
+    def run_batch(self, frames: Sequence[Frame]) -> list[common_pb2.Result | LayercastError]:
+        """Decode and infer a batch of checked frames; a failing item yields its error, the others
+        their Result."""
+        decoded = self._decode([f.bitstream for f in frames])
         good = [i for i, d in enumerate(decoded) if not isinstance(d, BaseException)]
         out: list[common_pb2.Result | LayercastError] = list(decoded)  # errors stay in place
         if good:
             results = self.codec.infer([decoded[i] for i in good])
             done = now_us()
             for i, tr in zip(good, results, strict=True):
-                out[i] = self.to_result(jobs[i], tr, processed_us=done)
+                out[i] = self.to_result(frames[i], tr, processed_us=done)
         return out
 
-    def _decode(self, datas: list[bytes]) -> list[Any]:
+    def _decode(self, items: list[Bitstream]) -> list[Any]:
         try:
-            return self.codec.decode_base_batch(datas, return_exceptions=True)
+            return self.codec.decode_base_batch(items, return_exceptions=True)
         except Exception:
-            log.warning("batch decode failed; decoding the %d frames one by one", len(datas), exc_info=True)
+            log.warning("batch decode failed; decoding the %d frames one by one", len(items), exc_info=True)
         out: list[Any] = []
-        for data in datas:
+        for item in items:
             try:
-                out.append(self.codec.decode_base_batch([data], return_exceptions=True)[0])
+                out.append(self.codec.decode_base_batch([item], return_exceptions=True)[0])
             except LayercastError as exc:
                 out.append(exc)
             except Exception as exc:  # a payload the entropy decoder chokes on
@@ -219,17 +186,17 @@ class InferenceEngine:
                 out.append(CorruptBitstream(f"bitstream does not decode: {type(exc).__name__}: {exc}"))
         return out
 
-    def to_result(self, job: InferJob, task_result: Any, *, processed_us: int) -> common_pb2.Result:
+    def to_result(self, frame: Frame, task_result: Any, *, processed_us: int) -> common_pb2.Result:
         """A TaskResult as a ``layercast.v1.Result``."""
-        w, h = job.header.width, job.header.height
+        w, h = frame.width, frame.height
         res = common_pb2.Result(
-            camera_id=job.camera_id,
-            sequence=job.sequence,
-            capture_time_us=job.capture_time_us,
+            camera_id=frame.camera_id,
+            sequence=frame.sequence,
+            capture_time_us=frame.capture_time_us,
             processed_time_us=processed_us,
             model_id=self.base_model_id,
-            base_bytes=len(job.base),
-            base_bpp=8.0 * len(job.base) / max(1, w * h),
+            base_bytes=frame.nbytes,
+            base_bpp=8.0 * frame.nbytes / max(1, w * h),
             width=w,
             height=h,
             task=self.task,
@@ -258,8 +225,7 @@ class InferenceEngine:
 
     # -- operator path --------------------------------------------------------------------------
     def decode_one(self, base: bytes) -> Any:
-        self.check_base(base)
-        out = self.codec.decode_base_batch([base], return_exceptions=True)[0]
+        out = self.codec.decode_base_batch([self.check_base(base)], return_exceptions=True)[0]
         if isinstance(out, BaseException):
             raise out
         return out
@@ -302,8 +268,7 @@ class InferenceEngine:
         rng = np.random.default_rng(0)
         img = rng.integers(0, 255, size=(64, 64, 3), dtype=np.uint8)
         base = self.codec.encode_batch([img], layers="base")[0].base
-        header = self.check_base(base)
-        self.run_batch([InferJob("warm-up", 1, 0, base, header)])
+        self.run_batch([Frame("warm-up", 1, 0, 0, self.check_base(base))])
 
 
 def load_registry_codec(model: str, *, device: str | None) -> CodecLike:

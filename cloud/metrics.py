@@ -279,8 +279,8 @@ class CloudCollector(Collector):
                     counts.setdefault((cam, outcome), 0)
             for (cam, outcome), n in sorted(counts.items()):
                 frames.add_metric([cam, outcome], n)
-            for code, n in sorted(st.rejected_by_code.items()):
-                errors.add_metric([code], n)
+            for code, n in sorted(st.rejected_by_code.items(), key=lambda item: item[0].name):
+                errors.add_metric([code.name], n)
             recovered.add_metric([], st.recovered)
             queued.add_metric([], pipeline.batcher.queued)
             outstanding.add_metric([], pipeline.batcher.outstanding)

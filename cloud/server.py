@@ -41,7 +41,7 @@ from layercast.cloud.metrics import CloudMetrics
 from layercast.cloud.pipeline import FramePipeline
 from layercast.cloud.ratelimit import KeyedLimiter, OperatorRateLimitInterceptor
 from layercast.cloud.servicers.analytics import AnalyticsServicer
-from layercast.cloud.servicers.edge_link import EdgeLinkServicer
+from layercast.cloud.servicers.edge_link import EdgeLinkServicer, send_event
 from layercast.cloud.servicers.operator import LocalOperator, OperatorServicer
 from layercast.cloud.sessions import EnhancementRouter, EnhancementSource, SessionRegistry
 from layercast.cloud.store import Store, open_store
@@ -262,6 +262,7 @@ class CloudServer:
             engine=self.engine,
             hub=sink,
             registry=self.registry,
+            deliver=send_event,
             max_batch_size=cfg.batching.max_batch_size,
             max_queue_delay_s=cfg.batching.max_queue_delay_ms / 1000.0,
             workers=cfg.batching.workers,

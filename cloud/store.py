@@ -25,7 +25,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from layercast.cloud.frame import Frame
 
 R = TypeVar("R")
 
@@ -104,7 +107,8 @@ class FrameMeta:
 
 @dataclass(frozen=True)
 class FrameRecord(FrameMeta):
-    """A stored frame with its base bitstream."""
+    """A stored frame read back with its base bitstream (not yet parsed: the configuration that
+    checks it may have changed since it was stored)."""
 
     base: bytes = b""
 
@@ -145,31 +149,6 @@ class StoredResult:
 class RetentionReport:
     frames_deleted: int
     results_deleted: int
-
-
-def make_frame(
-    camera_id: str,
-    sequence: int,
-    base: bytes,
-    *,
-    capture_time_us: int,
-    received_us: int,
-    width: int,
-    height: int,
-    model_id: str,
-) -> FrameRecord:
-    """A new pending frame record."""
-    return FrameRecord(
-        camera_id=camera_id,
-        sequence=sequence,
-        capture_time_us=capture_time_us,
-        received_us=received_us,
-        base_size=len(base),
-        width=width,
-        height=height,
-        model_id=model_id,
-        base=base,
-    )
 
 
 #: The query of :meth:`SqliteStore.results_after`. The camera filter and the resume points travel as
@@ -263,8 +242,8 @@ class SqliteStore:
         return [CameraRecord(*row) for row in rows]
 
     # -- frames ------------------------------------------------------------------------------
-    def put_frame(self, frame: FrameRecord) -> InsertOutcome:
-        """Store a frame once; a second insert of the same (camera, sequence) changes nothing."""
+    def put_frame(self, frame: Frame) -> InsertOutcome:
+        """Store a frame once (pending); a second insert of the same (camera, sequence) changes nothing."""
         if not 1 <= frame.sequence <= MAX_SEQUENCE:
             raise ValueError(f"sequence {frame.sequence} outside 1..{MAX_SEQUENCE}")
 
@@ -290,7 +269,7 @@ class SqliteStore:
                     frame.sequence,
                     frame.capture_time_us,
                     frame.received_us,
-                    frame.base,
+                    frame.data,
                     frame.width,
                     frame.height,
                     frame.model_id,
@@ -472,7 +451,7 @@ class Store(Protocol):
     async def touch_camera(self, camera_id: str, now_us: int) -> None: ...
     async def get_camera(self, camera_id: str) -> CameraRecord | None: ...
     async def list_cameras(self) -> list[CameraRecord]: ...
-    async def put_frame(self, frame: FrameRecord) -> InsertOutcome: ...
+    async def put_frame(self, frame: Frame) -> InsertOutcome: ...
     async def get_frame(self, camera_id: str, sequence: int) -> FrameRecord | None: ...
     async def list_frames(
         self, camera_id: str, *, before_sequence: int = 0, limit: int = 100
@@ -521,7 +500,7 @@ class AsyncStore:
     async def list_cameras(self) -> list[CameraRecord]:
         return await self._run(self.backend.list_cameras)
 
-    async def put_frame(self, frame: FrameRecord) -> InsertOutcome:
+    async def put_frame(self, frame: Frame) -> InsertOutcome:
         return await self._run(self.backend.put_frame, frame)
 
     async def get_frame(self, camera_id: str, sequence: int) -> FrameRecord | None:

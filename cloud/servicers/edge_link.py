@@ -1,4 +1,8 @@
-"""EdgeLink.Connect: one long-lived stream per camera (see edge.proto)."""
+"""EdgeLink.Connect: one long-lived stream per camera (see edge.proto).
+
+The only place the frame path speaks protobuf: the pipeline's events (Acked, Rejected,
+CreditsBack) become Ack, FrameRejected and Credits messages here (:func:`to_message`).
+"""
 
 from __future__ import annotations
 
@@ -10,16 +14,35 @@ import grpc
 from grpc import aio
 
 from layercast.cloud.auth import CameraAuthenticator
+from layercast.cloud.frame import Acked, CreditsBack, FrameEvent, Rejected
 from layercast.cloud.inference import InferenceEngine, now_us
 from layercast.cloud.pipeline import FramePipeline
 from layercast.cloud.ratelimit import KeyedLimiter
 from layercast.cloud.sessions import CameraSession, EnhancementRouter, Presence, SessionRegistry
-from layercast.cloud.status import abort_with, bounded
+from layercast.cloud.status import abort_with, bounded, code_number
 from layercast.cloud.store import Store
 from layercast.shared.errors import LayercastError, PermissionDenied, ServiceClosing, Unauthenticated
 from layercast.shared.rpc import edge_pb2, edge_pb2_grpc
 
 log = logging.getLogger(__name__)
+
+
+def to_message(event: FrameEvent) -> edge_pb2.CloudMessage:
+    """What the camera receives for a pipeline event."""
+    match event:
+        case Acked(sequence, duplicate):
+            return edge_pb2.CloudMessage(ack=edge_pb2.Ack(sequence=sequence, duplicate=duplicate))
+        case Rejected(sequence, code, message):
+            rejected = edge_pb2.FrameRejected(sequence=sequence, code=code_number(code), message=message)
+            return edge_pb2.CloudMessage(rejected=rejected)
+        case CreditsBack(count):
+            return edge_pb2.CloudMessage(credits=edge_pb2.Credits(credits=count))
+    raise TypeError(f"not a frame event: {event!r}")
+
+
+def send_event(session: CameraSession, event: FrameEvent) -> None:
+    """Queue ``event`` down ``session``'s stream (dropped once the stream has ended)."""
+    session.send(to_message(event))
 
 
 class EdgeLinkServicer(edge_pb2_grpc.EdgeLinkServicer):
@@ -145,7 +168,11 @@ class EdgeLinkServicer(edge_pb2_grpc.EdgeLinkServicer):
                         await self._frame_limiter.pace(session.camera_id)
                         if session.closed:
                             return
-                    await self._pipeline.ingest(session, message.frame)
+                    frame = message.frame
+                    async for event in self._pipeline.ingest(
+                        session, frame.sequence, frame.capture_time_us, frame.base
+                    ):
+                        send_event(session, event)
                 elif kind == "enhancement":
                     self._router.resolve(session, message.enhancement)
                 elif kind == "heartbeat":

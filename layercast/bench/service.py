@@ -109,13 +109,15 @@ class JpegPath:
             raise InvalidImage(f"not a readable JPEG file: {exc}") from None
         return JpegHeader(w, h, self.base_model_id)
 
-    def decode_base_batch(self, datas: Sequence[bytes], return_exceptions: bool = False) -> list[Any]:
+    def decode_base_batch(self, items: Sequence[Any], return_exceptions: bool = False) -> list[Any]:
+        """JPEG files given as checked bitstreams (a header from :meth:`check_base` and the bytes)."""
         from PIL import Image
 
         from layercast.shared.errors import InvalidImage
 
         out: list[Any] = []
-        for data in datas:
+        for item in items:
+            data = item.data
             try:
                 out.append(JpegDecoded(np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))))
             except Exception as exc:

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from layercast.shared.codec import bitstream
 from layercast.shared.codec.base import BaseLayer
-from layercast.shared.codec.bitstream import Header, LayerKind
+from layercast.shared.codec.bitstream import Bitstream, Header, LayerKind
 from layercast.shared.codec.checkpoint import Checkpoint
 from layercast.shared.codec.enhancement import EnhancementLayer
 from layercast.shared.codec.entropy import load_weights
@@ -244,26 +244,32 @@ class ScalableCodec:
         return header
 
     @torch.no_grad()
-    def decode_base_batch(self, datas: Sequence[bytes], return_exceptions: bool = False) -> list[Any]:
-        """Decode base bitstreams; with ``return_exceptions`` a failing item yields its LayercastError."""
-        out: list[Any] = [None] * len(datas)
-        groups: dict[tuple, list[tuple[int, Header]]] = defaultdict(list)
-        for i, data in enumerate(datas):
+    def decode_base_batch(
+        self, items: Sequence[bytes | Bitstream], return_exceptions: bool = False
+    ) -> list[Any]:
+        """Decode base layers, given as bytes or as :class:`Bitstream` whose header was parsed by
+        :meth:`check_base` (not parsed again); with ``return_exceptions`` a failing item yields its
+        LayercastError."""
+        out: list[Any] = [None] * len(items)
+        groups: dict[tuple, list[tuple[int, Bitstream]]] = defaultdict(list)
+        for i, item in enumerate(items):
             try:
-                header = self.check_base(data)
+                if isinstance(item, Bitstream):
+                    self._check_header(item.header, LayerKind.BASE)
+                    parsed = item
+                else:
+                    parsed = Bitstream(self.check_base(item), bytes(item))
             except LayercastError as exc:
                 if not return_exceptions:
                     raise
                 out[i] = exc
                 continue
-            groups[self.latent_shape(header)].append((i, header))
-        for shape, items in groups.items():
-            res = self.base.latent_codec.decompress(
-                [bitstream.payload(datas[i]) for i, _ in items], shape[1:]
-            )
-            for j, (i, header) in enumerate(items):
+            groups[self.latent_shape(parsed.header)].append((i, parsed))
+        for shape, members in groups.items():
+            res = self.base.latent_codec.decompress([b.payload for _, b in members], shape[1:])
+            for j, (i, b) in enumerate(members):
                 try:
-                    if res["checksums"][j] != header.symbols_crc:
+                    if res["checksums"][j] != b.header.symbols_crc:
                         raise DecodeMismatch(
                             "decoded symbols differ from the encoded ones (symbol CRC mismatch): "
                             "entropy parameters diverged between encoder and decoder, or the payload is forged"
@@ -274,7 +280,7 @@ class ScalableCodec:
                     out[i] = exc
                     continue
                 out[i] = DecodedBase(
-                    header, res["y_hat"][j : j + 1], bitstream.frame_ref_of(datas[i]), len(datas[i])
+                    b.header, res["y_hat"][j : j + 1], bitstream.frame_ref_of(b.data), len(b.data)
                 )
         return out
 

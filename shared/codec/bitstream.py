@@ -99,6 +99,19 @@ class Header:
         return 8.0 * self.total_bytes / self.pixels
 
 
+@dataclass(frozen=True)
+class Bitstream:
+    """A layer whose header has been parsed and checked, with its bytes (header and payload):
+    what the decoders take, so a header is parsed once however many hands the bytes pass through."""
+
+    header: Header
+    data: bytes
+
+    @property
+    def payload(self) -> bytes:
+        return bytes(self.data[self.header.header_size :])
+
+
 def pack(header: Header, payload: bytes) -> bytes:
     if len(payload) != header.payload_length:
         raise ValueError("payload length does not match the header")

@@ -8,14 +8,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from layercast.cloud.inference import InferenceEngine, InferJob, depth_from_proto, depth_to_proto
+from layercast.cloud.frame import Frame
+from layercast.cloud.inference import InferenceEngine, depth_from_proto, depth_to_proto
 from layercast.shared.codec import bitstream
 from layercast.shared.errors import BitstreamError, ImageTooLarge, InvalidImage, UnknownModel
 from tests.cloud.conftest import CLASS_NAMES
 
 
-def job(engine: InferenceEngine, seq: int, base: bytes) -> InferJob:
-    return InferJob("cam", seq, 111 * seq, base, engine.check_base(base))
+def job(engine: InferenceEngine, seq: int, base: bytes) -> Frame:
+    return Frame("cam", seq, 111 * seq, 0, engine.check_base(base))
 
 
 def test_batch_with_a_corrupt_item_keeps_the_others(task_codec, frames):
@@ -28,7 +29,7 @@ def test_batch_with_a_corrupt_item_keeps_the_others(task_codec, frames):
     forged = bitstream.pack(hdr, bytes(payload))
     jobs = [
         job(engine, 1, good[0]),
-        InferJob("cam", 2, 0, forged, engine.check_base(forged)),
+        Frame("cam", 2, 0, 0, engine.check_base(forged)),
         job(engine, 3, good[1]),
     ]
     out = engine.run_batch(jobs)
@@ -42,8 +43,8 @@ def test_batch_with_a_corrupt_item_keeps_the_others(task_codec, frames):
         )
         assert r.width == 64 and r.height == 64 and r.task == "detection"
         assert r.model_id == task_codec.base_model_id
-        assert r.base_bytes == len(jobs[i].base)
-        assert r.base_bpp == pytest.approx(8 * len(jobs[i].base) / (64 * 64))
+        assert r.base_bytes == len(jobs[i].data)
+        assert r.base_bpp == pytest.approx(8 * len(jobs[i].data) / (64 * 64))
         assert all(b.class_name == CLASS_NAMES[b.class_id] for b in r.boxes)
     # the same frames alone give the same detections (batching does not change results)
     alone = engine.run_batch([job(engine, 1, good[0])])[0]
@@ -99,7 +100,7 @@ def test_image_input_is_size_checked_before_decoding(task_codec):
     buf = io.BytesIO()
     Image.new("RGB", (64, 48), (10, 200, 30)).save(buf, format="PNG")
     base = engine.encode_image(buf.getvalue())
-    assert engine.check_base(base).width == 64
+    assert engine.check_base(base).header.width == 64
     big = io.BytesIO()
     Image.new("RGB", (200, 200)).save(big, format="PNG")
     with pytest.raises(ImageTooLarge):

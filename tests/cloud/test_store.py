@@ -4,22 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from layercast.cloud.store import InsertOutcome, ResultRecord, SqliteStore, make_frame
+from layercast.cloud.store import InsertOutcome, ResultRecord, SqliteStore
 from layercast.shared.rpc import common_pb2
+from tests.cloud.conftest import stored_frame
 
 
 def frame(cam: str, seq: int, received_us: int = 0, base: bytes | None = None):
     data = base if base is not None else f"{cam}:{seq}".encode() * 3
-    return make_frame(
-        cam,
-        seq,
-        data,
-        capture_time_us=seq * 10,
-        received_us=received_us,
-        width=64,
-        height=48,
-        model_id="ab" * 8,
-    )
+    return stored_frame(cam, seq, data, capture_time_us=seq * 10, received_us=received_us, size=(64, 48))
 
 
 def result(cam: str, seq: int) -> ResultRecord:
