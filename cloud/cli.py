@@ -209,7 +209,7 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_cloud(args: argparse.Namespace) -> int:
-    from layercast.cloud.credentials import hash_token, new_token
+    from layercast.cloud.security.credentials import hash_token, new_token
 
     if args.hash_token:
         token = sys.stdin.readline().strip()

@@ -37,8 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from layercast.cloud.credentials import TokenTable
-from layercast.cloud.roles import OperatorRoles
+from layercast.cloud.security.credentials import TokenTable
+from layercast.cloud.security.roles import OperatorRoles
 from layercast.shared.config import load_config
 from layercast.shared.errors import ConfigError
 
@@ -86,7 +86,7 @@ class AuthConfig:
     allow_any_camera: bool = False
     #: Operator names (from ``operator_tokens``) that may call Operator.Enhance; the others are viewers
     #: (list, preview, subscribe, infer). Unset = every operator token may Enhance, as before roles
-    #: existed; ``[]`` = nobody. See ``layercast.cloud.roles``.
+    #: existed; ``[]`` = nobody. See ``layercast.cloud.security.roles``.
     enhancers: list[str] | None = None
 
 
@@ -133,7 +133,7 @@ class LimitsConfig:
     handshake_timeout_s: float = field(default=10.0, metadata=_bounds(0.1, 600.0))
     #: Frames per second one camera may send (0 = no limit), with bursts of up to
     #: ``camera_frames_burst``. Above it the camera's stream is read more slowly (flow control and
-    #: credits slow the edge; no frame is refused or lost). See ``layercast.cloud.ratelimit``.
+    #: credits slow the edge; no frame is refused or lost). See ``layercast.cloud.security.ratelimit``.
     camera_frames_per_s: float = field(default=200.0, metadata=_bounds(0.0))
     camera_frames_burst: int = field(default=400, metadata=_bounds(1))
     #: Operator and Analytics requests per second of one operator (its token's name; the caller's

@@ -70,7 +70,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
-from layercast.cloud.batcher import BatchRecord
+from layercast.cloud.ingest.batcher import BatchRecord
 from layercast.shared.errors import (
     CameraOffline,
     EdgeStoreFailed,

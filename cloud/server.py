@@ -22,31 +22,31 @@ from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from layercast.cloud.audit import AuditLog
-from layercast.cloud.auth import AuthRefusals, CameraAuthenticator
 from layercast.cloud.cluster import open_cluster
 from layercast.cloud.config import CloudConfig
-from layercast.cloud.decoding import DecodeErrorInterceptor
-from layercast.cloud.enhance_audit import EnhanceAuditInterceptor
-from layercast.cloud.health import HealthServicer
-from layercast.cloud.hub import Hub, ResultSink, ResultSource
-from layercast.cloud.inference import CodecLike, InferenceEngine, load_registry_codec, now_us
-from layercast.cloud.interceptors import (
+from layercast.cloud.ingest.engine import CodecLike, InferenceEngine, load_registry_codec, now_us
+from layercast.cloud.ingest.pipeline import FramePipeline
+from layercast.cloud.metrics import CloudMetrics
+from layercast.cloud.results.hub import Hub, ResultSink, ResultSource
+from layercast.cloud.results.store import Store, open_store
+from layercast.cloud.results.viewer import FrameViewer
+from layercast.cloud.rpc.health import HealthServicer
+from layercast.cloud.rpc.interceptors import (
     CameraCertGate,
     ReadinessInterceptor,
     RequestLogInterceptor,
     TokenInterceptor,
 )
-from layercast.cloud.metrics import CloudMetrics
-from layercast.cloud.pipeline import FramePipeline
-from layercast.cloud.ratelimit import KeyedLimiter, OperatorRateLimitInterceptor
-from layercast.cloud.servicers.analytics import AnalyticsServicer
-from layercast.cloud.servicers.edge_link import EdgeLinkServicer, send_event
-from layercast.cloud.servicers.operator import LocalOperator, OperatorServicer
+from layercast.cloud.rpc.malformed import DecodeErrorInterceptor
+from layercast.cloud.rpc.servicers.analytics import AnalyticsServicer
+from layercast.cloud.rpc.servicers.edge_link import EdgeLinkServicer, send_event
+from layercast.cloud.rpc.servicers.operator import LocalOperator, OperatorServicer
+from layercast.cloud.security.audit import AuditLog
+from layercast.cloud.security.auth import AuthRefusals, CameraAuthenticator
+from layercast.cloud.security.enhance_audit import EnhanceAuditInterceptor
+from layercast.cloud.security.ratelimit import KeyedLimiter, OperatorRateLimitInterceptor
+from layercast.cloud.security.tls import server_credentials
 from layercast.cloud.sessions import EnhancementRouter, EnhancementSource, SessionRegistry
-from layercast.cloud.store import Store, open_store
-from layercast.cloud.tls import server_credentials
-from layercast.cloud.viewer import FrameViewer
 from layercast.shared.errors import ConfigError, LayercastError
 from layercast.shared.metrics import MetricsServer, metrics_enabled, start_metrics_server
 from layercast.shared.rpc import (
@@ -135,7 +135,7 @@ class CloudServer:
         self.operator_auth: TokenInterceptor
         self.audit: AuditLog
         self.enhance_audit: EnhanceAuditInterceptor
-        #: Rate limits (``layercast_cloud_rate_limited_total{kind}``), see ``layercast.cloud.ratelimit``.
+        #: Rate limits (``layercast_cloud_rate_limited_total{kind}``), see ``layercast.cloud.security.ratelimit``.
         lim = config.limits
         self.frame_limiter = KeyedLimiter("camera_frames", lim.camera_frames_per_s, lim.camera_frames_burst)
         self.operator_limiter = KeyedLimiter(

@@ -23,7 +23,7 @@ from google.protobuf.message import Message
 
 from layercast.cloud.cluster.ownership import Ownership
 from layercast.cloud.cluster.rpc import ReplicaRpc
-from layercast.cloud.servicers.operator import LocalOperator
+from layercast.cloud.rpc.servicers.operator import LocalOperator
 from layercast.cloud.sessions import EnhancementRouter, SessionRegistry
 from layercast.shared.errors import ClusterUnavailable, FrameNotStored, LayercastError, RequestTimeout
 from layercast.shared.rpc import operator_pb2
@@ -99,7 +99,7 @@ class ClusterEnhancements:
 
 
 class ClusterOperator:
-    """:class:`~layercast.cloud.servicers.operator.OperatorApi` over every replica."""
+    """:class:`~layercast.cloud.rpc.servicers.operator.OperatorApi` over every replica."""
 
     def __init__(
         self,

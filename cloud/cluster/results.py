@@ -2,7 +2,7 @@
 
 Each replica appends its results (written to its own store first) in the order its pipeline
 stores them, so per camera the log is in sequence order. Every replica serves
-Analytics.Subscribe from this log through its :class:`~layercast.cloud.hub.Hub`:
+Analytics.Subscribe from this log through its :class:`~layercast.cloud.results.hub.Hub`:
 
 * replay: :meth:`RedisResultLog.results_after` pages through the stream (XRANGE), filtered by
   camera and resume points like the store's results table, with the entry id as the cursor;
@@ -26,8 +26,8 @@ from collections.abc import Callable, Iterable, Mapping
 from google.protobuf.message import DecodeError
 from redis.asyncio import Redis
 
-from layercast.cloud.cluster.base import REDIS_ERRORS, Backoff, unreachable
-from layercast.cloud.store import StoredResult
+from layercast.cloud.cluster.keys import REDIS_ERRORS, Backoff, unreachable
+from layercast.cloud.results.store import StoredResult
 from layercast.shared.rpc import common_pb2
 
 log = logging.getLogger(__name__)

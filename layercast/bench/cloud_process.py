@@ -104,7 +104,7 @@ class CloudProcess:
 
     def launch(self) -> None:
         """Spawn without waiting (the caller can prepare its load while the cloud loads its model)."""
-        from layercast.cloud.credentials import hash_token
+        from layercast.cloud.security.credentials import hash_token
 
         self.workdir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "cameras.toml").write_text(

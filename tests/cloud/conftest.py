@@ -15,8 +15,8 @@ from grpc import aio
 
 import layercast.shared.tasks.builtin  # noqa: F401  (registers the task models)
 from layercast.cloud.config import CloudConfig, load_cloud_config
-from layercast.cloud.credentials import hash_token
-from layercast.cloud.frame import Frame
+from layercast.cloud.ingest.frame import Frame
+from layercast.cloud.security.credentials import hash_token
 from layercast.cloud.server import CloudServer
 from layercast.shared.codec.api import EncodedFrame, ScalableCodec
 from layercast.shared.codec.bitstream import Bitstream, Header, LayerKind, parse_header

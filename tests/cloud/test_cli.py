@@ -18,7 +18,7 @@ import pytest
 from grpc import aio
 from PIL import Image
 
-from layercast.cloud.credentials import hash_token
+from layercast.cloud.security.credentials import hash_token
 from layercast.cloud.server import CloudServer
 from layercast.shared.pki import create_local_pki
 from layercast.shared.rpc import edge_pb2

@@ -10,8 +10,8 @@ from pathlib import Path
 import grpc
 from grpc import aio
 
-from layercast.cloud.frame import Acked, CreditsBack, Rejected
-from layercast.cloud.servicers.edge_link import to_message
+from layercast.cloud.ingest.frame import Acked, CreditsBack, Rejected
+from layercast.cloud.rpc.servicers.edge_link import to_message
 from layercast.shared.codec import bitstream
 from layercast.shared.rpc import edge_pb2
 from tests.cloud.test_server import connect, results
@@ -57,5 +57,5 @@ def test_only_the_edge_link_servicer_speaks_edge_protobuf_on_the_frame_path():
             if isinstance(node, ast.ImportFrom) and node.module == "layercast.shared.rpc":
                 if any(alias.name in ("edge_pb2", "edge_pb2_grpc") for alias in node.names):
                     speakers.append(path.relative_to(CLOUD).as_posix())
-    frame_path = {"pipeline.py", "batcher.py", "inference.py", "store.py", "frame.py", "hub.py"}
+    frame_path = {"pipeline.py", "batcher.py", "engine.py", "store.py", "frame.py", "hub.py"}
     assert not {Path(s).name for s in speakers} & frame_path, speakers

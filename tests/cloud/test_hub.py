@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from layercast.cloud.hub import Hub, Lagged
-from layercast.cloud.store import AsyncStore, ResultRecord, SqliteStore
+from layercast.cloud.results.hub import Hub, Lagged
+from layercast.cloud.results.store import AsyncStore, ResultRecord, SqliteStore
 from layercast.shared.errors import ServiceClosing
 from layercast.shared.rpc import common_pb2
 from tests.cloud.conftest import stored_frame

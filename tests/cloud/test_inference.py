@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from layercast.cloud.frame import Frame
-from layercast.cloud.inference import InferenceEngine, depth_from_proto, depth_to_proto
+from layercast.cloud.ingest.engine import InferenceEngine, depth_from_proto, depth_to_proto
+from layercast.cloud.ingest.frame import Frame
 from layercast.shared.codec import bitstream
 from layercast.shared.errors import BitstreamError, ImageTooLarge, InvalidImage, UnknownModel
 from tests.cloud.conftest import CLASS_NAMES

@@ -31,7 +31,7 @@ from grpc import aio
 from PIL import Image
 from prometheus_client import generate_latest
 
-from layercast.cloud.cluster.base import Keys
+from layercast.cloud.cluster.keys import Keys
 from layercast.cloud.cluster.ownership import Ownership
 from layercast.cloud.cluster.results import RedisResultLog
 from layercast.cloud.config import load_cloud_config

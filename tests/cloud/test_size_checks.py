@@ -21,11 +21,11 @@ from grpc import aio
 from PIL import Image
 
 from layercast.cloud import cli as cloud_cli
-from layercast.cloud.inference import InferenceEngine
-from layercast.cloud.pipeline import FramePipeline
+from layercast.cloud.ingest.engine import InferenceEngine
+from layercast.cloud.ingest.pipeline import FramePipeline
+from layercast.cloud.results.store import AsyncStore, SqliteStore
 from layercast.cloud.server import server_options
 from layercast.cloud.sessions import SessionRegistry
-from layercast.cloud.store import AsyncStore, SqliteStore
 from layercast.cloud.web import client as web_client
 from layercast.shared.codec import bitstream
 from layercast.shared.rpc import analytics_pb2, analytics_pb2_grpc, edge_pb2, operator_pb2, operator_pb2_grpc

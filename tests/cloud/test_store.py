@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from layercast.cloud.store import InsertOutcome, ResultRecord, SqliteStore
+from layercast.cloud.results.store import InsertOutcome, ResultRecord, SqliteStore
 from layercast.shared.rpc import common_pb2
 from tests.cloud.conftest import stored_frame
 

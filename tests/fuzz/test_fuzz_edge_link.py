@@ -23,8 +23,8 @@ import pytest
 from google.protobuf.message import DecodeError
 from hypothesis import strategies as st
 
-from layercast.cloud.credentials import CAMERA_ID_RE
-from layercast.cloud.store import MAX_SEQUENCE
+from layercast.cloud.results.store import MAX_SEQUENCE
+from layercast.cloud.security.credentials import CAMERA_ID_RE
 from layercast.shared.rpc import edge_pb2
 from tests.fuzz.clients import CONNECT, cloud_messages, code_number, finish
 from tests.fuzz.harness import (

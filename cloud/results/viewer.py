@@ -11,10 +11,10 @@ import time
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
-from layercast.cloud.cache import LruCache
-from layercast.cloud.inference import InferenceEngine, PngImage
+from layercast.cloud.ingest.engine import InferenceEngine, PngImage
+from layercast.cloud.results.cache import LruCache
+from layercast.cloud.results.store import FrameRecord, Store
 from layercast.cloud.sessions import EnhancementSource
-from layercast.cloud.store import FrameRecord, Store
 from layercast.shared.errors import FrameNotStored
 from layercast.shared.rpc import common_pb2
 

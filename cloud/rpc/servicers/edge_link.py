@@ -13,14 +13,14 @@ from collections.abc import AsyncIterator
 import grpc
 from grpc import aio
 
-from layercast.cloud.auth import CameraAuthenticator
-from layercast.cloud.frame import Acked, CreditsBack, FrameEvent, Rejected
-from layercast.cloud.inference import InferenceEngine, now_us
-from layercast.cloud.pipeline import FramePipeline
-from layercast.cloud.ratelimit import KeyedLimiter
+from layercast.cloud.ingest.engine import InferenceEngine, now_us
+from layercast.cloud.ingest.frame import Acked, CreditsBack, FrameEvent, Rejected
+from layercast.cloud.ingest.pipeline import FramePipeline
+from layercast.cloud.results.store import Store
+from layercast.cloud.rpc.status import abort_with, bounded, code_number
+from layercast.cloud.security.auth import CameraAuthenticator
+from layercast.cloud.security.ratelimit import KeyedLimiter
 from layercast.cloud.sessions import CameraSession, EnhancementRouter, Presence, SessionRegistry
-from layercast.cloud.status import abort_with, bounded, code_number
-from layercast.cloud.store import Store
 from layercast.shared.errors import LayercastError, PermissionDenied, ServiceClosing, Unauthenticated
 from layercast.shared.rpc import edge_pb2, edge_pb2_grpc
 

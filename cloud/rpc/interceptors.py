@@ -21,10 +21,10 @@ from typing import Any
 import grpc
 from grpc import aio
 
-from layercast.cloud.auth import AuthRefusals, bearer_token
-from layercast.cloud.credentials import TokenTable
-from layercast.cloud.roles import OperatorRoles
-from layercast.cloud.tls import peer_identity
+from layercast.cloud.security.auth import AuthRefusals, bearer_token
+from layercast.cloud.security.credentials import TokenTable
+from layercast.cloud.security.roles import OperatorRoles
+from layercast.cloud.security.tls import peer_identity
 
 log = logging.getLogger("layercast.cloud.rpc")
 
@@ -176,7 +176,7 @@ class ReadinessInterceptor(aio.ServerInterceptor):
 class TokenInterceptor(aio.ServerInterceptor):
     """Requires ``authorization: Bearer <token>`` on the given services when a token table is configured,
     and the enhancer role for the methods that need it (PERMISSION_DENIED otherwise, see
-    :mod:`layercast.cloud.roles`). Names the caller in ``operator_name`` either way."""
+    :mod:`layercast.cloud.security.roles`). Names the caller in ``operator_name`` either way."""
 
     def __init__(
         self,

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 if TYPE_CHECKING:
-    from layercast.cloud.frame import Frame
+    from layercast.cloud.ingest.frame import Frame
 
 R = TypeVar("R")
 

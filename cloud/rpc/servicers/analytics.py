@@ -9,10 +9,10 @@ from concurrent.futures import Executor
 import grpc
 from grpc import aio
 
-from layercast.cloud.hub import Hub, Lagged
-from layercast.cloud.inference import InferenceEngine
-from layercast.cloud.pipeline import FramePipeline
-from layercast.cloud.status import abort_with
+from layercast.cloud.ingest.engine import InferenceEngine
+from layercast.cloud.ingest.pipeline import FramePipeline
+from layercast.cloud.results.hub import Hub, Lagged
+from layercast.cloud.rpc.status import abort_with
 from layercast.shared.errors import InvalidImage, LayercastError
 from layercast.shared.rpc import analytics_pb2, analytics_pb2_grpc
 

@@ -2,8 +2,8 @@
 
 :class:`FramePipeline` owns the batcher and is what the EdgeLink servicer
 calls for each BaseFrame. It parses the frame's header once into a
-:class:`~layercast.cloud.frame.Frame` and answers in
-:data:`~layercast.cloud.frame.FrameEvent` values (Acked, Rejected,
+:class:`~layercast.cloud.ingest.frame.Frame` and answers in
+:data:`~layercast.cloud.ingest.frame.FrameEvent` values (Acked, Rejected,
 CreditsBack), which the servicer turns into messages. Guarantees:
 
 * A frame is acknowledged only after it is durably stored; a frame already
@@ -37,13 +37,13 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from layercast.cloud.batcher import Batcher, BatchRecord, Done
-from layercast.cloud.frame import Acked, CreditsBack, Frame, FrameEvent, Rejected
-from layercast.cloud.hub import ResultSink
-from layercast.cloud.inference import InferenceEngine, now_us
+from layercast.cloud.ingest.batcher import Batcher, BatchRecord, Done
+from layercast.cloud.ingest.engine import InferenceEngine, now_us
+from layercast.cloud.ingest.frame import Acked, CreditsBack, Frame, FrameEvent, Rejected
+from layercast.cloud.results.hub import ResultSink
+from layercast.cloud.results.store import MAX_SEQUENCE, FrameRecord, InsertOutcome, ResultRecord, Store
+from layercast.cloud.rpc.status import code_number, status_of
 from layercast.cloud.sessions import CameraSession, SessionRegistry
-from layercast.cloud.status import code_number, status_of
-from layercast.cloud.store import MAX_SEQUENCE, FrameRecord, InsertOutcome, ResultRecord, Store
 from layercast.shared.errors import LayercastError
 from layercast.shared.rpc import common_pb2
 

@@ -5,7 +5,7 @@ worker threads. The header of every bitstream is parsed and checked once, by
 :meth:`InferenceEngine.check_base` (``codec.check_base`` plus the configured
 pixel limit), before anything is decoded, so a frame that claims a
 100000×100000 image is refused before any large allocation; the batch path
-decodes the :class:`~layercast.cloud.frame.Frame` records built from it.
+decodes the :class:`~layercast.cloud.ingest.frame.Frame` records built from it.
 
 Per-item failures never fail a batch: :meth:`InferenceEngine.run_batch`
 returns a :class:`~layercast.shared.errors.LayercastError` in that item's
@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
-from layercast.cloud.frame import Frame
+from layercast.cloud.ingest.frame import Frame
 from layercast.shared.codec.bitstream import Bitstream
 from layercast.shared.errors import (
     CorruptBitstream,
