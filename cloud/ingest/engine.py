@@ -1,4 +1,9 @@
-"""The cloud's adapter over the codec facade: check, decode, infer, convert to protobuf.
+"""The cloud's adapter over the codec facade: check, decode, infer, convert to a Result.
+
+Images around it live elsewhere: previews and reconstructions for operators in
+:mod:`layercast.cloud.results.previews`, PNG and depth-map encoding in
+:mod:`layercast.cloud.results.png`, an Analytics.Infer image turned into a
+base bitstream in :mod:`layercast.cloud.ingest.images`.
 
 Every call here is blocking (torch); the batcher and the servicers run them on
 worker threads. The header of every bitstream is parsed and checked once, by
@@ -15,33 +20,22 @@ model id for a model the cloud lacks).
 
 from __future__ import annotations
 
-import io
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
-from PIL import Image
 
 from layercast.cloud.ingest.frame import Frame
+from layercast.cloud.results.png import depth_to_proto
 from layercast.shared.codec.bitstream import Bitstream
-from layercast.shared.errors import (
-    CorruptBitstream,
-    ImageTooLarge,
-    InvalidImage,
-    LayercastError,
-    NotReady,
-    UnknownModel,
-)
+from layercast.shared.errors import CorruptBitstream, ImageTooLarge, LayercastError, NotReady, UnknownModel
 from layercast.shared.rpc import common_pb2
 
 log = logging.getLogger(__name__)
 
 _BACKGROUND_NAMES = {"__background__", "background", "__bg__"}
-#: What Analytics.Infer accepts as an image.
-IMAGE_FORMATS = ("PNG", "JPEG")
 
 
 class CodecLike(Protocol):
@@ -58,44 +52,6 @@ class CodecLike(Protocol):
     def preview(self, dec: Any) -> np.ndarray: ...
     def reconstruct(self, dec: Any, data: bytes) -> np.ndarray: ...
     def encode_batch(self, images: Sequence[np.ndarray], layers: str = "all") -> list[Any]: ...
-
-
-@dataclass(frozen=True)
-class PngImage:
-    png: bytes
-    width: int
-    height: int
-
-
-def encode_png(image: np.ndarray) -> PngImage:
-    """An RGB (HxWx3 uint8) or 16-bit gray (HxW uint16) array as PNG bytes."""
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG", compress_level=1)
-    return PngImage(buf.getvalue(), int(image.shape[1]), int(image.shape[0]))
-
-
-def depth_to_proto(depth: np.ndarray, encoding: str = "png16") -> common_pb2.DepthMap:
-    """A float32 depth map (metres) as a DepthMap: 16-bit PNG with a per-frame scale, or float16."""
-    d = np.nan_to_num(np.asarray(depth, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
-    d = np.maximum(d, 0.0)
-    h, w = d.shape
-    if encoding == "f16":
-        data = d.astype("<f2").tobytes()
-        return common_pb2.DepthMap(width=w, height=h, encoding="f16", data=data, scale=1.0)
-    top = float(d.max()) if d.size else 0.0
-    scale = top / 65535.0 if top > 0 else 1.0
-    q = np.clip(np.rint(d / scale), 0, 65535).astype(np.uint16)
-    return common_pb2.DepthMap(width=w, height=h, encoding="png16", data=encode_png(q).png, scale=scale)
-
-
-def depth_from_proto(m: common_pb2.DepthMap) -> np.ndarray:
-    """Inverse of :func:`depth_to_proto` (metres, float32)."""
-    if m.encoding == "f16":
-        return np.frombuffer(m.data, dtype="<f2").astype(np.float32).reshape(m.height, m.width)
-    if m.encoding == "png16":
-        arr = np.asarray(Image.open(io.BytesIO(m.data)), dtype=np.float32)
-        return (arr * np.float32(m.scale)).reshape(m.height, m.width)
-    raise ValueError(f"unknown depth encoding {m.encoding!r}")
 
 
 def now_us() -> int:
@@ -223,45 +179,12 @@ class InferenceEngine:
         name = names[idx] if 0 <= idx < len(names) else str(label)
         return max(idx, 0), name
 
-    # -- operator path --------------------------------------------------------------------------
     def decode_one(self, base: bytes) -> Any:
+        """One base bitstream, checked and decoded (for previews); raises its error."""
         out = self.codec.decode_base_batch([self.check_base(base)], return_exceptions=True)[0]
         if isinstance(out, BaseException):
             raise out
         return out
-
-    def preview_png(self, base: bytes) -> PngImage:
-        """The base-only preview (simple synthesis) as PNG."""
-        return encode_png(self.codec.preview(self.decode_one(base)))
-
-    def reconstruct_png(self, base: bytes, enhancement: bytes) -> PngImage:
-        """The full reconstruction from base + enhancement as PNG (FrameMismatch if they differ)."""
-        return encode_png(self.codec.reconstruct(self.decode_one(base), enhancement))
-
-    def encode_image(self, data: bytes) -> bytes:
-        """A PNG/JPEG file to a base bitstream; the size is checked before the pixels are decoded.
-
-        ``Image.open`` reads only the header (the size); the pixels are decoded by ``convert`` once
-        the size is known to be within ``max_pixels``. Only PNG and JPEG are parsed (Pillow's other
-        formats are more attack surface than the API promises), and a header above Pillow's own
-        decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``) is refused as too large as well."""
-        try:
-            im = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
-            w, h = im.size
-        except Image.DecompressionBombError as exc:
-            raise ImageTooLarge(
-                f"image header claims more than the limit of {self.max_pixels} pixels (refused before "
-                f"decoding): {exc}"
-            ) from None
-        except Exception as exc:
-            raise InvalidImage(f"not a readable PNG or JPEG image: {exc}") from None
-        if w * h > self.max_pixels:
-            raise ImageTooLarge(f"image of {w}x{h} is above the limit of {self.max_pixels} pixels")
-        try:
-            rgb = np.array(im.convert("RGB"))
-        except Exception as exc:
-            raise InvalidImage(f"image does not decode: {exc}") from None
-        return self.codec.encode_batch([rgb], layers="base")[0].base
 
     def warm_up(self) -> None:
         """One encode, decode and inference on a small image, so the first frame is not slow."""

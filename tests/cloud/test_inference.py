@@ -8,8 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from layercast.cloud.ingest.engine import InferenceEngine, depth_from_proto, depth_to_proto
+from layercast.cloud.ingest.engine import InferenceEngine
 from layercast.cloud.ingest.frame import Frame
+from layercast.cloud.ingest.images import encode_image
+from layercast.cloud.results.png import depth_from_proto, depth_to_proto
+from layercast.cloud.results.previews import preview_png, reconstruct_png
 from layercast.shared.codec import bitstream
 from layercast.shared.errors import BitstreamError, ImageTooLarge, InvalidImage, UnknownModel
 from tests.cloud.conftest import CLASS_NAMES
@@ -99,22 +102,22 @@ def test_image_input_is_size_checked_before_decoding(task_codec):
     engine = InferenceEngine(task_codec, max_pixels=100 * 100)
     buf = io.BytesIO()
     Image.new("RGB", (64, 48), (10, 200, 30)).save(buf, format="PNG")
-    base = engine.encode_image(buf.getvalue())
+    base = encode_image(engine, buf.getvalue())
     assert engine.check_base(base).header.width == 64
     big = io.BytesIO()
     Image.new("RGB", (200, 200)).save(big, format="PNG")
     with pytest.raises(ImageTooLarge):
-        engine.encode_image(big.getvalue())
+        encode_image(engine, big.getvalue())
     with pytest.raises(InvalidImage):
-        engine.encode_image(b"not an image")
+        encode_image(engine, b"not an image")
 
 
 def test_previews_and_reconstructions_match_the_codec(task_codec, frames):
     engine = InferenceEngine(task_codec)
     dec = task_codec.decode_base_batch([frames[3].base])[0]
-    prev = engine.preview_png(frames[3].base)
+    prev = preview_png(engine, frames[3].base)
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(prev.png))), task_codec.preview(dec))
-    rec = engine.reconstruct_png(frames[3].base, frames[3].enhancement)
+    rec = reconstruct_png(engine, frames[3].base, frames[3].enhancement)
     assert np.array_equal(
         np.asarray(Image.open(io.BytesIO(rec.png))), task_codec.reconstruct(dec, frames[3].enhancement)
     )

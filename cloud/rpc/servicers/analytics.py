@@ -10,6 +10,7 @@ import grpc
 from grpc import aio
 
 from layercast.cloud.ingest.engine import InferenceEngine
+from layercast.cloud.ingest.images import encode_image
 from layercast.cloud.ingest.pipeline import FramePipeline
 from layercast.cloud.results.hub import Hub, Lagged
 from layercast.cloud.rpc.status import abort_with
@@ -73,7 +74,7 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServicer):
             kind = request.WhichOneof("input")
             if kind == "image":
                 loop = asyncio.get_running_loop()
-                base = await loop.run_in_executor(self._executor, self._engine.encode_image, request.image)
+                base = await loop.run_in_executor(self._executor, encode_image, self._engine, request.image)
             elif kind == "base":
                 base = request.base
             else:
