@@ -2,7 +2,7 @@
 
 Two kinds of sources:
 
-* read at scrape time (on the event loop, see :mod:`layercast.shared.metrics`):
+* read at scrape time (on the event loop, see :mod:`layercast.shared.prometheus`):
   the pipeline's counters, the batcher's queue, the connected cameras, the
   hub's subscribers, the pending enhancement requests, readiness, build info;
 * observed as things happen, through the hooks the server wires:
@@ -78,7 +78,7 @@ from layercast.shared.errors import (
     FrameNotFound,
     RequestTimeout,
 )
-from layercast.shared.metrics import BPP_BUCKETS, BuildInfoCollector
+from layercast.shared.prometheus import BPP_BUCKETS, BuildInfoCollector
 
 if TYPE_CHECKING:
     from layercast.cloud.server import CloudServer

@@ -48,7 +48,7 @@ from layercast.cloud.security.ratelimit import KeyedLimiter, OperatorRateLimitIn
 from layercast.cloud.security.tls import server_credentials
 from layercast.cloud.sessions import EnhancementRouter, EnhancementSource, SessionRegistry
 from layercast.shared.errors import ConfigError, LayercastError
-from layercast.shared.metrics import MetricsServer, metrics_enabled, start_metrics_server
+from layercast.shared.prometheus import MetricsServer, metrics_enabled, start_metrics_server
 from layercast.shared.rpc import (
     analytics_pb2,
     analytics_pb2_grpc,

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from layercast.shared.codec import bitstream
-from layercast.shared.codec.base import BaseLayer
+from layercast.shared.codec.base_layer import BaseLayer
 from layercast.shared.codec.bitstream import Bitstream, Header, LayerKind
 from layercast.shared.codec.checkpoint import Checkpoint
 from layercast.shared.codec.enhancement import EnhancementLayer
