@@ -24,7 +24,7 @@ from grpc_reflection.v1alpha import reflection
 
 from layercast.cloud.cluster import open_cluster
 from layercast.cloud.config import CloudConfig
-from layercast.cloud.ingest.engine import CodecLike, InferenceEngine, load_registry_codec, now_us
+from layercast.cloud.ingest.engine import CodecLike, InferenceEngine, load_registry_codec
 from layercast.cloud.ingest.pipeline import FramePipeline
 from layercast.cloud.metrics import CloudMetrics
 from layercast.cloud.results.hub import Hub, ResultSink, ResultSource
@@ -47,6 +47,7 @@ from layercast.cloud.security.enhance_audit import EnhanceAuditInterceptor
 from layercast.cloud.security.ratelimit import KeyedLimiter, OperatorRateLimitInterceptor
 from layercast.cloud.security.tls import server_credentials
 from layercast.cloud.sessions import EnhancementRouter, EnhancementSource, SessionRegistry
+from layercast.shared.clock import now_us
 from layercast.shared.errors import ConfigError, LayercastError
 from layercast.shared.prometheus import MetricsServer, metrics_enabled, start_metrics_server
 from layercast.shared.rpc import (

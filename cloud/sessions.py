@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from layercast.shared.clock import now_us
 from layercast.shared.errors import (
     CameraOffline,
     EdgeStoreFailed,
@@ -32,10 +33,6 @@ from layercast.shared.errors import (
 from layercast.shared.rpc import edge_pb2
 
 log = logging.getLogger(__name__)
-
-
-def now_us() -> int:
-    return time.time_ns() // 1000
 
 
 @dataclass(eq=False)

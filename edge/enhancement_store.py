@@ -39,7 +39,6 @@ import logging
 import os
 import struct
 import threading
-import time
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable
@@ -47,6 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from layercast.shared.clock import now_us
 from layercast.shared.errors import StorageError, StorageFull
 
 log = logging.getLogger(__name__)
@@ -130,10 +130,6 @@ class _Entry:
     path: Path
 
 
-def _now_us() -> int:
-    return time.time_ns() // 1000
-
-
 def temp_name(sequence: int, pid: int) -> str:
     """Name of the file frame ``sequence`` is written to by process ``pid`` before its rename.
 
@@ -153,7 +149,7 @@ class EnhancementStore:
         max_bytes: int,
         max_age_s: float,
         sealer: Sealer | None = None,
-        clock_us: Callable[[], int] = _now_us,
+        clock_us: Callable[[], int] = now_us,
     ) -> None:
         self.root = Path(root)
         self.camera_id = camera_id

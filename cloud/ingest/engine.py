@@ -21,7 +21,6 @@ model id for a model the cloud lacks).
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -29,6 +28,7 @@ import numpy as np
 
 from layercast.cloud.ingest.frame import Frame
 from layercast.cloud.results.png import depth_to_proto
+from layercast.shared.clock import now_us
 from layercast.shared.codec.bitstream import Bitstream
 from layercast.shared.errors import CorruptBitstream, ImageTooLarge, LayercastError, NotReady, UnknownModel
 from layercast.shared.rpc import common_pb2
@@ -52,10 +52,6 @@ class CodecLike(Protocol):
     def preview(self, dec: Any) -> np.ndarray: ...
     def reconstruct(self, dec: Any, data: bytes) -> np.ndarray: ...
     def encode_batch(self, images: Sequence[np.ndarray], layers: str = "all") -> list[Any]: ...
-
-
-def now_us() -> int:
-    return time.time_ns() // 1000
 
 
 class InferenceEngine:

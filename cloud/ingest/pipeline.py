@@ -38,12 +38,13 @@ from dataclasses import dataclass, field
 import grpc
 
 from layercast.cloud.ingest.batcher import Batcher, BatchRecord, Done
-from layercast.cloud.ingest.engine import InferenceEngine, now_us
+from layercast.cloud.ingest.engine import InferenceEngine
 from layercast.cloud.ingest.frame import Acked, CreditsBack, Frame, FrameEvent, Rejected
 from layercast.cloud.results.hub import ResultSink
 from layercast.cloud.results.store import MAX_SEQUENCE, FrameRecord, InsertOutcome, ResultRecord, Store
 from layercast.cloud.rpc.status import code_number, status_of
 from layercast.cloud.sessions import CameraSession, SessionRegistry
+from layercast.shared.clock import now_us
 from layercast.shared.errors import LayercastError
 from layercast.shared.rpc import common_pb2
 

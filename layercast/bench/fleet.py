@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,17 +29,13 @@ from layercast.edge.config import BackoffConfig, LinkConfig
 from layercast.edge.link import EdgeIdentity, EdgeLink
 from layercast.edge.outbox import Outbox
 from layercast.edge.stats import EdgeStats
+from layercast.shared.clock import now_us
 from layercast.shared.rpc import analytics_pb2, analytics_pb2_grpc, edge_pb2
 
 log = logging.getLogger(__name__)
 
 DROPPED = "dropped by the edge's outbox (queue full)"
 ABANDONED = "abandoned in the edge's outbox when the ramp step ended"
-
-
-def now_us() -> int:
-    """Wall-clock microseconds, the clock of ``capture_time_us``."""
-    return time.time_ns() // 1000
 
 
 def _status_name(code: int) -> str:

@@ -253,7 +253,7 @@ async def camera_stream(
     """One camera: Hello, then a frame whenever a credit is free, until ``stop``."""
     from grpc import aio
 
-    from layercast.cloud.ingest.engine import now_us
+    from layercast.shared.clock import now_us
     from layercast.shared.rpc import edge_pb2, edge_pb2_grpc
 
     async with aio.insecure_channel(target) as channel:
@@ -315,7 +315,7 @@ async def subscriber(target: str, measure: Measure, ready: asyncio.Event) -> Non
     """A live Analytics.Subscribe client stamping each result as it arrives."""
     from grpc import aio
 
-    from layercast.cloud.ingest.engine import now_us
+    from layercast.shared.clock import now_us
     from layercast.shared.rpc import analytics_pb2, analytics_pb2_grpc
 
     async with aio.insecure_channel(target) as channel:

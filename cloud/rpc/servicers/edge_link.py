@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 import grpc
 from grpc import aio
 
-from layercast.cloud.ingest.engine import InferenceEngine, now_us
+from layercast.cloud.ingest.engine import InferenceEngine
 from layercast.cloud.ingest.frame import Acked, CreditsBack, FrameEvent, Rejected
 from layercast.cloud.ingest.pipeline import FramePipeline
 from layercast.cloud.results.store import Store
@@ -21,6 +21,7 @@ from layercast.cloud.rpc.status import abort_with, bounded, code_number
 from layercast.cloud.security.auth import CameraAuthenticator
 from layercast.cloud.security.ratelimit import KeyedLimiter
 from layercast.cloud.sessions import CameraSession, EnhancementRouter, Presence, SessionRegistry
+from layercast.shared.clock import now_us
 from layercast.shared.errors import LayercastError, PermissionDenied, ServiceClosing, Unauthenticated
 from layercast.shared.rpc import edge_pb2, edge_pb2_grpc
 
