@@ -22,7 +22,7 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -143,6 +143,24 @@ class StoredResult:
     camera_id: str
     sequence: int
     data: bytes
+
+
+@dataclass(frozen=True)
+class ReplayQuery:
+    """A page of the results log a subscriber replays: results after ``cursor`` whose sequence is
+    above their camera's resume point (``resume_after``: camera → last sequence seen; other
+    cameras ``default_after``), of ``cameras`` only (None = all; empty = none), at most ``limit``,
+    in log order (hence in sequence order per camera)."""
+
+    cameras: frozenset[str] | None = None
+    resume_after: Mapping[str, int] = field(default_factory=dict)
+    default_after: int = 0
+    cursor: int = 0
+    limit: int = 500
+
+    def after(self, camera_id: str) -> int:
+        """The last sequence of ``camera_id`` already seen."""
+        return self.resume_after.get(camera_id, self.default_after)
 
 
 @dataclass(frozen=True)
@@ -359,33 +377,19 @@ class SqliteStore:
         )
         return rows[0][0] if rows else None
 
-    def results_after(
-        self,
-        *,
-        cameras: Iterable[str] | None = None,
-        resume_after: Mapping[str, int] | None = None,
-        default_after: int = 0,
-        cursor: int = 0,
-        limit: int = 500,
-    ) -> list[StoredResult]:
-        """Results with cursor > ``cursor`` whose sequence is above the camera's resume point.
-
-        ``resume_after`` maps camera id → last sequence already seen; other cameras use
-        ``default_after``. ``cameras`` (None = all) filters. Ordered by cursor, hence by
-        sequence within each camera.
-        """
-        cams = list(cameras) if cameras is not None else None
-        if cams is not None and not cams:
+    def results_after(self, query: ReplayQuery) -> list[StoredResult]:
+        """The stored results ``query`` asks for, ordered by cursor."""
+        if query.cameras is not None and not query.cameras:
             return []
-        points = {cam: min(int(seq), MAX_SEQUENCE) for cam, seq in (resume_after or {}).items()}
-        filter_json = json.dumps(cams) if cams is not None else None
+        points = {cam: min(int(seq), MAX_SEQUENCE) for cam, seq in query.resume_after.items()}
+        filter_json = json.dumps(sorted(query.cameras)) if query.cameras is not None else None
         params = (
             json.dumps(points),
-            cursor,
+            query.cursor,
             filter_json,
             filter_json,
-            min(default_after, MAX_SEQUENCE),
-            limit,
+            min(query.default_after, MAX_SEQUENCE),
+            query.limit,
         )
         return [StoredResult(*row) for row in self._query(_RESULTS_AFTER, params)]
 
@@ -462,15 +466,7 @@ class Store(Protocol):
     async def mark_rejected(self, camera_id: str, sequence: int, code: int, message: str) -> None: ...
     async def put_results(self, results: Iterable[ResultRecord]) -> list[int]: ...
     async def get_result(self, camera_id: str, sequence: int) -> bytes | None: ...
-    async def results_after(
-        self,
-        *,
-        cameras: Iterable[str] | None = None,
-        resume_after: Mapping[str, int] | None = None,
-        default_after: int = 0,
-        cursor: int = 0,
-        limit: int = 500,
-    ) -> list[StoredResult]: ...
+    async def results_after(self, query: ReplayQuery) -> list[StoredResult]: ...
     async def apply_retention(
         self, *, now_us: int, max_age_s: float, max_frames_per_camera: int
     ) -> RetentionReport: ...
@@ -521,8 +517,8 @@ class AsyncStore:
     async def get_result(self, camera_id: str, sequence: int) -> bytes | None:
         return await self._run(self.backend.get_result, camera_id, sequence)
 
-    async def results_after(self, **kw: Any) -> list[StoredResult]:
-        return await self._run(self.backend.results_after, **kw)
+    async def results_after(self, query: ReplayQuery) -> list[StoredResult]:
+        return await self._run(self.backend.results_after, query)
 
     async def apply_retention(self, **kw: Any) -> RetentionReport:
         return await self._run(self.backend.apply_retention, **kw)

@@ -15,7 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from PIL import Image
 
-from layercast.cloud.results.store import SqliteStore
+from layercast.cloud.results.store import ReplayQuery, SqliteStore
 from layercast.cloud.security.credentials import hash_token
 from layercast.cloud.server import SERVICE_NAMES, CloudServer
 from layercast.shared.rpc import analytics_pb2, analytics_pb2_grpc, edge_pb2, operator_pb2, operator_pb2_grpc
@@ -380,7 +380,7 @@ async def test_stop_drains_acknowledged_frames_and_restart_recovers_the_rest(tmp
             while True:
                 await e.recv(5)
     db = SqliteStore(cfg.db_path)
-    assert [r.sequence for r in db.results_after()] == [1, 2, 3]
+    assert [r.sequence for r in db.results_after(ReplayQuery())] == [1, 2, 3]
     assert db.pending_frames() == []
     # simulate a crash between Ack and inference: frames stored, no result yet
     for seq in (4, 5):
