@@ -27,7 +27,7 @@ from google.protobuf.message import DecodeError
 from redis.asyncio import Redis
 
 from layercast.cloud.cluster.keys import REDIS_ERRORS, Backoff, unreachable
-from layercast.cloud.results.store import ReplayQuery, StoredResult
+from layercast.cloud.results.records import ReplayQuery, StoredResult
 from layercast.shared.rpc import common_pb2
 
 log = logging.getLogger(__name__)

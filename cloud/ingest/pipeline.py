@@ -41,7 +41,8 @@ from layercast.cloud.ingest.batcher import Batcher, BatchRecord, Done
 from layercast.cloud.ingest.engine import InferenceEngine
 from layercast.cloud.ingest.frame import Acked, CreditsBack, Frame, FrameEvent, Rejected
 from layercast.cloud.results.hub import ResultSink
-from layercast.cloud.results.store import MAX_SEQUENCE, FrameRecord, InsertOutcome, ResultRecord, Store
+from layercast.cloud.results.records import MAX_SEQUENCE, FrameRecord, InsertOutcome, ResultRecord
+from layercast.cloud.results.store import Store
 from layercast.cloud.rpc.status import code_number, status_of
 from layercast.cloud.sessions import CameraSession, SessionRegistry
 from layercast.shared.clock import now_us
@@ -271,8 +272,10 @@ class FramePipeline:
         results = [d.result for d in frames if d.error is None and d.result is not None]
         if results:
             await self.store.put_results(
-                ResultRecord(r.camera_id, r.sequence, r.processed_time_us, r.SerializeToString())
-                for r in results
+                [
+                    ResultRecord(r.camera_id, r.sequence, r.processed_time_us, r.SerializeToString())
+                    for r in results
+                ]
             )
             self.stats.results += len(results)
             for r in results:

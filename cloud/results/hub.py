@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from layercast.cloud.results.store import ReplayQuery, StoredResult
+from layercast.cloud.results.records import ReplayQuery, StoredResult
 from layercast.shared.errors import ServiceClosing
 from layercast.shared.rpc import common_pb2
 

@@ -15,7 +15,8 @@ from layercast.cloud.ingest.engine import InferenceEngine
 from layercast.cloud.results.cache import LruCache
 from layercast.cloud.results.png import PngImage
 from layercast.cloud.results.previews import preview_png, reconstruct_png
-from layercast.cloud.results.store import FrameRecord, Store
+from layercast.cloud.results.records import FrameRecord
+from layercast.cloud.results.store import Store
 from layercast.cloud.sessions import EnhancementSource
 from layercast.shared.errors import FrameNotStored
 from layercast.shared.rpc import common_pb2

@@ -7,7 +7,9 @@ import asyncio
 import pytest
 
 from layercast.cloud.results.hub import Hub, Lagged
-from layercast.cloud.results.store import AsyncStore, ResultRecord, SqliteStore
+from layercast.cloud.results.records import ResultRecord
+from layercast.cloud.results.sqlite import SqliteStore
+from layercast.cloud.results.store import AsyncStore
 from layercast.shared.errors import ServiceClosing
 from layercast.shared.rpc import common_pb2
 from tests.cloud.conftest import stored_frame

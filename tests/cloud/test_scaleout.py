@@ -35,7 +35,7 @@ from layercast.cloud.cluster.keys import Keys
 from layercast.cloud.cluster.ownership import Ownership
 from layercast.cloud.cluster.results import RedisResultLog
 from layercast.cloud.config import load_cloud_config
-from layercast.cloud.results.store import ReplayQuery
+from layercast.cloud.results.records import ReplayQuery
 from layercast.cloud.server import CloudServer
 from layercast.shared.codec.api import EncodedFrame, ScalableCodec
 from layercast.shared.errors import ClusterUnavailable, ConfigError

@@ -15,7 +15,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from PIL import Image
 
-from layercast.cloud.results.store import ReplayQuery, SqliteStore
+from layercast.cloud.results.records import ReplayQuery
+from layercast.cloud.results.sqlite import SqliteStore
 from layercast.cloud.security.credentials import hash_token
 from layercast.cloud.server import SERVICE_NAMES, CloudServer
 from layercast.shared.rpc import analytics_pb2, analytics_pb2_grpc, edge_pb2, operator_pb2, operator_pb2_grpc

@@ -23,7 +23,8 @@ from PIL import Image
 from layercast.cloud import cli as cloud_cli
 from layercast.cloud.ingest.engine import InferenceEngine
 from layercast.cloud.ingest.pipeline import FramePipeline
-from layercast.cloud.results.store import AsyncStore, SqliteStore
+from layercast.cloud.results.sqlite import SqliteStore
+from layercast.cloud.results.store import AsyncStore
 from layercast.cloud.server import server_options
 from layercast.cloud.sessions import SessionRegistry
 from layercast.cloud.web import client as web_client

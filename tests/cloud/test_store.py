@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from layercast.cloud.results.store import InsertOutcome, ReplayQuery, ResultRecord, SqliteStore
+from layercast.cloud.results.records import InsertOutcome, ReplayQuery, ResultRecord
+from layercast.cloud.results.sqlite import SqliteStore
+from layercast.cloud.results.store import STORE_METHODS, AsyncStore
 from layercast.shared.rpc import common_pb2
 from tests.cloud.conftest import stored_frame
 
@@ -129,3 +131,18 @@ def test_retention_by_count_and_age_keeps_pending(store):
     # the high-water mark survives retention, so an old resend is recognised as stale
     assert store.get_camera("a").last_sequence == 10
     assert store.put_frame(frame("a", 8)) is InsertOutcome.STALE
+
+
+async def test_async_store_runs_every_protocol_method_on_its_thread_and_nothing_else(tmp_path):
+    s = AsyncStore(SqliteStore(tmp_path / "cloud.db"))
+    try:
+        assert STORE_METHODS >= {"put_frame", "results_after", "pending_frames", "apply_retention"}
+        assert await s.put_frame(frame("a", 1)) is InsertOutcome.NEW
+        await s.put_results([result("a", 1)])
+        assert [r.sequence for r in await s.results_after(ReplayQuery())] == [1]
+        with pytest.raises(AttributeError):
+            getattr(s, "_tx")  # noqa: B009  (the backend's internals are not reachable)
+        with pytest.raises(AttributeError):
+            getattr(s, "last_cursor")  # noqa: B009  (nor what the protocol does not list)
+    finally:
+        await s.close()

@@ -23,7 +23,7 @@ import pytest
 from google.protobuf.message import DecodeError
 from hypothesis import strategies as st
 
-from layercast.cloud.results.store import MAX_SEQUENCE
+from layercast.cloud.results.records import MAX_SEQUENCE
 from layercast.cloud.security.credentials import CAMERA_ID_RE
 from layercast.shared.rpc import edge_pb2
 from tests.fuzz.clients import CONNECT, cloud_messages, code_number, finish
