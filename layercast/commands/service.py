@@ -8,15 +8,15 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from layercast.cloud.cli import register as register_cloud
-    from layercast.cloud.web.cli import register as register_web
-    from layercast.edge.cli import register as register_edge
+    from layercast.commands.cloud import register as register_cloud
+    from layercast.commands.edge import register as register_edge
+    from layercast.commands.web import register as register_web
 
     register_cloud(sub)
     register_web(sub)
     register_edge(sub)
     try:
-        from layercast.demo import register as register_demo
+        from layercast.commands.demo import register as register_demo
     except ModuleNotFoundError:
         return
     register_demo(sub)

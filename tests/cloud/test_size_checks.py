@@ -20,7 +20,6 @@ import pytest
 from grpc import aio
 from PIL import Image
 
-from layercast.cloud import cli as cloud_cli
 from layercast.cloud.ingest.engine import InferenceEngine
 from layercast.cloud.ingest.pipeline import FramePipeline
 from layercast.cloud.results.sqlite import SqliteStore
@@ -28,6 +27,7 @@ from layercast.cloud.results.store import AsyncStore
 from layercast.cloud.server import server_options
 from layercast.cloud.sessions import SessionRegistry
 from layercast.cloud.web import client as web_client
+from layercast.commands import cloud as cloud_cli
 from layercast.shared.codec import bitstream
 from layercast.shared.rpc import analytics_pb2, analytics_pb2_grpc, edge_pb2, operator_pb2, operator_pb2_grpc
 from tests.cloud.conftest import TOKENS, EdgeStream, cloud_config, stored_frame

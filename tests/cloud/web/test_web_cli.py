@@ -37,7 +37,7 @@ async def test_standalone_web_process_serves_against_a_remote_cloud(tmp_path, ta
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "layercast.cloud.web.cli",
+        "layercast.commands.web",
         "web",
         "--config",
         str(config),

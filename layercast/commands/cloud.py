@@ -412,7 +412,7 @@ async def _enhance(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run these commands without the full ``layercast`` CLI (``python -m layercast.cloud.cli``)."""
+    """Run these commands without the full ``layercast`` CLI (``python -m layercast.commands.cloud``)."""
     from layercast.shared.cli import build_parser, run
 
     return run(build_parser([register]), argv)
