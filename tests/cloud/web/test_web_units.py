@@ -15,7 +15,7 @@ import pytest
 from grpc import aio
 from PIL import Image
 
-from layercast.cloud.web.audit import AuditLog
+from layercast.cloud.security.audit import AuditLog
 from layercast.cloud.web.auth import LoginThrottle
 from layercast.cloud.web.client import map_rpc_error
 from layercast.cloud.web.live import BrowserStream, LiveFeed, sse
