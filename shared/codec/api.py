@@ -34,7 +34,6 @@ from layercast.shared.codec.entropy import load_weights
 from layercast.shared.codec.registry import Registry, default_registry
 from layercast.shared.device import select_device
 from layercast.shared.errors import (
-    CorruptBitstream,
     DecodeMismatch,
     FrameMismatch,
     ImageTooLarge,
@@ -173,7 +172,7 @@ class ScalableCodec:
             enc = self.base.latent_codec.compress(self.base.g_a(x))
             y_hat = enc["y_hat"]
             bases = [
-                self._pack(LayerKind.BASE, self.base_model_id, 0, w, h, s, c)
+                bitstream.pack_layer(LayerKind.BASE, self.base_model_id, w, h, s, c)
                 for s, c in zip(enc["strings"], enc["checksums"], strict=True)
             ]
             enhs: list[bytes | None] = [None] * len(idx)
@@ -181,14 +180,14 @@ class ScalableCodec:
                 e = self.enhancement
                 enc_e = e.latent_codec.compress(e.g_a(x), e.condition(y_hat))
                 enhs = [
-                    self._pack(
+                    bitstream.pack_layer(
                         LayerKind.ENHANCEMENT,
                         self.enhancement_model_id,
-                        bitstream.frame_ref_of(b),
                         w,
                         h,
                         s,
                         c,
+                        frame_ref=bitstream.frame_ref_of(b),
                     )
                     for b, s, c in zip(bases, enc_e["strings"], enc_e["checksums"], strict=True)
                 ]
@@ -199,25 +198,13 @@ class ScalableCodec:
     def encode(self, image: np.ndarray, layers: str = "all") -> EncodedFrame:
         return self.encode_batch([image], layers)[0]
 
-    def _pack(self, kind, model_id, ref, w, h, payload: bytes, checksum: int) -> bytes:
-        header = Header(
-            kind=kind,
-            model_id=model_id,
-            frame_ref=ref,
-            width=w,
-            height=h,
-            payload_length=len(payload),
-            symbols_crc=checksum,
-        )
-        return bitstream.pack(header, payload)
-
     # ------------------------------------------------------------------ decode
     def parse_header(self, data: bytes) -> Header:
         return bitstream.parse_header(data, max_pixels=self.max_pixels)
 
     def _check_header(self, header: Header, kind: LayerKind) -> None:
-        if header.kind is not kind:
-            raise CorruptBitstream(f"expected a {kind.label} bitstream, got a {header.layer} bitstream")
+        """The header is of ``kind`` and was coded by the model this codec has for that layer."""
+        bitstream.expect_kind(header, kind)
         if kind is LayerKind.BASE:
             model_id = self.base_model_id
         else:

@@ -132,6 +132,35 @@ def pack(header: Header, payload: bytes) -> bytes:
     return seal(head, payload)
 
 
+def pack_layer(
+    kind: LayerKind,
+    model_id: str,
+    width: int,
+    height: int,
+    payload: bytes,
+    symbols_crc: int,
+    *,
+    frame_ref: int = 0,
+) -> bytes:
+    """A layer's container: its header (built from these fields) and ``payload``."""
+    header = Header(
+        kind=kind,
+        model_id=model_id,
+        frame_ref=frame_ref,
+        width=width,
+        height=height,
+        payload_length=len(payload),
+        symbols_crc=symbols_crc,
+    )
+    return pack(header, payload)
+
+
+def expect_kind(header: Header, kind: LayerKind) -> None:
+    """Raise CorruptBitstream unless ``header`` is of a ``kind`` layer."""
+    if header.kind is not kind:
+        raise CorruptBitstream(f"expected a {kind.label} bitstream, got a {header.layer} bitstream")
+
+
 def seal(head: bytes, payload: bytes) -> bytes:
     """Header bytes (without the CRC32), the CRC32 over them and the payload, the payload."""
     return head + _U32.pack(zlib.crc32(payload, zlib.crc32(head))) + payload
