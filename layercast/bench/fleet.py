@@ -30,7 +30,8 @@ from layercast.edge.link import EdgeIdentity, EdgeLink
 from layercast.edge.outbox import Outbox
 from layercast.edge.stats import EdgeStats
 from layercast.shared.clock import now_us
-from layercast.shared.rpc import analytics_pb2, analytics_pb2_grpc, edge_pb2
+from layercast.shared.results_client import SubscriberLagged, results
+from layercast.shared.rpc import analytics_pb2_grpc, edge_pb2
 
 log = logging.getLogger(__name__)
 
@@ -186,19 +187,17 @@ class ResultSubscriber:
     async def _once(self) -> None:
         resume = {cam: book.last_result for cam, book in self.ledger.cameras.items() if book.last_result}
         async with aio.insecure_channel(self.target) as channel:
-            call = analytics_pb2_grpc.AnalyticsStub(channel).Subscribe(
-                analytics_pb2.SubscribeRequest(resume_after=resume, from_sequence=0)
+            stream = results(
+                analytics_pb2_grpc.AnalyticsStub(channel), resume_after=resume, on_lag=self._lagged
             )
             try:
-                async for event in call:
-                    if event.WhichOneof("kind") == "result":
-                        r = event.result
-                        self.ledger.result(r.camera_id, r.sequence, now_us())
-                    else:
-                        self.resumes += 1
-                        return
+                async for r in stream:
+                    self.ledger.result(r.camera_id, r.sequence, now_us())
             finally:
-                call.cancel()
+                await stream.aclose()
+
+    def _lagged(self, lag: SubscriberLagged) -> None:
+        self.resumes += 1
 
 
 async def wait_connected(links: Sequence[EdgeLink], timeout: float) -> None:
