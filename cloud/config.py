@@ -39,8 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from layercast.cloud.credentials import TokenTable
-from layercast.cloud.roles import OperatorRoles
+from layercast.cloud.security.credentials import TokenTable
+from layercast.cloud.security.roles import OperatorRoles
 from layercast.shared.config import load_config
 from layercast.shared.errors import ConfigError
 
@@ -90,7 +90,7 @@ class AuthConfig:
     #: Accept any camera id and token (closed test networks only; logged as a warning).
     allow_any_camera: bool = False
     #: Operator names (of tokens or operator certificates) that may call Operator.Enhance; everyone
-    #: else is a viewer (list, preview, subscribe, infer). See ``layercast.cloud.roles``.
+    #: else is a viewer (list, preview, subscribe, infer). See ``layercast.cloud.security.roles``.
     enhancers: list[str] = field(default_factory=list)
     #: Development only: Operator and Analytics calls without credentials are served, as the viewer
     #: ``anonymous`` (an enhancer only if ``enhancers`` lists ``anonymous``). Refused at start unless
@@ -171,7 +171,7 @@ class LimitsConfig:
     handshake_timeout_s: float = field(default=10.0, metadata=_bounds(0.1, 600.0))
     #: Frames per second one camera may send (0 = no limit), with bursts of up to
     #: ``camera_frames_burst``. Above it the camera's stream is read more slowly (flow control and
-    #: credits slow the edge; no frame is refused or lost). See ``layercast.cloud.ratelimit``.
+    #: credits slow the edge; no frame is refused or lost). See ``layercast.cloud.security.ratelimit``.
     camera_frames_per_s: float = field(default=200.0, metadata=_bounds(0.0))
     camera_frames_burst: int = field(default=400, metadata=_bounds(1))
     #: Operator and Analytics requests per second of one operator (its token's name; the caller's

@@ -2,7 +2,7 @@
 
 Two kinds of sources:
 
-* read at scrape time (on the event loop, see :mod:`layercast.shared.metrics`):
+* read at scrape time (on the event loop, see :mod:`layercast.shared.prometheus`):
   the pipeline's counters, the batcher's queue, the connected cameras, the
   hub's subscribers, the pending enhancement requests, readiness, build info;
 * observed as things happen, through the hooks the server wires:
@@ -45,7 +45,7 @@ layercast_cloud_subscriber_lag_max                  gauge    results queued for 
 layercast_cloud_subscribers_lagged_total            counter  subscribers cut off for lagging
 layercast_cloud_auth_refusals_total{reason}         counter  callers refused, see ``auth.REFUSAL_REASONS``
 layercast_cloud_rate_limited_total{kind}            counter  camera_frames delayed / operator_requests refused
-layercast_cloud_limit_refusals_total{limit}         counter  calls refused at a bound (``layercast.cloud.limits``)
+layercast_cloud_limit_refusals_total{limit}         counter  calls refused at a bound (``layercast.cloud.rpc.limits``)
 layercast_cloud_audit_write_failures_total          counter  Enhance audit lines that could not be written
 layercast_cloud_cluster_redis_up                    gauge    scaled mode: 1 while lease renewals reach Redis
 layercast_cloud_cluster_cameras_held                gauge    scaled mode: camera leases this replica holds
@@ -72,8 +72,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
-from layercast.cloud.batcher import BatchRecord
 from layercast.cloud.cluster.signing import REASONS
+from layercast.cloud.ingest.batcher import BatchRecord
 from layercast.shared.errors import (
     CameraOffline,
     EdgeStoreFailed,
@@ -81,7 +81,7 @@ from layercast.shared.errors import (
     FrameNotFound,
     RequestTimeout,
 )
-from layercast.shared.metrics import BPP_BUCKETS, BuildInfoCollector
+from layercast.shared.prometheus import BPP_BUCKETS, BuildInfoCollector
 
 if TYPE_CHECKING:
     from layercast.cloud.server import CloudServer
@@ -282,8 +282,8 @@ class CloudCollector(Collector):
                     counts.setdefault((cam, outcome), 0)
             for (cam, outcome), n in sorted(counts.items()):
                 frames.add_metric([cam, outcome], n)
-            for code, n in sorted(st.rejected_by_code.items()):
-                errors.add_metric([code], n)
+            for code, n in sorted(st.rejected_by_code.items(), key=lambda item: item[0].name):
+                errors.add_metric([code.name], n)
             recovered.add_metric([], st.recovered)
             queued.add_metric([], pipeline.batcher.queued)
             outstanding.add_metric([], pipeline.batcher.outstanding)

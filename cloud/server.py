@@ -22,31 +22,32 @@ from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from layercast.cloud.audit import AuditLog
-from layercast.cloud.auth import AuthRefusals, CameraAuthenticator
 from layercast.cloud.cluster import open_cluster
 from layercast.cloud.config import CloudConfig
-from layercast.cloud.decoding import DecodeErrorInterceptor
-from layercast.cloud.enhance_audit import EnhanceAuditInterceptor
-from layercast.cloud.health import HealthServicer
-from layercast.cloud.hub import Hub, ResultSink, ResultSource
-from layercast.cloud.inference import CodecLike, InferenceEngine, load_registry_codec, now_us
-from layercast.cloud.interceptors import ReadinessInterceptor, RequestLogInterceptor
-from layercast.cloud.limits import CallLimitInterceptor, CallLimits
+from layercast.cloud.ingest.engine import CodecLike, InferenceEngine, load_registry_codec
+from layercast.cloud.ingest.pipeline import FramePipeline
 from layercast.cloud.metrics import CloudMetrics
-from layercast.cloud.operator_auth import OperatorAuthInterceptor
-from layercast.cloud.pipeline import FramePipeline
-from layercast.cloud.ratelimit import KeyedLimiter, OperatorRateLimitInterceptor
-from layercast.cloud.revocation import RevocationInterceptor, RevocationList
-from layercast.cloud.servicers.analytics import AnalyticsServicer
-from layercast.cloud.servicers.edge_link import EdgeLinkServicer
-from layercast.cloud.servicers.operator import LocalOperator, OperatorServicer
+from layercast.cloud.results.hub import Hub, ResultSink, ResultSource
+from layercast.cloud.results.store import Store, open_store
+from layercast.cloud.results.viewer import FrameViewer
+from layercast.cloud.rpc.health import HealthServicer
+from layercast.cloud.rpc.interceptors import ReadinessInterceptor, RequestLogInterceptor
+from layercast.cloud.rpc.limits import CallLimitInterceptor, CallLimits
+from layercast.cloud.rpc.malformed import DecodeErrorInterceptor
+from layercast.cloud.rpc.servicers.analytics import AnalyticsServicer
+from layercast.cloud.rpc.servicers.edge_link import EdgeLinkServicer, send_event
+from layercast.cloud.rpc.servicers.operator import LocalOperator, OperatorServicer
+from layercast.cloud.security.audit import AuditLog
+from layercast.cloud.security.auth import AuthRefusals, CameraAuthenticator
+from layercast.cloud.security.enhance_audit import EnhanceAuditInterceptor
+from layercast.cloud.security.operator_auth import OperatorAuthInterceptor
+from layercast.cloud.security.ratelimit import KeyedLimiter, OperatorRateLimitInterceptor
+from layercast.cloud.security.revocation import RevocationInterceptor, RevocationList
+from layercast.cloud.security.tls import read_pem, server_credentials
 from layercast.cloud.sessions import EnhancementRouter, EnhancementSource, SessionRegistry
-from layercast.cloud.store import Store, open_store
-from layercast.cloud.tls import read_pem, server_credentials
-from layercast.cloud.viewer import FrameViewer
+from layercast.shared.clock import now_us
 from layercast.shared.errors import ConfigError, LayercastError
-from layercast.shared.metrics import MetricsServer, metrics_enabled, start_metrics_server
+from layercast.shared.prometheus import MetricsServer, metrics_enabled, start_metrics_server
 from layercast.shared.rpc import (
     analytics_pb2,
     analytics_pb2_grpc,
@@ -137,13 +138,13 @@ class CloudServer:
         self.revocation: RevocationInterceptor | None = None
         self.audit: AuditLog
         self.enhance_audit: EnhanceAuditInterceptor
-        #: Rate limits (``layercast_cloud_rate_limited_total{kind}``), see ``layercast.cloud.ratelimit``.
+        #: Rate limits (``layercast_cloud_rate_limited_total{kind}``), see ``layercast.cloud.security.ratelimit``.
         lim = config.limits
         self.frame_limiter = KeyedLimiter("camera_frames", lim.camera_frames_per_s, lim.camera_frames_burst)
         self.operator_limiter = KeyedLimiter(
             "operator_requests", lim.operator_requests_per_s, lim.operator_requests_burst
         )
-        #: Calls in flight per caller, subscribers, streams waiting for a Hello (``layercast.cloud.limits``).
+        #: Calls in flight per caller, subscribers, streams waiting for a Hello (``layercast.cloud.rpc.limits``).
         self.call_limits = CallLimits(
             per_caller=lim.max_calls_per_caller,
             subscribers=lim.max_subscribers,
@@ -285,6 +286,7 @@ class CloudServer:
             engine=self.engine,
             hub=sink,
             registry=self.registry,
+            deliver=send_event,
             max_batch_size=cfg.batching.max_batch_size,
             max_queue_delay_s=cfg.batching.max_queue_delay_ms / 1000.0,
             workers=cfg.batching.workers,

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from layercast.shared.clock import now_us
 from layercast.shared.errors import (
     CameraOffline,
     EdgeStoreFailed,
@@ -36,10 +37,6 @@ log = logging.getLogger(__name__)
 
 #: Messages queued down one camera's stream at most, unless the session is given another queue.
 DEFAULT_OUTGOING_QUEUE = 1024
-
-
-def now_us() -> int:
-    return time.time_ns() // 1000
 
 
 @dataclass(eq=False)

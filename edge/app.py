@@ -40,7 +40,7 @@ from layercast.edge.sealing import AesGcmSealer, edge_sealer
 from layercast.edge.sources import CapturedFrame, open_source, paced_frames
 from layercast.edge.stats import EdgeStats
 from layercast.shared.errors import ConfigError, LayercastError, StorageError
-from layercast.shared.metrics import MetricsServer, metrics_enabled, start_metrics_server
+from layercast.shared.prometheus import MetricsServer, metrics_enabled, start_metrics_server
 
 log = logging.getLogger(__name__)
 

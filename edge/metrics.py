@@ -8,7 +8,7 @@ per pixel) are observed as frames are encoded by :class:`EdgeMetrics`, the
 label (one value per process), never a frame number.
 
 Served by the app on ``http://metrics_listen:metrics_port/metrics`` when
-``metrics_port`` is set (see :mod:`layercast.shared.metrics`). Names:
+``metrics_port`` is set (see :mod:`layercast.shared.prometheus`). Names:
 
 ========================================================  =======  ==============================
 layercast_edge_frames_captured_total                      counter  frames taken from the source
@@ -58,7 +58,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from layercast.edge.stats import EdgeStats
-from layercast.shared.metrics import BPP_BUCKETS, BuildInfoCollector
+from layercast.shared.prometheus import BPP_BUCKETS, BuildInfoCollector
 
 if TYPE_CHECKING:
     from layercast.edge.app import EdgeApp

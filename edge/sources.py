@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from layercast.edge.config import SourceConfig
+from layercast.shared.clock import now_us
 from layercast.shared.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -83,17 +84,13 @@ class Pacer:
 NO_FRAME: Any = object()
 
 
-def _now_us() -> int:
-    return time.time_ns() // 1000
-
-
 async def paced_frames(
     source: Iterable[np.ndarray],
     fps: float,
     limit: int = 0,
     *,
     pacer: Pacer | None = None,
-    clock_us: Callable[[], int] = _now_us,
+    clock_us: Callable[[], int] = now_us,
 ) -> AsyncIterator[CapturedFrame]:
     """Yield frames of ``source`` at ``fps`` (at most ``limit`` if non-zero) until it ends."""
     pacer = pacer or Pacer(fps)

@@ -6,7 +6,7 @@
 A target is a camera id or operator name (its certificate under ``cameras/`` or ``operators/``) or
 the path of a certificate file. Entries already in the list are kept, so the list only grows
 (re-issue a certificate, which gets a new serial, to let a camera back in). The cloud reads the
-list with ``tls.crl`` (see :mod:`layercast.cloud.revocation`).
+list with ``tls.crl`` (see :mod:`layercast.cloud.security.revocation`).
 """
 
 from __future__ import annotations

@@ -45,8 +45,8 @@ def test_extras_by_role() -> None:
 
 def test_edge_and_cloud_entry_points_import_no_training_library() -> None:
     code = (
-        "import sys, layercast.cli, layercast.edge.app, layercast.edge.cli, layercast.edge.av_source,"
-        " layercast.cloud.server, layercast.cloud.cli, layercast.cloud.web.app, layercast.shared.codec;"
+        "import sys, layercast.cli, layercast.edge.app, layercast.commands.edge, layercast.edge.av_source,"
+        " layercast.cloud.server, layercast.commands.cloud, layercast.cloud.web.app, layercast.shared.codec;"
         f" print(' '.join(sorted({{m.split('.')[0] for m in sys.modules}} & set({TRAIN_ONLY!r}))))"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180, cwd=ROOT)

@@ -33,8 +33,7 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
-from layercast.cloud.audit import AuditLog
-from layercast.cloud.cluster.base import REDIS_ERRORS, Keys, unreachable
+from layercast.cloud.cluster.keys import REDIS_ERRORS, Keys, unreachable
 from layercast.cloud.cluster.operator import (
     ClusterEnhancements,
     ClusterOperator,
@@ -46,11 +45,12 @@ from layercast.cloud.cluster.results import RedisResultLog
 from layercast.cloud.cluster.rpc import ReplicaRpc
 from layercast.cloud.cluster.signing import Caller, Rejections, Signer
 from layercast.cloud.config import CloudConfig
-from layercast.cloud.hub import Hub
-from layercast.cloud.pipeline import FramePipeline
-from layercast.cloud.servicers.operator import LocalOperator
+from layercast.cloud.ingest.pipeline import FramePipeline
+from layercast.cloud.results.hub import Hub
+from layercast.cloud.results.store import Store
+from layercast.cloud.rpc.servicers.operator import LocalOperator
+from layercast.cloud.security.audit import AuditLog
 from layercast.cloud.sessions import CameraSession, EnhancementRouter, SessionRegistry
-from layercast.cloud.store import Store
 from layercast.shared.errors import ClusterUnavailable, ConfigError, LayercastError
 
 log = logging.getLogger(__name__)

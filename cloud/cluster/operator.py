@@ -31,12 +31,12 @@ from typing import Any, TypeVar
 
 from google.protobuf.message import Message
 
-from layercast.cloud.audit import AuditLog
 from layercast.cloud.cluster.ownership import Ownership
 from layercast.cloud.cluster.rpc import Handler, ReplicaRpc
 from layercast.cloud.cluster.signing import Caller
-from layercast.cloud.roles import ENHANCER_METHODS, OperatorRoles
-from layercast.cloud.servicers.operator import LocalOperator
+from layercast.cloud.rpc.servicers.operator import LocalOperator
+from layercast.cloud.security.audit import AuditLog
+from layercast.cloud.security.roles import ENHANCER_METHODS, OperatorRoles
 from layercast.cloud.sessions import EnhancementRouter, SessionRegistry
 from layercast.shared.errors import (
     ClusterUnavailable,
@@ -196,8 +196,8 @@ def current_caller(roles: OperatorRoles) -> Caller:
     forwarded = _forwarded_caller.get()
     if forwarded is not None:
         return forwarded
-    from layercast.cloud.enhance_audit import acting_for
-    from layercast.cloud.interceptors import operator_name, request_id
+    from layercast.cloud.rpc.interceptors import operator_name, request_id
+    from layercast.cloud.security.enhance_audit import acting_for
 
     name = operator_name.get()
     return Caller(
@@ -241,7 +241,7 @@ class ClusterEnhancements:
 
 
 class ClusterOperator:
-    """:class:`~layercast.cloud.servicers.operator.OperatorApi` over every replica."""
+    """:class:`~layercast.cloud.rpc.servicers.operator.OperatorApi` over every replica."""
 
     def __init__(
         self,

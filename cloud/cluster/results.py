@@ -2,7 +2,7 @@
 
 Each replica appends its results (written to its own store first) in the order its pipeline
 stores them, so per camera the log is in sequence order. Every replica serves
-Analytics.Subscribe from this log through its :class:`~layercast.cloud.hub.Hub`:
+Analytics.Subscribe from this log through its :class:`~layercast.cloud.results.hub.Hub`:
 
 * replay: :meth:`RedisResultLog.results_after` pages through the stream (XRANGE), filtered by
   camera and resume points like the store's results table, with the entry id as the cursor;
@@ -27,14 +27,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 
 from google.protobuf.message import DecodeError
 from redis.asyncio import Redis
 
-from layercast.cloud.cluster.base import REDIS_ERRORS, Backoff, unreachable
+from layercast.cloud.cluster.keys import REDIS_ERRORS, Backoff, unreachable
 from layercast.cloud.cluster.signing import Rejections, Signer
-from layercast.cloud.store import StoredResult
+from layercast.cloud.results.records import ReplayQuery, StoredResult
 from layercast.shared.rpc import common_pb2
 
 log = logging.getLogger(__name__)
@@ -158,28 +158,20 @@ class RedisResultLog:
             raise unreachable(exc) from exc
         return newest[0][0].decode() if newest else "0-0"
 
-    async def results_after(
-        self,
-        *,
-        cameras: Iterable[str] | None = None,
-        resume_after: Mapping[str, int] | None = None,
-        default_after: int = 0,
-        cursor: int = 0,
-        limit: int = 500,
-    ) -> list[StoredResult]:
+    async def results_after(self, query: ReplayQuery) -> list[StoredResult]:
         """Like :meth:`SqliteStore.results_after`: entries after ``cursor`` whose sequence is above
-        their camera's resume point (``resume_after``, else ``default_after``), in stream order.
+        their camera's resume point, in stream order.
 
         Returns ``limit`` results unless the stream ends first. A camera's resume point moves with
         every result taken, so an entry appended twice (a retried append) is returned once."""
-        wanted = frozenset(cameras) if cameras is not None else None
+        wanted = query.cameras
         if wanted is not None and not wanted:
             return []
-        points = {cam: int(seq) for cam, seq in (resume_after or {}).items()}
+        points = {cam: int(seq) for cam, seq in query.resume_after.items()}
         last_read: dict[str, int] = {}
-        start = f"({entry_id_of(cursor)}" if cursor else "-"
+        start = f"({entry_id_of(query.cursor)}" if query.cursor else "-"
         out: list[StoredResult] = []
-        while len(out) < limit:
+        while len(out) < query.limit:
             try:
                 entries = await self._redis.xrange(self.key, min=start, max="+", count=READ_COUNT)
             except REDIS_ERRORS as exc:
@@ -191,11 +183,11 @@ class RedisResultLog:
                     continue
                 if wanted is not None and parsed.camera_id not in wanted:
                     continue
-                if parsed.sequence <= points.get(parsed.camera_id, default_after):
+                if parsed.sequence <= points.get(parsed.camera_id, query.default_after):
                     continue
                 points[parsed.camera_id] = parsed.sequence
                 out.append(parsed)
-                if len(out) == limit:
+                if len(out) == query.limit:
                     break
             if len(entries) < READ_COUNT:
                 break

@@ -25,7 +25,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from layercast.cloud.cluster.base import REDIS_ERRORS, Backoff, Keys, unreachable
+from layercast.cloud.cluster.keys import REDIS_ERRORS, Backoff, Keys, unreachable
 from layercast.cloud.cluster.signing import Caller, Rejections, Signer
 from layercast.shared import errors
 from layercast.shared.errors import LayercastError, ReplicaError, RequestTimeout

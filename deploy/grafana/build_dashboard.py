@@ -172,7 +172,10 @@ ROWS: list[tuple[str, list[dict[str, Any]]]] = [
                 "Rate limits and the audit log",
                 [
                     q(f"sum by (kind) (rate(layercast_cloud_rate_limited_total[{RI}]))", "{{kind}}"),
-                    q(f"sum by (limit) (rate(layercast_cloud_limit_refusals_total[{RI}]))", "bound: {{limit}}"),
+                    q(
+                        f"sum by (limit) (rate(layercast_cloud_limit_refusals_total[{RI}]))",
+                        "bound: {{limit}}",
+                    ),
                     q(
                         f"sum by (reason) (rate(layercast_cloud_cluster_rejected_total[{RI}]))",
                         "cluster message refused: {{reason}}",

@@ -96,7 +96,7 @@ class CloudProcess:
         # Loopback only: plain text, said explicitly (TLS is the default where the cloud requires it).
         if any(f.name == "insecure" for f in dataclasses.fields(CloudConfig)):
             args += ["--set", "insecure=true"]
-        from layercast.cloud.credentials import hash_token
+        from layercast.cloud.security.credentials import hash_token
 
         args += ["--set", f"auth.operator_tokens=bench={hash_token(self.operator_token)}"]
         for item in self.extra:
@@ -110,7 +110,7 @@ class CloudProcess:
 
     def launch(self) -> None:
         """Spawn without waiting (the caller can prepare its load while the cloud loads its model)."""
-        from layercast.cloud.credentials import hash_token
+        from layercast.cloud.security.credentials import hash_token
 
         self.workdir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "cameras.toml").write_text(

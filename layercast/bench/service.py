@@ -110,13 +110,15 @@ class JpegPath:
             raise InvalidImage(f"not a readable JPEG file: {exc}") from None
         return JpegHeader(w, h, self.base_model_id)
 
-    def decode_base_batch(self, datas: Sequence[bytes], return_exceptions: bool = False) -> list[Any]:
+    def decode_base_batch(self, items: Sequence[Any], return_exceptions: bool = False) -> list[Any]:
+        """JPEG files given as checked bitstreams (a header from :meth:`check_base` and the bytes)."""
         from PIL import Image
 
         from layercast.shared.errors import InvalidImage
 
         out: list[Any] = []
-        for data in datas:
+        for item in items:
+            data = item.data
             try:
                 out.append(JpegDecoded(np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))))
             except Exception as exc:
@@ -252,7 +254,7 @@ async def camera_stream(
     """One camera: Hello, then a frame whenever a credit is free, until ``stop``."""
     from grpc import aio
 
-    from layercast.cloud.inference import now_us
+    from layercast.shared.clock import now_us
     from layercast.shared.rpc import edge_pb2, edge_pb2_grpc
 
     async with aio.insecure_channel(target) as channel:
@@ -314,7 +316,7 @@ async def subscriber(target: str, measure: Measure, ready: asyncio.Event, token:
     """A live Analytics.Subscribe client stamping each result as it arrives."""
     from grpc import aio
 
-    from layercast.cloud.inference import now_us
+    from layercast.shared.clock import now_us
     from layercast.shared.rpc import analytics_pb2, analytics_pb2_grpc
 
     async with aio.insecure_channel(target) as channel:
@@ -366,7 +368,7 @@ async def run_setting(
     workdir: Path,
 ) -> Row:
     from layercast.cloud.config import load_cloud_config
-    from layercast.cloud.credentials import hash_token
+    from layercast.cloud.security.credentials import hash_token
     from layercast.cloud.server import CloudServer
 
     tokens = {f"bench-{i}": f"bench-token-{i:03d}-" + "t" * 16 for i in range(setting.cameras)}

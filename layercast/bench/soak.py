@@ -166,7 +166,7 @@ class Rig:
     def __init__(self, opts: SoakOptions, workdir: Path, camera_ids: Sequence[str]) -> None:
         import torch
 
-        from layercast.cloud.credentials import new_token
+        from layercast.cloud.security.credentials import new_token
         from layercast.shared.codec import load_codec
 
         self.opts = opts

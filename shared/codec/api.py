@@ -26,15 +26,14 @@ import torch
 import torch.nn.functional as F
 
 from layercast.shared.codec import bitstream
-from layercast.shared.codec.base import BaseLayer
-from layercast.shared.codec.bitstream import Header, LayerKind
+from layercast.shared.codec.base_layer import BaseLayer
+from layercast.shared.codec.bitstream import Bitstream, Header, LayerKind
 from layercast.shared.codec.checkpoint import Checkpoint
 from layercast.shared.codec.enhancement import EnhancementLayer
 from layercast.shared.codec.entropy import load_weights
 from layercast.shared.codec.registry import Registry, default_registry
 from layercast.shared.device import select_device
 from layercast.shared.errors import (
-    CorruptBitstream,
     DecodeMismatch,
     FrameMismatch,
     ImageTooLarge,
@@ -174,7 +173,7 @@ class ScalableCodec:
             enc = self.base.latent_codec.compress(self.base.g_a(x))
             y_hat = enc["y_hat"]
             bases = [
-                self._pack(LayerKind.BASE, self.base_model_id, 0, w, h, s, c)
+                bitstream.pack_layer(LayerKind.BASE, self.base_model_id, w, h, s, c)
                 for s, c in zip(enc["strings"], enc["checksums"], strict=True)
             ]
             enhs: list[bytes | None] = [None] * len(idx)
@@ -182,14 +181,14 @@ class ScalableCodec:
                 e = self.enhancement
                 enc_e = e.latent_codec.compress(e.g_a(x), e.condition(y_hat))
                 enhs = [
-                    self._pack(
+                    bitstream.pack_layer(
                         LayerKind.ENHANCEMENT,
                         self.enhancement_model_id,
-                        bitstream.frame_ref_of(b),
                         w,
                         h,
                         s,
                         c,
+                        frame_ref=bitstream.frame_ref_of(b),
                     )
                     for b, s, c in zip(bases, enc_e["strings"], enc_e["checksums"], strict=True)
                 ]
@@ -200,25 +199,13 @@ class ScalableCodec:
     def encode(self, image: np.ndarray, layers: str = "all") -> EncodedFrame:
         return self.encode_batch([image], layers)[0]
 
-    def _pack(self, kind, model_id, ref, w, h, payload: bytes, checksum: int) -> bytes:
-        header = Header(
-            kind=kind,
-            model_id=model_id,
-            frame_ref=ref,
-            width=w,
-            height=h,
-            payload_length=len(payload),
-            symbols_crc=checksum,
-        )
-        return bitstream.pack(header, payload)
-
     # ------------------------------------------------------------------ decode
     def parse_header(self, data: bytes) -> Header:
         return bitstream.parse_header(data, max_pixels=self.max_pixels)
 
     def _check_header(self, header: Header, kind: LayerKind) -> None:
-        if header.kind is not kind:
-            raise CorruptBitstream(f"expected a {kind.label} bitstream, got a {header.layer} bitstream")
+        """The header is of ``kind`` and was coded by the model this codec has for that layer."""
+        bitstream.expect_kind(header, kind)
         if kind is LayerKind.BASE:
             model_id = self.base_model_id
         else:
@@ -245,26 +232,32 @@ class ScalableCodec:
         return header
 
     @torch.no_grad()
-    def decode_base_batch(self, datas: Sequence[bytes], return_exceptions: bool = False) -> list[Any]:
-        """Decode base bitstreams; with ``return_exceptions`` a failing item yields its LayercastError."""
-        out: list[Any] = [None] * len(datas)
-        groups: dict[tuple, list[tuple[int, Header]]] = defaultdict(list)
-        for i, data in enumerate(datas):
+    def decode_base_batch(
+        self, items: Sequence[bytes | Bitstream], return_exceptions: bool = False
+    ) -> list[Any]:
+        """Decode base layers, given as bytes or as :class:`Bitstream` whose header was parsed by
+        :meth:`check_base` (not parsed again); with ``return_exceptions`` a failing item yields its
+        LayercastError."""
+        out: list[Any] = [None] * len(items)
+        groups: dict[tuple, list[tuple[int, Bitstream]]] = defaultdict(list)
+        for i, item in enumerate(items):
             try:
-                header = self.check_base(data)
+                if isinstance(item, Bitstream):
+                    self._check_header(item.header, LayerKind.BASE)
+                    parsed = item
+                else:
+                    parsed = Bitstream(self.check_base(item), bytes(item))
             except LayercastError as exc:
                 if not return_exceptions:
                     raise
                 out[i] = exc
                 continue
-            groups[self.latent_shape(header)].append((i, header))
-        for shape, items in groups.items():
-            res = self.base.latent_codec.decompress(
-                [bitstream.payload(datas[i]) for i, _ in items], shape[1:]
-            )
-            for j, (i, header) in enumerate(items):
+            groups[self.latent_shape(parsed.header)].append((i, parsed))
+        for shape, members in groups.items():
+            res = self.base.latent_codec.decompress([b.payload for _, b in members], shape[1:])
+            for j, (i, b) in enumerate(members):
                 try:
-                    if res["checksums"][j] != header.symbols_crc:
+                    if res["checksums"][j] != b.header.symbols_crc:
                         raise DecodeMismatch(
                             "decoded symbols differ from the encoded ones (symbol CRC mismatch): "
                             "entropy parameters diverged between encoder and decoder, or the payload is forged"
@@ -275,7 +268,7 @@ class ScalableCodec:
                     out[i] = exc
                     continue
                 out[i] = DecodedBase(
-                    header, res["y_hat"][j : j + 1], bitstream.frame_ref_of(datas[i]), len(datas[i])
+                    b.header, res["y_hat"][j : j + 1], bitstream.frame_ref_of(b.data), len(b.data)
                 )
         return out
 

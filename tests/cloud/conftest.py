@@ -15,9 +15,11 @@ from grpc import aio
 
 import layercast.shared.tasks.builtin  # noqa: F401  (registers the task models)
 from layercast.cloud.config import CloudConfig, load_cloud_config
-from layercast.cloud.credentials import hash_token
+from layercast.cloud.ingest.frame import Frame
+from layercast.cloud.security.credentials import hash_token
 from layercast.cloud.server import CloudServer
 from layercast.shared.codec.api import EncodedFrame, ScalableCodec
+from layercast.shared.codec.bitstream import Bitstream, Header, LayerKind, parse_header
 from layercast.shared.codec.factory import (
     base_checkpoint,
     build_base,
@@ -29,6 +31,27 @@ from layercast.shared.tasks import get_task_model
 from tests.conftest import smooth_image
 
 CLASS_NAMES = ["person", "car", "bicycle"]
+
+
+def stored_frame(
+    cam: str,
+    seq: int,
+    data: bytes,
+    *,
+    capture_time_us: int = 0,
+    received_us: int = 0,
+    size: tuple[int, int] | None = None,
+    model_id: str = "ab" * 8,
+) -> Frame:
+    """A Frame as the pipeline builds it: a real bitstream's parsed header, or with ``size`` (width,
+    height) a header made up for bytes the store never decodes."""
+    if size is None:
+        header = parse_header(data)
+    else:
+        header = Header(LayerKind.BASE, model_id, 0, size[0], size[1], len(data), 0)
+    return Frame(cam, seq, capture_time_us, received_us, Bitstream(header, data))
+
+
 TOKENS = {"cam-a": "token-a-" + "x" * 24, "cam-b": "token-b-" + "y" * 24}
 #: The operator token of ``cloud_config``'s servers: operator ``tester``, an enhancer.
 OPERATOR = "tester"

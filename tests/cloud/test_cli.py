@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from layercast.cloud.credentials import hash_token
+from layercast.cloud.security.credentials import hash_token
 from layercast.cloud.server import CloudServer
 from layercast.shared.pki import create_local_pki
 from layercast.shared.rpc import edge_pb2
@@ -31,7 +31,7 @@ async def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float 
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "layercast.cloud.cli",
+        "layercast.commands.cloud",
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -144,7 +144,7 @@ async def test_cloud_command_serves_a_registry_model_and_stops_on_sigterm(tmp_pa
     cloud = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "layercast.cloud.cli",
+        "layercast.commands.cloud",
         "cloud",
         "--port=0",
         f"--port-file={port_file}",

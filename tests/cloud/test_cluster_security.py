@@ -24,7 +24,7 @@ from grpc import aio
 from layercast.cloud.cluster.operator import ENHANCE
 from layercast.cloud.cluster.signing import Caller, Signer
 from layercast.cloud.config import load_cloud_config
-from layercast.cloud.credentials import hash_token
+from layercast.cloud.security.credentials import hash_token
 from layercast.cloud.server import CloudServer
 from layercast.shared.errors import ClusterUnavailable, ConfigError, PermissionDenied, Unauthenticated
 from layercast.shared.pki import create_local_pki

@@ -20,7 +20,7 @@ import numpy as np
 from grpc import aio
 from PIL import Image
 
-from layercast.cloud.batcher import Batcher
+from layercast.cloud.ingest.batcher import Batcher
 from layercast.shared.rpc import analytics_pb2, analytics_pb2_grpc
 from tests.cloud.conftest import TOKENS, EdgeStream
 from tests.cloud.subprocess_server import cloud_process

@@ -10,8 +10,8 @@ import pytest
 from grpc import aio
 from prometheus_client import generate_latest
 
-from layercast.cloud.credentials import hash_token
-from layercast.cloud.ratelimit import KeyedLimiter, TokenBucket
+from layercast.cloud.security.credentials import hash_token
+from layercast.cloud.security.ratelimit import KeyedLimiter, TokenBucket
 from layercast.cloud.server import CloudServer
 from layercast.shared.rpc import operator_pb2, operator_pb2_grpc
 from tests.cloud.conftest import TOKENS, EdgeStream, cloud_config, operator_channel

@@ -9,10 +9,10 @@ import grpc
 import pytest
 from grpc import aio
 
-from layercast.cloud.audit import AuditLog
 from layercast.cloud.config import CloudConfig, load_cloud_config
-from layercast.cloud.credentials import hash_token
-from layercast.cloud.roles import OperatorRoles, on_behalf_of
+from layercast.cloud.security.audit import AuditLog
+from layercast.cloud.security.credentials import hash_token
+from layercast.cloud.security.roles import OperatorRoles, on_behalf_of
 from layercast.cloud.server import CloudServer
 from layercast.shared.errors import ConfigError
 from layercast.shared.rpc import analytics_pb2, analytics_pb2_grpc, edge_pb2, operator_pb2, operator_pb2_grpc

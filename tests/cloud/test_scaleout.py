@@ -31,11 +31,12 @@ from grpc import aio
 from PIL import Image
 from prometheus_client import generate_latest
 
-from layercast.cloud.cluster.base import Keys
+from layercast.cloud.cluster.keys import Keys
 from layercast.cloud.cluster.ownership import Ownership
 from layercast.cloud.cluster.results import RedisResultLog
 from layercast.cloud.cluster.signing import Signer
 from layercast.cloud.config import load_cloud_config
+from layercast.cloud.results.records import ReplayQuery
 from layercast.cloud.server import CloudServer
 from layercast.shared.codec.api import EncodedFrame, ScalableCodec
 from layercast.shared.errors import ClusterUnavailable, ConfigError
@@ -427,15 +428,17 @@ async def test_results_log_replays_in_pages_and_skips_repeated_entries(redis_url
         log.publish(common_pb2.Result(camera_id="x", sequence=3))  # a retried append: seen once
         log.publish(common_pb2.Result(camera_id="x", sequence=6))
         assert await log.flush(10)
-        page = await log.results_after(cameras=["x"], limit=4)
+        page = await log.results_after(ReplayQuery(cameras=frozenset({"x"}), limit=4))
         assert [r.sequence for r in page] == [1, 2, 3, 4]
-        rest = await log.results_after(cameras=["x"], resume_after={"x": 4}, cursor=page[-1].cursor, limit=10)
+        rest = await log.results_after(
+            ReplayQuery(cameras=frozenset({"x"}), resume_after={"x": 4}, cursor=page[-1].cursor, limit=10)
+        )
         assert [r.sequence for r in rest] == [5, 6]
-        everything = await log.results_after(resume_after={"y": 2}, default_after=1, limit=100)
+        everything = await log.results_after(ReplayQuery(resume_after={"y": 2}, default_after=1, limit=100))
         assert [(r.camera_id, r.sequence) for r in everything] == [
             ("x", 2), ("x", 3), ("y", 3), ("x", 4), ("y", 4), ("x", 5), ("y", 5), ("x", 6),
         ]  # fmt: skip
-        assert await log.results_after(cameras=[], limit=10) == []
+        assert await log.results_after(ReplayQuery(cameras=frozenset(), limit=10)) == []
     finally:
         writer.cancel()
         with contextlib.suppress(asyncio.CancelledError):

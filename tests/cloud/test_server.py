@@ -15,11 +15,19 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from PIL import Image
 
-from layercast.cloud.credentials import hash_token
+from layercast.cloud.results.records import ReplayQuery
+from layercast.cloud.results.sqlite import SqliteStore
+from layercast.cloud.security.credentials import hash_token
 from layercast.cloud.server import SERVICE_NAMES, CloudServer
-from layercast.cloud.store import SqliteStore, make_frame
 from layercast.shared.rpc import analytics_pb2, analytics_pb2_grpc, edge_pb2, operator_pb2, operator_pb2_grpc
-from tests.cloud.conftest import TOKENS, EdgeStream, cloud_config, make_task_codec, operator_channel
+from tests.cloud.conftest import (
+    TOKENS,
+    EdgeStream,
+    cloud_config,
+    make_task_codec,
+    operator_channel,
+    stored_frame,
+)
 
 
 def png_array(data: bytes) -> np.ndarray:
@@ -378,22 +386,11 @@ async def test_stop_drains_acknowledged_frames_and_restart_recovers_the_rest(tmp
             while True:
                 await e.recv(5)
     db = SqliteStore(cfg.db_path)
-    assert [r.sequence for r in db.results_after()] == [1, 2, 3]
+    assert [r.sequence for r in db.results_after(ReplayQuery())] == [1, 2, 3]
     assert db.pending_frames() == []
     # simulate a crash between Ack and inference: frames stored, no result yet
     for seq in (4, 5):
-        db.put_frame(
-            make_frame(
-                "cam-a",
-                seq,
-                frames[seq].base,
-                capture_time_us=seq,
-                received_us=seq,
-                width=64,
-                height=64,
-                model_id=task_codec.base_model_id,
-            )
-        )
+        db.put_frame(stored_frame("cam-a", seq, frames[seq].base, capture_time_us=seq, received_us=seq))
     db.close()
 
     server = CloudServer(cloud_config(tmp_path), codec=task_codec)  # same data dir, normal batching

@@ -17,7 +17,7 @@ import grpc
 import pytest
 from grpc import aio
 
-from layercast.cloud.servicers.edge_link import check_hello_sizes
+from layercast.cloud.rpc.servicers.edge_link import check_hello_sizes
 from layercast.cloud.sessions import CameraSession
 from layercast.shared.errors import InvalidArgument
 from layercast.shared.rpc import analytics_pb2, analytics_pb2_grpc, edge_pb2, edge_pb2_grpc

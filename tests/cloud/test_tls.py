@@ -11,9 +11,9 @@ import pytest
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from layercast.cloud.auth import AuthRefusals, CameraAuthenticator
 from layercast.cloud.config import CloudConfig, load_cloud_config
-from layercast.cloud.credentials import TokenTable, hash_token
+from layercast.cloud.security.auth import AuthRefusals, CameraAuthenticator
+from layercast.cloud.security.credentials import TokenTable, hash_token
 from layercast.cloud.server import CloudServer
 from layercast.shared.errors import ConfigError, PermissionDenied, Unauthenticated
 from layercast.shared.pki import LocalPki, create_local_pki

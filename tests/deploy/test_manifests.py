@@ -39,10 +39,10 @@ from prometheus_client import CollectorRegistry, Counter
 
 from layercast.cli import build_parser
 from layercast.cloud.config import CloudConfig, load_cloud_config
-from layercast.cloud.credentials import hash_token
+from layercast.cloud.security.credentials import hash_token
 from layercast.edge.config import EdgeConfig, load_edge_config
 from layercast.shared.config import config_keys
-from layercast.shared.metrics import start_metrics_server
+from layercast.shared.prometheus import start_metrics_server
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

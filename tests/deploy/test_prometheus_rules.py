@@ -13,7 +13,7 @@ from layercast.cloud.config import CloudConfig
 from layercast.cloud.server import CloudServer
 from layercast.edge.app import EdgeApp
 from layercast.edge.config import EdgeConfig
-from layercast.shared.metrics import exposed_names
+from layercast.shared.prometheus import exposed_names
 from tests.deploy.promtools import DEPLOY
 from tests.system import require
 

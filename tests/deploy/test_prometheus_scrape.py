@@ -16,7 +16,7 @@ from layercast.cloud.server import CloudServer
 from layercast.edge.app import EdgeApp
 from layercast.edge.config import BackoffConfig, EdgeConfig, LinkConfig, SourceConfig
 from layercast.edge.encoder import Encoder
-from layercast.shared.metrics import start_metrics_server
+from layercast.shared.prometheus import start_metrics_server
 from tests.cloud.conftest import TOKENS, cloud_config, make_task_codec
 from tests.conftest import smooth_image
 from tests.deploy.promtools import DEPLOY, PrometheusServer, http_get

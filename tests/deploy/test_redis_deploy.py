@@ -26,6 +26,7 @@ import yaml
 from layercast.cloud.cluster.operator import LIST_CAMERAS
 from layercast.cloud.cluster.signing import Caller
 from layercast.cloud.config import load_cloud_config
+from layercast.cloud.results.records import ReplayQuery
 from layercast.cloud.server import CloudServer
 from layercast.shared.rpc import common_pb2, operator_pb2
 from tests.cloud.conftest import make_task_codec
@@ -156,7 +157,9 @@ async def test_compose_redis_runs_closed_and_a_cloud_replica_uses_it(compose_red
         await cluster._renew()  # EVALSHA, ZADD, pipelines
         cluster.results.publish(common_pb2.Result(camera_id="cam-z", sequence=1))  # XADD
         assert await cluster.results.flush(10)
-        assert [r.sequence for r in await cluster.results.results_after(limit=10)] == [1]  # XRANGE
+        assert [r.sequence for r in await cluster.results.results_after(ReplayQuery(limit=10))] == [
+            1
+        ]  # XRANGE
         answer = await cluster.rpc.call(  # RPUSH, PEXPIRE, BLPOP
             "compose-1",
             LIST_CAMERAS,

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from layercast.cloud.credentials import hash_token
+from layercast.cloud.security.credentials import hash_token
 from tests.cloud.conftest import OPERATOR, OPERATOR_TOKEN
 
 ROOT = Path(__file__).resolve().parents[2]

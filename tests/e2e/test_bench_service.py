@@ -26,7 +26,7 @@ from layercast.bench.service import (
     run_setting,
 )
 from layercast.cloud.config import load_cloud_config
-from layercast.cloud.credentials import hash_token
+from layercast.cloud.security.credentials import hash_token
 from layercast.cloud.server import CloudServer
 from layercast.shared.codec import ScalableCodec
 from layercast.shared.rpc import analytics_pb2, analytics_pb2_grpc

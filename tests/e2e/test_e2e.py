@@ -21,7 +21,7 @@ import grpc
 import numpy as np
 import pytest
 
-from layercast.cloud.store import SqliteStore
+from layercast.cloud.results.sqlite import SqliteStore
 from layercast.edge.enhancement_store import EnhancementStore, LookupStatus
 from layercast.shared.codec import ScalableCodec
 from layercast.shared.rpc import (

@@ -191,7 +191,7 @@ async def test_paced_frames_keep_stream_times_and_pass_over_no_frame():
 def test_edge_metrics_expose_the_source_health(camera):
     from layercast.edge.app import EdgeApp
     from layercast.edge.config import EdgeConfig
-    from layercast.shared.metrics import exposed_names
+    from layercast.shared.prometheus import exposed_names
 
     src = open_source(SourceConfig(spec=camera.url, reconnect=FAST_RECONNECT))
     try:

@@ -19,7 +19,7 @@ import pytest
 from grpc import aio
 from grpc_health.v1 import health_pb2
 
-from layercast.cloud.servicers.analytics import MAX_SUBSCRIBE_CAMERAS
+from layercast.cloud.rpc.servicers.analytics import MAX_SUBSCRIBE_CAMERAS
 from layercast.shared.codec import bitstream
 from layercast.shared.rpc import analytics_pb2, analytics_pb2_grpc, edge_pb2, operator_pb2, operator_pb2_grpc
 from tests.fuzz.clients import (

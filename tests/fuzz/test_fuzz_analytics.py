@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from layercast.cloud.config import LimitsConfig
-from layercast.cloud.servicers.analytics import MAX_SUBSCRIBE_CAMERAS
+from layercast.cloud.rpc.servicers.analytics import MAX_SUBSCRIBE_CAMERAS
 from layercast.shared.codec import bitstream
 from layercast.shared.rpc import analytics_pb2
 from tests.fuzz.clients import INFER, SUBSCRIBE, finish, store_frames, wait_for_results

@@ -24,9 +24,9 @@ from google.protobuf.message import DecodeError
 from hypothesis import strategies as st
 
 from layercast.cloud.config import LimitsConfig
-from layercast.cloud.credentials import CAMERA_ID_RE
-from layercast.cloud.servicers.edge_link import check_hello_sizes
-from layercast.cloud.store import MAX_SEQUENCE
+from layercast.cloud.results.records import MAX_SEQUENCE
+from layercast.cloud.rpc.servicers.edge_link import check_hello_sizes
+from layercast.cloud.security.credentials import CAMERA_ID_RE
 from layercast.shared.errors import InvalidArgument
 from layercast.shared.rpc import edge_pb2
 from tests.fuzz.clients import CONNECT, cloud_messages, code_number, finish

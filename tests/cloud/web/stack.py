@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from layercast.cloud.credentials import hash_token
+from layercast.cloud.security.credentials import hash_token
 from layercast.cloud.server import CloudServer
 from layercast.cloud.web.app import WebServer, build_web_server, create_app
 from layercast.cloud.web.passwords import hash_password

@@ -26,7 +26,7 @@ from typing import Any
 import grpc
 from grpc import aio
 
-from layercast.cloud.interceptors import _around, _wrap_handler, operator_name
+from layercast.cloud.rpc.interceptors import _around, _wrap_handler, operator_name
 
 #: The ``kind`` label values (a fixed list).
 LIMIT_KINDS = ("camera_frames", "operator_requests")

@@ -6,31 +6,33 @@ a no-op that says so, which is what makes resent frames idempotent. A frame is
 before a crash are found again by :meth:`SqliteStore.pending_frames` and
 processed after a restart. Results carry a cursor (an ever-increasing row id):
 per camera, cursor order equals sequence order, which is what subscribers
-resume on.
-
-Servicers use the asynchronous :class:`Store` protocol (implemented here by
-:class:`AsyncStore`, which runs :class:`SqliteStore` on one dedicated thread) so
-that a shared backend can replace it when several cloud replicas run.
+resume on. Blocking: the servicers reach it through
+:class:`~layercast.cloud.results.store.AsyncStore`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import enum
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from functools import partial
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any
 
-R = TypeVar("R")
+from layercast.cloud.results.records import (
+    MAX_SEQUENCE,
+    CameraRecord,
+    FrameMeta,
+    FrameRecord,
+    InsertOutcome,
+    ReplayQuery,
+    ResultRecord,
+    RetentionReport,
+    StoredResult,
+)
 
-#: Largest sequence number SQLite's signed 64-bit integers hold.
-MAX_SEQUENCE = (1 << 63) - 1
+if TYPE_CHECKING:
+    from layercast.cloud.ingest.frame import Frame
 
 PENDING, DONE, REJECTED = 0, 1, 2
 _STATUS_NAMES = {PENDING: "pending", DONE: "done", REJECTED: "rejected"}
@@ -72,104 +74,6 @@ CREATE TABLE IF NOT EXISTS results (
 );
 """
 SCHEMA_VERSION = "1"
-
-
-class InsertOutcome(enum.Enum):
-    """What :meth:`SqliteStore.put_frame` did."""
-
-    NEW = "new"  # stored now; it must be processed
-    DUPLICATE = "duplicate"  # already stored; acknowledge again, produce nothing
-    STALE = "stale"  # not stored, and not after the camera's newest stored sequence
-
-
-@dataclass(frozen=True)
-class FrameMeta:
-    """A stored frame without its bitstream."""
-
-    camera_id: str
-    sequence: int
-    capture_time_us: int
-    received_us: int
-    base_size: int
-    width: int
-    height: int
-    model_id: str
-    status: str = "pending"
-
-    @property
-    def bpp(self) -> float:
-        """Bits per pixel of the base bitstream."""
-        return 8.0 * self.base_size / max(1, self.width * self.height)
-
-
-@dataclass(frozen=True)
-class FrameRecord(FrameMeta):
-    """A stored frame with its base bitstream."""
-
-    base: bytes = b""
-
-
-@dataclass(frozen=True)
-class CameraRecord:
-    camera_id: str
-    base_model_id: str
-    enhancement_model_id: str
-    task: str
-    first_seen_us: int
-    last_seen_us: int
-    last_sequence: int  # newest sequence ever stored (0 if none)
-    frames_stored: int
-
-
-@dataclass(frozen=True)
-class ResultRecord:
-    """One result to write: ``data`` is a serialized ``layercast.v1.Result``."""
-
-    camera_id: str
-    sequence: int
-    processed_us: int
-    data: bytes
-
-
-@dataclass(frozen=True)
-class StoredResult:
-    """A result read back, with the cursor to resume after it."""
-
-    cursor: int
-    camera_id: str
-    sequence: int
-    data: bytes
-
-
-@dataclass(frozen=True)
-class RetentionReport:
-    frames_deleted: int
-    results_deleted: int
-
-
-def make_frame(
-    camera_id: str,
-    sequence: int,
-    base: bytes,
-    *,
-    capture_time_us: int,
-    received_us: int,
-    width: int,
-    height: int,
-    model_id: str,
-) -> FrameRecord:
-    """A new pending frame record."""
-    return FrameRecord(
-        camera_id=camera_id,
-        sequence=sequence,
-        capture_time_us=capture_time_us,
-        received_us=received_us,
-        base_size=len(base),
-        width=width,
-        height=height,
-        model_id=model_id,
-        base=base,
-    )
 
 
 #: The query of :meth:`SqliteStore.results_after`. The camera filter and the resume points travel as
@@ -263,8 +167,8 @@ class SqliteStore:
         return [CameraRecord(*row) for row in rows]
 
     # -- frames ------------------------------------------------------------------------------
-    def put_frame(self, frame: FrameRecord) -> InsertOutcome:
-        """Store a frame once; a second insert of the same (camera, sequence) changes nothing."""
+    def put_frame(self, frame: Frame) -> InsertOutcome:
+        """Store a frame once (pending); a second insert of the same (camera, sequence) changes nothing."""
         if not 1 <= frame.sequence <= MAX_SEQUENCE:
             raise ValueError(f"sequence {frame.sequence} outside 1..{MAX_SEQUENCE}")
 
@@ -290,7 +194,7 @@ class SqliteStore:
                     frame.sequence,
                     frame.capture_time_us,
                     frame.received_us,
-                    frame.base,
+                    frame.data,
                     frame.width,
                     frame.height,
                     frame.model_id,
@@ -380,33 +284,19 @@ class SqliteStore:
         )
         return rows[0][0] if rows else None
 
-    def results_after(
-        self,
-        *,
-        cameras: Iterable[str] | None = None,
-        resume_after: Mapping[str, int] | None = None,
-        default_after: int = 0,
-        cursor: int = 0,
-        limit: int = 500,
-    ) -> list[StoredResult]:
-        """Results with cursor > ``cursor`` whose sequence is above the camera's resume point.
-
-        ``resume_after`` maps camera id → last sequence already seen; other cameras use
-        ``default_after``. ``cameras`` (None = all) filters. Ordered by cursor, hence by
-        sequence within each camera.
-        """
-        cams = list(cameras) if cameras is not None else None
-        if cams is not None and not cams:
+    def results_after(self, query: ReplayQuery) -> list[StoredResult]:
+        """The stored results ``query`` asks for, ordered by cursor."""
+        if query.cameras is not None and not query.cameras:
             return []
-        points = {cam: min(int(seq), MAX_SEQUENCE) for cam, seq in (resume_after or {}).items()}
-        filter_json = json.dumps(cams) if cams is not None else None
+        points = {cam: min(int(seq), MAX_SEQUENCE) for cam, seq in query.resume_after.items()}
+        filter_json = json.dumps(sorted(query.cameras)) if query.cameras is not None else None
         params = (
             json.dumps(points),
-            cursor,
+            query.cursor,
             filter_json,
             filter_json,
-            min(default_after, MAX_SEQUENCE),
-            limit,
+            min(query.default_after, MAX_SEQUENCE),
+            query.limit,
         )
         return [StoredResult(*row) for row in self._query(_RESULTS_AFTER, params)]
 
@@ -461,98 +351,3 @@ def _frame(row: tuple[Any, ...], *, with_base: bool) -> FrameMeta:
     if with_base:
         return FrameRecord(*fields, base=row[9])
     return FrameMeta(*fields)
-
-
-class Store(Protocol):
-    """What the servicers need from storage (asynchronous, so it never blocks the event loop)."""
-
-    async def register_camera(
-        self, camera_id: str, *, base_model_id: str, enhancement_model_id: str, task: str, now_us: int
-    ) -> CameraRecord: ...
-    async def touch_camera(self, camera_id: str, now_us: int) -> None: ...
-    async def get_camera(self, camera_id: str) -> CameraRecord | None: ...
-    async def list_cameras(self) -> list[CameraRecord]: ...
-    async def put_frame(self, frame: FrameRecord) -> InsertOutcome: ...
-    async def get_frame(self, camera_id: str, sequence: int) -> FrameRecord | None: ...
-    async def list_frames(
-        self, camera_id: str, *, before_sequence: int = 0, limit: int = 100
-    ) -> list[FrameMeta]: ...
-    async def pending_frames(
-        self, *, limit: int = 1000, after: tuple[str, int] | None = None
-    ) -> list[FrameRecord]: ...
-    async def mark_rejected(self, camera_id: str, sequence: int, code: int, message: str) -> None: ...
-    async def put_results(self, results: Iterable[ResultRecord]) -> list[int]: ...
-    async def get_result(self, camera_id: str, sequence: int) -> bytes | None: ...
-    async def results_after(
-        self,
-        *,
-        cameras: Iterable[str] | None = None,
-        resume_after: Mapping[str, int] | None = None,
-        default_after: int = 0,
-        cursor: int = 0,
-        limit: int = 500,
-    ) -> list[StoredResult]: ...
-    async def apply_retention(
-        self, *, now_us: int, max_age_s: float, max_frames_per_camera: int
-    ) -> RetentionReport: ...
-    async def close(self) -> None: ...
-
-
-class AsyncStore:
-    """:class:`Store` over a :class:`SqliteStore`, run on one dedicated thread (calls stay in order)."""
-
-    def __init__(self, backend: SqliteStore) -> None:
-        self.backend = backend
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="layercast-store")
-
-    async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, partial(fn, *args, **kwargs))
-
-    async def register_camera(self, camera_id: str, **kw: Any) -> CameraRecord:
-        return await self._run(self.backend.register_camera, camera_id, **kw)
-
-    async def touch_camera(self, camera_id: str, now_us: int) -> None:
-        await self._run(self.backend.touch_camera, camera_id, now_us)
-
-    async def get_camera(self, camera_id: str) -> CameraRecord | None:
-        return await self._run(self.backend.get_camera, camera_id)
-
-    async def list_cameras(self) -> list[CameraRecord]:
-        return await self._run(self.backend.list_cameras)
-
-    async def put_frame(self, frame: FrameRecord) -> InsertOutcome:
-        return await self._run(self.backend.put_frame, frame)
-
-    async def get_frame(self, camera_id: str, sequence: int) -> FrameRecord | None:
-        return await self._run(self.backend.get_frame, camera_id, sequence)
-
-    async def list_frames(self, camera_id: str, **kw: Any) -> list[FrameMeta]:
-        return await self._run(self.backend.list_frames, camera_id, **kw)
-
-    async def pending_frames(self, **kw: Any) -> list[FrameRecord]:
-        return await self._run(self.backend.pending_frames, **kw)
-
-    async def mark_rejected(self, camera_id: str, sequence: int, code: int, message: str) -> None:
-        await self._run(self.backend.mark_rejected, camera_id, sequence, code, message)
-
-    async def put_results(self, results: Iterable[ResultRecord]) -> list[int]:
-        return await self._run(self.backend.put_results, list(results))
-
-    async def get_result(self, camera_id: str, sequence: int) -> bytes | None:
-        return await self._run(self.backend.get_result, camera_id, sequence)
-
-    async def results_after(self, **kw: Any) -> list[StoredResult]:
-        return await self._run(self.backend.results_after, **kw)
-
-    async def apply_retention(self, **kw: Any) -> RetentionReport:
-        return await self._run(self.backend.apply_retention, **kw)
-
-    async def close(self) -> None:
-        await self._run(self.backend.close)
-        self._executor.shutdown(wait=True)
-
-
-def open_store(path: str | Path) -> AsyncStore:
-    """The default embedded store at ``path``."""
-    return AsyncStore(SqliteStore(path))

@@ -13,10 +13,10 @@ from typing import Protocol, TypeVar
 
 from grpc import aio
 
+from layercast.cloud.results.store import Store
+from layercast.cloud.results.viewer import FrameViewer
+from layercast.cloud.rpc.status import abort_with
 from layercast.cloud.sessions import SessionRegistry
-from layercast.cloud.status import abort_with
-from layercast.cloud.store import Store
-from layercast.cloud.viewer import FrameViewer
 from layercast.shared.errors import LayercastError
 from layercast.shared.rpc import operator_pb2, operator_pb2_grpc
 

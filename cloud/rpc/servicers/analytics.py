@@ -13,11 +13,12 @@ from concurrent.futures import Executor
 import grpc
 from grpc import aio
 
-from layercast.cloud.hub import Hub, Lagged
-from layercast.cloud.inference import InferenceEngine
-from layercast.cloud.limits import CallLimits, Slots
-from layercast.cloud.pipeline import FramePipeline
-from layercast.cloud.status import abort_with
+from layercast.cloud.ingest.engine import InferenceEngine
+from layercast.cloud.ingest.images import encode_image
+from layercast.cloud.ingest.pipeline import FramePipeline
+from layercast.cloud.results.hub import Hub, Lagged
+from layercast.cloud.rpc.limits import CallLimits, Slots
+from layercast.cloud.rpc.status import abort_with
 from layercast.shared.errors import InvalidImage, LayercastError
 from layercast.shared.rpc import analytics_pb2, analytics_pb2_grpc
 
@@ -116,7 +117,7 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServicer):
             kind = request.WhichOneof("input")
             if kind == "image":
                 loop = asyncio.get_running_loop()
-                base = await loop.run_in_executor(self._executor, self._engine.encode_image, request.image)
+                base = await loop.run_in_executor(self._executor, encode_image, self._engine, request.image)
             elif kind == "base":
                 base = request.base
             else:

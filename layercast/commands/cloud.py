@@ -24,7 +24,6 @@ import asyncio
 import json
 import logging
 import os
-import random
 import signal
 import sys
 from pathlib import Path
@@ -218,7 +217,7 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_cloud(args: argparse.Namespace) -> int:
-    from layercast.cloud.credentials import hash_token, new_token
+    from layercast.cloud.security.credentials import hash_token, new_token
 
     if args.hash_token:
         token = sys.stdin.readline().strip()
@@ -331,52 +330,45 @@ def run_subscribe(args: argparse.Namespace) -> int:
 
 
 async def _subscribe(args: argparse.Namespace) -> int:
-    import grpc
     from grpc import aio
 
-    from layercast.shared.rpc import analytics_pb2, analytics_pb2_grpc
+    from layercast.shared.results_client import SubscriberLagged, results
+    from layercast.shared.rpc import analytics_pb2_grpc
 
     resume = parse_after(args.after)
     metadata = _operator_metadata(args)
     printed = 0
-    backoff = 0.5
+
+    def lagged(lag: SubscriberLagged) -> None:
+        print(f"layercast subscribe: lagged ({lag})", file=sys.stderr)
+
     async with _open_channel(args, "subscribe") as channel:
-        stub = analytics_pb2_grpc.AnalyticsStub(channel)
-        while True:
-            request = analytics_pb2.SubscribeRequest(
-                camera_ids=args.camera,
-                resume_after=resume,
-                from_sequence=args.from_sequence,
-                live_only=args.live_only and printed == 0,
-            )
-            call = stub.Subscribe(request, metadata=metadata)
-            try:
-                async for event in call:
-                    if event.WhichOneof("kind") == "lagged":
-                        resume.update(event.lagged.resume_after)
-                        print(f"layercast subscribe: lagged ({event.lagged.message})", file=sys.stderr)
-                        if args.no_resume:
-                            print(json.dumps({"lagged": dict(event.lagged.resume_after)}), flush=True)
-                            return 3
-                        break
-                    r = event.result
-                    resume[r.camera_id] = r.sequence
-                    print(json.dumps(result_to_json(r, depth_data=args.depth_data)), flush=True)
-                    printed += 1
-                    backoff = 0.5
-                    if args.limit and printed >= args.limit:
-                        call.cancel()
-                        return 0
-            except aio.AioRpcError as exc:
-                if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and not args.no_resume:
-                    continue  # the stream ended after a Lagged event: resume
-                if exc.code() == grpc.StatusCode.UNAVAILABLE and args.retry:
-                    print(f"layercast subscribe: {exc.details()}; retrying", file=sys.stderr)
-                    await asyncio.sleep(backoff * (0.5 + random.random()))
-                    backoff = min(backoff * 2, 30.0)
-                    continue
-                print(f"layercast subscribe: {exc.code().name}: {exc.details()}", file=sys.stderr)
-                return 1
+        stream = results(
+            analytics_pb2_grpc.AnalyticsStub(channel),
+            cameras=args.camera,
+            resume_after=resume,
+            from_sequence=args.from_sequence,
+            live_only=args.live_only,
+            metadata=metadata,
+            resume_on_lag=not args.no_resume,
+            on_lag=lagged,
+            retry_unavailable=args.retry,
+        )
+        try:
+            async for r in stream:
+                print(json.dumps(result_to_json(r, depth_data=args.depth_data)), flush=True)
+                printed += 1
+                if args.limit and printed >= args.limit:
+                    return 0
+        except SubscriberLagged as lag:
+            print(json.dumps({"lagged": lag.resume_after}), flush=True)
+            return 3
+        except aio.AioRpcError as exc:
+            print(f"layercast subscribe: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 1
+        finally:
+            await stream.aclose()
+    return 0
 
 
 # -- layercast enhance -------------------------------------------------------------------------------
@@ -421,7 +413,7 @@ async def _enhance(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run these commands without the full ``layercast`` CLI (``python -m layercast.cloud.cli``)."""
+    """Run these commands without the full ``layercast`` CLI (``python -m layercast.commands.cloud``)."""
     from layercast.shared.cli import build_parser, run
 
     return run(build_parser([register]), argv)

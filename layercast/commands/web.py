@@ -161,7 +161,7 @@ async def _serve(settings: Any, host: str, port: int, port_file: Path | None) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run these commands without the full ``layercast`` CLI (``python -m layercast.cloud.web.cli web …``)."""
+    """Run these commands without the full ``layercast`` CLI (``python -m layercast.commands.web web …``)."""
     from layercast.shared.cli import build_parser, run
 
     return run(build_parser([register]), argv)

@@ -23,8 +23,8 @@ import grpc
 from google.protobuf.message import DecodeError
 from grpc import aio
 
-from layercast.cloud.interceptors import handler_kind
-from layercast.cloud.status import bounded
+from layercast.cloud.rpc.interceptors import handler_kind
+from layercast.cloud.rpc.status import bounded
 from layercast.shared.errors import LayercastError, MalformedMessage
 
 

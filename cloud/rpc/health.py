@@ -10,7 +10,7 @@ import grpc
 from grpc import aio
 from grpc_health.v1 import health, health_pb2
 
-from layercast.cloud.status import bounded
+from layercast.cloud.rpc.status import bounded
 
 
 class HealthServicer(health.aio.HealthServicer):

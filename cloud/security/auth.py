@@ -2,13 +2,13 @@
 
 A camera's identity comes from its credentials, never from what it claims: the Hello's
 ``camera_id`` must be the camera of the client certificate (mutual TLS, see
-:mod:`layercast.cloud.tls`) and of the token when one is sent. A camera presenting another
+:mod:`layercast.cloud.security.tls`) and of the token when one is sent. A camera presenting another
 camera's credentials is refused with PERMISSION_DENIED; unknown or missing credentials with
 UNAUTHENTICATED. Every refusal is counted by reason (:class:`AuthRefusals`, exported as
 ``layercast_cloud_auth_refusals_total{reason}``). Tokens are never logged.
 
 Operator tokens travel as ``authorization: Bearer <token>`` metadata and are checked by
-:class:`~layercast.cloud.operator_auth.OperatorAuthInterceptor`.
+:class:`~layercast.cloud.security.operator_auth.OperatorAuthInterceptor`.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from layercast.cloud.credentials import CAMERA_ID_RE, TokenTable
-from layercast.cloud.tls import peer_identity
+from layercast.cloud.security.credentials import CAMERA_ID_RE, TokenTable
+from layercast.cloud.security.tls import peer_identity
 from layercast.shared.errors import PermissionDenied, Unauthenticated
 from layercast.shared.rpc import edge_pb2
 

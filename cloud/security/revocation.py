@@ -25,9 +25,9 @@ import grpc
 from cryptography import x509
 from grpc import aio
 
-from layercast.cloud.auth import AuthRefusals
-from layercast.cloud.interceptors import _around, _wrap_handler
-from layercast.cloud.tls import peer_identity
+from layercast.cloud.rpc.interceptors import _around, _wrap_handler
+from layercast.cloud.security.auth import AuthRefusals
+from layercast.cloud.security.tls import peer_identity
 from layercast.shared.errors import ConfigError
 from layercast.shared.revocation import read_crl, revoked_serials
 

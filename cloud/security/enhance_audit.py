@@ -10,7 +10,7 @@ outermost after the request-id interceptor. A line::
      "elapsed_s": 0.41, "enhancement_bytes": 5123, "base_bytes": 2101, "cached": false}
 
 ``user`` is the operator's name (from its token or operator certificate), followed by the person it acted for when an
-enhancer token says so (``x-layercast-on-behalf-of``, see :mod:`layercast.cloud.roles`);
+enhancer token says so (``x-layercast-on-behalf-of``, see :mod:`layercast.cloud.security.roles`);
 ``anonymous`` for a caller without credentials under ``auth.allow_anonymous_operators``, ``-`` when
 the caller had no identity or a wrong token.
 """
@@ -25,10 +25,10 @@ from typing import Any
 import grpc
 from grpc import aio
 
-from layercast.cloud.audit import AuditLog
-from layercast.cloud.interceptors import _code_of, operator_name, request_id
-from layercast.cloud.ratelimit import peer_host
-from layercast.cloud.roles import ANONYMOUS, OperatorRoles, on_behalf_of
+from layercast.cloud.rpc.interceptors import _code_of, operator_name, request_id
+from layercast.cloud.security.audit import AuditLog
+from layercast.cloud.security.ratelimit import peer_host
+from layercast.cloud.security.roles import ANONYMOUS, OperatorRoles, on_behalf_of
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from typing import Any
 import grpc
 from grpc import aio
 
-from layercast.cloud.interceptors import _around, _wrap_handler, operator_name
-from layercast.cloud.ratelimit import peer_host
+from layercast.cloud.rpc.interceptors import _around, _wrap_handler, operator_name
+from layercast.cloud.security.ratelimit import peer_host
 
 SUBSCRIBE_METHOD = "/layercast.v1.Analytics/Subscribe"
 

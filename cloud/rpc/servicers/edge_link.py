@@ -1,4 +1,8 @@
-"""EdgeLink.Connect: one long-lived stream per camera (see edge.proto)."""
+"""EdgeLink.Connect: one long-lived stream per camera (see edge.proto).
+
+The only place the frame path speaks protobuf: the pipeline's events (Acked, Rejected,
+CreditsBack) become Ack, FrameRejected and Credits messages here (:func:`to_message`).
+"""
 
 from __future__ import annotations
 
@@ -9,11 +13,14 @@ from collections.abc import AsyncIterator
 import grpc
 from grpc import aio
 
-from layercast.cloud.auth import CameraAuthenticator
-from layercast.cloud.inference import InferenceEngine, now_us
-from layercast.cloud.limits import CallLimits
-from layercast.cloud.pipeline import FramePipeline
-from layercast.cloud.ratelimit import KeyedLimiter
+from layercast.cloud.ingest.engine import InferenceEngine
+from layercast.cloud.ingest.frame import Acked, CreditsBack, FrameEvent, Rejected
+from layercast.cloud.ingest.pipeline import FramePipeline
+from layercast.cloud.results.store import Store
+from layercast.cloud.rpc.limits import CallLimits
+from layercast.cloud.rpc.status import abort_with, bounded, code_number
+from layercast.cloud.security.auth import CameraAuthenticator
+from layercast.cloud.security.ratelimit import KeyedLimiter
 from layercast.cloud.sessions import (
     DEFAULT_OUTGOING_QUEUE,
     CameraSession,
@@ -21,8 +28,7 @@ from layercast.cloud.sessions import (
     Presence,
     SessionRegistry,
 )
-from layercast.cloud.status import abort_with, bounded
-from layercast.cloud.store import Store
+from layercast.shared.clock import now_us
 from layercast.shared.errors import (
     InvalidArgument,
     LayercastError,
@@ -57,6 +63,24 @@ def check_hello_sizes(hello: edge_pb2.Hello, max_id_length: int) -> None:
         raise InvalidArgument(
             f"Hello.capabilities: at most {MAX_CAPABILITIES} entries of {max_id_length} characters"
         )
+
+
+def to_message(event: FrameEvent) -> edge_pb2.CloudMessage:
+    """What the camera receives for a pipeline event."""
+    match event:
+        case Acked(sequence, duplicate):
+            return edge_pb2.CloudMessage(ack=edge_pb2.Ack(sequence=sequence, duplicate=duplicate))
+        case Rejected(sequence, code, message):
+            rejected = edge_pb2.FrameRejected(sequence=sequence, code=code_number(code), message=message)
+            return edge_pb2.CloudMessage(rejected=rejected)
+        case CreditsBack(count):
+            return edge_pb2.CloudMessage(credits=edge_pb2.Credits(credits=count))
+    raise TypeError(f"not a frame event: {event!r}")
+
+
+def send_event(session: CameraSession, event: FrameEvent) -> None:
+    """Queue ``event`` down ``session``'s stream (dropped once the stream has ended)."""
+    session.send(to_message(event))
 
 
 class EdgeLinkServicer(edge_pb2_grpc.EdgeLinkServicer):
@@ -202,7 +226,11 @@ class EdgeLinkServicer(edge_pb2_grpc.EdgeLinkServicer):
                         await self._frame_limiter.pace(session.camera_id)
                         if session.closed:
                             return
-                    await self._pipeline.ingest(session, message.frame)
+                    frame = message.frame
+                    async for event in self._pipeline.ingest(
+                        session, frame.sequence, frame.capture_time_us, frame.base
+                    ):
+                        send_event(session, event)
                 elif kind == "enhancement":
                     self._router.resolve(session, message.enhancement)
                 elif kind == "heartbeat":

@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from layercast.cloud.store import StoredResult
+from layercast.cloud.results.records import ReplayQuery, StoredResult
 from layercast.shared.errors import ServiceClosing
 from layercast.shared.rpc import common_pb2
 
@@ -38,15 +38,7 @@ log = logging.getLogger(__name__)
 class ResultSource(Protocol):
     """The ordered log of results a subscriber replays (see :meth:`SqliteStore.results_after`)."""
 
-    async def results_after(
-        self,
-        *,
-        cameras: Iterable[str] | None = None,
-        resume_after: Mapping[str, int] | None = None,
-        default_after: int = 0,
-        cursor: int = 0,
-        limit: int = 500,
-    ) -> list[StoredResult]: ...
+    async def results_after(self, query: ReplayQuery) -> list[StoredResult]: ...
 
 
 class ResultSink(Protocol):
@@ -192,11 +184,7 @@ class Hub:
 
     async def _page(self, sub: _Subscription, default_after: int, cursor: int) -> list[StoredResult]:
         return await self._store.results_after(
-            cameras=sub.cameras,
-            resume_after=sub.delivered,
-            default_after=default_after,
-            cursor=cursor,
-            limit=self.page_size,
+            ReplayQuery(sub.cameras, dict(sub.delivered), default_after, cursor, self.page_size)
         )
 
     @staticmethod

@@ -1,5 +1,5 @@
 """Server interceptors: request ids and latency logging, and a readiness gate (operator identity
-and roles: :mod:`layercast.cloud.operator_auth`).
+and roles: :mod:`layercast.cloud.security.operator_auth`).
 
 Each wraps the method handler of the same kind (unary or streaming, coroutine
 or async generator), so servicers stay free of cross-cutting code. More (metrics,

@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-log = logging.getLogger("layercast.demo")
+log = logging.getLogger("layercast.commands.demo")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

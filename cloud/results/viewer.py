@@ -11,10 +11,13 @@ import time
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
-from layercast.cloud.cache import LruCache
-from layercast.cloud.inference import InferenceEngine, PngImage
+from layercast.cloud.ingest.engine import InferenceEngine
+from layercast.cloud.results.cache import LruCache
+from layercast.cloud.results.png import PngImage
+from layercast.cloud.results.previews import preview_png, reconstruct_png
+from layercast.cloud.results.records import FrameRecord
+from layercast.cloud.results.store import Store
 from layercast.cloud.sessions import EnhancementSource
-from layercast.cloud.store import FrameRecord, Store
 from layercast.shared.errors import FrameNotStored
 from layercast.shared.rpc import common_pb2
 
@@ -76,7 +79,7 @@ class FrameViewer:
             return hit
         rec = await self.frame(camera_id, sequence)
         loop = asyncio.get_running_loop()
-        img = await loop.run_in_executor(self._executor, self._engine.preview_png, rec.base)
+        img = await loop.run_in_executor(self._executor, preview_png, self._engine, rec.base)
         self.previews.put(key, img)
         return img
 
@@ -96,6 +99,6 @@ class FrameViewer:
         enhancement = await self._router.fetch(camera_id, sequence, timeout_s=timeout_s)
         fetch_s = time.perf_counter() - t0
         loop = asyncio.get_running_loop()
-        img = await loop.run_in_executor(self._executor, self._engine.reconstruct_png, rec.base, enhancement)
+        img = await loop.run_in_executor(self._executor, reconstruct_png, self._engine, rec.base, enhancement)
         self.reconstructions.put(key, _CachedReconstruction(img, len(enhancement), fetch_s))
         return Enhanced(img, rec.base_size, len(enhancement), fetch_s, False, result)

@@ -12,9 +12,9 @@ Closed by default: every call needs an identity, taken from (in this order)
 Otherwise the call is UNAUTHENTICATED (``no_operator_identity``). A camera's certificate is
 PERMISSION_DENIED on these APIs whatever else it carries (``camera_cert_operator_api``): a camera's
 credentials let it stream as itself, not read other cameras' results or ask for their pictures.
-The role (:mod:`layercast.cloud.roles`) decides the method: a viewer calling Enhance is
+The role (:mod:`layercast.cloud.security.roles`) decides the method: a viewer calling Enhance is
 PERMISSION_DENIED (``operator_role``). The caller's name is left in
-:data:`~layercast.cloud.interceptors.operator_name` for the rate limit and the audit log.
+:data:`~layercast.cloud.rpc.interceptors.operator_name` for the rate limit and the audit log.
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ from typing import Any
 import grpc
 from grpc import aio
 
-from layercast.cloud.auth import AuthRefusals, bearer_token
-from layercast.cloud.credentials import TokenTable
-from layercast.cloud.interceptors import _around, _wrap_handler, operator_name
-from layercast.cloud.roles import OperatorRoles
-from layercast.cloud.tls import peer_identity
+from layercast.cloud.rpc.interceptors import _around, _wrap_handler, operator_name
+from layercast.cloud.security.auth import AuthRefusals, bearer_token
+from layercast.cloud.security.credentials import TokenTable
+from layercast.cloud.security.roles import OperatorRoles
+from layercast.cloud.security.tls import peer_identity
 
 
 class OperatorAuthInterceptor(aio.ServerInterceptor):

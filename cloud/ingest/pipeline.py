@@ -1,7 +1,10 @@
 """The path of one frame inside the cloud: check → store → ack → batch → result → subscribers.
 
 :class:`FramePipeline` owns the batcher and is what the EdgeLink servicer
-calls for each BaseFrame. Guarantees:
+calls for each BaseFrame. It parses the frame's header once into a
+:class:`~layercast.cloud.ingest.frame.Frame` and answers in
+:data:`~layercast.cloud.ingest.frame.FrameEvent` values (Acked, Rejected,
+CreditsBack), which the servicer turns into messages. Guarantees:
 
 * A frame is acknowledged only after it is durably stored; a frame already
   stored is acknowledged again with ``duplicate=true`` and produces nothing.
@@ -29,28 +32,34 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import grpc
 
-from layercast.cloud.batcher import Batcher, BatchRecord, Done
-from layercast.cloud.hub import ResultSink
-from layercast.cloud.inference import FrameHeader, InferenceEngine, InferJob, now_us
+from layercast.cloud.ingest.batcher import Batcher, BatchRecord, Done
+from layercast.cloud.ingest.engine import InferenceEngine
+from layercast.cloud.ingest.frame import Acked, CreditsBack, Frame, FrameEvent, Rejected
+from layercast.cloud.results.hub import ResultSink
+from layercast.cloud.results.records import MAX_SEQUENCE, FrameRecord, InsertOutcome, ResultRecord
+from layercast.cloud.results.store import Store
+from layercast.cloud.rpc.status import code_number, status_of
 from layercast.cloud.sessions import CameraSession, SessionRegistry
-from layercast.cloud.status import code_number, status_of
-from layercast.cloud.store import MAX_SEQUENCE, FrameRecord, InsertOutcome, ResultRecord, Store, make_frame
+from layercast.shared.clock import now_us
 from layercast.shared.errors import LayercastError
-from layercast.shared.rpc import common_pb2, edge_pb2
+from layercast.shared.rpc import common_pb2
 
 log = logging.getLogger(__name__)
+
+#: Sends an event down a camera's stream (the EdgeLink servicer's ``send_event``).
+Deliver = Callable[[CameraSession, FrameEvent], None]
 
 
 @dataclass(frozen=True)
 class FrameTask:
-    """A stored frame on its way through the batcher."""
+    """A stored frame in the batcher, with the stream it came from."""
 
-    job: InferJob
+    frame: Frame
     session_id: str | None  # the stream that sent it (None when recovered at start-up)
     holds_slot: bool = False  # counts against its camera's backlog
 
@@ -59,7 +68,7 @@ class FrameTask:
 class AdhocTask:
     """A one-off Analytics.Infer request (not stored, no ordering)."""
 
-    job: InferJob
+    frame: Frame
 
 
 @dataclass
@@ -72,7 +81,7 @@ class PipelineStats:
     frames_rejected: int = 0
     results: int = 0
     recovered: int = 0
-    rejected_by_code: collections.Counter[str] = field(default_factory=collections.Counter)
+    rejected_by_code: collections.Counter[grpc.StatusCode] = field(default_factory=collections.Counter)
     #: (camera, outcome) → frames; outcome: "stored", "duplicate" or "rejected" (refused before storing).
     by_camera: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
 
@@ -87,6 +96,7 @@ class FramePipeline:
         engine: InferenceEngine,
         hub: ResultSink,
         registry: SessionRegistry,
+        deliver: Deliver,
         max_batch_size: int,
         max_queue_delay_s: float,
         workers: int,
@@ -100,6 +110,7 @@ class FramePipeline:
         self.engine = engine
         self.hub = hub
         self.registry = registry
+        self._deliver = deliver  # events that arise after ingest (a failed decode, credits)
         self.stats = PipelineStats()
         self._on_results = on_results  # observer of results just stored and published (metrics)
         self.max_frame_bytes = max_frame_bytes
@@ -129,95 +140,96 @@ class FramePipeline:
     def accepting(self) -> bool:
         return self._accepting
 
-    async def ingest(self, session: CameraSession, frame: edge_pb2.BaseFrame) -> None:
-        """Handle one BaseFrame of ``session``: answer with Ack or FrameRejected, queue new frames.
+    async def ingest(
+        self, session: CameraSession, sequence: int, capture_time_us: int, data: bytes
+    ) -> AsyncIterator[FrameEvent]:
+        """Handle one frame of ``session``, yielding what to tell the camera as it happens:
+        Acked (then CreditsBack for a duplicate), or Rejected and CreditsBack.
 
-        Returns once the frame is queued for inference (it waits while the camera's backlog is full)."""
+        Finishes once the frame is queued for inference (it waits while the camera's backlog is
+        full, after its Acked)."""
         if not self._accepting:
             return
         self.stats.frames_received += 1
-        cam, seq = session.camera_id, frame.sequence
+        cam = session.camera_id
         try:
-            if len(frame.base) > self.max_frame_bytes:
-                raise _Reject(
-                    "RESOURCE_EXHAUSTED",
-                    f"base bitstream of {len(frame.base)} bytes is above the limit of {self.max_frame_bytes}",
-                )
-            if not 1 <= seq <= MAX_SEQUENCE:
-                raise _Reject(
-                    "INVALID_ARGUMENT", f"sequence {seq} is outside 1..{MAX_SEQUENCE}; sequences start at 1"
-                )
-            header = self.engine.check_base(frame.base)
-        except _Reject as rej:
-            self.reject(session, seq, rej.code, rej.message)
+            frame = self._parse(cam, sequence, capture_time_us, data)
+        except _Refused as refused:
+            for event in self._refuse(cam, refused.event):
+                yield event
             return
-        except LayercastError as exc:
-            self.reject(session, seq, status_of(exc).name, str(exc))
-            return
-        record = make_frame(
-            cam,
-            seq,
-            frame.base,
-            capture_time_us=frame.capture_time_us,
-            received_us=now_us(),
-            width=header.width,
-            height=header.height,
-            model_id=header.model_id,
-        )
         # One camera's frames are stored and queued strictly in turn, even when a reconnecting
         # camera briefly has two streams.
         async with self._camera_locks.setdefault(cam, asyncio.Lock()):
-            await self._store_and_queue(session, record, frame, header)
+            outcome = await self.store.put_frame(frame)
+            if outcome is InsertOutcome.DUPLICATE:
+                self.stats.frames_duplicate += 1
+                self.stats.by_camera[(cam, "duplicate")] += 1
+                yield Acked(sequence, duplicate=True)
+                yield CreditsBack(1)
+                return
+            if outcome is InsertOutcome.STALE:
+                stale = Rejected(
+                    sequence,
+                    grpc.StatusCode.OUT_OF_RANGE,
+                    f"sequence {sequence} is not after the newest sequence stored for camera {cam!r} and is "
+                    "not stored; sequences must increase (or the frame is past the cloud's retention)",
+                )
+                for event in self._refuse(cam, stale):
+                    yield event
+                return
+            self.stats.frames_new += 1
+            self.stats.by_camera[(cam, "stored")] += 1
+            yield Acked(sequence)
+            await self._queue(FrameTask(frame, session.session_id, holds_slot=True))
 
-    async def _store_and_queue(
-        self, session: CameraSession, record: FrameRecord, frame: edge_pb2.BaseFrame, header: FrameHeader
-    ) -> None:
-        cam, seq = session.camera_id, frame.sequence
-        outcome = await self.store.put_frame(record)
-        if outcome is InsertOutcome.DUPLICATE:
-            self.stats.frames_duplicate += 1
-            self.stats.by_camera[(cam, "duplicate")] += 1
-            session.send(edge_pb2.CloudMessage(ack=edge_pb2.Ack(sequence=seq, duplicate=True)))
-            session.send(_credits(1))
-            return
-        if outcome is InsertOutcome.STALE:
-            self.reject(
-                session,
-                seq,
-                "OUT_OF_RANGE",
-                f"sequence {seq} is not after the newest sequence stored for camera {cam!r} and is not stored; "
-                "sequences must increase (or the frame is past the cloud's retention)",
+    def _parse(self, camera_id: str, sequence: int, capture_time_us: int, data: bytes) -> Frame:
+        """The frame record, its header parsed and checked once; raises _Refused."""
+        if len(data) > self.max_frame_bytes:
+            raise _Refused(
+                sequence,
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"base bitstream of {len(data)} bytes is above the limit of {self.max_frame_bytes}",
             )
-            return
-        self.stats.frames_new += 1
-        self.stats.by_camera[(cam, "stored")] += 1
-        session.send(edge_pb2.CloudMessage(ack=edge_pb2.Ack(sequence=seq)))
-        job = InferJob(cam, seq, frame.capture_time_us, frame.base, header)
+        if not 1 <= sequence <= MAX_SEQUENCE:
+            raise _Refused(
+                sequence,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"sequence {sequence} is outside 1..{MAX_SEQUENCE}; sequences start at 1",
+            )
+        try:
+            bitstream = self.engine.check_base(data)
+        except LayercastError as exc:
+            raise _Refused(sequence, status_of(exc), str(exc)) from None
+        return Frame(camera_id, sequence, capture_time_us, now_us(), bitstream)
+
+    def _refuse(self, camera_id: str, event: Rejected) -> tuple[Rejected, CreditsBack]:
+        self.stats.frames_rejected += 1
+        self.stats.rejected_by_code[event.code] += 1
+        self.stats.by_camera[(camera_id, "rejected")] += 1
+        log.info(
+            "camera %s frame %d rejected: %s %s", camera_id, event.sequence, event.code.name, event.message
+        )
+        return event, CreditsBack(1)
+
+    async def _queue(self, task: FrameTask) -> None:
+        cam = task.frame.camera_id
         slots = self._backlog.setdefault(cam, asyncio.Semaphore(self.backlog_per_camera))
         await slots.acquire()
         self._unfinished[cam] += 1
         try:
-            await self.batcher.submit(FrameTask(job, session.session_id, holds_slot=True), key=cam)
+            await self.batcher.submit(task, key=cam)
         except BaseException:
             slots.release()
             self._unfinished[cam] -= 1
             raise
 
-    def reject(self, session: CameraSession, seq: int, code: str, message: str) -> None:
-        self.stats.frames_rejected += 1
-        self.stats.rejected_by_code[code] += 1
-        self.stats.by_camera[(session.camera_id, "rejected")] += 1
-        log.info("camera %s frame %d rejected: %s %s", session.camera_id, seq, code, message)
-        number = code_number(grpc.StatusCode[code])
-        session.send(
-            edge_pb2.CloudMessage(rejected=edge_pb2.FrameRejected(sequence=seq, code=number, message=message))
-        )
-        session.send(_credits(1))
-
     async def recover(self) -> int:
         """Queue every stored frame that has no result yet (after a crash), in order. Returns how many.
 
-        Call before cameras can connect (the server does so before it reports SERVING).
+        Each is checked as a new frame is, under the present limits: one that fails (e.g. above a
+        lowered pixel limit) is marked rejected without being decoded. Call before cameras can
+        connect (the server does so before it reports SERVING).
         """
         count = 0
         after: tuple[str, int] | None = None
@@ -225,90 +237,89 @@ class FramePipeline:
             pending = await self.store.pending_frames(limit=1000, after=after)
             if not pending:
                 break
-            for f in pending:
-                job = InferJob(
-                    f.camera_id,
-                    f.sequence,
-                    f.capture_time_us,
-                    f.base,
-                    FrameHeader(f.width, f.height, f.model_id),
-                )
-                await self.batcher.submit(FrameTask(job, None), key=f.camera_id)
-                count += 1
+            for stored in pending:
+                frame = await self._recovered(stored)
+                if frame is not None:
+                    await self.batcher.submit(FrameTask(frame, None), key=frame.camera_id)
+                    count += 1
             after = (pending[-1].camera_id, pending[-1].sequence)
         self.stats.recovered += count
         if count:
             log.info("recovered %d stored frames that had no result yet", count)
         return count
 
+    async def _recovered(self, stored: FrameRecord) -> Frame | None:
+        try:
+            return self._parse(stored.camera_id, stored.sequence, stored.capture_time_us, stored.base)
+        except _Refused as refused:
+            await self._failed(stored.camera_id, refused.event)
+            return None
+
     # -- unary inference ----------------------------------------------------------------------------
     async def infer_base(self, base: bytes, camera_id: str = "") -> common_pb2.Result:
         """Run one base bitstream through the batcher (not stored, not published), after the
         cameras' frames waiting at the time (low priority)."""
-        header = self.engine.check_base(base)
-        fut = await self.batcher.submit(
-            AdhocTask(InferJob(camera_id, 0, 0, base, header)), key=None, low_priority=True
-        )
+        frame = Frame(camera_id, 0, 0, now_us(), self.engine.check_base(base))
+        fut = await self.batcher.submit(AdhocTask(frame), key=None, low_priority=True)
         return await fut
 
     # -- batch execution (worker thread) -------------------------------------------------------------
     def _infer(self, tasks: list[FrameTask | AdhocTask]) -> list[common_pb2.Result | LayercastError]:
-        return self.engine.run_batch([t.job for t in tasks])
+        return self.engine.run_batch([t.frame for t in tasks])
 
     # -- results (event loop, in per-camera order) ---------------------------------------------------
     async def _complete(self, done: list[Done[FrameTask | AdhocTask, common_pb2.Result]]) -> None:
         frames = [d for d in done if isinstance(d.item, FrameTask)]
-        ok = [d for d in frames if d.error is None and d.result is not None]
-        failed = [d for d in frames if d.error is not None]
-        if ok:
+        results = [d.result for d in frames if d.error is None and d.result is not None]
+        if results:
             await self.store.put_results(
-                ResultRecord(
-                    d.item.job.camera_id,
-                    d.item.job.sequence,
-                    d.result.processed_time_us,
-                    d.result.SerializeToString(),
-                )
-                for d in ok
-                if d.result is not None
+                [
+                    ResultRecord(r.camera_id, r.sequence, r.processed_time_us, r.SerializeToString())
+                    for r in results
+                ]
             )
-            self.stats.results += len(ok)
-            for d in ok:
-                assert d.result is not None
-                self.hub.publish(d.result)
+            self.stats.results += len(results)
+            for r in results:
+                self.hub.publish(r)
             if self._on_results is not None:
-                self._on_results([d.result for d in ok if d.result is not None])
-        for d in failed:
-            job = d.item.job
-            assert d.error is not None
+                self._on_results(results)
+        for d in frames:
+            if d.error is None:
+                continue
             code = status_of(d.error)
             message = str(d.error) if isinstance(d.error, LayercastError) else "internal error while decoding"
-            await self.store.mark_rejected(job.camera_id, job.sequence, code_number(code), message)
-            self.stats.frames_rejected += 1
-            self.stats.rejected_by_code[code.name] += 1
-            log.info("camera %s frame %d failed: %s %s", job.camera_id, job.sequence, code.name, message)
-            session = self.registry.get(job.camera_id)
-            if session is not None and session.session_id == d.item.session_id:
-                session.send(
-                    edge_pb2.CloudMessage(
-                        rejected=edge_pb2.FrameRejected(
-                            sequence=job.sequence, code=code_number(code), message=message
-                        )
-                    )
-                )
+            event = Rejected(d.item.frame.sequence, code, message)
+            await self._failed(d.item.frame.camera_id, event, d.item.session_id)
         credits: collections.Counter[tuple[str, str]] = collections.Counter()
         for d in frames:
+            cam = d.item.frame.camera_id
             if d.item.holds_slot:
-                self._backlog[d.item.job.camera_id].release()
-                self._unfinished[d.item.job.camera_id] -= 1
+                self._backlog[cam].release()
+                self._unfinished[cam] -= 1
             if d.item.session_id is not None:
-                credits[(d.item.job.camera_id, d.item.session_id)] += 1
+                credits[(cam, d.item.session_id)] += 1
         for (cam, sid), n in credits.items():
-            session = self.registry.get(cam)
-            if session is not None and session.session_id == sid:
-                session.send(_credits(n))
+            self._send(cam, sid, CreditsBack(n))
         if any(d.item.holds_slot for d in frames):
             async with self._finished:
                 self._finished.notify_all()
+
+    async def _failed(self, camera_id: str, event: Rejected, session_id: str | None = None) -> None:
+        """A stored frame that will have no result: marked rejected, counted, told to its stream."""
+        await self.store.mark_rejected(camera_id, event.sequence, code_number(event.code), event.message)
+        self.stats.frames_rejected += 1
+        self.stats.rejected_by_code[event.code] += 1
+        log.info(
+            "camera %s frame %d failed: %s %s", camera_id, event.sequence, event.code.name, event.message
+        )
+        if session_id is not None:
+            self._send(camera_id, session_id, event)
+
+    def _send(self, camera_id: str, session_id: str, event: FrameEvent) -> None:
+        """Tell the stream ``session_id`` of ``camera_id``, if it is still the camera's current one."""
+        session = self.registry.get(camera_id)
+        if session is not None and session.session_id == session_id:
+            self._deliver(session, event)
 
     async def settled(self, camera_id: str) -> None:
         """Wait until every frame a stream of ``camera_id`` sent has its result stored and published
@@ -317,11 +328,7 @@ class FramePipeline:
             await self._finished.wait_for(lambda: self._unfinished[camera_id] <= 0)
 
 
-class _Reject(Exception):
-    def __init__(self, code: str, message: str) -> None:
+class _Refused(Exception):
+    def __init__(self, sequence: int, code: grpc.StatusCode, message: str) -> None:
         super().__init__(message)
-        self.code, self.message = code, message
-
-
-def _credits(n: int) -> edge_pb2.CloudMessage:
-    return edge_pb2.CloudMessage(credits=edge_pb2.Credits(credits=n))
+        self.event = Rejected(sequence, code, message)

@@ -1,7 +1,7 @@
 """The audit log: one JSON object per line for every enhancement request.
 
 Written by the operator page (:mod:`layercast.cloud.web.api`, for each request of a signed-in
-user) and by the cloud's gRPC Operator API (:mod:`layercast.cloud.enhance_audit`, for every
+user) and by the cloud's gRPC Operator API (:mod:`layercast.cloud.security.enhance_audit`, for every
 Enhance call whoever makes it). Each line says who asked (and with which role), for which camera
 and frame, when, and the outcome (``ok``, ``refused``, ``csrf_rejected``, ``expired``,
 ``offline``, ``timeout``, ``error`` …) with the status sent. Never a credential.
