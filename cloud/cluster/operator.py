@@ -200,9 +200,10 @@ def current_caller(roles: OperatorRoles) -> Caller:
     from layercast.cloud.security.enhance_audit import acting_for
 
     name = operator_name.get()
-    return Caller(
-        operator=name, role=roles.role_of(name), on_behalf_of=acting_for.get(), request_id=request_id.get()
-    )
+    role = roles.role_of(name)
+    # Only an enhancer may speak for someone (as in the gRPC audit line).
+    on_behalf = acting_for.get() if role == "enhancer" else ""
+    return Caller(operator=name, role=role, on_behalf_of=on_behalf, request_id=request_id.get())
 
 
 class ClusterEnhancements:

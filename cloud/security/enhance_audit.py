@@ -34,8 +34,8 @@ log = logging.getLogger(__name__)
 
 ENHANCE_METHOD = "/layercast.v1.Operator/Enhance"
 
-#: The person an enhancer's Enhance call acts for (``x-layercast-on-behalf-of``; "" otherwise), for
-#: the call's other records (a call forwarded to another replica names it too).
+#: The person an Enhance call claims to act for (``x-layercast-on-behalf-of``; "" otherwise), for the
+#: call's other records (a call forwarded to another replica names it too; honoured for enhancers only).
 acting_for: contextvars.ContextVar[str] = contextvars.ContextVar("layercast_acting_for", default="")
 
 #: gRPC status → ``outcome`` of the audit line.
@@ -79,7 +79,9 @@ class EnhanceAuditInterceptor(aio.ServerInterceptor):
             t0 = time.perf_counter()
             response: Any = None
             error: BaseException | None = None
-            acting_for.set(claimed if self.roles.role_of(operator_name.get()) == "enhancer" else "")
+            # The operator is named further in (by the identity check): who reads this keeps the
+            # claim only for an enhancer (see ``current_caller``).
+            acting_for.set(claimed)
             try:
                 response = await fn(request, context)
                 return response
