@@ -22,7 +22,7 @@ from PIL import Image
 
 from layercast.cloud.ingest.batcher import Batcher
 from layercast.shared.rpc import analytics_pb2, analytics_pb2_grpc
-from tests.cloud.conftest import TOKENS, EdgeStream
+from tests.cloud.conftest import TOKENS, EdgeStream, operator_channel
 from tests.cloud.subprocess_server import cloud_process
 from tests.conftest import smooth_image
 
@@ -79,7 +79,7 @@ async def test_camera_frames_keep_flowing_while_a_viewer_floods_infer(
     with cloud_process(tmp_path, **overrides) as cloud:  # its own process: the flood is measured from outside
         async with (
             aio.insecure_channel(cloud.target) as cam_ch,
-            aio.insecure_channel(cloud.target, options=[("grpc.use_local_subchannel_pool", 1)]) as viewer_ch,
+            operator_channel(cloud.target, options=[("grpc.use_local_subchannel_pool", 1)]) as viewer_ch,
         ):
             stream = EdgeStream(cam_ch)
             stream.hello("cam-a", TOKENS["cam-a"], task_codec.base_model_id, next_sequence=1)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from grpc import aio
 
-from tests.cloud.conftest import TOKENS, EdgeStream
+from tests.cloud.conftest import OPERATOR_TOKEN, TOKENS, EdgeStream
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -33,6 +33,6 @@ async def test_readme_python_api_snippet_runs(cloud, frames, task_codec) -> None
         await edge.recv_kind("welcome")
         edge.frame(1, frames[0].base)
         await edge.recv_kind("ack")
-        got = await asyncio.to_thread(namespace["results"], target, 3.0)
+        got = await asyncio.to_thread(namespace["results"], target, OPERATOR_TOKEN, 3.0)
         edge.close()
     assert got and got[0][:2] == (cam, 1)

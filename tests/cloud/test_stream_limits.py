@@ -21,7 +21,7 @@ from layercast.cloud.rpc.servicers.edge_link import check_hello_sizes
 from layercast.cloud.sessions import CameraSession
 from layercast.shared.errors import InvalidArgument
 from layercast.shared.rpc import analytics_pb2, analytics_pb2_grpc, edge_pb2, edge_pb2_grpc
-from tests.cloud.conftest import TOKENS, EdgeStream, cloud_config
+from tests.cloud.conftest import TOKENS, EdgeStream, cloud_config, operator_channel
 from tests.cloud.subprocess_server import cloud_process
 
 MiB = 1 << 20
@@ -57,7 +57,7 @@ async def test_thousands_of_streams_from_one_client_keep_memory_bounded_and_came
 
             # One connection each (channels with the same arguments would share one connection).
             channels = [
-                aio.insecure_channel(cloud.target, options=[("grpc.use_local_subchannel_pool", 1)])
+                operator_channel(cloud.target, options=[("grpc.use_local_subchannel_pool", 1)])
                 for _ in range(CHANNELS)
             ]
             peak, acked, flood_calls = rss_before, [1], []
@@ -148,7 +148,7 @@ async def test_subscribers_above_the_bound_get_resource_exhausted(tmp_path: Path
     server = CloudServer(cloud_config(tmp_path, **{"limits.max_subscribers": 3}), codec=task_codec)
     await server.start()
     try:
-        async with aio.insecure_channel(server.target) as ch:
+        async with operator_channel(server.target) as ch:
             stub = analytics_pb2_grpc.AnalyticsStub(ch)
             calls = [stub.Subscribe(analytics_pb2.SubscribeRequest(live_only=True)) for _ in range(5)]
             holders = [asyncio.create_task(_hold(c)) for c in calls]

@@ -286,7 +286,15 @@ def k8s_cloud_config(tmp_path: Path, operator_token: str) -> CloudConfig:
             'door-1 = "REPLACE_WITH_sha256:..."', f'door-1 = "{hash_token("door-1-token")}"'
         ).replace('web = "REPLACE_WITH_sha256:..."', f'web = "{hash_token(operator_token)}"')
     )
-    return load_cloud_config(cloud_toml, environ=env, overrides={"auth.credentials_file": str(creds)})
+    # The Secret layercast-cluster's cluster secret, mounted where the Deployment says.
+    assert env["LAYERCAST_CLOUD_CLUSTER__SECRET_FILE"].startswith("/etc/layercast/cluster/")
+    cluster_secret = tmp_path / "cluster-secret"
+    cluster_secret.write_text("c" * 64)
+    return load_cloud_config(
+        cloud_toml,
+        environ=env,
+        overrides={"auth.credentials_file": str(creds), "cluster.secret_file": str(cluster_secret)},
+    )
 
 
 def compose_cloud_config(secrets_dir: Path) -> tuple[CloudConfig, str]:
@@ -296,7 +304,8 @@ def compose_cloud_config(secrets_dir: Path) -> tuple[CloudConfig, str]:
         COMPOSE_DIR / "cloud.toml",
         environ={**dockerfile_env()["cloud"], **doc["services"]["cloud"]["environment"]},
         overrides={
-            "auth.credentials_file": str(secret_target(doc, "/run/secrets/camera_credentials", secrets_dir))
+            "auth.credentials_file": str(secret_target(doc, "/run/secrets/camera_credentials", secrets_dir)),
+            "cluster.secret_file": str(secret_target(doc, "/run/secrets/cluster_secret", secrets_dir)),
         },
     )
     return cfg, (secrets_dir / "operator.token").read_text().strip()
