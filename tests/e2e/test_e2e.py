@@ -23,6 +23,7 @@ import pytest
 
 from layercast.cloud.results.sqlite import SqliteStore
 from layercast.edge.enhancement_store import EnhancementStore, LookupStatus
+from layercast.edge.sealing import AesGcmSealer, read_key_file
 from layercast.shared.codec import ScalableCodec
 from layercast.shared.rpc import (
     analytics_pb2,
@@ -340,9 +341,11 @@ def test_enhancement_equals_offline_decode_of_the_same_bitstreams(run: Run, code
         image = run.images[cam][seq - 1]
         enc = codec.encode_batch([image])[0]
         assert enc.base == run.bases[cam, seq]
-        # the enhancement layer the camera kept is the one an offline encode produces ...
+        # the enhancement layer the camera kept (sealed with the key it made) is the one an offline
+        # encode produces ...
+        sealer = AesGcmSealer(read_key_file(run.edge_dirs[cam] / "edge.key"))
         store = EnhancementStore(
-            run.edge_dirs[cam] / "enhancement" / cam, cam, max_bytes=1 << 30, max_age_s=1e6
+            run.edge_dirs[cam] / "enhancement" / cam, cam, max_bytes=1 << 30, max_age_s=1e6, sealer=sealer
         )
         kept = store.get(seq)
         assert kept.status is LookupStatus.FOUND and kept.data == enc.enhancement
