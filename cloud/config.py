@@ -13,8 +13,8 @@ A TOML file mirrors the dataclasses::
     max_queue_delay_ms = 10
     [auth]
     camera_tokens = ["cam-1=sha256:…"]
-    operator_tokens = ["alice=sha256:…", "web=sha256:…", "dash=sha256:…"]
-    enhancers = ["alice", "web"]    # may call Enhance; other operators are viewers
+    operator_tokens = ["alice=sha256:…", "dash=sha256:…"]
+    enhancers = ["alice", "web"]    # tokens or operator certificates that may Enhance; others view
     [limits]
     camera_frames_per_s = 200       # per camera; above it its stream is read more slowly
     operator_requests_per_s = 1000  # per operator; above it RESOURCE_EXHAUSTED
@@ -22,6 +22,7 @@ A TOML file mirrors the dataclasses::
     cert = "pki/server.pem"
     key = "pki/server.key"
     client_ca = "pki/ca.pem"    # mutual TLS: cameras are who their certificates say
+    crl = "pki/crl.pem"         # revoked certificates (layercast certs revoke), re-read on change
     [cluster]                   # several replicas sharing cameras and results (docs/scale-out.md)
     backend = "redis"
     redis_url = "redis://redis:6379/0"
@@ -32,13 +33,14 @@ Environment: ``LAYERCAST_CLOUD_BATCHING__MAX_BATCH_SIZE=8``.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from layercast.cloud.credentials import TokenTable
-from layercast.cloud.roles import OperatorRoles
+from layercast.cloud.security.credentials import TokenTable
+from layercast.cloud.security.roles import OperatorRoles
 from layercast.shared.config import load_config
 from layercast.shared.errors import ConfigError
 
@@ -78,16 +80,22 @@ class AuthConfig:
 
     #: ``camera_id=sha256:<hex>`` entries (never quoted in errors: a token may be there by mistake).
     camera_tokens: list[str] = field(default_factory=list, metadata={"secret": True})
-    #: A TOML file with a ``[cameras]`` table: ``camera_id = "sha256:<hex>"``.
+    #: A TOML file with a ``[cameras]`` table: ``camera_id = "sha256:<hex>"``, and optionally an
+    #: ``[operators]`` table: ``name = "sha256:<hex>"`` (added to ``operator_tokens``).
     credentials_file: Path | None = None
-    #: ``name=sha256:<hex>`` entries for the Operator and Analytics APIs; empty = those APIs need no token.
+    #: ``name=sha256:<hex>`` entries for the Operator and Analytics APIs. Every call to those APIs
+    #: needs one of these tokens (``authorization: Bearer``) or an operator certificate
+    #: (``layercast:operator:<name>``, with ``tls.client_ca``); without either it is UNAUTHENTICATED.
     operator_tokens: list[str] = field(default_factory=list, metadata={"secret": True})
     #: Accept any camera id and token (closed test networks only; logged as a warning).
     allow_any_camera: bool = False
-    #: Operator names (from ``operator_tokens``) that may call Operator.Enhance; the others are viewers
-    #: (list, preview, subscribe, infer). Unset = every operator token may Enhance, as before roles
-    #: existed; ``[]`` = nobody. See ``layercast.cloud.roles``.
-    enhancers: list[str] | None = None
+    #: Operator names (of tokens or operator certificates) that may call Operator.Enhance; everyone
+    #: else is a viewer (list, preview, subscribe, infer). See ``layercast.cloud.security.roles``.
+    enhancers: list[str] = field(default_factory=list)
+    #: Development only: Operator and Analytics calls without credentials are served, as the viewer
+    #: ``anonymous`` (an enhancer only if ``enhancers`` lists ``anonymous``). Refused at start unless
+    #: ``listen`` is a loopback address; logged as a warning.
+    allow_anonymous_operators: bool = False
 
 
 @dataclass
@@ -108,6 +116,11 @@ class TlsConfig:
     #: ``client_ca`` is set. False lets cameras with certificates naming no camera (another PKI) prove
     #: who they are with a token; a certificate that names a camera must still match the Hello.
     require_camera_certs: bool | None = None
+    #: PEM X.509 CRL signed by ``client_ca`` (``layercast certs revoke``): certificates on it are refused
+    #: (UNAUTHENTICATED) on every call and stream; the file is re-read when it changes.
+    crl: Path | None = None
+    #: How often open streams are checked against a changed ``crl`` (new calls are checked at once).
+    crl_check_s: float = field(default=2.0, metadata=_bounds(0.1, 3600.0))
 
     @property
     def camera_certs_required(self) -> bool:
@@ -123,8 +136,33 @@ class LimitsConfig:
     max_message_bytes: int = field(default=16 * MiB, metadata=_bounds(64 * 1024, 1024 * MiB))
     max_frame_bytes: int = field(default=4 * MiB, metadata=_bounds(1024))
     max_image_pixels: int = field(default=4096 * 4096, metadata=_bounds(64))
-    #: Time an edge has to send its Hello after opening the stream.
-    hello_timeout_s: float = field(default=10.0, metadata=_bounds(0.1, 600.0))
+    #: Time an edge has to send its Hello after opening the stream (edges send it at once); a
+    #: stream without one is refused (UNAUTHENTICATED) after this long.
+    hello_timeout_s: float = field(default=3.0, metadata=_bounds(0.1, 600.0))
+    #: EdgeLink streams waiting for their Hello at a time; more are refused (RESOURCE_EXHAUSTED).
+    max_pending_hellos: int = field(default=256, metadata=_bounds(1, 1_000_000))
+    #: Calls in flight on the whole server (every service; gRPC's ``maximum_concurrent_rpcs``):
+    #: more are refused with RESOURCE_EXHAUSTED. Leave room for every camera's stream.
+    max_concurrent_rpcs: int = field(default=8192, metadata=_bounds(16, 1_000_000))
+    #: Streams one HTTP/2 connection may have open (``grpc.max_concurrent_streams``); a client's
+    #: further calls on that connection wait for one to end.
+    max_concurrent_streams: int = field(default=256, metadata=_bounds(1, 100_000))
+    #: Operator and Analytics calls one caller (its operator name, else its address) may have in
+    #: flight, Subscribe streams included; more are refused with RESOURCE_EXHAUSTED.
+    max_calls_per_caller: int = field(default=256, metadata=_bounds(1, 1_000_000))
+    #: Analytics.Subscribe streams served at a time, all callers together (each holds a queue of
+    #: ``subscriber_queue`` results at most); more are refused with RESOURCE_EXHAUSTED.
+    max_subscribers: int = field(default=1024, metadata=_bounds(1, 1_000_000))
+    #: Messages queued down one camera's stream (acks, credits, enhancement requests) at most: a
+    #: camera that stops reading its stream has it ended with RESOURCE_EXHAUSTED.
+    camera_outgoing_queue: int = field(default=1024, metadata=_bounds(16, 1_000_000))
+    #: Longest model id, software version, capability or camera id a Hello, Infer or Subscribe
+    #: request may carry (characters); longer is refused with INVALID_ARGUMENT before it is stored.
+    max_id_length: int = field(default=128, metadata=_bounds(16, 4096))
+    #: Images in Analytics.Infer at a time (all callers): Infer runs after camera frames, and
+    #: calls above this are refused with RESOURCE_EXHAUSTED, so a flood of Infer never holds up
+    #: the cameras' frames.
+    max_concurrent_infer: int = field(default=4, metadata=_bounds(1, 10_000))
     #: Frames per ListFrames answer at most.
     max_list_frames: int = field(default=500, metadata=_bounds(1, 100_000))
     #: A connection must finish its handshake (TLS if any, the HTTP/2 preface and SETTINGS) within
@@ -133,7 +171,7 @@ class LimitsConfig:
     handshake_timeout_s: float = field(default=10.0, metadata=_bounds(0.1, 600.0))
     #: Frames per second one camera may send (0 = no limit), with bursts of up to
     #: ``camera_frames_burst``. Above it the camera's stream is read more slowly (flow control and
-    #: credits slow the edge; no frame is refused or lost). See ``layercast.cloud.ratelimit``.
+    #: credits slow the edge; no frame is refused or lost). See ``layercast.cloud.security.ratelimit``.
     camera_frames_per_s: float = field(default=200.0, metadata=_bounds(0.0))
     camera_frames_burst: int = field(default=400, metadata=_bounds(1))
     #: Operator and Analytics requests per second of one operator (its token's name; the caller's
@@ -167,11 +205,72 @@ class ClusterConfig:
     forward_timeout_s: float = field(default=15.0, metadata=_bounds(0.1, 600.0))
     #: Results kept in the shared log (approximately; also trimmed to ``retention.max_age_s``).
     results_maxlen: int = field(default=100_000, metadata=_bounds(100))
+    #: The key every replica signs its messages through Redis with (HMAC-SHA256 over each inbox
+    #: message and each results entry): at least 32 characters, the same on every replica
+    #: (``openssl rand -hex 32``). Required with ``backend = "redis"`` (here, in ``secret_file`` or in
+    #: ``LAYERCAST_CLOUD_CLUSTER__SECRET``); a message without a valid tag is refused and counted in
+    #: ``layercast_cloud_cluster_rejected_total{reason}``.
+    secret: str | None = field(default=None, metadata={"secret": True})
+    #: A file holding the cluster secret (a Kubernetes Secret mounted as a file); surrounding
+    #: whitespace is ignored.
+    secret_file: Path | None = None
+    #: Password of the Redis user (``AUTH``; ``requirepass`` or an ACL user), when not in redis_url.
+    redis_password: str | None = field(default=None, metadata={"secret": True})
+    #: A file holding that password (whitespace around it ignored).
+    redis_password_file: Path | None = None
+    #: PEM file of the CA that signed Redis's certificate, for ``rediss://`` (unset = the system CAs).
+    redis_ca_file: Path | None = None
+    #: A result whose sequence is more than this ahead of the last one read for its camera is refused
+    #: (counted as ``sequence_jump``): one forged far-ahead sequence would otherwise hide every later
+    #: result of that camera from subscribers.
+    max_sequence_jump: int = field(default=1_000_000, metadata=_bounds(1))
 
-    def __repr__(self) -> str:  # ``--print-config`` and logs: never the password in redis_url
-        shown = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+    def __repr__(self) -> str:  # ``--print-config`` and logs: never the password nor the secret
+        shown: dict[str, Any] = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         shown["redis_url"] = re.sub(r"//([^:@/]*):[^@/]*@", r"//\1:***@", self.redis_url)
+        for key in ("secret", "redis_password"):
+            if shown[key] is not None:
+                shown[key] = "***"
         return f"ClusterConfig({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
+
+    def secret_bytes(self) -> bytes:
+        """The cluster secret (from ``secret`` or ``secret_file``); ConfigError when missing or short."""
+        value = self.secret
+        if value is None and self.secret_file is not None:
+            try:
+                value = self.secret_file.read_text().strip()
+            except OSError as exc:
+                raise ConfigError(
+                    f"cluster.secret_file = {str(self.secret_file)!r} cannot be read: {exc.strerror or exc}"
+                ) from None
+        if not value:
+            raise ConfigError(
+                "cluster.backend = redis needs cluster.secret or cluster.secret_file (the same on every "
+                "replica; e.g. `openssl rand -hex 32`): replicas sign what they exchange through Redis"
+            )
+        if len(value) < 32:
+            raise ConfigError("cluster.secret must be at least 32 characters (value not shown)")
+        return value.encode()
+
+    def redis_connection_options(self) -> dict[str, Any]:
+        """Keyword arguments for redis-py beside the URL: the password and the CA of ``rediss://``."""
+        options: dict[str, Any] = {}
+        password = self.redis_password
+        if password is None and self.redis_password_file is not None:
+            try:
+                password = self.redis_password_file.read_text().strip()
+            except OSError as exc:
+                raise ConfigError(
+                    f"cluster.redis_password_file = {str(self.redis_password_file)!r} cannot be read: "
+                    f"{exc.strerror or exc}"
+                ) from None
+        if password:
+            options["password"] = password
+        if self.redis_url.startswith("rediss://"):
+            options["ssl_cert_reqs"] = "required"
+            if self.redis_ca_file is not None:
+                options["ssl_ca_certs"] = str(self.redis_ca_file)
+        return options
 
     def validate(self) -> None:
         if self.backend == "none":
@@ -181,6 +280,11 @@ class ClusterConfig:
                 "cluster.redis_url must look like redis://host:6379/0, rediss://host:6380/0 or "
                 "unix:///path/redis.sock (value not shown: it may hold a password)"
             )
+        if self.secret is not None and self.secret_file is not None:
+            raise ConfigError("cluster.secret and cluster.secret_file are both set; choose one")
+        self.secret_bytes()
+        if self.redis_ca_file is not None and not self.redis_url.startswith("rediss://"):
+            raise ConfigError("cluster.redis_ca_file is set, but cluster.redis_url is not rediss:// (TLS)")
         if self.replica_id is not None and not _REPLICA_ID.fullmatch(self.replica_id):
             raise ConfigError(
                 f"cluster.replica_id = {self.replica_id!r} must be 1-128 letters, digits or . _ : - "
@@ -193,6 +297,17 @@ class ClusterConfig:
 
 
 _REPLICA_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback literals (127.0.0.0/8, ::1); False for 0.0.0.0, [::], names."""
+    host = host.strip().strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass
@@ -276,6 +391,23 @@ class CloudConfig:
                 "or auth.allow_any_camera = true on a closed test network"
             )
         self.operator_roles()
+        self.validate_operator_access()
+
+    def validate_operator_access(self) -> None:
+        """Operator and Analytics calls without credentials only on loopback, only when asked for."""
+        if self.auth.allow_anonymous_operators and not is_loopback(self.listen):
+            raise ConfigError(
+                f"auth.allow_anonymous_operators = true (LAYERCAST_CLOUD_AUTH__ALLOW_ANONYMOUS_OPERATORS, "
+                f"--allow-anonymous-operators) would open the Operator and Analytics APIs to anyone who "
+                f"reaches listen = {self.listen!r}; it is allowed on a loopback address only (127.0.0.1, "
+                "::1). On a network give operators tokens (auth.operator_tokens) or certificates "
+                "(tls.client_ca and `layercast certs operator`)"
+            )
+
+    @property
+    def operator_certificates(self) -> bool:
+        """Operators may identify by certificate (mutual TLS)."""
+        return not self.insecure and self.tls.client_ca is not None
 
     def validate_tls(self) -> None:
         """TLS or an explicit ``insecure = true``, and TLS settings that fit together."""
@@ -288,6 +420,10 @@ class CloudConfig:
             raise ConfigError(
                 "TLS is required: set tls.cert and tls.key (make them with `layercast certs`), or "
                 "insecure = true (LAYERCAST_CLOUD_INSECURE=true, --insecure) for plain text on a closed network"
+            )
+        if tls.crl is not None and tls.client_ca is None:
+            raise ConfigError(
+                "tls.crl needs tls.client_ca (the CA that signed the certificates and the list)"
             )
         if tls.require_camera_certs and tls.client_ca is None:
             raise ConfigError(
@@ -302,12 +438,23 @@ class CloudConfig:
         return table
 
     def operator_credentials(self) -> TokenTable:
-        """Operator name → token hash (empty table = operator APIs open)."""
-        return TokenTable.parse(self.auth.operator_tokens, source="auth.operator_tokens")
+        """Operator name → token hash, from ``auth.operator_tokens`` and the ``[operators]`` table of
+        ``auth.credentials_file``."""
+        table = TokenTable.parse(self.auth.operator_tokens, source="auth.operator_tokens")
+        if self.auth.credentials_file is not None:
+            table = table.merged(
+                TokenTable.from_toml(self.auth.credentials_file, "operators", required=False)
+            )
+        return table
 
     def operator_roles(self) -> OperatorRoles:
         """Who may Enhance (``auth.enhancers``), checked against the operator tokens."""
-        return OperatorRoles.from_config(self.auth.enhancers, self.operator_credentials().names())
+        return OperatorRoles.from_config(
+            self.auth.enhancers,
+            self.operator_credentials().names(),
+            certificates=self.operator_certificates,
+            anonymous=self.auth.allow_anonymous_operators,
+        )
 
     @property
     def address(self) -> str:

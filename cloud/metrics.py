@@ -2,7 +2,7 @@
 
 Two kinds of sources:
 
-* read at scrape time (on the event loop, see :mod:`layercast.shared.metrics`):
+* read at scrape time (on the event loop, see :mod:`layercast.shared.prometheus`):
   the pipeline's counters, the batcher's queue, the connected cameras, the
   hub's subscribers, the pending enhancement requests, readiness, build info;
 * observed as things happen, through the hooks the server wires:
@@ -45,6 +45,7 @@ layercast_cloud_subscriber_lag_max                  gauge    results queued for 
 layercast_cloud_subscribers_lagged_total            counter  subscribers cut off for lagging
 layercast_cloud_auth_refusals_total{reason}         counter  callers refused, see ``auth.REFUSAL_REASONS``
 layercast_cloud_rate_limited_total{kind}            counter  camera_frames delayed / operator_requests refused
+layercast_cloud_limit_refusals_total{limit}         counter  calls refused at a bound (``layercast.cloud.rpc.limits``)
 layercast_cloud_audit_write_failures_total          counter  Enhance audit lines that could not be written
 layercast_cloud_cluster_redis_up                    gauge    scaled mode: 1 while lease renewals reach Redis
 layercast_cloud_cluster_cameras_held                gauge    scaled mode: camera leases this replica holds
@@ -53,6 +54,7 @@ layercast_cloud_cluster_calls_total{direction}      counter  forwarded (sent) / 
 layercast_cloud_cluster_results_appended_total      counter  results written to the shared Redis stream
 layercast_cloud_cluster_results_backlog             gauge    results waiting to be written
 layercast_cloud_cluster_results_dropped_total       counter  results not shared (backlog full; kept locally)
+layercast_cloud_cluster_rejected_total{reason}      counter  messages from Redis refused (``cluster.signing.REASONS``)
 layercast_cloud_ready                               gauge    1 once serving
 layercast_build_info{version,base_model_id,enhancement_model_id}  gauge  1
 ==================================================  =======  ===========================================
@@ -70,7 +72,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
-from layercast.cloud.batcher import BatchRecord
+from layercast.cloud.cluster.signing import REASONS
+from layercast.cloud.ingest.batcher import BatchRecord
 from layercast.shared.errors import (
     CameraOffline,
     EdgeStoreFailed,
@@ -78,7 +81,7 @@ from layercast.shared.errors import (
     FrameNotFound,
     RequestTimeout,
 )
-from layercast.shared.metrics import BPP_BUCKETS, BuildInfoCollector
+from layercast.shared.prometheus import BPP_BUCKETS, BuildInfoCollector
 
 if TYPE_CHECKING:
     from layercast.cloud.server import CloudServer
@@ -279,8 +282,8 @@ class CloudCollector(Collector):
                     counts.setdefault((cam, outcome), 0)
             for (cam, outcome), n in sorted(counts.items()):
                 frames.add_metric([cam, outcome], n)
-            for code, n in sorted(st.rejected_by_code.items()):
-                errors.add_metric([code], n)
+            for code, n in sorted(st.rejected_by_code.items(), key=lambda item: item[0].name):
+                errors.add_metric([code.name], n)
             recovered.add_metric([], st.recovered)
             queued.add_metric([], pipeline.batcher.queued)
             outstanding.add_metric([], pipeline.batcher.outstanding)
@@ -354,6 +357,16 @@ class CloudCollector(Collector):
             if limiter is not None:
                 limited.add_metric([limiter.kind], limiter.limited)
         yield limited
+        bounds = CounterMetricFamily(
+            "layercast_cloud_limit_refusals",
+            "Calls refused at a bound: per_caller, subscribers, pending_hellos, infer.",
+            labels=["limit"],
+        )
+        call_limits = getattr(server, "call_limits", None)
+        if call_limits is not None:
+            for limit in ("per_caller", "subscribers", "pending_hellos", "infer"):
+                bounds.add_metric([limit], call_limits.refused.get(limit, 0))
+        yield bounds
         yield from _cluster_families(server)
         audit = getattr(server, "enhance_audit", None)
         yield CounterMetricFamily(
@@ -422,3 +435,13 @@ def _cluster_families(server: CloudServer) -> Iterator[Metric]:
         calls.add_metric(["forwarded"], st.forwarded_calls)
         calls.add_metric(["served"], st.served_calls)
     yield calls
+    rejected = CounterMetricFamily(
+        "layercast_cloud_cluster_rejected",
+        "Inbox messages, results entries and forwarded calls from Redis refused, by reason "
+        "(unsigned, bad_signature, misaddressed, replayed, unauthorised, sequence_jump, malformed).",
+        labels=["reason"],
+    )
+    if st is not None:
+        for reason in REASONS:
+            rejected.add_metric([reason], float(st.rejected.get(reason, 0)))
+    yield rejected

@@ -22,33 +22,32 @@ from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from layercast.cloud.audit import AuditLog
-from layercast.cloud.auth import AuthRefusals, CameraAuthenticator
 from layercast.cloud.cluster import open_cluster
 from layercast.cloud.config import CloudConfig
-from layercast.cloud.decoding import DecodeErrorInterceptor
-from layercast.cloud.enhance_audit import EnhanceAuditInterceptor
-from layercast.cloud.health import HealthServicer
-from layercast.cloud.hub import Hub, ResultSink, ResultSource
-from layercast.cloud.inference import CodecLike, InferenceEngine, load_registry_codec, now_us
-from layercast.cloud.interceptors import (
-    CameraCertGate,
-    ReadinessInterceptor,
-    RequestLogInterceptor,
-    TokenInterceptor,
-)
+from layercast.cloud.ingest.engine import CodecLike, InferenceEngine, load_registry_codec
+from layercast.cloud.ingest.pipeline import FramePipeline
 from layercast.cloud.metrics import CloudMetrics
-from layercast.cloud.pipeline import FramePipeline
-from layercast.cloud.ratelimit import KeyedLimiter, OperatorRateLimitInterceptor
-from layercast.cloud.servicers.analytics import AnalyticsServicer
-from layercast.cloud.servicers.edge_link import EdgeLinkServicer
-from layercast.cloud.servicers.operator import LocalOperator, OperatorServicer
+from layercast.cloud.results.hub import Hub, ResultSink, ResultSource
+from layercast.cloud.results.store import Store, open_store
+from layercast.cloud.results.viewer import FrameViewer
+from layercast.cloud.rpc.health import HealthServicer
+from layercast.cloud.rpc.interceptors import ReadinessInterceptor, RequestLogInterceptor
+from layercast.cloud.rpc.limits import CallLimitInterceptor, CallLimits
+from layercast.cloud.rpc.malformed import DecodeErrorInterceptor
+from layercast.cloud.rpc.servicers.analytics import AnalyticsServicer
+from layercast.cloud.rpc.servicers.edge_link import EdgeLinkServicer, send_event
+from layercast.cloud.rpc.servicers.operator import LocalOperator, OperatorServicer
+from layercast.cloud.security.audit import AuditLog
+from layercast.cloud.security.auth import AuthRefusals, CameraAuthenticator
+from layercast.cloud.security.enhance_audit import EnhanceAuditInterceptor
+from layercast.cloud.security.operator_auth import OperatorAuthInterceptor
+from layercast.cloud.security.ratelimit import KeyedLimiter, OperatorRateLimitInterceptor
+from layercast.cloud.security.revocation import RevocationInterceptor, RevocationList
+from layercast.cloud.security.tls import read_pem, server_credentials
 from layercast.cloud.sessions import EnhancementRouter, EnhancementSource, SessionRegistry
-from layercast.cloud.store import Store, open_store
-from layercast.cloud.tls import server_credentials
-from layercast.cloud.viewer import FrameViewer
+from layercast.shared.clock import now_us
 from layercast.shared.errors import ConfigError, LayercastError
-from layercast.shared.metrics import MetricsServer, metrics_enabled, start_metrics_server
+from layercast.shared.prometheus import MetricsServer, metrics_enabled, start_metrics_server
 from layercast.shared.rpc import (
     analytics_pb2,
     analytics_pb2_grpc,
@@ -92,6 +91,8 @@ def server_options(cfg: CloudConfig) -> list[tuple[str, int]]:
         # Bounds on connections that do nothing (slow-loris): no handshake in time, or no call for long.
         ("grpc.server_handshake_timeout_ms", int(cfg.limits.handshake_timeout_s * 1000)),
         ("grpc.max_connection_idle_ms", int(cfg.limits.connection_idle_s * 1000)),
+        # Streams one connection may hold open (its further calls wait client-side).
+        ("grpc.max_concurrent_streams", cfg.limits.max_concurrent_streams),
     ]
 
 
@@ -132,14 +133,22 @@ class CloudServer:
         #: Scale-out membership (``[cluster] backend = "redis"``); None in embedded mode.
         self.cluster: RedisCluster | None = None
         self.camera_auth: CameraAuthenticator
-        self.operator_auth: TokenInterceptor
+        self.operator_auth: OperatorAuthInterceptor
+        #: The ``tls.crl`` check (None without a revocation list).
+        self.revocation: RevocationInterceptor | None = None
         self.audit: AuditLog
         self.enhance_audit: EnhanceAuditInterceptor
-        #: Rate limits (``layercast_cloud_rate_limited_total{kind}``), see ``layercast.cloud.ratelimit``.
+        #: Rate limits (``layercast_cloud_rate_limited_total{kind}``), see ``layercast.cloud.security.ratelimit``.
         lim = config.limits
         self.frame_limiter = KeyedLimiter("camera_frames", lim.camera_frames_per_s, lim.camera_frames_burst)
         self.operator_limiter = KeyedLimiter(
             "operator_requests", lim.operator_requests_per_s, lim.operator_requests_burst
+        )
+        #: Calls in flight per caller, subscribers, streams waiting for a Hello (``layercast.cloud.rpc.limits``).
+        self.call_limits = CallLimits(
+            per_caller=lim.max_calls_per_caller,
+            subscribers=lim.max_subscribers,
+            pending_hellos=lim.max_pending_hellos,
         )
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -210,6 +219,8 @@ class CloudServer:
             await self.stop(0)
             raise
         self._tasks.append(asyncio.create_task(self._retention_loop(), name="retention"))
+        if self.revocation is not None:
+            self._tasks.append(asyncio.create_task(self._revocation_loop(self.revocation), name="revocation"))
         self._ready, self._state = True, "serving"
         for name in ("", *SERVICE_NAMES):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -235,15 +246,28 @@ class CloudServer:
             refusals=self.auth_refusals,
         )
         operator_tokens, roles = cfg.operator_credentials(), cfg.operator_roles()
-        self.operator_auth = TokenInterceptor(
-            operator_tokens, self._operator_prefixes(), self.auth_refusals, roles=roles
+        anonymous = cfg.auth.allow_anonymous_operators
+        self.operator_auth = OperatorAuthInterceptor(
+            operator_tokens, self._operator_prefixes(), self.auth_refusals, roles, allow_anonymous=anonymous
         )
         log.info("%s", roles.describe())
+        if anonymous:
+            log.warning(
+                "auth.allow_anonymous_operators = true: the Operator and Analytics APIs on %s serve "
+                "callers WITHOUT credentials (as %r, %s); development on this machine only",
+                cfg.address,
+                "anonymous",
+                roles.role_of(""),
+            )
+        elif not len(operator_tokens) and not cfg.operator_certificates:
+            log.warning(
+                "no operator credentials: without auth.operator_tokens or tls.client_ca (operator "
+                "certificates) every Operator and Analytics call is refused"
+            )
+        self.revocation = self._revocation()
         self.audit = AuditLog(cfg.audit_path)
         self.audit.check_writable("audit_log")
-        self.enhance_audit = EnhanceAuditInterceptor(
-            self.audit, roles, tokens_required=len(operator_tokens) > 0
-        )
+        self.enhance_audit = EnhanceAuditInterceptor(self.audit, roles, anonymous_allowed=anonymous)
         self.store = self._store_override or open_store(cfg.db_path)
         self.engine = InferenceEngine(
             self._codec, max_pixels=cfg.limits.max_image_pixels, depth_encoding=cfg.depth_encoding
@@ -262,6 +286,7 @@ class CloudServer:
             engine=self.engine,
             hub=sink,
             registry=self.registry,
+            deliver=send_event,
             max_batch_size=cfg.batching.max_batch_size,
             max_queue_delay_s=cfg.batching.max_queue_delay_ms / 1000.0,
             workers=cfg.batching.workers,
@@ -279,16 +304,36 @@ class CloudServer:
             cache_bytes=cfg.cache_bytes,
         )
 
+    def _revocation(self) -> RevocationInterceptor | None:
+        """The revocation check of ``tls.crl`` (None without one)."""
+        tls = self.config.tls
+        if tls.crl is None or tls.client_ca is None or self.config.insecure:
+            return None
+        crl = RevocationList(tls.crl, read_pem(tls.client_ca, "tls.client_ca"))
+        log.info("revocation list %s: %d revoked certificates", tls.crl, len(crl.serials))
+
+        def end_camera(camera_id: str, message: str) -> bool:
+            session = self.registry.get(camera_id)
+            if session is None:
+                return False
+            session.end("UNAUTHENTICATED", message)
+            return True
+
+        prefixes = [f"/{name}/" for name in SERVICE_NAMES]
+        return RevocationInterceptor(crl, prefixes, self.auth_refusals, end_camera=end_camera)
+
+    async def _revocation_loop(self, revocation: RevocationInterceptor) -> None:
+        while True:
+            await asyncio.sleep(self.config.tls.crl_check_s)
+            try:
+                revocation.check()
+            except Exception:
+                log.exception("revocation list check failed")
+
     @staticmethod
     def _operator_prefixes() -> list[str]:
         """Method prefixes of the Analytics and Operator services (the operators' APIs)."""
         return [f"/{SERVICE_NAMES[1]}/", f"/{SERVICE_NAMES[2]}/"]
-
-    def _identity_gates(self) -> list[aio.ServerInterceptor]:
-        """With client certificates, keep camera certificates off the Operator and Analytics APIs."""
-        if self.config.insecure or self.config.tls.client_ca is None:
-            return []
-        return [CameraCertGate([f"/{SERVICE_NAMES[1]}/", f"/{SERVICE_NAMES[2]}/"], self.auth_refusals)]
 
     def _build_server(self) -> aio.Server:
         cfg = self.config
@@ -298,14 +343,18 @@ class CloudServer:
                 # Outside everything that may refuse an Enhance call, so refusals are audited too.
                 self.enhance_audit,
                 ReadinessInterceptor(lambda: self._ready, lambda: f"the cloud is {self._state}"),
+                # Revoked client certificates (tls.crl) before anything else looks at the caller.
+                *([self.revocation] if self.revocation is not None else []),
+                # Identity (token or operator certificate; camera certificates refused) and role.
                 self.operator_auth,
-                # After the token check, which names the operator the limit is counted for.
+                # After the identity check, which names the operator the limit is counted for.
                 OperatorRateLimitInterceptor(self.operator_limiter, self._operator_prefixes()),
-                *self._identity_gates(),
+                CallLimitInterceptor(self.call_limits, self._operator_prefixes()),
                 # Last, so readiness and authentication answer before a request is found malformed.
                 DecodeErrorInterceptor(),
             ],
             options=server_options(cfg),
+            maximum_concurrent_rpcs=cfg.limits.max_concurrent_rpcs,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         edge_pb2_grpc.add_EdgeLinkServicer_to_server(
@@ -322,11 +371,22 @@ class CloudServer:
                 hello_timeout_s=cfg.limits.hello_timeout_s,
                 frame_limiter=self.frame_limiter,
                 presence=self.cluster,
+                limits=self.call_limits,
+                outgoing_queue=cfg.limits.camera_outgoing_queue,
+                max_id_length=cfg.limits.max_id_length,
             ),
             server,
         )
         analytics_pb2_grpc.add_AnalyticsServicer_to_server(
-            AnalyticsServicer(hub=self.hub, pipeline=self.pipeline, engine=self.engine, executor=self._aux),
+            AnalyticsServicer(
+                hub=self.hub,
+                pipeline=self.pipeline,
+                engine=self.engine,
+                executor=self._aux,
+                limits=self.call_limits,
+                max_concurrent_infer=cfg.limits.max_concurrent_infer,
+                max_id_length=cfg.limits.max_id_length,
+            ),
             server,
         )
         local = LocalOperator(
@@ -336,7 +396,9 @@ class CloudServer:
             default_limit=100,
             max_limit=cfg.limits.max_list_frames,
         )
-        operator_api = local if self.cluster is None else self.cluster.operator_api(local, self.router)
+        operator_api = (
+            local if self.cluster is None else self.cluster.operator_api(local, self.router, audit=self.audit)
+        )
         operator_pb2_grpc.add_OperatorServicer_to_server(OperatorServicer(operator_api), server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from layercast.shared.clock import now_us
 from layercast.shared.errors import (
     CameraOffline,
     EdgeStoreFailed,
@@ -34,8 +35,8 @@ from layercast.shared.rpc import edge_pb2
 log = logging.getLogger(__name__)
 
 
-def now_us() -> int:
-    return time.time_ns() // 1000
+#: Messages queued down one camera's stream at most, unless the session is given another queue.
+DEFAULT_OUTGOING_QUEUE = 1024
 
 
 @dataclass(eq=False)
@@ -47,7 +48,11 @@ class CameraSession:
     session_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
     connected_us: int = field(default_factory=now_us)
     last_seen_us: int = field(default_factory=now_us)
-    outgoing: asyncio.Queue[edge_pb2.CloudMessage | None] = field(default_factory=asyncio.Queue)
+    #: Messages going down the stream, bounded (``limits.camera_outgoing_queue``): a camera that
+    #: stops reading has its stream ended rather than the queue growing.
+    outgoing: asyncio.Queue[edge_pb2.CloudMessage | None] = field(
+        default_factory=lambda: asyncio.Queue(maxsize=DEFAULT_OUTGOING_QUEUE)
+    )
     #: Set when the stream should end: (grpc status name or None for OK, message).
     end_reason: tuple[str | None, str] | None = None
     #: Latest heartbeat figures from the edge.
@@ -62,13 +67,23 @@ class CameraSession:
         """Queue a message down the stream; False when the session has ended."""
         if self.closed:
             return False
-        self.outgoing.put_nowait(message)
+        try:
+            self.outgoing.put_nowait(message)
+        except asyncio.QueueFull:
+            self.end(
+                "RESOURCE_EXHAUSTED",
+                f"the camera does not read its stream: {self.outgoing.maxsize} messages are waiting "
+                "(limits.camera_outgoing_queue)",
+            )
+            return False
         return True
 
     def end(self, status: str | None = None, message: str = "") -> None:
         """Ask the stream to finish (with a gRPC status name, or OK when None)."""
         if self.end_reason is None:
             self.end_reason = (status, message)
+            while self.outgoing.full():  # what is still queued will not be sent anyway
+                self.outgoing.get_nowait()
             self.outgoing.put_nowait(None)
 
 

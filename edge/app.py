@@ -42,7 +42,7 @@ from layercast.edge.stats import EdgeStats
 from layercast.shared.codec.bitstream import LayerKind
 from layercast.shared.codec.video import VideoEncoder
 from layercast.shared.errors import ConfigError, LayercastError, StorageError
-from layercast.shared.metrics import MetricsServer, metrics_enabled, start_metrics_server
+from layercast.shared.prometheus import MetricsServer, metrics_enabled, start_metrics_server
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,8 @@ class EdgeApp:
         self.encoder = encoder
         self._owns_encoder = encoder is None  # an injected encoder may be shared by several cameras
         self._source = source
+        #: The source being read while running (its ``health``, when it has one, is in the metrics).
+        self.source: Iterable[np.ndarray] | None = source
         self.outbox: Outbox | None = None
         #: The outbox's persistent counters as they were when ``run`` ended.
         self.outbox_stats: OutboxStats | None = None
@@ -115,6 +117,7 @@ class EdgeApp:
                 self.encoder = await asyncio.to_thread(Encoder.load, cfg.encoder)
             source = self._source if self._source is not None else open_source(cfg.source)
             self.video = self.encoder.video(cfg.source.fps, cfg.encoder.intra_seconds)
+            self.source = source
             self.link = EdgeLink(cfg.link, self._identity(), self.outbox, self.store, self.stats)  # type: ignore[arg-type]
             self.link.store_unavailable = self.store_unavailable
             self.link.on_intra_request = self._intra_requested
@@ -160,6 +163,9 @@ class EdgeApp:
             capture.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await capture
+            close_source = getattr(source, "close", None)
+            if callable(close_source):
+                close_source()  # a live camera's reading thread
             queue.close()
             await encode
             if len(self.outbox or ()):

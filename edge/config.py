@@ -110,7 +110,7 @@ class SourceConfig:
 
     ``spec`` is one of ``synthetic`` (or ``synthetic:SEED``), ``folder:PATH``
     (or a plain directory path), ``video:PATH``, ``v4l2:/dev/videoN`` /
-    ``device:N``.
+    ``device:N``, ``rtsp://...`` / ``rtsps://...`` (see :mod:`layercast.edge.sources`).
     """
 
     spec: str = "synthetic"
@@ -125,6 +125,14 @@ class SourceConfig:
     seed: int = 0
     #: Frames captured but not yet encoded; beyond this the oldest is dropped (and counted).
     queue_frames: int = field(default=8, metadata={"min": 1})
+    #: Live cameras (RTSP, V4L2): time allowed to connect, and to wait for the next packet before
+    #: the camera counts as stalled and is reopened.
+    open_timeout_s: float = field(default=10.0, metadata={"min": 0.1})
+    read_timeout_s: float = field(default=5.0, metadata={"min": 0.1})
+    #: RTSP transport: "tcp" (interleaved, through firewalls) or "udp".
+    rtsp_transport: Literal["tcp", "udp"] = "tcp"
+    #: Delays between attempts to reopen a live camera that dropped or cannot be reached.
+    reconnect: BackoffConfig = field(default_factory=BackoffConfig)
 
 
 @dataclass

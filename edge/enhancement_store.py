@@ -40,7 +40,6 @@ import logging
 import os
 import struct
 import threading
-import time
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable
@@ -49,6 +48,7 @@ from pathlib import Path
 from typing import Protocol
 
 from layercast.edge.private_fs import FILE_MODE, private_dir, private_opener
+from layercast.shared.clock import now_us
 from layercast.shared.errors import StorageError, StorageFull
 
 log = logging.getLogger(__name__)
@@ -132,10 +132,6 @@ class _Entry:
     path: Path
 
 
-def _now_us() -> int:
-    return time.time_ns() // 1000
-
-
 def temp_name(sequence: int, pid: int) -> str:
     """Name of the file frame ``sequence`` is written to by process ``pid`` before its rename.
 
@@ -155,7 +151,7 @@ class EnhancementStore:
         max_bytes: int,
         max_age_s: float,
         sealer: Sealer | None = None,
-        clock_us: Callable[[], int] = _now_us,
+        clock_us: Callable[[], int] = now_us,
     ) -> None:
         self.root = Path(root)
         self.camera_id = camera_id

@@ -57,6 +57,7 @@ from layercast.edge.enhancement_store import EnhancementStore
 from layercast.edge.outbox import Outbox
 from layercast.edge.requests import answer_request
 from layercast.edge.stats import EdgeStats
+from layercast.shared.clock import now_us
 from layercast.shared.errors import LayercastError, StorageError
 from layercast.shared.rpc import edge_pb2, edge_pb2_grpc
 
@@ -97,10 +98,6 @@ class LinkClosed(Exception):
     def __init__(self, message: str, code: grpc.StatusCode | None = None) -> None:
         super().__init__(message)
         self.code = code
-
-
-def _now_us() -> int:
-    return time.time_ns() // 1000
 
 
 class EdgeLink:
@@ -352,7 +349,7 @@ class EdgeLink:
     async def _send_heartbeat(self, call: grpc.aio.StreamStreamCall) -> None:
         st = await asyncio.to_thread(self.outbox.stats)
         hb = edge_pb2.Heartbeat(
-            time_us=_now_us(), queued_frames=st.queued_frames, dropped_frames=st.dropped_frames
+            time_us=now_us(), queued_frames=st.queued_frames, dropped_frames=st.dropped_frames
         )
         await self._write(call, edge_pb2.EdgeMessage(heartbeat=hb))
         self.stats.record_heartbeat()

@@ -8,7 +8,7 @@ per pixel) are observed as frames are encoded by :class:`EdgeMetrics`, the
 label (one value per process), never a frame number.
 
 Served by the app on ``http://metrics_listen:metrics_port/metrics`` when
-``metrics_port`` is set (see :mod:`layercast.shared.metrics`). Names:
+``metrics_port`` is set (see :mod:`layercast.shared.prometheus`). Names:
 
 ========================================================  =======  ==============================
 layercast_edge_frames_captured_total                      counter  frames taken from the source
@@ -32,6 +32,12 @@ layercast_edge_connects_total                             counter  streams welco
 layercast_edge_reconnects_total                           counter  connection attempts after the first
 layercast_edge_disconnects_total                          counter
 layercast_edge_connected                                  gauge    1 while a stream is open
+layercast_edge_source_up                                  gauge    1 while the source delivers frames (a
+                                                                   live camera: 0 from a drop, stall or failed
+                                                                   open until its next frame)
+layercast_edge_source_reconnects_total                    counter  attempts to reopen a live camera
+layercast_edge_source_failures_total                      counter  drops, stalls, failed opens, ended streams
+layercast_edge_source_last_frame_time_seconds             gauge    unix time of the source's newest frame
 layercast_edge_enhancement_store_healthy                  gauge    0 while the store fails (disk full,
                                                                    unwritable, cannot open); store enabled only
 layercast_edge_outbox_frames                              gauge    link queue depth (not yet acked)
@@ -54,7 +60,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from layercast.edge.stats import EdgeStats
-from layercast.shared.metrics import BPP_BUCKETS, BuildInfoCollector
+from layercast.shared.prometheus import BPP_BUCKETS, BuildInfoCollector
 
 if TYPE_CHECKING:
     from layercast.edge.app import EdgeApp
@@ -211,6 +217,22 @@ class EdgeCollector(Collector):
                 "0 from an enhancement store failure (disk full, unwritable, cannot open) until an "
                 "enhancement is kept again; base frames flow regardless.",
                 float(s.store_healthy),
+            )
+        health = getattr(app.source, "health", None)
+        yield gauge("source_up", "1 while the source delivers frames.", float(health.up if health else 1))
+        yield counter(
+            "source_reconnects", "Attempts to reopen a live camera.", health.reconnects if health else 0
+        )
+        yield counter(
+            "source_failures",
+            "Live camera drops, stalls (no packet within source.read_timeout_s), failed opens and ended streams.",
+            health.failures if health else 0,
+        )
+        if health is not None:
+            yield gauge(
+                "source_last_frame_time_seconds",
+                "Unix time of the source's newest frame.",
+                health.last_frame_time,
             )
         outbox = app.outbox
         yield gauge(

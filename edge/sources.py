@@ -1,17 +1,21 @@
 """Frame sources: where the edge's images come from, and the pacing of capture.
 
-A source is a plain iterable of ``np.uint8`` arrays of shape ``(H, W, 3)`` (RGB)
-and may block while reading; :func:`paced_frames` turns one into an async
-stream of :class:`CapturedFrame` at a fixed rate, reading in a worker thread so
-the event loop stays free.
+A source is a plain iterable of ``np.uint8`` arrays of shape ``(H, W, 3)`` (RGB), or of
+:class:`CapturedFrame` when it knows when each image was taken (the FFmpeg sources stamp
+frames from the stream), and may block while reading; a live source yields :data:`NO_FRAME`
+when it has no fresh image, so that reading never waits on a camera for long.
+:func:`paced_frames` turns one into an async stream of :class:`CapturedFrame` at a fixed
+rate, reading in a worker thread so the event loop stays free.
 
 Sources (``SourceConfig.spec``):
 
 * ``synthetic`` / ``synthetic:SEED``: the synthetic camera of the data generator
   (``layercast.shared.data.synth.SyntheticCamera``), infinite.
 * ``folder:PATH`` or a directory path: PNG / JPEG files in name order (``loop`` to repeat).
-* ``video:PATH``: a video file through OpenCV (``loop`` to repeat).
-* ``v4l2:/dev/videoN`` or ``device:N``: a camera device through OpenCV.
+* ``video:PATH``: a video file through FFmpeg (PyAV; ``loop`` to repeat).
+* ``v4l2:/dev/videoN`` or ``device:N``: a camera device through FFmpeg's V4L2 input.
+* ``rtsp://[user:pass@]host[:port]/path`` or ``rtsps://...``: an IP camera, reopened with
+  back-off when it drops (:mod:`layercast.edge.av_source`).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from layercast.edge.config import SourceConfig
+from layercast.shared.clock import now_us
 from layercast.shared.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -75,8 +80,8 @@ class Pacer:
         return max(0.0, wait)
 
 
-def _now_us() -> int:
-    return time.time_ns() // 1000
+#: Yielded by a live source that has no fresh image yet: the tick passes without a frame.
+NO_FRAME: Any = object()
 
 
 async def paced_frames(
@@ -85,7 +90,7 @@ async def paced_frames(
     limit: int = 0,
     *,
     pacer: Pacer | None = None,
-    clock_us: Callable[[], int] = _now_us,
+    clock_us: Callable[[], int] = now_us,
 ) -> AsyncIterator[CapturedFrame]:
     """Yield frames of ``source`` at ``fps`` (at most ``limit`` if non-zero) until it ends."""
     pacer = pacer or Pacer(fps)
@@ -93,11 +98,15 @@ async def paced_frames(
     count = 0
     while not limit or count < limit:
         await asyncio.sleep(pacer.delay())
-        image = await asyncio.to_thread(next, iterator, None)
-        if image is None:
+        item = await asyncio.to_thread(next, iterator, None)
+        if item is None:
             return
+        if item is NO_FRAME:
+            continue
         count += 1
-        yield CapturedFrame(capture_time_us=clock_us(), image=image)
+        yield (
+            item if isinstance(item, CapturedFrame) else CapturedFrame(capture_time_us=clock_us(), image=item)
+        )
 
 
 def _as_rgb(image: np.ndarray, origin: str) -> np.ndarray:
@@ -137,58 +146,6 @@ class FolderSource:
                 return
 
 
-def _import_cv2() -> Any:
-    try:
-        import cv2
-    except ImportError:
-        raise ConfigError(
-            "video files and camera devices need OpenCV: pip install opencv-python-headless "
-            "(or use a folder of images or the synthetic camera)"
-        ) from None
-    return cv2
-
-
-class VideoSource:
-    """A video file or a V4L2 device read through OpenCV (imported only here)."""
-
-    def __init__(self, target: str | int, loop: bool = False, fps: float | None = None) -> None:
-        self._cv2 = _import_cv2()
-        self.target = target
-        self.loop = loop and not isinstance(target, int)
-        self.fps = fps
-        if isinstance(target, str) and not target.startswith("/dev/") and not Path(target).is_file():
-            raise ConfigError(f"video file {target!r} does not exist")
-
-    def _open(self) -> Any:
-        cv2 = self._cv2
-        cap = cv2.VideoCapture(self.target)
-        if not cap.isOpened():
-            raise ConfigError(f"OpenCV cannot open {self.target!r}")
-        if isinstance(self.target, int) or str(self.target).startswith("/dev/"):
-            # A live device: keep only the latest frame so a slower pace does not read stale ones.
-            cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
-            if self.fps:
-                cap.set(cv2.CAP_PROP_FPS, float(self.fps))
-        return cap
-
-    def __iter__(self) -> Iterator[np.ndarray]:
-        cv2 = self._cv2
-        while True:
-            cap = self._open()
-            got_any = False
-            try:
-                while True:
-                    ok, bgr = cap.read()
-                    if not ok:
-                        break
-                    got_any = True
-                    yield _as_rgb(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), str(self.target))
-            finally:
-                cap.release()
-            if not self.loop or not got_any:
-                return
-
-
 class SyntheticSource:
     """The data generator's synthetic camera (imported lazily; infinite)."""
 
@@ -218,19 +175,14 @@ def open_source(config: SourceConfig) -> Iterable[np.ndarray]:
         return SyntheticSource(seed, config.width, config.height, config.fps)
     if kind == "folder":
         return FolderSource(Path(arg).expanduser(), loop=config.loop)
-    if kind == "video":
-        return VideoSource(str(Path(arg).expanduser()), loop=config.loop)
-    if kind == "v4l2":
-        return VideoSource(arg or "/dev/video0", fps=config.fps)
-    if kind == "device":
-        try:
-            return VideoSource(int(arg or "0"), fps=config.fps)
-        except ValueError:
-            raise ConfigError(f"source.spec = {spec!r}: expected device:N with an integer index") from None
+    if kind in ("video", "v4l2", "device", "rtsp", "rtsps"):
+        from layercast.edge.av_source import open_av_source
+
+        return open_av_source(kind, arg, config)
     path = Path(spec).expanduser()
     if path.is_dir():
         return FolderSource(path, loop=config.loop)
     raise ConfigError(
         f"source.spec = {spec!r}: expected synthetic[:SEED], folder:PATH, video:PATH, v4l2:/dev/videoN, "
-        "device:N or an existing directory"
+        "device:N, rtsp://HOST/PATH, rtsps://HOST/PATH or an existing directory"
     )

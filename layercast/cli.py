@@ -29,13 +29,7 @@ COMMAND_MODULES = [
 
 def _registers():
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:  # a command group not built yet
-            if exc.name != name:
-                raise
-            continue
-        yield module.register
+        yield importlib.import_module(name).register
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,7 +1,7 @@
 """The one command-line runner: build a parser from ``register`` functions, configure logging,
 run the chosen command and turn LayercastError into a one-line message and exit status 1.
 
-Used by ``layercast`` itself and by the ``python -m layercast.cloud.cli`` style entry points.
+Used by ``layercast`` itself and by the ``python -m layercast.commands.cloud`` style entry points.
 """
 
 from __future__ import annotations

@@ -180,3 +180,15 @@ class ReplicaError(LayercastError):
     def __init__(self, grpc_status: str, message: str) -> None:
         super().__init__(message)
         self.grpc_status = grpc_status
+
+
+class InvalidArgument(LayercastError):
+    """A request field out of bounds (too long, too many entries)."""
+
+    grpc_status = "INVALID_ARGUMENT"
+
+
+class Overloaded(LayercastError):
+    """A bound on concurrent work is reached; the caller may retry later."""
+
+    grpc_status = "RESOURCE_EXHAUSTED"

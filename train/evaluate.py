@@ -28,7 +28,7 @@ from tqdm import tqdm
 from layercast.shared.errors import ConfigError
 from layercast.train import data as tdata
 from layercast.train.baselines import Codec, Coded, available_codecs, default_qualities, encode, from_file
-from layercast.train.metrics import PSNR, DepthRMSE, DetectionMAP, MeanIoU
+from layercast.train.scores import PSNR, DepthRMSE, DetectionMAP, MeanIoU
 
 #: The image codecs every layercast model is compared with.
 IMAGE_CODECS = ("jpeg", "webp", "avif")

@@ -148,7 +148,7 @@ def _build(cfg: TrainConfig):
     if cfg.base is None:
         raise ConfigError("enhancement training needs --base (a base model checkpoint)")
     base_ckpt = load_checkpoint(cfg.base)
-    from layercast.shared.codec.base import BaseLayer
+    from layercast.shared.codec.base_layer import BaseLayer
     from layercast.shared.codec.entropy import load_weights
 
     base = BaseLayer(base_ckpt.config)

@@ -174,7 +174,7 @@ def compact_zoo(zoo: Path = ZOO_DIR) -> dict[str, str]:
     enhancement checkpoints are re-pointed at their base's new model id. Returns old → new ids."""
     import torch
 
-    from layercast.shared.codec.base import BaseLayer
+    from layercast.shared.codec.base_layer import BaseLayer
     from layercast.shared.codec.checkpoint import load_checkpoint
     from layercast.shared.codec.entropy import with_constant_bounds
 

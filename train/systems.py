@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from layercast.shared.codec.base import BaseLayer
+from layercast.shared.codec.base_layer import BaseLayer
 from layercast.shared.codec.enhancement import EnhancementLayer
 from layercast.shared.codec.losses import base_loss, enhancement_loss
 

@@ -33,17 +33,24 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
-from layercast.cloud.cluster.base import REDIS_ERRORS, Keys, unreachable
-from layercast.cloud.cluster.operator import ClusterEnhancements, ClusterOperator, serve_operator
+from layercast.cloud.cluster.keys import REDIS_ERRORS, Keys, unreachable
+from layercast.cloud.cluster.operator import (
+    ClusterEnhancements,
+    ClusterOperator,
+    current_caller,
+    serve_operator,
+)
 from layercast.cloud.cluster.ownership import KEEP, RELEASE, Ownership
 from layercast.cloud.cluster.results import RedisResultLog
 from layercast.cloud.cluster.rpc import ReplicaRpc
+from layercast.cloud.cluster.signing import Caller, Rejections, Signer
 from layercast.cloud.config import CloudConfig
-from layercast.cloud.hub import Hub
-from layercast.cloud.pipeline import FramePipeline
-from layercast.cloud.servicers.operator import LocalOperator
+from layercast.cloud.ingest.pipeline import FramePipeline
+from layercast.cloud.results.hub import Hub
+from layercast.cloud.results.store import Store
+from layercast.cloud.rpc.servicers.operator import LocalOperator
+from layercast.cloud.security.audit import AuditLog
 from layercast.cloud.sessions import CameraSession, EnhancementRouter, SessionRegistry
-from layercast.cloud.store import Store
 from layercast.shared.errors import ClusterUnavailable, ConfigError, LayercastError
 
 log = logging.getLogger(__name__)
@@ -89,6 +96,7 @@ class ClusterStats:
     results_appended: int  # results written to the shared stream
     results_backlog: int  # results waiting to be written (Redis slow or down)
     results_dropped: int  # results not shared: the backlog was full (they stay in the local store)
+    rejected: dict[str, int]  # messages from Redis refused, by reason (see .signing.REASONS)
 
 
 class RedisCluster:
@@ -106,12 +114,27 @@ class RedisCluster:
             socket_connect_timeout=5.0,
             health_check_interval=30,
             client_name=f"layercast-cloud-{self.replica_id}",
+            **c.redis_connection_options(),
         )
+        self.roles = config.operator_roles()
+        signer, self.rejections = Signer(c.secret_bytes()), Rejections()
         self.ownership = Ownership(self.redis, self.keys, self.replica_id, ttl_s=c.ownership_ttl_s)
         self.rpc = ReplicaRpc(
-            self.redis, self.keys, self.replica_id, inbox_ttl_s=max(60.0, 4 * c.forward_timeout_s)
+            self.redis,
+            self.keys,
+            self.replica_id,
+            inbox_ttl_s=max(60.0, 4 * c.forward_timeout_s),
+            signer=signer,
+            rejections=self.rejections,
         )
-        self.results = RedisResultLog(self.redis, self.keys.results, maxlen=c.results_maxlen)
+        self.results = RedisResultLog(
+            self.redis,
+            self.keys.results,
+            maxlen=c.results_maxlen,
+            signer=signer,
+            max_sequence_jump=c.max_sequence_jump,
+            rejections=self.rejections,
+        )
         self._token = secrets.token_hex(8)  # which process holds the replica lease
         self._keep = self.redis.register_script(KEEP)
         self._release = self.redis.register_script(RELEASE)
@@ -128,15 +151,32 @@ class RedisCluster:
     def enhancements(self, router: EnhancementRouter, registry: SessionRegistry) -> ClusterEnhancements:
         """Where the viewer gets enhancement layers: this replica's streams, else the camera's replica."""
         return ClusterEnhancements(
-            router, registry, self.ownership, self.rpc, forward_timeout_s=self.forward_timeout_s
+            router,
+            registry,
+            self.ownership,
+            self.rpc,
+            forward_timeout_s=self.forward_timeout_s,
+            caller=self.caller,
         )
 
-    def operator_api(self, local: LocalOperator, router: EnhancementRouter) -> ClusterOperator:
-        """The Operator API over every replica; also serves ``local`` to the other replicas."""
-        serve_operator(self.rpc, local, router)
+    def operator_api(
+        self, local: LocalOperator, router: EnhancementRouter, *, audit: AuditLog | None = None
+    ) -> ClusterOperator:
+        """The Operator API over every replica; also serves ``local`` to the other replicas
+        (authorised by this replica's roles, Enhance recorded in ``audit``)."""
+        serve_operator(self.rpc, local, router, roles=self.roles, audit=audit)
         return ClusterOperator(
-            local, self.ownership, self.rpc, self.live_replicas, forward_timeout_s=self.forward_timeout_s
+            local,
+            self.ownership,
+            self.rpc,
+            self.live_replicas,
+            forward_timeout_s=self.forward_timeout_s,
+            caller=self.caller,
         )
+
+    def caller(self) -> Caller:
+        """Who the call being handled is for (signed into every call forwarded for it)."""
+        return current_caller(self.roles)
 
     # -- life cycle -------------------------------------------------------------------------------
     async def start(
@@ -199,6 +239,7 @@ class RedisCluster:
             results_appended=self.results.appended,
             results_backlog=self.results.backlog,
             results_dropped=self.results.dropped,
+            rejected=dict(self.rejections.counts),
         )
 
     async def live_replicas(self) -> set[str]:
@@ -265,7 +306,7 @@ class RedisCluster:
                     "camera %s left, but its lease stays until it runs out (%g s): %s", cam, self.ttl_s, exc
                 )
 
-    async def _hand_over(self, payload: bytes, timeout_s: float) -> bytes:
+    async def _hand_over(self, payload: bytes, timeout_s: float, _caller: Caller | None) -> bytes:
         """Another replica took a camera: end its stream here, and answer once every frame the
         camera sent here has its result in the shared stream."""
         cam = payload.decode(errors="replace")

@@ -10,22 +10,42 @@
 Every replica serves the plain, local calls to the others (:func:`serve_operator`); a forwarded
 call is never forwarded again, except the one hop to fetch an enhancement layer from the replica
 holding the camera.
+
+A forwarded call carries, signed with it, the :class:`~.signing.Caller` it is made for (operator,
+role, on-behalf-of, request id). The replica doing the work checks it with the same role rules as a
+local call: Enhance and the enhancement-layer fetch need an enhancer, by the role the calling
+replica gave and by this replica's own ``auth.enhancers``; refused calls answer PERMISSION_DENIED
+(UNAUTHENTICATED without a caller) and are counted (``unauthorised``). Each of those two, allowed
+or refused, is a line in this replica's audit log (``"api": "cluster"``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import logging
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, TypeVar
 
 from google.protobuf.message import Message
 
 from layercast.cloud.cluster.ownership import Ownership
-from layercast.cloud.cluster.rpc import ReplicaRpc
-from layercast.cloud.servicers.operator import LocalOperator
+from layercast.cloud.cluster.rpc import Handler, ReplicaRpc
+from layercast.cloud.cluster.signing import Caller
+from layercast.cloud.rpc.servicers.operator import LocalOperator
+from layercast.cloud.security.audit import AuditLog
+from layercast.cloud.security.roles import ENHANCER_METHODS, OperatorRoles
 from layercast.cloud.sessions import EnhancementRouter, SessionRegistry
-from layercast.shared.errors import ClusterUnavailable, FrameNotStored, LayercastError, RequestTimeout
+from layercast.shared.errors import (
+    ClusterUnavailable,
+    FrameNotStored,
+    LayercastError,
+    PermissionDenied,
+    RequestTimeout,
+    Unauthenticated,
+)
 from layercast.shared.rpc import operator_pb2
 
 log = logging.getLogger(__name__)
@@ -38,33 +58,152 @@ LIST_CAMERAS, LIST_FRAMES, PREVIEW, ENHANCE, FETCH_ENHANCEMENT = (
 )  # fmt: skip
 
 
-def serve_operator(rpc: ReplicaRpc, local: LocalOperator, router: EnhancementRouter) -> None:
-    """Answer the other replicas' calls from this replica alone."""
+ENHANCE_METHOD = "/layercast.v1.Operator/Enhance"
+assert ENHANCE_METHOD in ENHANCER_METHODS
 
-    async def list_cameras(payload: bytes, _timeout_s: float) -> bytes:
+
+class ForwardedGate:
+    """Authorises and audits forwarded calls on the replica doing the work."""
+
+    def __init__(self, rpc: ReplicaRpc, roles: OperatorRoles, audit: AuditLog | None) -> None:
+        self._rpc = rpc
+        self._roles = roles
+        self._audit = audit
+
+    def check(self, caller: Caller | None, *, enhancer: bool) -> None:
+        """Raise UNAUTHENTICATED / PERMISSION_DENIED unless ``caller`` may make the call."""
+        if caller is None:
+            self._rpc.rejections.add("unauthorised", "a forwarded call naming no caller")
+            raise Unauthenticated("a forwarded call must name its caller")
+        if enhancer and not (
+            caller.role == "enhancer" and self._roles.allows(caller.operator, ENHANCE_METHOD)
+        ):
+            self._rpc.rejections.add("unauthorised", "a forwarded Enhance of a viewer")
+            raise PermissionDenied(
+                f"operator {caller.operator or 'anonymous'!r} has the viewer role: Enhance needs the enhancer role"
+            )
+
+    def audited(self, op: str, needs_enhancer: bool, handler: Handler) -> Handler:
+        """``handler`` behind the role check, with an audit line when it hands out a full picture."""
+
+        async def run(payload: bytes, timeout_s: float, caller: Caller | None) -> bytes:
+            t0, status, body = time.perf_counter(), "OK", b""
+            try:
+                self.check(caller, enhancer=needs_enhancer)
+                body = await handler(payload, timeout_s, caller)
+                return body
+            except LayercastError as exc:
+                status = exc.grpc_status
+                raise
+            except BaseException:
+                status = "INTERNAL"
+                raise
+            finally:
+                if needs_enhancer:
+                    self._record(op, payload, caller, status, time.perf_counter() - t0)
+
+        return run
+
+    def _record(self, op: str, payload: bytes, caller: Caller | None, status: str, elapsed: float) -> None:
+        if self._audit is None:
+            return
+        ref = operator_pb2.FrameRef()
+        try:
+            if op == ENHANCE:
+                ref = operator_pb2.EnhanceRequest.FromString(payload).frame
+            else:
+                ref = operator_pb2.FrameRef.FromString(payload)
+        except Exception:  # the line is still written, without a frame
+            pass
+        c = caller or Caller()
+        record: dict[str, Any] = {
+            "api": "cluster",
+            "op": op,
+            "user": c.user if caller is not None else "-",
+            "operator": c.operator,
+            "on_behalf_of": c.on_behalf_of,
+            "role": c.role,
+            "camera_id": ref.camera_id[:128],
+            "sequence": int(ref.sequence),
+            "outcome": "ok" if status == "OK" else ("refused" if status == "PERMISSION_DENIED" else "error"),
+            "grpc_status": status,
+            "request_id": c.request_id,
+            "replica": self._rpc.replica_id,
+            "elapsed_s": round(elapsed, 4),
+        }
+        try:
+            self._audit.write(**record)
+        except OSError as exc:
+            log.error("audit log %s: cannot write a line: %s", self._audit.path, exc.strerror or exc)
+
+
+def serve_operator(
+    rpc: ReplicaRpc,
+    local: LocalOperator,
+    router: EnhancementRouter,
+    *,
+    roles: OperatorRoles,
+    audit: AuditLog | None,
+) -> None:
+    """Answer the other replicas' calls from this replica alone, for the callers they name."""
+    gate = ForwardedGate(rpc, roles, audit)
+
+    async def list_cameras(payload: bytes, _timeout_s: float, _caller: Caller | None) -> bytes:
         request = operator_pb2.ListCamerasRequest.FromString(payload)
         return (await local.list_cameras(request)).SerializeToString()
 
-    async def list_frames(payload: bytes, _timeout_s: float) -> bytes:
+    async def list_frames(payload: bytes, _timeout_s: float, _caller: Caller | None) -> bytes:
         request = operator_pb2.ListFramesRequest.FromString(payload)
         return (await local.list_frames(request)).SerializeToString()
 
-    async def preview(payload: bytes, _timeout_s: float) -> bytes:
+    async def preview(payload: bytes, _timeout_s: float, _caller: Caller | None) -> bytes:
         return (await local.preview(operator_pb2.FrameRef.FromString(payload))).SerializeToString()
 
-    async def enhance(payload: bytes, timeout_s: float) -> bytes:
+    async def enhance(payload: bytes, timeout_s: float, caller: Caller | None) -> bytes:
         request = operator_pb2.EnhanceRequest.FromString(payload)
-        return (await local.enhance(request, timeout_s)).SerializeToString()
+        with forwarding_for(caller):
+            return (await local.enhance(request, timeout_s)).SerializeToString()
 
-    async def fetch_enhancement(payload: bytes, timeout_s: float) -> bytes:
+    async def fetch_enhancement(payload: bytes, timeout_s: float, _caller: Caller | None) -> bytes:
         ref = operator_pb2.FrameRef.FromString(payload)
         return await router.fetch(ref.camera_id, ref.sequence, timeout_s=timeout_s)
 
-    rpc.handle(LIST_CAMERAS, list_cameras)
-    rpc.handle(LIST_FRAMES, list_frames)
-    rpc.handle(PREVIEW, preview)
-    rpc.handle(ENHANCE, enhance)
-    rpc.handle(FETCH_ENHANCEMENT, fetch_enhancement)
+    rpc.handle(LIST_CAMERAS, gate.audited(LIST_CAMERAS, False, list_cameras))
+    rpc.handle(LIST_FRAMES, gate.audited(LIST_FRAMES, False, list_frames))
+    rpc.handle(PREVIEW, gate.audited(PREVIEW, False, preview))
+    rpc.handle(ENHANCE, gate.audited(ENHANCE, True, enhance))
+    rpc.handle(FETCH_ENHANCEMENT, gate.audited(FETCH_ENHANCEMENT, True, fetch_enhancement))
+
+
+#: The caller a forwarded Enhance runs for, so its own hop to the camera's replica names it too.
+_forwarded_caller: contextvars.ContextVar[Caller | None] = contextvars.ContextVar(
+    "layercast_forwarded_caller", default=None
+)
+
+
+@contextlib.contextmanager
+def forwarding_for(caller: Caller | None) -> Iterator[None]:
+    token = _forwarded_caller.set(caller)
+    try:
+        yield
+    finally:
+        _forwarded_caller.reset(token)
+
+
+def current_caller(roles: OperatorRoles) -> Caller:
+    """Who the call being handled is for: a forwarded call's caller, else the gRPC caller
+    (named by the token interceptor, its role from ``roles``)."""
+    forwarded = _forwarded_caller.get()
+    if forwarded is not None:
+        return forwarded
+    from layercast.cloud.rpc.interceptors import operator_name, request_id
+    from layercast.cloud.security.enhance_audit import acting_for
+
+    name = operator_name.get()
+    role = roles.role_of(name)
+    # Only an enhancer may speak for someone (as in the gRPC audit line).
+    on_behalf = acting_for.get() if role == "enhancer" else ""
+    return Caller(operator=name, role=role, on_behalf_of=on_behalf, request_id=request_id.get())
 
 
 class ClusterEnhancements:
@@ -78,7 +217,9 @@ class ClusterEnhancements:
         rpc: ReplicaRpc,
         *,
         forward_timeout_s: float,
+        caller: Callable[[], Caller],
     ) -> None:
+        self._caller = caller
         self._router = router
         self._registry = registry
         self._ownership = ownership
@@ -94,12 +235,14 @@ class ClusterEnhancements:
                 wait = (
                     self._forward_timeout_s if timeout_s is None else min(timeout_s, self._forward_timeout_s)
                 )
-                return await self._rpc.call(owner, FETCH_ENHANCEMENT, ref.SerializeToString(), timeout_s=wait)
+                return await self._rpc.call(
+                    owner, FETCH_ENHANCEMENT, ref.SerializeToString(), timeout_s=wait, caller=self._caller()
+                )
         return await self._router.fetch(camera_id, sequence, timeout_s=timeout_s)
 
 
 class ClusterOperator:
-    """:class:`~layercast.cloud.servicers.operator.OperatorApi` over every replica."""
+    """:class:`~layercast.cloud.rpc.servicers.operator.OperatorApi` over every replica."""
 
     def __init__(
         self,
@@ -109,7 +252,9 @@ class ClusterOperator:
         live_replicas: Callable[[], Awaitable[set[str]]],
         *,
         forward_timeout_s: float,
+        caller: Callable[[], Caller],
     ) -> None:
+        self._caller = caller
         self._local = local
         self._ownership = ownership
         self._rpc = rpc
@@ -209,16 +354,22 @@ class ClusterOperator:
             if remaining <= 0:
                 raise RequestTimeout(f"no cloud replica answered {op} within {budget_s:g} s")
             try:
-                return answer_type.FromString(await self._rpc.call(replica, op, payload, timeout_s=remaining))
+                answer = await self._rpc.call(
+                    replica, op, payload, timeout_s=remaining, caller=self._caller()
+                )
+                return answer_type.FromString(answer)
             except FrameNotStored as exc:
                 missing = exc
         raise missing
 
     async def _ask_all(self, replicas: list[str], op: str, request: Message, answer_type: type[M]) -> list[M]:
         """``op`` at every replica at once; a replica that fails is left out (and logged)."""
-        payload = request.SerializeToString()
+        payload, caller = request.SerializeToString(), self._caller()
         answers = await asyncio.gather(
-            *(self._rpc.call(r, op, payload, timeout_s=self._forward_timeout_s) for r in replicas),
+            *(
+                self._rpc.call(r, op, payload, timeout_s=self._forward_timeout_s, caller=caller)
+                for r in replicas
+            ),
             return_exceptions=True,
         )
         out = []

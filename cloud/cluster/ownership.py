@@ -16,7 +16,7 @@ from collections.abc import Iterable
 
 from redis.asyncio import Redis
 
-from layercast.cloud.cluster.base import REDIS_ERRORS, Keys, unreachable
+from layercast.cloud.cluster.keys import REDIS_ERRORS, Keys, unreachable
 
 #: Take the lease (newest stream wins); record that this replica stores frames of the camera.
 #: Returns the previous holder (nil when none).

@@ -2,7 +2,7 @@
 
 Each replica appends its results (written to its own store first) in the order its pipeline
 stores them, so per camera the log is in sequence order. Every replica serves
-Analytics.Subscribe from this log through its :class:`~layercast.cloud.hub.Hub`:
+Analytics.Subscribe from this log through its :class:`~layercast.cloud.results.hub.Hub`:
 
 * replay: :meth:`RedisResultLog.results_after` pages through the stream (XRANGE), filtered by
   camera and resume points like the store's results table, with the entry id as the cursor;
@@ -14,6 +14,12 @@ Appending never waits: :meth:`publish` queues, one writer task appends in order 
 while Redis is unreachable, up to a bounded backlog). The stream is trimmed to
 ``cluster.results_maxlen`` entries (approximately, on every append) and to
 ``retention.max_age_s`` (entry ids are times) by :meth:`trim`.
+
+Every entry carries an HMAC tag over its camera, sequence and result with ``cluster.secret``
+(:mod:`.signing`): an entry without a valid tag (written by anything but a replica) is skipped and
+counted, never replayed nor published. So is an entry whose sequence is more than
+``cluster.max_sequence_jump`` ahead of the last one read for its camera, which would otherwise hide
+every later result of that camera from subscribers (they skip sequences they have passed).
 """
 
 from __future__ import annotations
@@ -21,13 +27,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 
 from google.protobuf.message import DecodeError
 from redis.asyncio import Redis
 
-from layercast.cloud.cluster.base import REDIS_ERRORS, Backoff, unreachable
-from layercast.cloud.store import StoredResult
+from layercast.cloud.cluster.keys import REDIS_ERRORS, Backoff, unreachable
+from layercast.cloud.cluster.signing import Rejections, Signer
+from layercast.cloud.results.records import ReplayQuery, StoredResult
 from layercast.shared.rpc import common_pb2
 
 log = logging.getLogger(__name__)
@@ -54,9 +61,24 @@ def entry_id_of(cursor: int) -> str:
 class RedisResultLog:
     """Appends this replica's results to the shared stream and reads everyone's back."""
 
-    def __init__(self, redis: Redis, key: str, *, maxlen: int, backlog: int = 100_000) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        key: str,
+        *,
+        maxlen: int,
+        signer: Signer,
+        max_sequence_jump: int = 1_000_000,
+        rejections: Rejections | None = None,
+        backlog: int = 100_000,
+    ) -> None:
         self._redis = redis
         self.key = key
+        self._signer = signer
+        self.max_sequence_jump = max_sequence_jump
+        self.rejections = rejections if rejections is not None else Rejections()
+        #: Live reading: the last sequence published per camera.
+        self._live_last: dict[str, int] = {}
         self.maxlen = maxlen
         self._queue: asyncio.Queue[common_pb2.Result] = asyncio.Queue(maxsize=backlog)
         #: Results appended, and results dropped because the backlog was full (Redis down too long).
@@ -100,10 +122,13 @@ class RedisResultLog:
             try:
                 async with self._redis.pipeline(transaction=False) as pipe:
                     for r in batch:
+                        data = r.SerializeToString()
+                        camera, sequence = r.camera_id.encode(), str(r.sequence).encode()
                         fields = {
-                            "camera": r.camera_id,
-                            "sequence": r.sequence,
-                            "result": r.SerializeToString(),
+                            "camera": camera,
+                            "sequence": sequence,
+                            "result": data,
+                            "mac": self._signer.tag("result", camera, sequence, data),
                         }
                         pipe.xadd(self.key, fields, maxlen=self.maxlen, approximate=True)
                     await pipe.execute()
@@ -133,43 +158,36 @@ class RedisResultLog:
             raise unreachable(exc) from exc
         return newest[0][0].decode() if newest else "0-0"
 
-    async def results_after(
-        self,
-        *,
-        cameras: Iterable[str] | None = None,
-        resume_after: Mapping[str, int] | None = None,
-        default_after: int = 0,
-        cursor: int = 0,
-        limit: int = 500,
-    ) -> list[StoredResult]:
+    async def results_after(self, query: ReplayQuery) -> list[StoredResult]:
         """Like :meth:`SqliteStore.results_after`: entries after ``cursor`` whose sequence is above
-        their camera's resume point (``resume_after``, else ``default_after``), in stream order.
+        their camera's resume point, in stream order.
 
         Returns ``limit`` results unless the stream ends first. A camera's resume point moves with
         every result taken, so an entry appended twice (a retried append) is returned once."""
-        wanted = frozenset(cameras) if cameras is not None else None
+        wanted = query.cameras
         if wanted is not None and not wanted:
             return []
-        points = {cam: int(seq) for cam, seq in (resume_after or {}).items()}
-        start = f"({entry_id_of(cursor)}" if cursor else "-"
+        points = {cam: int(seq) for cam, seq in query.resume_after.items()}
+        last_read: dict[str, int] = {}
+        start = f"({entry_id_of(query.cursor)}" if query.cursor else "-"
         out: list[StoredResult] = []
-        while len(out) < limit:
+        while len(out) < query.limit:
             try:
                 entries = await self._redis.xrange(self.key, min=start, max="+", count=READ_COUNT)
             except REDIS_ERRORS as exc:
                 raise unreachable(exc) from exc
             for entry_id, fields in entries:
                 start = "(" + entry_id.decode()
-                parsed = _parse(entry_id, fields)
-                if parsed is None:
+                parsed = self._parse(entry_id, fields)
+                if parsed is None or not self._plausible(last_read, parsed):
                     continue
                 if wanted is not None and parsed.camera_id not in wanted:
                     continue
-                if parsed.sequence <= points.get(parsed.camera_id, default_after):
+                if parsed.sequence <= points.get(parsed.camera_id, query.default_after):
                     continue
                 points[parsed.camera_id] = parsed.sequence
                 out.append(parsed)
-                if len(out) == limit:
+                if len(out) == query.limit:
                     break
             if len(entries) < READ_COUNT:
                 break
@@ -191,13 +209,16 @@ class RedisResultLog:
             for _stream, entries in answer or []:
                 for entry_id, fields in entries:
                     last = entry_id.decode()
-                    parsed = _parse(entry_id, fields)
-                    if parsed is None:
+                    parsed = self._parse(entry_id, fields)
+                    if parsed is None or not self._plausible(self._live_last, parsed):
                         continue
                     try:
                         result = common_pb2.Result.FromString(parsed.data)
                     except DecodeError:
-                        log.warning("skipped entry %s of the results stream: not a Result", last)
+                        self.rejections.add("malformed", "an entry of the results stream")
+                        continue
+                    if (result.camera_id, result.sequence) != (parsed.camera_id, parsed.sequence):
+                        self.rejections.add("malformed", "an entry of the results stream")
                         continue
                     publish(result)
 
@@ -209,12 +230,28 @@ class RedisResultLog:
         except REDIS_ERRORS as exc:
             raise unreachable(exc) from exc
 
+    def _parse(self, entry_id: bytes, fields: Mapping[bytes, bytes]) -> StoredResult | None:
+        """The entry, when its tag is this cluster's; else None (counted)."""
+        camera, sequence, data = (fields.get(k, b"") for k in (b"camera", b"sequence", b"result"))
+        refused = self._signer.check(fields.get(b"mac"), "result", camera, sequence, data)
+        if refused is not None:
+            self.rejections.add(refused, "an entry of the results stream")
+            return None
+        try:
+            return StoredResult(cursor_of(entry_id), camera.decode(), int(sequence), data)
+        except (ValueError, UnicodeDecodeError):
+            self.rejections.add("malformed", "an entry of the results stream")
+            return None
 
-def _parse(entry_id: bytes, fields: Mapping[bytes, bytes]) -> StoredResult | None:
-    try:
-        return StoredResult(
-            cursor_of(entry_id), fields[b"camera"].decode(), int(fields[b"sequence"]), fields[b"result"]
-        )
-    except (KeyError, ValueError, UnicodeDecodeError):
-        log.warning("skipped a malformed entry %s in the results stream", entry_id)
-        return None
+    def _plausible(self, last: dict[str, int], entry: StoredResult) -> bool:
+        """False (counted) when ``entry`` jumps more than ``max_sequence_jump`` past the camera's
+        last sequence in ``last``; else records it there."""
+        previous = last.get(entry.camera_id)
+        if previous is not None and entry.sequence > previous + self.max_sequence_jump:
+            self.rejections.add("sequence_jump", f"a result of camera {entry.camera_id[:64]!r}")
+            return False
+        if entry.sequence < 1 or entry.sequence >= 1 << 63:
+            self.rejections.add("sequence_jump", f"a result of camera {entry.camera_id[:64]!r}")
+            return False
+        last[entry.camera_id] = max(entry.sequence, previous or 0)
+        return True

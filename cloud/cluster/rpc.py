@@ -7,7 +7,10 @@ result's bytes, or the error's gRPC status, type and message, raised again on th
 same typed error (:mod:`layercast.shared.errors`), so a status survives the hop. An inbox expires
 when nothing is pushed to it for a while: requests to a replica that died do not pile up.
 
-One list item: a JSON header line, then the payload bytes (a serialized protobuf message).
+One list item: the HMAC tag of the rest (:mod:`.signing`, ``cluster.secret``), a JSON header line,
+then the payload bytes (a serialized protobuf message). The header names the receiving replica, and
+a request the :class:`~.signing.Caller` it is made for; an item without a valid tag, taken from the
+wrong inbox, or a request id seen before, is dropped and counted (:class:`~.signing.Rejections`).
 """
 
 from __future__ import annotations
@@ -22,14 +25,15 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from layercast.cloud.cluster.base import REDIS_ERRORS, Backoff, Keys, unreachable
+from layercast.cloud.cluster.keys import REDIS_ERRORS, Backoff, Keys, unreachable
+from layercast.cloud.cluster.signing import Caller, Rejections, Signer
 from layercast.shared import errors
 from layercast.shared.errors import LayercastError, ReplicaError, RequestTimeout
 
 log = logging.getLogger(__name__)
 
-#: ``(payload, seconds the caller waits) -> answer payload``; raises typed errors.
-Handler = Callable[[bytes, float], Awaitable[bytes]]
+#: ``(payload, seconds the caller waits, who it is for) -> answer payload``; raises typed errors.
+Handler = Callable[[bytes, float, Caller | None], Awaitable[bytes]]
 
 #: A request older than its caller's wait plus this (wall clocks of two hosts) is dropped unanswered.
 CLOCK_SKEW_S = 2.0
@@ -40,8 +44,21 @@ POP_WAIT_S = 1.0
 class ReplicaRpc:
     """Requests to other replicas (:meth:`call`) and serving theirs (:meth:`run`)."""
 
-    def __init__(self, redis: Redis, keys: Keys, replica_id: str, *, inbox_ttl_s: float) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        replica_id: str,
+        *,
+        inbox_ttl_s: float,
+        signer: Signer,
+        rejections: Rejections | None = None,
+    ) -> None:
         self._redis = redis
+        self._signer = signer
+        self.rejections = rejections if rejections is not None else Rejections()
+        #: Request ids served recently → when they expire (a replayed request is refused).
+        self._seen: dict[str, float] = {}
         self._keys = keys
         self.replica_id = replica_id
         self._inbox = keys.inbox(replica_id)
@@ -57,7 +74,9 @@ class ReplicaRpc:
         """Serve requests for ``op`` with ``handler``."""
         self._handlers[op] = handler
 
-    async def call(self, replica_id: str, op: str, payload: bytes, *, timeout_s: float) -> bytes:
+    async def call(
+        self, replica_id: str, op: str, payload: bytes, *, timeout_s: float, caller: Caller | None = None
+    ) -> bytes:
         """``op`` run by ``replica_id``; its answer, or its error raised here with the same status.
 
         RequestTimeout (DEADLINE_EXCEEDED) when no answer comes within ``timeout_s``,
@@ -75,6 +94,8 @@ class ReplicaRpc:
                 "timeout": timeout_s,
                 "expires": time.time() + timeout_s,
             }
+            if caller is not None:
+                header["caller"] = caller.as_header()
             await self._push(replica_id, header, payload)
             try:
                 return await asyncio.wait_for(answer, timeout_s)
@@ -112,7 +133,8 @@ class ReplicaRpc:
     # -- internals --------------------------------------------------------------------------------
     async def _push(self, replica_id: str, header: dict[str, Any], payload: bytes) -> None:
         inbox = self._keys.inbox(replica_id)
-        item = json.dumps(header, separators=(",", ":")).encode() + b"\n" + payload
+        line = json.dumps({**header, "to": replica_id}, separators=(",", ":")).encode()
+        item = self._signer.tag("inbox", line, payload) + b"\n" + line + b"\n" + payload
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.rpush(inbox, item)
@@ -122,12 +144,23 @@ class ReplicaRpc:
             raise unreachable(exc) from exc
 
     def _dispatch(self, raw: bytes) -> None:
-        line, _, payload = raw.partition(b"\n")
+        tag, _, rest = raw.partition(b"\n")
+        line, _, payload = rest.partition(b"\n")
+        refused = self._signer.check(tag if len(tag) == 64 else b"", "inbox", line, payload)
+        if refused is not None:
+            self.rejections.add(refused, "a message in this replica's inbox")
+            return
         try:
             header = json.loads(line)
             kind, request_id = header["kind"], str(header["id"])
         except (ValueError, KeyError, TypeError):
-            log.warning("dropped a malformed message from this replica's inbox (%d bytes)", len(raw))
+            self.rejections.add("malformed", "a message in this replica's inbox")
+            return
+        if header.get("to") != self.replica_id:
+            self.rejections.add("misaddressed", "a message meant for another replica")
+            return
+        if kind == "request" and not self._first_time(request_id, header.get("expires")):
+            self.rejections.add("replayed", "a request already served")
             return
         if kind == "reply":
             answer = self._waiting.get(request_id)
@@ -162,7 +195,8 @@ class ReplicaRpc:
                 )
             # The handler gets a little less than the caller waits, so its own error arrives first.
             inner = timeout_s - min(0.5, timeout_s * 0.1)
-            body = await asyncio.wait_for(handler(payload, inner), timeout_s)
+            caller = Caller.from_header(header.get("caller"))
+            body = await asyncio.wait_for(handler(payload, inner, caller), timeout_s)
         except LayercastError as exc:
             answer.update(ok=False, status=exc.grpc_status, type=type(exc).__name__, message=str(exc))
         except TimeoutError:
@@ -183,6 +217,20 @@ class ReplicaRpc:
                 await self._push(str(reply_to), answer, body)
             except LayercastError as exc:
                 log.warning("could not answer %s of replica %s: %s", op, reply_to, exc)
+
+    def _first_time(self, request_id: str, expires: object) -> bool:
+        """Remember ``request_id`` until its caller stops waiting; False when it was seen already."""
+        now = time.time()
+        if len(self._seen) > 1024:
+            self._seen = {k: t for k, t in self._seen.items() if t > now}
+        if request_id in self._seen:
+            return False
+        try:
+            until = float(expires)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            until = now
+        self._seen[request_id] = min(until, now + 3600.0) + CLOCK_SKEW_S
+        return True
 
 
 def remote_error(header: dict[str, Any]) -> LayercastError:

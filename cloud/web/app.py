@@ -39,8 +39,8 @@ from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from layercast.cloud.audit import AuditLog
-from layercast.cloud.cache import LruCache
+from layercast.cloud.results.cache import LruCache
+from layercast.cloud.security.audit import AuditLog
 from layercast.cloud.web import api, pages
 from layercast.cloud.web.client import CloudClient, CloudError
 from layercast.cloud.web.live import LiveFeed

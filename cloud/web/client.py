@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import grpc
 from grpc import aio
 
-from layercast.cloud.roles import ON_BEHALF_OF_KEY
+from layercast.cloud.security.roles import ON_BEHALF_OF_KEY
 from layercast.cloud.web.settings import WebSettings
 from layercast.shared.rpc import (
     analytics_pb2,

@@ -21,7 +21,7 @@ from typing import Any
 import grpc
 from grpc import aio
 
-from layercast.cloud.cache import LruCache
+from layercast.cloud.results.cache import LruCache
 from layercast.cloud.web.client import CloudClient
 from layercast.cloud.web.results import depth_metres, depth_range, result_json
 from layercast.shared.rpc import common_pb2

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
-from layercast.cloud.audit import AuditLog
-from layercast.cloud.cache import LruCache
+from layercast.cloud.results.cache import LruCache
+from layercast.cloud.security.audit import AuditLog
 from layercast.cloud.web.auth import Principal, principal_of
 from layercast.cloud.web.client import CloudClient
 from layercast.cloud.web.live import LiveFeed

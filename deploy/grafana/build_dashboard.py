@@ -173,13 +173,24 @@ ROWS: list[tuple[str, list[dict[str, Any]]]] = [
                 [
                     q(f"sum by (kind) (rate(layercast_cloud_rate_limited_total[{RI}]))", "{{kind}}"),
                     q(
+                        f"sum by (limit) (rate(layercast_cloud_limit_refusals_total[{RI}]))",
+                        "bound: {{limit}}",
+                    ),
+                    q(
+                        f"sum by (reason) (rate(layercast_cloud_cluster_rejected_total[{RI}]))",
+                        "cluster message refused: {{reason}}",
+                    ),
+                    q(
                         f"sum(rate(layercast_cloud_audit_write_failures_total[{RI}]))",
                         "audit lines not written",
                     ),
                 ],
                 unit="reqps",
                 desc="camera_frames: frames read later because a camera was above limits.camera_frames_per_s "
-                "(slowed, not refused); operator_requests: calls refused above limits.operator_requests_per_s.",
+                "(slowed, not refused); operator_requests: calls refused above limits.operator_requests_per_s; "
+                "bound: streams, calls, subscribers or queues refused at their [limits] bound; cluster message "
+                "refused: Redis inbox messages or results entries with a wrong or missing signature, or an "
+                "implausible sequence.",
             ),
             panel(
                 "End-to-end latency (capture → result)",
@@ -355,6 +366,22 @@ ROWS: list[tuple[str, list[dict[str, Any]]]] = [
                     ),
                 ],
                 unit="Bps",
+            ),
+            panel(
+                "Camera source health",
+                [
+                    q(f"min by (camera) (layercast_edge_source_up{{{CAM}}})", "{{camera}} up"),
+                    q(
+                        f"sum by (camera) (increase(layercast_edge_source_reconnects_total{{{CAM}}}[5m]))",
+                        "{{camera}} reconnects / 5 min",
+                    ),
+                    q(
+                        f"sum by (camera) (increase(layercast_edge_source_failures_total{{{CAM}}}[5m]))",
+                        "{{camera}} failures / 5 min",
+                    ),
+                ],
+                desc="1 while the camera (RTSP, video file, V4L2) delivers frames; a stalled or vanished "
+                "camera drops to 0 and is reopened with back-off.",
             ),
             panel(
                 "Enhancement store healthy (edge; 0 = writes failing)",

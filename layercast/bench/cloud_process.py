@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -45,6 +46,8 @@ class CloudProcess:
         self.tokens = dict(tokens)
         self.extra = list(extra)
         self.threads = threads
+        #: The bench's operator (a viewer): its subscriber sends this token (only its hash is on the command line).
+        self.operator_token = secrets.token_urlsafe(24)
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
 
@@ -93,6 +96,9 @@ class CloudProcess:
         # Loopback only: plain text, said explicitly (TLS is the default where the cloud requires it).
         if any(f.name == "insecure" for f in dataclasses.fields(CloudConfig)):
             args += ["--set", "insecure=true"]
+        from layercast.cloud.security.credentials import hash_token
+
+        args += ["--set", f"auth.operator_tokens=bench={hash_token(self.operator_token)}"]
         for item in self.extra:
             args += ["--set", item]
         return args
@@ -104,7 +110,7 @@ class CloudProcess:
 
     def launch(self) -> None:
         """Spawn without waiting (the caller can prepare its load while the cloud loads its model)."""
-        from layercast.cloud.credentials import hash_token
+        from layercast.cloud.security.credentials import hash_token
 
         self.workdir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "cameras.toml").write_text(

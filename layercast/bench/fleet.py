@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,17 +29,14 @@ from layercast.edge.config import BackoffConfig, LinkConfig
 from layercast.edge.link import EdgeIdentity, EdgeLink
 from layercast.edge.outbox import Outbox
 from layercast.edge.stats import EdgeStats
-from layercast.shared.rpc import analytics_pb2, analytics_pb2_grpc, edge_pb2
+from layercast.shared.clock import now_us
+from layercast.shared.results_client import SubscriberLagged, results
+from layercast.shared.rpc import analytics_pb2_grpc, edge_pb2
 
 log = logging.getLogger(__name__)
 
 DROPPED = "dropped by the edge's outbox (queue full)"
 ABANDONED = "abandoned in the edge's outbox when the ramp step ended"
-
-
-def now_us() -> int:
-    """Wall-clock microseconds, the clock of ``capture_time_us``."""
-    return time.time_ns() // 1000
 
 
 def _status_name(code: int) -> str:
@@ -168,9 +164,11 @@ class ResultSubscriber:
     again from the last sequence it saw per camera, so it misses nothing the cloud still keeps.
     """
 
-    def __init__(self, target: str, ledger: Ledger) -> None:
+    def __init__(self, target: str, ledger: Ledger, token: str = "") -> None:
         self.target = target
         self.ledger = ledger
+        #: Operator token sent as ``authorization: Bearer`` (the cloud refuses calls without credentials).
+        self.metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self.resumes = 0  # after a Lagged event
         self.errors = 0  # broken streams
         self.last_error = ""
@@ -191,19 +189,20 @@ class ResultSubscriber:
     async def _once(self) -> None:
         resume = {cam: book.last_result for cam, book in self.ledger.cameras.items() if book.last_result}
         async with aio.insecure_channel(self.target) as channel:
-            call = analytics_pb2_grpc.AnalyticsStub(channel).Subscribe(
-                analytics_pb2.SubscribeRequest(resume_after=resume, from_sequence=0)
+            stream = results(
+                analytics_pb2_grpc.AnalyticsStub(channel),
+                resume_after=resume,
+                on_lag=self._lagged,
+                metadata=self.metadata,
             )
             try:
-                async for event in call:
-                    if event.WhichOneof("kind") == "result":
-                        r = event.result
-                        self.ledger.result(r.camera_id, r.sequence, now_us())
-                    else:
-                        self.resumes += 1
-                        return
+                async for r in stream:
+                    self.ledger.result(r.camera_id, r.sequence, now_us())
             finally:
-                call.cancel()
+                await stream.aclose()
+
+    def _lagged(self, lag: SubscriberLagged) -> None:
+        self.resumes += 1
 
 
 async def wait_connected(links: Sequence[EdgeLink], timeout: float) -> None:

@@ -33,6 +33,7 @@ import io
 import json
 import math
 import os
+import secrets
 import statistics
 import tempfile
 import time
@@ -109,13 +110,15 @@ class JpegPath:
             raise InvalidImage(f"not a readable JPEG file: {exc}") from None
         return JpegHeader(w, h, self.base_model_id)
 
-    def decode_base_batch(self, datas: Sequence[bytes], return_exceptions: bool = False) -> list[Any]:
+    def decode_base_batch(self, items: Sequence[Any], return_exceptions: bool = False) -> list[Any]:
+        """JPEG files given as checked bitstreams (a header from :meth:`check_base` and the bytes)."""
         from PIL import Image
 
         from layercast.shared.errors import InvalidImage
 
         out: list[Any] = []
-        for data in datas:
+        for item in items:
+            data = item.data
             try:
                 out.append(JpegDecoded(np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))))
             except Exception as exc:
@@ -251,7 +254,7 @@ async def camera_stream(
     """One camera: Hello, then a frame whenever a credit is free, until ``stop``."""
     from grpc import aio
 
-    from layercast.cloud.inference import now_us
+    from layercast.shared.clock import now_us
     from layercast.shared.rpc import edge_pb2, edge_pb2_grpc
 
     async with aio.insecure_channel(target) as channel:
@@ -309,16 +312,16 @@ async def camera_stream(
             call.cancel()
 
 
-async def subscriber(target: str, measure: Measure, ready: asyncio.Event) -> None:
+async def subscriber(target: str, measure: Measure, ready: asyncio.Event, token: str) -> None:
     """A live Analytics.Subscribe client stamping each result as it arrives."""
     from grpc import aio
 
-    from layercast.cloud.inference import now_us
+    from layercast.shared.clock import now_us
     from layercast.shared.rpc import analytics_pb2, analytics_pb2_grpc
 
     async with aio.insecure_channel(target) as channel:
         call = analytics_pb2_grpc.AnalyticsStub(channel).Subscribe(
-            analytics_pb2.SubscribeRequest(live_only=True)
+            analytics_pb2.SubscribeRequest(live_only=True), metadata=(("authorization", f"Bearer {token}"),)
         )
         ready.set()
         async for event in call:
@@ -365,10 +368,11 @@ async def run_setting(
     workdir: Path,
 ) -> Row:
     from layercast.cloud.config import load_cloud_config
-    from layercast.cloud.credentials import hash_token
+    from layercast.cloud.security.credentials import hash_token
     from layercast.cloud.server import CloudServer
 
     tokens = {f"bench-{i}": f"bench-token-{i:03d}-" + "t" * 16 for i in range(setting.cameras)}
+    operator_token = secrets.token_urlsafe(24)  # the subscriber's (a viewer)
     cfg = load_cloud_config(
         overrides={
             "listen": "127.0.0.1",
@@ -381,6 +385,7 @@ async def run_setting(
             "batching.max_batch_size": max_batch if setting.batching else 1,
             "batching.max_queue_delay_ms": queue_delay_ms if setting.batching else 0.0,
             "auth.camera_tokens": [f"{c}={hash_token(t)}" for c, t in tokens.items()],
+            "auth.operator_tokens": [f"bench={hash_token(operator_token)}"],
             "shutdown_grace_s": 5.0,
             # The bench measures what the server can do, not a deployment's rate limits.
             "limits.camera_frames_per_s": 0,
@@ -394,7 +399,7 @@ async def run_setting(
     measure = Measure()
     stop = asyncio.Event()
     ready = asyncio.Event()
-    sub = asyncio.create_task(subscriber(server.target, measure, ready))
+    sub = asyncio.create_task(subscriber(server.target, measure, ready, operator_token))
     await asyncio.wait_for(ready.wait(), 10)
     await asyncio.sleep(0.05)
     cams = [

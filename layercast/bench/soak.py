@@ -166,7 +166,7 @@ class Rig:
     def __init__(self, opts: SoakOptions, workdir: Path, camera_ids: Sequence[str]) -> None:
         import torch
 
-        from layercast.cloud.credentials import new_token
+        from layercast.cloud.security.credentials import new_token
         from layercast.shared.codec import load_codec
 
         self.opts = opts
@@ -305,7 +305,7 @@ async def _soak(rig: Rig) -> SoakResult:
     o = rig.opts
     ledger = rig.ledger
     cams = rig.cameras_upto(o.cameras)
-    sub = ResultSubscriber(rig.cloud.target, ledger)
+    sub = ResultSubscriber(rig.cloud.target, ledger, rig.cloud.operator_token)
     sub_task = asyncio.create_task(sub.run())
     link_stop, capture_stop = asyncio.Event(), asyncio.Event()
     links = [c.new_link(rig.cloud.target) for c in cams]
@@ -642,7 +642,7 @@ async def _step(rig: Rig, n: int, bar: tqdm) -> StepRow:
 
 async def _ramp(rig: Rig) -> tuple[list[StepRow], int]:
     o = rig.opts
-    sub = ResultSubscriber(rig.cloud.target, rig.ledger)
+    sub = ResultSubscriber(rig.cloud.target, rig.ledger, rig.cloud.operator_token)
     sub_task = asyncio.create_task(sub.run())
     steps: list[StepRow] = []
     held_max, failed = 0, None

@@ -4,12 +4,17 @@
     layercast certs server   --dir pki --host cloud.example --host localhost --ip 127.0.0.1
     layercast certs camera   --dir pki door-1 door-2                  # cameras/<id>.pem, .key
     layercast certs operator --dir pki web alice                      # operators/<name>.pem, .key
+    layercast certs revoke   --dir pki door-1 operators/alice.pem     # pki/crl.pem (X.509 CRL)
 
 Then run the cloud with ``--tls-cert pki/server.pem --tls-key pki/server.key --tls-client-ca
 pki/ca.pem`` and each camera with ``--ca-cert pki/ca.pem --client-cert pki/cameras/<id>.pem
 --client-key pki/cameras/<id>.key``. A camera certificate's identity is the URI
 ``layercast:camera:<id>`` in its subjectAltName; the cloud accepts a stream from it only for that
 camera id. Private keys are written 0600; keep ``ca.key`` away from the machines that run layercast.
+
+``revoke`` adds certificates to a revocation list signed by the CA; the cloud given it as
+``tls.crl`` refuses them (UNAUTHENTICATED) from the next call or stream on, re-reading the file
+when it changes.
 """
 
 from __future__ import annotations
@@ -54,6 +59,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     common(o)
     o.add_argument("names", nargs="+", metavar="NAME")
     o.set_defaults(func=run_operator)
+
+    r = actions.add_parser("revoke", help="add certificates to the revocation list (crl.pem)")
+    r.add_argument("--dir", type=Path, default=DEFAULT_DIR, help=f"PKI directory (default {DEFAULT_DIR})")
+    r.add_argument(
+        "--crl", type=Path, default=None, help="the revocation list to write (default DIR/crl.pem)"
+    )
+    r.add_argument(
+        "targets", nargs="+", metavar="ID_OR_CERT", help="camera id, operator name or certificate file"
+    )
+    r.set_defaults(func=run_revoke)
 
 
 def _refuse_overwrite(paths: list[Path], force: bool) -> None:
@@ -120,4 +135,16 @@ def run_operator(args: argparse.Namespace) -> int:
     for name, (cert, key) in zip(args.names, paths, strict=True):
         issued = ca.issue_operator(name, days=args.days or LEAF_DAYS)
         _wrote(f"operator {name} ({operator_uri(name)})", *issued.save(cert, key))
+    return 0
+
+
+def run_revoke(args: argparse.Namespace) -> int:
+    from layercast.shared.pki import PkiLayout
+    from layercast.shared.revocation import default_crl_path, revoke
+
+    layout = PkiLayout(args.dir)
+    crl = args.crl or default_crl_path(layout)
+    for cert, serial in revoke(layout, args.targets, crl):
+        print(f"revoked {cert} (serial {serial:x})")
+    print(f"wrote revocation list: {crl} (give it to the cloud as tls.crl)")
     return 0

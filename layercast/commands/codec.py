@@ -4,16 +4,27 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
+
+from layercast.shared.errors import ConfigError
 
 BASE_SUFFIX = ".lcb"
 ENH_SUFFIX = ".lce"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+STDIO = Path("-")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("encode", help="encode images into base (.lcb) and enhancement (.lce) bitstreams")
-    p.add_argument("images", nargs="+", type=Path, help="PNG or JPEG files, any size")
-    p.add_argument("-o", "--out", type=Path, required=True, help="output folder")
+    p.add_argument(
+        "images", nargs="+", type=Path, help="PNG or JPEG files, any size, or folders of them; - reads stdin"
+    )
+    p.add_argument(
+        "-o", "--out", type=Path, required=True, help="output folder; - writes the base layer to stdout"
+    )
     p.add_argument("--model", default="default", help="registry name, model id or checkpoint path")
     p.add_argument("--layers", choices=["base", "all"], default="all")
     p.add_argument("--device", default="auto")
@@ -23,16 +34,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         "decode", help="decode bitstreams to PNG (full = base + enhancement; --preview = base only)"
     )
     p.add_argument(
-        "files", nargs="+", type=Path, help=".lcb files (the .lce beside each is used for the full decode)"
+        "files",
+        nargs="+",
+        type=Path,
+        help=".lcb files or folders of them; the .lce beside each base is its enhancement (also accepted "
+        "among the files, as `out/*` gives); - reads one base layer from stdin",
     )
-    p.add_argument("-o", "--out", type=Path, required=True)
+    p.add_argument("-o", "--out", type=Path, required=True, help="output folder; - writes one PNG to stdout")
     p.add_argument("--preview", action="store_true", help="simple synthesis from the base layer alone")
     p.add_argument("--model", default=None, help="defaults to the model whose id is in the bitstream")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=decode)
 
     p = sub.add_parser("info", help="print a bitstream's header fields, sizes and bpp")
-    p.add_argument("files", nargs="+", type=Path)
+    p.add_argument("files", nargs="+", type=Path, help=".lcb / .lce files or folders of them; - reads stdin")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=info)
 
@@ -40,20 +55,57 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=models)
 
 
+def _expand(paths: list[Path], suffixes: tuple[str, ...], what: str) -> list[Path]:
+    """Files as given, folders replaced by their files of ``suffixes`` (in name order), each once."""
+    out: list[Path] = []
+    for path in paths:
+        if path == STDIO:
+            out.append(path)
+        elif path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+            if not found:
+                raise ConfigError(f"{path}: a folder with no {what} ({' / '.join(suffixes)}) in it")
+            out.extend(found)
+        elif not path.exists():
+            raise ConfigError(f"{path}: no such file")
+        else:
+            out.append(path)
+    return list(dict.fromkeys(out))
+
+
+def _read(path: Path) -> bytes:
+    if path == STDIO:
+        return sys.stdin.buffer.read()
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
 def encode(args: argparse.Namespace) -> int:
     from layercast.shared.codec import load_codec
     from layercast.shared.imageio import read_image
 
+    images = _expand(args.images, IMAGE_SUFFIXES, "PNG or JPEG image")
+    to_stdout = args.out == STDIO
+    if to_stdout and (len(images) != 1 or args.layers != "base"):
+        raise ConfigError("-o - writes one base layer to stdout: give one image and --layers base")
     codec = load_codec(args.model, device=args.device)
-    args.out.mkdir(parents=True, exist_ok=True)
-    for path in args.images:
-        image = read_image(path)
+    if not to_stdout:
+        args.out.mkdir(parents=True, exist_ok=True)
+    for path in images:
+        image = read_image(_read(path) if path == STDIO else path)
         frame = codec.encode(image, layers=args.layers)
         h, w = image.shape[:2]
-        (args.out / (path.stem + BASE_SUFFIX)).write_bytes(frame.base)
+        if to_stdout:
+            sys.stdout.buffer.write(frame.base)
+            sys.stdout.buffer.flush()
+            continue
+        stem = "stdin" if path == STDIO else path.stem
+        (args.out / (stem + BASE_SUFFIX)).write_bytes(frame.base)
         line = f"{path}: {w}x{h} base {len(frame.base)} B ({8 * len(frame.base) / (w * h):.4f} bpp)"
         if frame.enhancement is not None:
-            (args.out / (path.stem + ENH_SUFFIX)).write_bytes(frame.enhancement)
+            (args.out / (stem + ENH_SUFFIX)).write_bytes(frame.enhancement)
             line += (
                 f", enhancement {len(frame.enhancement)} B ({8 * len(frame.enhancement) / (w * h):.4f} bpp)"
             )
@@ -63,37 +115,66 @@ def encode(args: argparse.Namespace) -> int:
 
 def decode(args: argparse.Namespace) -> int:
     from layercast.shared.codec import load_codec, parse_header
-    from layercast.shared.imageio import write_png
+    from layercast.shared.imageio import png_bytes, write_png
 
-    args.out.mkdir(parents=True, exist_ok=True)
+    files = _expand(args.files, (BASE_SUFFIX,), "base layer")
+    to_stdout = args.out == STDIO
+    if to_stdout and len(files) != 1:
+        raise ConfigError("-o - writes one PNG to stdout: give one base layer")
+    layers = {path: _read(path) for path in files}
+    headers = {path: parse_header(data) for path, data in layers.items()}
+    bases = [p for p in files if headers[p].layer == "base"]
+    failed = 0
+    for path in files:
+        if headers[path].layer == "base":
+            continue
+        base = path.with_suffix(BASE_SUFFIX)
+        if base in bases:
+            continue  # decoded with its base
+        failed += 1
+        hint = "it is beside it" if base.exists() else "it is not there"
+        print(
+            f"layercast decode: error: {path} is an enhancement layer; decode its base layer {base} instead "
+            f"(the enhancement beside a base is used with it; {hint})",
+            file=sys.stderr,
+        )
+    if not to_stdout and bases:
+        args.out.mkdir(parents=True, exist_ok=True)
     codecs: dict[str, object] = {}
-    for path in args.files:
-        data = path.read_bytes()
-        model = args.model or parse_header(data).model_id
+    for path in bases:
+        data = layers[path]
+        model = args.model or headers[path].model_id
         codec = codecs.get(model) or codecs.setdefault(model, load_codec(model, device=args.device))
         dec = codec.decode_base(data)
         if args.preview:
             image, kind = codec.preview(dec), "preview"
         else:
             enh = path.with_suffix(ENH_SUFFIX)
-            if not enh.exists():
+            if path == STDIO or not enh.is_file():
                 print(
-                    f"{path}: no enhancement layer {enh.name} beside it; use --preview for the base-only image"
+                    f"layercast decode: error: {path}: no enhancement layer {enh.name} beside it; "
+                    "use --preview for the base-only image",
+                    file=sys.stderr,
                 )
-                return 1
-            image, kind = codec.reconstruct(dec, enh.read_bytes()), "full"
-        out = args.out / f"{path.stem}.{kind}.png"
+                failed += 1
+                continue
+            image, kind = codec.reconstruct(dec, _read(enh)), "full"
+        if to_stdout:
+            sys.stdout.buffer.write(png_bytes(image))
+            sys.stdout.buffer.flush()
+            continue
+        out = args.out / f"{'stdin' if path == STDIO else path.stem}.{kind}.png"
         write_png(out, image)
         print(f"{path}: {kind} → {out}")
-    return 0
+    return 1 if failed else 0
 
 
 def info(args: argparse.Namespace) -> int:
     from layercast.shared.codec import parse_header
 
     rows = []
-    for path in args.files:
-        h = parse_header(path.read_bytes())
+    for path in _expand(args.files, (BASE_SUFFIX, ENH_SUFFIX), "bitstream"):
+        h = parse_header(_read(path))
         row = {
             "file": str(path),
             "layer": h.layer,

@@ -1,6 +1,7 @@
-"""The service commands: `layercast cloud | subscribe | enhance` (cloud/cli.py), `layercast edge`
-(edge/cli.py), `layercast web` (cloud/web/cli.py) and `layercast demo` (layercast/demo.py). The edge and cloud packages never import
-each other; this module is where they meet."""
+"""The service commands: `layercast cloud | subscribe | enhance` (commands/cloud.py), `layercast
+edge` (commands/edge.py), `layercast web` (commands/web.py) and `layercast demo`
+(commands/demo.py). The edge and cloud packages never import each other; the commands are where
+they meet."""
 
 from __future__ import annotations
 
@@ -8,15 +9,12 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from layercast.cloud.cli import register as register_cloud
-    from layercast.cloud.web.cli import register as register_web
-    from layercast.edge.cli import register as register_edge
+    from layercast.commands.cloud import register as register_cloud
+    from layercast.commands.demo import register as register_demo
+    from layercast.commands.edge import register as register_edge
+    from layercast.commands.web import register as register_web
 
     register_cloud(sub)
     register_web(sub)
     register_edge(sub)
-    try:
-        from layercast.demo import register as register_demo
-    except ModuleNotFoundError:
-        return
     register_demo(sub)

@@ -35,8 +35,8 @@ import torch
 import torch.nn.functional as F
 
 from layercast.shared.codec import bitstream
-from layercast.shared.codec.base import BaseLayer
-from layercast.shared.codec.bitstream import Header, LayerKind
+from layercast.shared.codec.base_layer import BaseLayer
+from layercast.shared.codec.bitstream import Bitstream, Header, LayerKind
 from layercast.shared.codec.checkpoint import Checkpoint
 from layercast.shared.codec.enhancement import EnhancementLayer
 from layercast.shared.codec.entropy import load_weights
@@ -44,7 +44,6 @@ from layercast.shared.codec.registry import Registry, default_registry
 from layercast.shared.codec.temporal import TemporalLayer
 from layercast.shared.device import select_device
 from layercast.shared.errors import (
-    CorruptBitstream,
     DecodeMismatch,
     FrameMismatch,
     ImageTooLarge,
@@ -96,7 +95,8 @@ class ScalableCodec:
         max_pixels: int = bitstream.DEFAULT_MAX_PIXELS,
     ) -> None:
         if base.kind != "base":
-            raise UnknownModel(f"{base.name} is a {base.kind} checkpoint, not a base model")
+            article = "an" if base.kind[:1] in "aeiou" else "a"
+            raise UnknownModel(f"{base.name} is {article} {base.kind} checkpoint, not a base model")
         self.device = select_device(device)
         self.coding_dtype = coding_dtype
         self.max_pixels = max_pixels
@@ -232,7 +232,7 @@ class ScalableCodec:
                 kind, model_id, ref_crcs = LayerKind.BASE, self.base_model_id, [0] * len(idx)
             y_hat = enc["y_hat"]
             bases = [
-                self._pack(kind, model_id, r, w, h, s, c)
+                bitstream.pack_layer(kind, model_id, w, h, s, c, frame_ref=r)
                 for r, s, c in zip(ref_crcs, enc["strings"], enc["checksums"], strict=True)
             ]
             enhs: list[bytes | None] = [None] * len(idx)
@@ -240,14 +240,14 @@ class ScalableCodec:
                 e = self.enhancement
                 enc_e = e.latent_codec.compress(e.g_a(x), e.condition(y_hat))
                 enhs = [
-                    self._pack(
+                    bitstream.pack_layer(
                         LayerKind.ENHANCEMENT,
                         self.enhancement_model_id,
-                        bitstream.frame_ref_of(b),
                         w,
                         h,
                         s,
                         c,
+                        frame_ref=bitstream.frame_ref_of(b),
                     )
                     for b, s, c in zip(bases, enc_e["strings"], enc_e["checksums"], strict=True)
                 ]
@@ -263,26 +263,14 @@ class ScalableCodec:
     ) -> EncodedFrame:
         return self.encode_batch([image], layers, [reference])[0]
 
-    def _pack(self, kind, model_id, ref, w, h, payload: bytes, checksum: int) -> bytes:
-        header = Header(
-            kind=kind,
-            model_id=model_id,
-            frame_ref=ref,
-            width=w,
-            height=h,
-            payload_length=len(payload),
-            symbols_crc=checksum,
-        )
-        return bitstream.pack(header, payload)
-
     # ------------------------------------------------------------------ decode
     def parse_header(self, data: bytes) -> Header:
         return bitstream.parse_header(data, max_pixels=self.max_pixels)
 
     def _check_header(self, header: Header, kind: LayerKind) -> None:
-        """``kind`` BASE accepts a predicted base layer too."""
-        if header.kind is not kind and not (kind is LayerKind.BASE and header.kind.is_base):
-            raise CorruptBitstream(f"expected a {kind.label} bitstream, got a {header.layer} bitstream")
+        """The header is of ``kind`` (``BASE``: intra or predicted) and was coded by the model this
+        codec has for that layer."""
+        bitstream.expect_kind(header, kind)
         if header.kind is LayerKind.BASE:
             model_id = self.base_model_id
         elif header.kind is LayerKind.PREDICTED:
@@ -317,40 +305,48 @@ class ScalableCodec:
     @torch.no_grad()
     def decode_base_batch(
         self,
-        datas: Sequence[bytes],
+        items: Sequence[bytes | Bitstream],
         return_exceptions: bool = False,
         references: Sequence[DecodedBase | None] | None = None,
     ) -> list[Any]:
-        """Decode base bitstreams; with ``return_exceptions`` a failing item yields its LayercastError.
+        """Decode base layers, given as bytes or as :class:`Bitstream` whose header was parsed by
+        :meth:`check_base` (not parsed again); with ``return_exceptions`` a failing item yields its
+        LayercastError.
 
         A predicted frame needs ``references[i]``: the decoded base of the frame it was predicted
         from; a missing or different one (its CRC is not the one the header names) raises
         :class:`ReferenceMismatch` before anything is decoded."""
-        out: list[Any] = [None] * len(datas)
-        refs = list(references) if references is not None else [None] * len(datas)
-        groups: dict[tuple, list[tuple[int, Header]]] = defaultdict(list)
-        for i, data in enumerate(datas):
+        out: list[Any] = [None] * len(items)
+        refs = list(references) if references is not None else [None] * len(items)
+        if len(refs) != len(items):
+            raise ValueError(f"{len(refs)} references for {len(items)} bitstreams")
+        groups: dict[tuple, list[tuple[int, Bitstream]]] = defaultdict(list)
+        for i, item in enumerate(items):
             try:
-                header = self.check_base(data)
-                predicted = header.kind is LayerKind.PREDICTED
+                if isinstance(item, Bitstream):
+                    self._check_header(item.header, LayerKind.BASE)
+                    parsed = item
+                else:
+                    parsed = Bitstream(self.check_base(item), bytes(item))
+                predicted = parsed.header.kind is LayerKind.PREDICTED
                 if predicted:
-                    self._check_reference(header, refs[i])
+                    self._check_reference(parsed.header, refs[i])
             except LayercastError as exc:
                 if not return_exceptions:
                     raise
                 out[i] = exc
                 continue
-            groups[(predicted, *self.latent_shape(header))].append((i, header))
-        for (predicted, *shape), items in groups.items():
-            payloads = [bitstream.payload(datas[i]) for i, _ in items]
+            groups[(predicted, *self.latent_shape(parsed.header))].append((i, parsed))
+        for (predicted, *shape), members in groups.items():
+            payloads = [b.payload for _, b in members]
             if predicted:
-                cond = torch.cat([refs[i].y_hat for i, _ in items])  # type: ignore[union-attr]
+                cond = torch.cat([refs[i].y_hat for i, _ in members])  # type: ignore[union-attr]
                 res = self.temporal.latent_codec.decompress(payloads, tuple(shape[1:]), cond)  # type: ignore[union-attr]
             else:
                 res = self.base.latent_codec.decompress(payloads, tuple(shape[1:]))
-            for j, (i, header) in enumerate(items):
+            for j, (i, b) in enumerate(members):
                 try:
-                    if res["checksums"][j] != header.symbols_crc:
+                    if res["checksums"][j] != b.header.symbols_crc:
                         raise DecodeMismatch(
                             "decoded symbols differ from the encoded ones (symbol CRC mismatch): "
                             "entropy parameters diverged between encoder and decoder, or the payload is forged"
@@ -361,7 +357,7 @@ class ScalableCodec:
                     out[i] = exc
                     continue
                 out[i] = DecodedBase(
-                    header, res["y_hat"][j : j + 1], bitstream.frame_ref_of(datas[i]), len(datas[i])
+                    b.header, res["y_hat"][j : j + 1], bitstream.frame_ref_of(b.data), len(b.data)
                 )
         return out
 

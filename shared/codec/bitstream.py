@@ -114,6 +114,19 @@ class Header:
         return 8.0 * self.total_bytes / self.pixels
 
 
+@dataclass(frozen=True)
+class Bitstream:
+    """A layer whose header has been parsed and checked, with its bytes (header and payload):
+    what the decoders take, so a header is parsed once however many hands the bytes pass through."""
+
+    header: Header
+    data: bytes
+
+    @property
+    def payload(self) -> bytes:
+        return bytes(self.data[self.header.header_size :])
+
+
 def pack(header: Header, payload: bytes) -> bytes:
     if len(payload) != header.payload_length:
         raise ValueError("payload length does not match the header")
@@ -132,6 +145,35 @@ def pack(header: Header, payload: bytes) -> bytes:
     if header.kind.has_reference:
         head += _U32.pack(header.frame_ref)
     return seal(head, payload)
+
+
+def pack_layer(
+    kind: LayerKind,
+    model_id: str,
+    width: int,
+    height: int,
+    payload: bytes,
+    symbols_crc: int,
+    *,
+    frame_ref: int = 0,
+) -> bytes:
+    """A layer's container: its header (built from these fields) and ``payload``."""
+    header = Header(
+        kind=kind,
+        model_id=model_id,
+        frame_ref=frame_ref,
+        width=width,
+        height=height,
+        payload_length=len(payload),
+        symbols_crc=symbols_crc,
+    )
+    return pack(header, payload)
+
+
+def expect_kind(header: Header, kind: LayerKind) -> None:
+    """Raise CorruptBitstream unless ``header`` is of a ``kind`` layer (``BASE``: intra or predicted)."""
+    if header.kind is not kind and not (kind is LayerKind.BASE and header.kind.is_base):
+        raise CorruptBitstream(f"expected a {kind.label} bitstream, got a {header.layer} bitstream")
 
 
 def seal(head: bytes, payload: bytes) -> bytes:

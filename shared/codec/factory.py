@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from layercast.shared.codec.base import BaseLayer
+from layercast.shared.codec.base_layer import BaseLayer
 from layercast.shared.codec.checkpoint import Checkpoint
 from layercast.shared.codec.configs import CodecConfig, get_config
 from layercast.shared.codec.enhancement import EnhancementLayer

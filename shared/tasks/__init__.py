@@ -10,7 +10,7 @@ Example::
     results = det.postprocess(raw, sizes)  # list[TaskResult], one per image
 """
 
-from layercast.shared.tasks.base import TaskModel
+from layercast.shared.tasks.interface import TaskModel
 from layercast.shared.tasks.registry import (
     get_task_model,
     list_task_models,

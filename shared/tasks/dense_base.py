@@ -10,13 +10,13 @@ from collections.abc import Sequence
 
 import torch
 
-from layercast.shared.tasks.base import TaskModel
 from layercast.shared.tasks.dense_ops import (
     depth_results,
     masked_disparity_loss,
     segmentation_loss,
     segmentation_results,
 )
+from layercast.shared.tasks.interface import TaskModel
 from layercast.shared.tasks.types import TaskResult
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from layercast.shared.errors import UnknownModel
-from layercast.shared.tasks.base import TaskModel
+from layercast.shared.tasks.interface import TaskModel
 from layercast.shared.tasks.types import TaskName
 
 Builder = Callable[..., TaskModel]

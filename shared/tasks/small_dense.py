@@ -17,12 +17,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from layercast.shared.tasks.base import ImageNormalize, check_images
 from layercast.shared.tasks.dense_base import DepthTaskModel, SegmentationTaskModel
 from layercast.shared.tasks.dense_ops import (
     CITYSCAPES_FOCAL_BASELINE,
     DEFAULT_DISPARITY_SCALE,
 )
+from layercast.shared.tasks.interface import ImageNormalize, check_images
 from layercast.shared.tasks.layers import ConvBNAct, TinyEncoder, TopDownDecoder
 from layercast.shared.tasks.registry import register_task_model
 from layercast.shared.tasks.types import CITYSCAPES_NUM_CLASSES

@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from layercast.shared.tasks.base import ImageNormalize, TaskModel, check_images
 from layercast.shared.tasks.detector_targets import build_targets, cell_centres, focal_loss, giou_loss
+from layercast.shared.tasks.interface import ImageNormalize, TaskModel, check_images
 from layercast.shared.tasks.layers import TinyEncoder, TopDownDecoder, conv3x3
 from layercast.shared.tasks.registry import register_task_model
 from layercast.shared.tasks.types import DetectionTarget, TaskResult

@@ -18,12 +18,12 @@ from pathlib import Path
 import torch
 from torchvision.models.segmentation import deeplabv3_resnet50, lraspp_mobilenet_v3_large
 
-from layercast.shared.tasks.base import ImageNormalize, check_images
 from layercast.shared.tasks.dense_base import DepthTaskModel, SegmentationTaskModel
 from layercast.shared.tasks.dense_ops import (
     CITYSCAPES_FOCAL_BASELINE,
     DEFAULT_DISPARITY_SCALE,
 )
+from layercast.shared.tasks.interface import ImageNormalize, check_images
 from layercast.shared.tasks.registry import register_task_model
 from layercast.shared.tasks.types import CITYSCAPES_NUM_CLASSES
 from layercast.shared.tasks.weights import load_into, load_weights_file, read_state_dict

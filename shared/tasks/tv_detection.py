@@ -30,7 +30,7 @@ from torchvision.models.detection import fasterrcnn_resnet50_fpn_v2
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.transform import resize_boxes
 
-from layercast.shared.tasks.base import TaskModel, check_images
+from layercast.shared.tasks.interface import TaskModel, check_images
 from layercast.shared.tasks.registry import register_task_model
 from layercast.shared.tasks.types import DetectionTarget, TaskResult
 from layercast.shared.tasks.weights import load_into, load_weights_file, read_state_dict

@@ -110,3 +110,94 @@ def test_a_command_prints_no_third_party_warnings():
     assert done.returncode == 0, done.stderr
     assert "det-tiny" in done.stdout
     assert "Warning" not in done.stderr, done.stderr
+
+
+def _encode_photo(tmp_path, name: str = "photo") -> tuple:
+    image = smooth_image(np.random.default_rng(5), 64, 80)
+    Image.fromarray(image).save(tmp_path / f"{name}.png")
+    out = tmp_path / "out"
+    assert (
+        main(
+            [
+                "encode",
+                str(tmp_path / f"{name}.png"),
+                "-o",
+                str(out),
+                "--model",
+                "test-base",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
+    return image, out
+
+
+def test_decode_a_glob_uses_each_enhancement_with_its_base(model_dir, tmp_path, capsys):
+    _, out = _encode_photo(tmp_path)
+    dec = tmp_path / "dec"
+    capsys.readouterr()
+    # what `layercast decode out/* -o dec/` passes: the base and its enhancement
+    assert main(["decode", *map(str, sorted(out.iterdir())), "-o", str(dec), "--device", "cpu"]) == 0
+    printed = capsys.readouterr()
+    assert sorted(p.name for p in dec.iterdir()) == ["photo.full.png"]
+    assert printed.out.count("→") == 1 and printed.err == ""
+    expected = model_dir.reconstruct(
+        model_dir.decode_base((out / "photo.lcb").read_bytes()), (out / "photo.lce").read_bytes()
+    )
+    assert np.array_equal(np.asarray(Image.open(dec / "photo.full.png")), expected)
+    # a folder and the same base twice: decoded once
+    assert (
+        main(["decode", str(out), str(out / "photo.lcb"), "-o", str(tmp_path / "dec2"), "--device", "cpu"])
+        == 0
+    )
+    assert capsys.readouterr().out.count("→") == 1
+
+
+def test_decode_an_enhancement_alone_names_its_base(model_dir, tmp_path, capsys):
+    _, out = _encode_photo(tmp_path)
+    capsys.readouterr()
+    assert main(["decode", str(out / "photo.lce"), "-o", str(tmp_path / "dec"), "--device", "cpu"]) == 1
+    err = capsys.readouterr().err
+    assert f"{out / 'photo.lce'} is an enhancement layer" in err and str(out / "photo.lcb") in err
+    assert "a enhancement" not in err
+
+
+def test_missing_files_folders_and_grammar(model_dir, tmp_path, capsys):
+    assert main(["decode", str(tmp_path / "nope.lcb"), "-o", str(tmp_path / "d")]) == 1
+    assert "nope.lcb: no such file" in capsys.readouterr().err
+    assert main(["info", str(tmp_path / "nope.lcb")]) == 1
+    assert "no such file" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["encode", str(tmp_path / "empty"), "-o", str(tmp_path / "o"), "--model", "test-base"]) == 1
+    assert "no PNG or JPEG image" in capsys.readouterr().err
+    _, out = _encode_photo(tmp_path)
+    capsys.readouterr()
+    assert main(["info", str(out), "--json"]) == 0
+    assert [r["layer"] for r in json.loads(capsys.readouterr().out)] == ["base", "enhancement"]
+    from layercast.shared.codec import load_codec
+    from layercast.shared.errors import UnknownModel
+
+    with pytest.raises(UnknownModel, match="is an enhancement checkpoint"):
+        load_codec("test-base-rec", device="cpu")
+
+
+def test_stdin_and_stdout(model_dir, tmp_path, monkeypatch, capsysbinary):
+    import io
+
+    image, out = _encode_photo(tmp_path)
+    capsysbinary.readouterr()
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO((tmp_path / "photo.png").read_bytes())))
+    assert (
+        main(["encode", "-", "-o", "-", "--layers", "base", "--model", "test-base", "--device", "cpu"]) == 0
+    )
+    base = capsysbinary.readouterr().out
+    assert base == (out / "photo.lcb").read_bytes()
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(base)))
+    assert main(["decode", "-", "-o", "-", "--preview", "--device", "cpu"]) == 0
+    png = capsysbinary.readouterr().out
+    preview = model_dir.preview(model_dir.decode_base(base))
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(png))), preview)
+    assert main(["encode", "-", "-o", "-", "--model", "test-base"]) == 1  # both layers cannot share stdout
+    assert b"--layers base" in capsysbinary.readouterr().err

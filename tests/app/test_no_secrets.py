@@ -27,7 +27,7 @@ import torch
 from grpc import aio
 
 from layercast.cloud.config import load_cloud_config
-from layercast.cloud.credentials import hash_token
+from layercast.cloud.security.credentials import hash_token
 from layercast.cloud.server import CloudServer
 from layercast.cloud.web.app import build_web_server, create_app
 from layercast.cloud.web.passwords import hash_password

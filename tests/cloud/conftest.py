@@ -15,9 +15,11 @@ from grpc import aio
 
 import layercast.shared.tasks.builtin  # noqa: F401  (registers the task models)
 from layercast.cloud.config import CloudConfig, load_cloud_config
-from layercast.cloud.credentials import hash_token
+from layercast.cloud.ingest.frame import Frame
+from layercast.cloud.security.credentials import hash_token
 from layercast.cloud.server import CloudServer
 from layercast.shared.codec.api import EncodedFrame, ScalableCodec
+from layercast.shared.codec.bitstream import Bitstream, Header, LayerKind, parse_header
 from layercast.shared.codec.factory import (
     base_checkpoint,
     build_base,
@@ -29,7 +31,73 @@ from layercast.shared.tasks import get_task_model
 from tests.conftest import smooth_image
 
 CLASS_NAMES = ["person", "car", "bicycle"]
+
+
+def stored_frame(
+    cam: str,
+    seq: int,
+    data: bytes,
+    *,
+    capture_time_us: int = 0,
+    received_us: int = 0,
+    size: tuple[int, int] | None = None,
+    model_id: str = "ab" * 8,
+) -> Frame:
+    """A Frame as the pipeline builds it: a real bitstream's parsed header, or with ``size`` (width,
+    height) a header made up for bytes the store never decodes."""
+    if size is None:
+        header = parse_header(data)
+    else:
+        header = Header(LayerKind.BASE, model_id, 0, size[0], size[1], len(data), 0)
+    return Frame(cam, seq, capture_time_us, received_us, Bitstream(header, data))
+
+
 TOKENS = {"cam-a": "token-a-" + "x" * 24, "cam-b": "token-b-" + "y" * 24}
+#: The operator token of ``cloud_config``'s servers: operator ``tester``, an enhancer.
+OPERATOR = "tester"
+OPERATOR_TOKEN = "operator-token-" + "z" * 24
+OPERATOR_METADATA = (("authorization", f"Bearer {OPERATOR_TOKEN}"),)
+
+
+def operator_channel(target: str, token: str = OPERATOR_TOKEN, **kwargs: Any) -> aio.Channel:
+    """A plain-text channel whose every call carries ``token`` as the operator's bearer token."""
+    return aio.insecure_channel(target, interceptors=bearer_interceptors(token), **kwargs)
+
+
+class _Bearer:
+    """Adds ``authorization: Bearer <token>`` to every call that does not carry one."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    async def _add(self, continuation: Any, details: aio.ClientCallDetails, request: Any) -> Any:
+        metadata = aio.Metadata(*(details.metadata or ()))
+        if "authorization" not in metadata:
+            metadata.add("authorization", f"Bearer {self._token}")
+        return await continuation(details._replace(metadata=metadata), request)
+
+
+# A channel files each interceptor under the first call kind it is an instance of: one class per kind.
+class _BearerUnaryUnary(_Bearer, aio.UnaryUnaryClientInterceptor):
+    intercept_unary_unary = _Bearer._add
+
+
+class _BearerUnaryStream(_Bearer, aio.UnaryStreamClientInterceptor):
+    intercept_unary_stream = _Bearer._add
+
+
+class _BearerStreamUnary(_Bearer, aio.StreamUnaryClientInterceptor):
+    intercept_stream_unary = _Bearer._add
+
+
+class _BearerStreamStream(_Bearer, aio.StreamStreamClientInterceptor):
+    intercept_stream_stream = _Bearer._add
+
+
+def bearer_interceptors(token: str) -> list[aio.ClientInterceptor]:
+    """Client interceptors adding ``authorization: Bearer <token>`` to every call (of any kind)."""
+    kinds = (_BearerUnaryUnary, _BearerUnaryStream, _BearerStreamUnary, _BearerStreamStream)
+    return [kind(token) for kind in kinds]
 
 
 def make_task_codec(task: str = "detection", seed: int = 0) -> ScalableCodec:
@@ -67,17 +135,21 @@ def frames(task_codec: ScalableCodec) -> list[EncodedFrame]:
 
 def cloud_config(tmp_path: Path, **overrides: Any) -> CloudConfig:
     """A cloud on 127.0.0.1, any free port; plain text (``insecure``) unless ``tls.*`` overrides are
-    given (tests/cloud/test_tls.py covers TLS)."""
+    given (tests/cloud/test_tls.py covers TLS); operator ``tester`` (``OPERATOR_TOKEN``, an enhancer)."""
     values: dict[str, Any] = {
         "insecure": not any(key.startswith("tls.") for key in overrides),
         "listen": "127.0.0.1",
         "port": 0,
         "data_dir": str(tmp_path / "cloud"),
         "auth.camera_tokens": [f"{cam}={hash_token(tok)}" for cam, tok in TOKENS.items()],
+        "auth.operator_tokens": [f"{OPERATOR}={hash_token(OPERATOR_TOKEN)}"],
+        "auth.enhancers": [OPERATOR],
         "batching.max_queue_delay_ms": 5,
         "enhancement_timeout_s": 5.0,
         "shutdown_grace_s": 10.0,
     }
+    if "auth.operator_tokens" in overrides:  # the test's own operators: enhancers are its to name
+        values["auth.enhancers"] = []
     values.update(overrides)
     return load_cloud_config(overrides=values, environ={})
 

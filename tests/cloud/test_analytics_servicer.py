@@ -7,9 +7,10 @@ import asyncio
 import grpc
 import pytest
 
-from layercast.cloud.hub import Hub
-from layercast.cloud.servicers.analytics import AnalyticsServicer
-from layercast.cloud.store import AsyncStore, SqliteStore
+from layercast.cloud.results.hub import Hub
+from layercast.cloud.results.sqlite import SqliteStore
+from layercast.cloud.results.store import AsyncStore
+from layercast.cloud.rpc.servicers.analytics import AnalyticsServicer
 from layercast.shared.rpc import analytics_pb2, common_pb2
 
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from layercast.cloud.batcher import Batcher
+from layercast.cloud.ingest.batcher import Batcher
 from layercast.shared.errors import ServiceClosing
 
 

@@ -15,15 +15,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from grpc import aio
 from PIL import Image
 
-from layercast.cloud.credentials import hash_token
+from layercast.cloud.security.credentials import hash_token
 from layercast.cloud.server import CloudServer
 from layercast.shared.pki import create_local_pki
 from layercast.shared.rpc import edge_pb2
 from layercast.shared.tls import ClientTls, open_channel
-from tests.cloud.conftest import TOKENS, EdgeStream, cloud_config
+from tests.cloud.conftest import OPERATOR, OPERATOR_TOKEN, TOKENS, EdgeStream, cloud_config, operator_channel
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -32,7 +31,7 @@ async def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float 
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "layercast.cloud.cli",
+        "layercast.commands.cloud",
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -50,6 +49,7 @@ async def mtls_cloud(tmp_path, task_codec):
         "tls.cert": str(pki.server_cert),
         "tls.key": str(pki.server_key),
         "tls.client_ca": str(pki.ca_cert),
+        "auth.enhancers": ["cli"],  # the operator certificate's name
     }
     server = CloudServer(cloud_config(tmp_path, **tls), codec=task_codec)
     await server.start()
@@ -144,7 +144,7 @@ async def test_cloud_command_serves_a_registry_model_and_stops_on_sigterm(tmp_pa
     cloud = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "layercast.cloud.cli",
+        "layercast.commands.cloud",
         "cloud",
         "--port=0",
         f"--port-file={port_file}",
@@ -153,6 +153,7 @@ async def test_cloud_command_serves_a_registry_model_and_stops_on_sigterm(tmp_pa
         "--device=cpu",
         "--insecure",
         f"--set=auth.camera_tokens=cam-a={hash_token(TOKENS['cam-a'])}",
+        f"--set=auth.operator_tokens={OPERATOR}={hash_token(OPERATOR_TOKEN)}",
         "--set=batching.max_queue_delay_ms=5",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -168,13 +169,19 @@ async def test_cloud_command_serves_a_registry_model_and_stops_on_sigterm(tmp_pa
         target = f"127.0.0.1:{int(port_file.read_text())}"
         banner = (await asyncio.wait_for(cloud.stdout.readline(), 10)).decode()
         assert "serving on" in banner and "plain text" in banner and task_codec.base_model_id in banner
-        async with aio.insecure_channel(target) as ch:
+        async with operator_channel(target) as ch:
             e = EdgeStream(ch)
             e.hello("cam-a", TOKENS["cam-a"], task_codec.base_model_id)
             await e.recv_kind("welcome")
             e.frame(1, frames[1].base)
             assert (await e.recv_kind("ack")).sequence == 1
-            rc, out, err = await run_cli("subscribe", f"--cloud={target}", "--insecure", "--limit=1", env=env)
+            rc, out, err = await run_cli(
+                "subscribe",
+                f"--cloud={target}",
+                "--insecure",
+                "--limit=1",
+                env={**env, "LAYERCAST_TOKEN": OPERATOR_TOKEN},
+            )
             assert rc == 0 and json.loads(out)["sequence"] == 1, err
             assert "plain-text" in err  # the insecure link is announced
             e.close()

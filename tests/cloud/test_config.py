@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from layercast.cloud.config import load_cloud_config
-from layercast.cloud.credentials import TokenTable, hash_token
+from layercast.cloud.security.credentials import TokenTable, hash_token
 from layercast.shared.errors import ConfigError
 
 CAM = "cam-1=" + hash_token("secret-token")

@@ -6,10 +6,13 @@ import asyncio
 
 import pytest
 
-from layercast.cloud.hub import Hub, Lagged
-from layercast.cloud.store import AsyncStore, ResultRecord, SqliteStore, make_frame
+from layercast.cloud.results.hub import Hub, Lagged
+from layercast.cloud.results.records import ResultRecord
+from layercast.cloud.results.sqlite import SqliteStore
+from layercast.cloud.results.store import AsyncStore
 from layercast.shared.errors import ServiceClosing
 from layercast.shared.rpc import common_pb2
+from tests.cloud.conftest import stored_frame
 
 
 @pytest.fixture
@@ -21,9 +24,7 @@ async def store(tmp_path):
 
 async def produce(store: AsyncStore, hub: Hub, cam: str, seq: int) -> None:
     """What the pipeline does for each result: store it, then publish it."""
-    await store.put_frame(
-        make_frame(cam, seq, b"x", capture_time_us=seq, received_us=seq, width=8, height=8, model_id="00" * 8)
-    )
+    await store.put_frame(stored_frame(cam, seq, b"x", capture_time_us=seq, received_us=seq, size=(8, 8)))
     r = common_pb2.Result(camera_id=cam, sequence=seq, task="detection")
     await store.put_results([ResultRecord(cam, seq, seq, r.SerializeToString())])
     hub.publish(r)

@@ -8,14 +8,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from layercast.cloud.inference import InferenceEngine, InferJob, depth_from_proto, depth_to_proto
+from layercast.cloud.ingest.engine import InferenceEngine
+from layercast.cloud.ingest.frame import Frame
+from layercast.cloud.ingest.images import encode_image
+from layercast.cloud.results.png import depth_from_proto, depth_to_proto
+from layercast.cloud.results.previews import preview_png, reconstruct_png
 from layercast.shared.codec import bitstream
 from layercast.shared.errors import BitstreamError, ImageTooLarge, InvalidImage, UnknownModel
 from tests.cloud.conftest import CLASS_NAMES
 
 
-def job(engine: InferenceEngine, seq: int, base: bytes) -> InferJob:
-    return InferJob("cam", seq, 111 * seq, base, engine.check_base(base))
+def job(engine: InferenceEngine, seq: int, base: bytes) -> Frame:
+    return Frame("cam", seq, 111 * seq, 0, engine.check_base(base))
 
 
 def test_batch_with_a_corrupt_item_keeps_the_others(task_codec, frames):
@@ -28,7 +32,7 @@ def test_batch_with_a_corrupt_item_keeps_the_others(task_codec, frames):
     forged = bitstream.pack(hdr, bytes(payload))
     jobs = [
         job(engine, 1, good[0]),
-        InferJob("cam", 2, 0, forged, engine.check_base(forged)),
+        Frame("cam", 2, 0, 0, engine.check_base(forged)),
         job(engine, 3, good[1]),
     ]
     out = engine.run_batch(jobs)
@@ -42,8 +46,8 @@ def test_batch_with_a_corrupt_item_keeps_the_others(task_codec, frames):
         )
         assert r.width == 64 and r.height == 64 and r.task == "detection"
         assert r.model_id == task_codec.base_model_id
-        assert r.base_bytes == len(jobs[i].base)
-        assert r.base_bpp == pytest.approx(8 * len(jobs[i].base) / (64 * 64))
+        assert r.base_bytes == len(jobs[i].data)
+        assert r.base_bpp == pytest.approx(8 * len(jobs[i].data) / (64 * 64))
         assert all(b.class_name == CLASS_NAMES[b.class_id] for b in r.boxes)
     # the same frames alone give the same detections (batching does not change results)
     alone = engine.run_batch([job(engine, 1, good[0])])[0]
@@ -98,22 +102,22 @@ def test_image_input_is_size_checked_before_decoding(task_codec):
     engine = InferenceEngine(task_codec, max_pixels=100 * 100)
     buf = io.BytesIO()
     Image.new("RGB", (64, 48), (10, 200, 30)).save(buf, format="PNG")
-    base = engine.encode_image(buf.getvalue())
-    assert engine.check_base(base).width == 64
+    base = encode_image(engine, buf.getvalue())
+    assert engine.check_base(base).header.width == 64
     big = io.BytesIO()
     Image.new("RGB", (200, 200)).save(big, format="PNG")
     with pytest.raises(ImageTooLarge):
-        engine.encode_image(big.getvalue())
+        encode_image(engine, big.getvalue())
     with pytest.raises(InvalidImage):
-        engine.encode_image(b"not an image")
+        encode_image(engine, b"not an image")
 
 
 def test_previews_and_reconstructions_match_the_codec(task_codec, frames):
     engine = InferenceEngine(task_codec)
     dec = task_codec.decode_base_batch([frames[3].base])[0]
-    prev = engine.preview_png(frames[3].base)
+    prev = preview_png(engine, frames[3].base)
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(prev.png))), task_codec.preview(dec))
-    rec = engine.reconstruct_png(frames[3].base, frames[3].enhancement)
+    rec = reconstruct_png(engine, frames[3].base, frames[3].enhancement)
     assert np.array_equal(
         np.asarray(Image.open(io.BytesIO(rec.png))), task_codec.reconstruct(dec, frames[3].enhancement)
     )

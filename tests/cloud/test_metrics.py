@@ -13,7 +13,7 @@ from grpc import aio
 from layercast.cloud.server import CloudServer
 from layercast.shared.errors import ConfigError
 from layercast.shared.rpc import edge_pb2, operator_pb2, operator_pb2_grpc
-from tests.cloud.conftest import TOKENS, EdgeStream, cloud_config
+from tests.cloud.conftest import TOKENS, EdgeStream, cloud_config, operator_channel
 from tests.deploy.promtools import http_get, scrape
 
 CAM = "cam-a"
@@ -59,7 +59,7 @@ async def test_frames_results_batches_and_streams_are_counted(server, task_codec
     assert info["enhancement_model_id"] == task_codec.enhancement_model_id
     assert first.value("layercast_cloud_active_streams") == 0
 
-    async with aio.insecure_channel(server.target) as ch:
+    async with operator_channel(server.target) as ch:
         e = await connect(ch, task_codec)
         for seq in range(1, n + 1):
             e.frame(seq, frames[seq].base)
@@ -121,7 +121,7 @@ async def test_frames_results_batches_and_streams_are_counted(server, task_codec
 
 
 async def test_enhancement_requests_latency_bytes_and_failures_by_reason(server, task_codec, frames):
-    async with aio.insecure_channel(server.target) as ch:
+    async with operator_channel(server.target) as ch:
         op = operator_pb2_grpc.OperatorStub(ch)
         e = await connect(ch, task_codec)
         for seq in (1, 2):
@@ -181,7 +181,7 @@ async def test_subscribers_and_their_lag(server, task_codec, frames):
     first_b = asyncio.ensure_future(anext(slow))
     await eventually(lambda: hub.subscriber_count == 2, what="two subscribers")
     assert sample(server, "layercast_cloud_subscribers") == 2
-    async with aio.insecure_channel(server.target) as ch:
+    async with operator_channel(server.target) as ch:
         e = await connect(ch, task_codec)
         for seq in range(1, 6):
             e.frame(seq, frames[seq].base)

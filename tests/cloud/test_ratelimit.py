@@ -10,11 +10,11 @@ import pytest
 from grpc import aio
 from prometheus_client import generate_latest
 
-from layercast.cloud.credentials import hash_token
-from layercast.cloud.ratelimit import KeyedLimiter, TokenBucket
+from layercast.cloud.security.credentials import hash_token
+from layercast.cloud.security.ratelimit import KeyedLimiter, TokenBucket
 from layercast.cloud.server import CloudServer
 from layercast.shared.rpc import operator_pb2, operator_pb2_grpc
-from tests.cloud.conftest import TOKENS, EdgeStream, cloud_config
+from tests.cloud.conftest import TOKENS, EdgeStream, cloud_config, operator_channel
 
 
 class FakeClock:
@@ -111,7 +111,7 @@ async def test_a_camera_above_its_rate_is_slowed_not_refused(tmp_path, task_code
     server = CloudServer(cfg, codec=task_codec)
     await server.start()
     try:
-        async with aio.insecure_channel(server.target) as ch:
+        async with operator_channel(server.target) as ch:
             fast, other = EdgeStream(ch), EdgeStream(ch)
             for e, cam in ((fast, "cam-a"), (other, "cam-b")):
                 e.hello(cam, TOKENS[cam], task_codec.base_model_id, next_sequence=1)

@@ -9,10 +9,10 @@ import grpc
 import pytest
 from grpc import aio
 
-from layercast.cloud.audit import AuditLog
-from layercast.cloud.config import load_cloud_config
-from layercast.cloud.credentials import hash_token
-from layercast.cloud.roles import OperatorRoles, on_behalf_of
+from layercast.cloud.config import CloudConfig, load_cloud_config
+from layercast.cloud.security.audit import AuditLog
+from layercast.cloud.security.credentials import hash_token
+from layercast.cloud.security.roles import OperatorRoles, on_behalf_of
 from layercast.cloud.server import CloudServer
 from layercast.shared.errors import ConfigError
 from layercast.shared.rpc import analytics_pb2, analytics_pb2_grpc, edge_pb2, operator_pb2, operator_pb2_grpc
@@ -41,8 +41,16 @@ def test_enhancers_must_name_operators_with_tokens(tmp_path):
         load_cloud_config(
             overrides={**base, "auth.operator_tokens": tokens, "auth.enhancers": ["bob"]}, environ={}
         )
-    with pytest.raises(ConfigError, match="roles need operator tokens"):
+    with pytest.raises(ConfigError, match="'alice', which has no entry in auth.operator_tokens"):
         load_cloud_config(overrides={**base, "auth.enhancers": ["alice"]}, environ={})
+    # With operator certificates (mutual TLS) a name may be a certificate's, unknown in advance.
+    mtls = {**base, "insecure": False, "tls.cert": "s.pem", "tls.key": "s.key", "tls.client_ca": "ca.pem"}
+    assert (
+        load_cloud_config(overrides={**mtls, "auth.enhancers": ["web"]}, environ={})
+        .operator_roles()
+        .role_of("web")
+        == "enhancer"
+    )
     # From TOML and the environment as well (a comma list).
     cfg = load_cloud_config(
         overrides={**base, "auth.operator_tokens": tokens},
@@ -52,16 +60,17 @@ def test_enhancers_must_name_operators_with_tokens(tmp_path):
     assert [roles.role_of(n) for n in ("alice", "dash", "web")] == ["enhancer", "viewer", "enhancer"]
 
 
-def test_existing_configs_keep_every_operator_an_enhancer():
-    """No ``auth.enhancers`` (configurations written before roles): every token may Enhance."""
+def test_roles_default_to_viewer():
+    """Without ``auth.enhancers`` nobody may Enhance: not a token, not the anonymous caller."""
+    assert CloudConfig().auth.enhancers == []
     roles = OperatorRoles.from_config(None, ["alice", "dash"])
-    assert (
-        roles.allows("dash", "/layercast.v1.Operator/Enhance") and "auth.enhancers unset" in roles.describe()
-    )
-    nobody = OperatorRoles.from_config([], ["alice", "dash"])
-    assert not nobody.allows("alice", "/layercast.v1.Operator/Enhance")
-    assert nobody.allows("alice", "/layercast.v1.Operator/ListCameras")
-    assert OperatorRoles.from_config(None, []).allows("", "/layercast.v1.Operator/Enhance")  # open APIs
+    assert [roles.role_of(n) for n in ("alice", "dash", "")] == ["viewer"] * 3
+    assert not roles.allows("alice", "/layercast.v1.Operator/Enhance")
+    assert roles.allows("alice", "/layercast.v1.Operator/ListCameras")
+    assert "nobody may Enhance" in roles.describe()
+    listed = OperatorRoles.from_config(["alice"], ["alice", "dash"])
+    assert listed.allows("alice", "/layercast.v1.Operator/Enhance")
+    assert not listed.allows("dash", "/layercast.v1.Operator/Enhance")
 
 
 def test_on_behalf_of_is_bounded_and_checked():
@@ -186,18 +195,31 @@ async def test_viewer_may_view_but_not_enhance_and_every_enhance_is_audited(role
     assert server.audit.path.stat().st_mode & 0o077 == 0
 
 
-async def test_open_operator_apis_audit_anonymous_enhancers(cloud):
-    async with aio.insecure_channel(cloud.target) as ch:
-        with pytest.raises(aio.AioRpcError) as info:
-            await operator_pb2_grpc.OperatorStub(ch).Enhance(
-                enhance_request("cam-b", 3), metadata=[("x-layercast-on-behalf-of", "zoe")], timeout=10
-            )
-    assert info.value.code() == grpc.StatusCode.NOT_FOUND
-    (line,) = cloud.audit.read()
-    assert cloud.audit.path == cloud.config.data_dir / "audit.jsonl"
-    assert (line["user"], line["role"], line["camera_id"], line["outcome"]) == (
-        "anonymous:zoe",
-        "enhancer",
-        "cam-b",
-        "not_found",
+async def test_anonymous_enhancer_of_the_development_switch_is_audited(tmp_path, task_codec):
+    cfg = cloud_config(
+        tmp_path,
+        **{
+            "auth.operator_tokens": [],
+            "auth.allow_anonymous_operators": True,
+            "auth.enhancers": ["anonymous"],
+        },
     )
+    server = CloudServer(cfg, codec=task_codec)
+    await server.start()
+    try:
+        async with aio.insecure_channel(server.target) as ch:
+            with pytest.raises(aio.AioRpcError) as info:
+                await operator_pb2_grpc.OperatorStub(ch).Enhance(
+                    enhance_request("cam-b", 3), metadata=[("x-layercast-on-behalf-of", "zoe")], timeout=10
+                )
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+        (line,) = server.audit.read()
+        assert server.audit.path == server.config.data_dir / "audit.jsonl"
+        assert (line["user"], line["role"], line["camera_id"], line["outcome"]) == (
+            "anonymous:zoe",
+            "enhancer",
+            "cam-b",
+            "not_found",
+        )
+    finally:
+        await server.stop(5)

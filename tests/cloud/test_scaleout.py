@@ -31,10 +31,12 @@ from grpc import aio
 from PIL import Image
 from prometheus_client import generate_latest
 
-from layercast.cloud.cluster.base import Keys
+from layercast.cloud.cluster.keys import Keys
 from layercast.cloud.cluster.ownership import Ownership
 from layercast.cloud.cluster.results import RedisResultLog
+from layercast.cloud.cluster.signing import Signer
 from layercast.cloud.config import load_cloud_config
+from layercast.cloud.results.records import ReplayQuery
 from layercast.cloud.server import CloudServer
 from layercast.shared.codec.api import EncodedFrame, ScalableCodec
 from layercast.shared.errors import ClusterUnavailable, ConfigError
@@ -46,11 +48,14 @@ from layercast.shared.rpc import (
     operator_pb2,
     operator_pb2_grpc,
 )
-from tests.cloud.conftest import TOKENS, EdgeStream, cloud_config
+from tests.cloud.conftest import TOKENS, EdgeStream, cloud_config, operator_channel
+from tests.system import require
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 #: Frames the camera sends to replica A (the 12 test frames, cycled).
 N = 40
+#: The cluster secret of the test replicas.
+SECRET = "test-cluster-secret-" + "s" * 20
 
 
 # ------------------------------------------------------------------------------------ redis-server
@@ -65,10 +70,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real redis-server on 127.0.0.1 (no persistence), for this module."""
-    if not Path(REDIS_SERVER).is_file():
-        pytest.fail(
-            "redis-server is not installed (Debian: apt-get install redis-server); the scale-out tests need it"
-        )
+    require(REDIS_SERVER, "redis-server", "the scale-out tests")
     workdir = tmp_path_factory.mktemp("redis")
     for _attempt in range(3):
         port = _free_port()
@@ -113,6 +115,7 @@ def replica_config(tmp_path: Path, name: str, redis_url: str, prefix: str, **ove
             "cluster.key_prefix": prefix,
             "cluster.ownership_ttl_s": 3.0,
             "cluster.forward_timeout_s": 10.0,
+            "cluster.secret": SECRET,
             **overrides,
         },
     )
@@ -265,7 +268,7 @@ async def status_of(call: Any) -> grpc.StatusCode:
 
 async def test_enhance_results_and_offline_across_two_replicas(replicas, task_codec, frames) -> None:
     a, b = replicas
-    async with aio.insecure_channel(a.target) as ch_a, aio.insecure_channel(b.target) as ch_b:
+    async with operator_channel(a.target) as ch_a, operator_channel(b.target) as ch_b:
         op_a, op_b = operator_pb2_grpc.OperatorStub(ch_a), operator_pb2_grpc.OperatorStub(ch_b)
         early_b = Subscriber(ch_b)  # on B before the camera exists
         early_a = Subscriber(ch_a)
@@ -370,7 +373,7 @@ async def test_enhance_results_and_offline_across_two_replicas(replicas, task_co
 
 async def test_a_camera_moving_to_another_replica(replicas, task_codec, frames) -> None:
     a, b = replicas
-    async with aio.insecure_channel(a.target) as ch_a, aio.insecure_channel(b.target) as ch_b:
+    async with operator_channel(a.target) as ch_a, operator_channel(b.target) as ch_b:
         op_a, op_b = operator_pb2_grpc.OperatorStub(ch_a), operator_pb2_grpc.OperatorStub(ch_b)
         sub_b = Subscriber(ch_b)
         first = Camera(ch_a, frames, task_codec.base_model_id)
@@ -416,7 +419,7 @@ async def test_results_log_replays_in_pages_and_skips_repeated_entries(redis_url
     import redis.asyncio
 
     client = redis.asyncio.Redis.from_url(redis_url)
-    log = RedisResultLog(client, "t-log:results", maxlen=1000)
+    log = RedisResultLog(client, "t-log:results", maxlen=1000, signer=Signer(SECRET.encode()))
     writer = asyncio.create_task(log.run_writer())
     try:
         for seq in range(1, 6):
@@ -425,15 +428,17 @@ async def test_results_log_replays_in_pages_and_skips_repeated_entries(redis_url
         log.publish(common_pb2.Result(camera_id="x", sequence=3))  # a retried append: seen once
         log.publish(common_pb2.Result(camera_id="x", sequence=6))
         assert await log.flush(10)
-        page = await log.results_after(cameras=["x"], limit=4)
+        page = await log.results_after(ReplayQuery(cameras=frozenset({"x"}), limit=4))
         assert [r.sequence for r in page] == [1, 2, 3, 4]
-        rest = await log.results_after(cameras=["x"], resume_after={"x": 4}, cursor=page[-1].cursor, limit=10)
+        rest = await log.results_after(
+            ReplayQuery(cameras=frozenset({"x"}), resume_after={"x": 4}, cursor=page[-1].cursor, limit=10)
+        )
         assert [r.sequence for r in rest] == [5, 6]
-        everything = await log.results_after(resume_after={"y": 2}, default_after=1, limit=100)
+        everything = await log.results_after(ReplayQuery(resume_after={"y": 2}, default_after=1, limit=100))
         assert [(r.camera_id, r.sequence) for r in everything] == [
             ("x", 2), ("x", 3), ("y", 3), ("x", 4), ("y", 4), ("x", 5), ("y", 5), ("x", 6),
         ]  # fmt: skip
-        assert await log.results_after(cameras=[], limit=10) == []
+        assert await log.results_after(ReplayQuery(cameras=frozenset(), limit=10)) == []
     finally:
         writer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -486,7 +491,7 @@ async def test_start_fails_clearly_without_redis_or_with_a_taken_replica_id(
 
 
 def test_cluster_configuration_is_validated_and_read_from_the_environment(tmp_path) -> None:
-    base = {"insecure": True, "auth.allow_any_camera": True}
+    base = {"insecure": True, "auth.allow_any_camera": True, "cluster.secret": SECRET}
     cfg = load_cloud_config(
         overrides=base,
         environ={
@@ -520,7 +525,7 @@ async def test_embedded_mode_needs_no_redis(tmp_path, task_codec, frames, monkey
     await server.start()
     try:
         assert server.cluster is None
-        async with aio.insecure_channel(server.target) as ch:
+        async with operator_channel(server.target) as ch:
             sub = Subscriber(ch)
             cam = Camera(ch, frames, task_codec.base_model_id)
             await cam.welcome()

@@ -15,11 +15,19 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from PIL import Image
 
-from layercast.cloud.credentials import hash_token
+from layercast.cloud.results.records import ReplayQuery
+from layercast.cloud.results.sqlite import SqliteStore
+from layercast.cloud.security.credentials import hash_token
 from layercast.cloud.server import SERVICE_NAMES, CloudServer
-from layercast.cloud.store import SqliteStore, make_frame
 from layercast.shared.rpc import analytics_pb2, analytics_pb2_grpc, edge_pb2, operator_pb2, operator_pb2_grpc
-from tests.cloud.conftest import TOKENS, EdgeStream, cloud_config, make_task_codec
+from tests.cloud.conftest import (
+    TOKENS,
+    EdgeStream,
+    cloud_config,
+    make_task_codec,
+    operator_channel,
+    stored_frame,
+)
 
 
 def png_array(data: bytes) -> np.ndarray:
@@ -44,7 +52,7 @@ async def results(channel: aio.Channel, n: int, **request) -> list:
 
 
 async def test_health_serving_and_reflection_lists_the_services(cloud):
-    async with aio.insecure_channel(cloud.target) as ch:
+    async with operator_channel(cloud.target) as ch:
         health = health_pb2_grpc.HealthStub(ch)
         for name in ("", *SERVICE_NAMES):
             resp = await health.Check(health_pb2.HealthCheckRequest(service=name), timeout=5)
@@ -75,7 +83,7 @@ async def test_not_serving_until_warm(tmp_path, task_codec):
     try:
         while server.port is None:
             await asyncio.sleep(0.01)
-        async with aio.insecure_channel(server.target) as ch:
+        async with operator_channel(server.target) as ch:
             health = health_pb2_grpc.HealthStub(ch)
             resp = await health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
             assert resp.status == health_pb2.HealthCheckResponse.NOT_SERVING
@@ -94,7 +102,7 @@ async def test_not_serving_until_warm(tmp_path, task_codec):
 
 
 async def test_frames_are_acked_deduplicated_rejected_and_results_arrive_in_order(cloud, task_codec, frames):
-    async with aio.insecure_channel(cloud.target) as ch:
+    async with operator_channel(cloud.target) as ch:
         e, welcome = await connect(ch, task_codec)
         assert welcome.initial_credits == cloud.config.credits_per_camera
         assert (
@@ -171,7 +179,7 @@ async def test_frames_are_acked_deduplicated_rejected_and_results_arrive_in_orde
     ],
 )
 async def test_hello_is_checked(cloud, task_codec, cam, token, model, code, needle):
-    async with aio.insecure_channel(cloud.target) as ch:
+    async with operator_channel(cloud.target) as ch:
         e = EdgeStream(ch)
         e.hello(cam, token, model or task_codec.base_model_id)
         with pytest.raises(aio.AioRpcError) as info:
@@ -181,7 +189,7 @@ async def test_hello_is_checked(cloud, task_codec, cam, token, model, code, need
 
 
 async def test_first_message_must_be_hello(cloud, frames):
-    async with aio.insecure_channel(cloud.target) as ch:
+    async with operator_channel(cloud.target) as ch:
         e = EdgeStream(ch)
         e.frame(1, frames[0].base)
         with pytest.raises(aio.AioRpcError) as info:
@@ -192,7 +200,7 @@ async def test_first_message_must_be_hello(cloud, frames):
 async def test_frame_from_another_model_is_refused_with_its_id(cloud, task_codec, frames):
     other = make_task_codec(seed=5)
     foreign = other.encode_batch([np.full((64, 64, 3), 128, np.uint8)], layers="base")[0].base
-    async with aio.insecure_channel(cloud.target) as ch:
+    async with operator_channel(cloud.target) as ch:
         e, _ = await connect(ch, task_codec)
         e.frame(1, foreign)
         rej = await e.recv_kind("rejected")
@@ -209,9 +217,7 @@ async def test_size_limits(tmp_path, task_codec, frames):
     server = CloudServer(cfg, codec=task_codec)
     await server.start()
     try:
-        async with aio.insecure_channel(
-            server.target, options=[("grpc.max_send_message_length", 8 << 20)]
-        ) as ch:
+        async with operator_channel(server.target, options=[("grpc.max_send_message_length", 8 << 20)]) as ch:
             infer = analytics_pb2_grpc.AnalyticsStub(ch).Infer
             with pytest.raises(aio.AioRpcError) as info:
                 await infer(analytics_pb2.InferRequest(image=b"\x89PNG" + bytes(300 << 10)), timeout=10)
@@ -232,7 +238,7 @@ async def test_enhancement_on_demand(tmp_path, task_codec, frames):
     server = CloudServer(cloud_config(tmp_path, enhancement_timeout_s=0.5), codec=task_codec)
     await server.start()
     try:
-        async with aio.insecure_channel(server.target) as ch:
+        async with operator_channel(server.target) as ch:
             op = operator_pb2_grpc.OperatorStub(ch)
             with pytest.raises(aio.AioRpcError) as info:
                 await op.Enhance(
@@ -323,7 +329,7 @@ async def test_enhancement_on_demand(tmp_path, task_codec, frames):
 
 
 async def test_unary_infer(cloud, task_codec, frames):
-    async with aio.insecure_channel(cloud.target) as ch:
+    async with operator_channel(cloud.target) as ch:
         infer = analytics_pb2_grpc.AnalyticsStub(ch).Infer
         r = (
             await infer(analytics_pb2.InferRequest(base=frames[0].base, camera_id="adhoc"), timeout=30)
@@ -368,7 +374,7 @@ async def test_stop_drains_acknowledged_frames_and_restart_recovers_the_rest(tmp
     cfg = cloud_config(tmp_path, **{"batching.max_queue_delay_ms": 60_000, "batching.max_batch_size": 64})
     server = CloudServer(cfg, codec=task_codec)
     await server.start()
-    async with aio.insecure_channel(server.target) as ch:
+    async with operator_channel(server.target) as ch:
         e, _ = await connect(ch, task_codec)
         for seq in (1, 2, 3):
             e.frame(seq, frames[seq].base)
@@ -380,29 +386,18 @@ async def test_stop_drains_acknowledged_frames_and_restart_recovers_the_rest(tmp
             while True:
                 await e.recv(5)
     db = SqliteStore(cfg.db_path)
-    assert [r.sequence for r in db.results_after()] == [1, 2, 3]
+    assert [r.sequence for r in db.results_after(ReplayQuery())] == [1, 2, 3]
     assert db.pending_frames() == []
     # simulate a crash between Ack and inference: frames stored, no result yet
     for seq in (4, 5):
-        db.put_frame(
-            make_frame(
-                "cam-a",
-                seq,
-                frames[seq].base,
-                capture_time_us=seq,
-                received_us=seq,
-                width=64,
-                height=64,
-                model_id=task_codec.base_model_id,
-            )
-        )
+        db.put_frame(stored_frame("cam-a", seq, frames[seq].base, capture_time_us=seq, received_us=seq))
     db.close()
 
     server = CloudServer(cloud_config(tmp_path), codec=task_codec)  # same data dir, normal batching
     await server.start()
     try:
         assert server.pipeline.stats.recovered == 2
-        async with aio.insecure_channel(server.target) as ch:
+        async with operator_channel(server.target) as ch:
             got = await asyncio.wait_for(results(ch, 5), 60)
             assert [r.sequence for r in got] == [1, 2, 3, 4, 5]  # exactly once each, in order
             got = await asyncio.wait_for(results(ch, 2, resume_after={"cam-a": 3}), 60)
@@ -436,7 +431,7 @@ async def test_a_camera_whose_backlog_is_full_is_paused_alone(tmp_path, task_cod
     server = CloudServer(cfg, codec=Stalling())
     await server.start()
     try:
-        async with aio.insecure_channel(server.target) as ch:
+        async with operator_channel(server.target) as ch:
             a, _ = await connect(ch, task_codec, "cam-a")
             b, _ = await connect(ch, task_codec, "cam-b")
             stall_a.set()
@@ -467,7 +462,7 @@ async def test_a_camera_whose_backlog_is_full_is_paused_alone(tmp_path, task_cod
 
 async def test_request_ids_and_status_are_logged(cloud, caplog):
     caplog.set_level(logging.INFO, logger="layercast.cloud.rpc")
-    async with aio.insecure_channel(cloud.target) as ch:
+    async with operator_channel(cloud.target) as ch:
         op = operator_pb2_grpc.OperatorStub(ch)
         with pytest.raises(aio.AioRpcError):
             await op.GetPreview(

@@ -7,9 +7,9 @@ import asyncio
 import grpc
 import pytest
 
-from layercast.cloud.cache import LruCache
+from layercast.cloud.results.cache import LruCache
+from layercast.cloud.rpc.status import status_of
 from layercast.cloud.sessions import CameraSession, EnhancementRouter, SessionRegistry
-from layercast.cloud.status import status_of
 from layercast.shared.errors import CameraOffline, FrameExpired, PermissionDenied, RequestTimeout
 from layercast.shared.rpc import edge_pb2
 

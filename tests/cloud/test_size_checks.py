@@ -12,6 +12,7 @@ import struct
 import time
 import zlib
 from pathlib import Path
+from types import SimpleNamespace
 
 import grpc
 import numpy as np
@@ -19,14 +20,17 @@ import pytest
 from grpc import aio
 from PIL import Image
 
-from layercast.cloud import cli as cloud_cli
-from layercast.cloud.inference import FrameHeader, InferenceEngine, InferJob
+from layercast.cloud.ingest.engine import InferenceEngine
+from layercast.cloud.ingest.pipeline import FramePipeline
+from layercast.cloud.results.sqlite import SqliteStore
+from layercast.cloud.results.store import AsyncStore
 from layercast.cloud.server import server_options
+from layercast.cloud.sessions import SessionRegistry
 from layercast.cloud.web import client as web_client
+from layercast.commands import cloud as cloud_cli
 from layercast.shared.codec import bitstream
-from layercast.shared.errors import ImageTooLarge
 from layercast.shared.rpc import analytics_pb2, analytics_pb2_grpc, edge_pb2, operator_pb2, operator_pb2_grpc
-from tests.cloud.conftest import TOKENS, EdgeStream, cloud_config
+from tests.cloud.conftest import TOKENS, EdgeStream, cloud_config, operator_channel, stored_frame
 
 
 def rss_mb() -> float:
@@ -78,7 +82,7 @@ async def test_headers_claiming_huge_images_are_refused_on_every_path_without_al
 ):
     huge_base = claiming(frames[0].base, 65535, 65535)  # the most a 16-bit header field can state
     rounds = 30
-    async with aio.insecure_channel(cloud.target) as ch:
+    async with operator_channel(cloud.target) as ch:
         infer = analytics_pb2_grpc.AnalyticsStub(ch).Infer
         e = EdgeStream(ch)
         e.hello(
@@ -152,17 +156,46 @@ async def test_headers_claiming_huge_images_are_refused_on_every_path_without_al
     assert growth < 8, growth  # one 65535² RGB image would be 12 GiB; a 100000² PNG 28 GiB
 
 
-def test_frames_recovered_after_the_limit_was_lowered_are_refused_before_decoding(task_codec, frames):
-    engine = InferenceEngine(task_codec, max_pixels=64 * 64 - 1)  # the frames are 64x64
-    jobs = [
-        InferJob("cam-a", seq, 0, frames[seq].base, FrameHeader(64, 64, task_codec.base_model_id))
-        for seq in (1, 2)
-    ]
+async def test_frames_recovered_after_the_limit_was_lowered_are_refused_before_decoding(
+    tmp_path, task_codec, frames
+):
+    db = SqliteStore(tmp_path / "cloud.db")  # stored under a larger limit, no result yet
     small = claiming(frames[3].base, 32, 32)  # decodes or not, it must get past the size check
-    jobs.insert(1, InferJob("cam-a", 3, 0, small, FrameHeader(32, 32, task_codec.base_model_id)))
-    out = engine.run_batch(jobs)
-    assert isinstance(out[0], ImageTooLarge) and isinstance(out[2], ImageTooLarge)
-    assert "64x64" in str(out[0]) and not isinstance(out[1], ImageTooLarge)
+    for seq, data in ((1, frames[1].base), (2, small), (3, frames[2].base)):
+        db.put_frame(stored_frame("cam-a", seq, data))
+    store = AsyncStore(db)
+    decoded: list[tuple[int, int]] = []
+    real_decode = task_codec.decode_base_batch
+
+    def spy(items, return_exceptions=False):
+        decoded.extend((b.header.width, b.header.height) for b in items)
+        return real_decode(items, return_exceptions)
+
+    engine = InferenceEngine(task_codec, max_pixels=64 * 64 - 1)  # the frames are 64x64
+    published: list = []
+    pipeline = FramePipeline(
+        store=store,
+        engine=engine,
+        hub=SimpleNamespace(publish=published.append),
+        registry=SessionRegistry(),
+        deliver=lambda session, event: None,
+        max_batch_size=4,
+        max_queue_delay_s=0.0,
+        workers=1,
+        queue_capacity=8,
+    )
+    task_codec.decode_base_batch = spy
+    try:
+        assert await pipeline.recover() == 1
+        assert await pipeline.batcher.close(timeout=60)
+    finally:
+        del task_codec.decode_base_batch
+    assert decoded == [(32, 32)]
+    assert pipeline.stats.rejected_by_code[grpc.StatusCode.RESOURCE_EXHAUSTED] == 2
+    status = {f.sequence: f.status for f in await store.list_frames("cam-a")}
+    assert 1 not in status and 3 not in status  # rejected frames are not listed
+    assert await store.pending_frames() == []
+    await store.close()
 
 
 def test_message_sizes_are_set_on_the_server_and_every_client(tmp_path):

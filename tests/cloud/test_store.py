@@ -4,22 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from layercast.cloud.store import InsertOutcome, ResultRecord, SqliteStore, make_frame
+from layercast.cloud.results.records import InsertOutcome, ReplayQuery, ResultRecord
+from layercast.cloud.results.sqlite import SqliteStore
+from layercast.cloud.results.store import STORE_METHODS, AsyncStore
 from layercast.shared.rpc import common_pb2
+from tests.cloud.conftest import stored_frame
 
 
 def frame(cam: str, seq: int, received_us: int = 0, base: bytes | None = None):
     data = base if base is not None else f"{cam}:{seq}".encode() * 3
-    return make_frame(
-        cam,
-        seq,
-        data,
-        capture_time_us=seq * 10,
-        received_us=received_us,
-        width=64,
-        height=48,
-        model_id="ab" * 8,
-    )
+    return stored_frame(cam, seq, data, capture_time_us=seq * 10, received_us=received_us, size=(64, 48))
 
 
 def result(cam: str, seq: int) -> ResultRecord:
@@ -61,21 +55,21 @@ def test_results_after_resume_points_and_order(store):
     store.put_frame(frame("c", 1))
     store.put_results([result("c", 1)])
 
-    got = store.results_after(resume_after={"a": 3}, default_after=0)
+    got = store.results_after(ReplayQuery(resume_after={"a": 3}, default_after=0))
     pairs = [(r.camera_id, r.sequence) for r in got]
     assert [s for c, s in pairs if c == "a"] == [4, 5]
     assert [s for c, s in pairs if c == "b"] == [1, 2, 3, 4, 5]
     assert [r.cursor for r in got] == sorted(r.cursor for r in got)
 
-    only_b = store.results_after(cameras=["b"], default_after=3)
+    only_b = store.results_after(ReplayQuery(cameras=frozenset({"b"}), default_after=3))
     assert [(r.camera_id, r.sequence) for r in only_b] == [("b", 4), ("b", 5)]
-    assert store.results_after(cameras=[], default_after=0) == []
+    assert store.results_after(ReplayQuery(cameras=frozenset(), default_after=0)) == []
 
     # paging by cursor gives the same rows
-    page1 = store.results_after(limit=4)
-    page2 = store.results_after(cursor=page1[-1].cursor, limit=100)
+    page1 = store.results_after(ReplayQuery(limit=4))
+    page2 = store.results_after(ReplayQuery(cursor=page1[-1].cursor, limit=100))
     assert [(r.camera_id, r.sequence) for r in page1 + page2] == [
-        (r.camera_id, r.sequence) for r in store.results_after(limit=100)
+        (r.camera_id, r.sequence) for r in store.results_after(ReplayQuery(limit=100))
     ]
     assert common_pb2.Result.FromString(page1[0].data).camera_id == page1[0].camera_id
 
@@ -85,7 +79,7 @@ def test_result_written_twice_keeps_one_row(store):
     c1 = store.put_results([result("a", 1)])
     c2 = store.put_results([result("a", 1)])
     assert c1 == c2
-    assert len(store.results_after()) == 1
+    assert len(store.results_after(ReplayQuery())) == 1
 
 
 def test_pending_frames_survive_reopen_and_page(tmp_path):
@@ -129,11 +123,26 @@ def test_retention_by_count_and_age_keeps_pending(store):
     rep = store.apply_retention(now_us=20_000_000, max_age_s=1e9, max_frames_per_camera=4)
     assert rep.frames_deleted == 6
     assert [f.sequence for f in store.list_frames("a")] == [10, 9, 8, 7]
-    assert [r.sequence for r in store.results_after()] == [7, 8, 9]
+    assert [r.sequence for r in store.results_after(ReplayQuery())] == [7, 8, 9]
     # age: everything received before t = 9.5 s goes, except the pending frame
     rep = store.apply_retention(now_us=19_500_000, max_age_s=10.0, max_frames_per_camera=100)
     assert [f.sequence for f in store.list_frames("a")] == [10]
-    assert store.results_after() == []
+    assert store.results_after(ReplayQuery()) == []
     # the high-water mark survives retention, so an old resend is recognised as stale
     assert store.get_camera("a").last_sequence == 10
     assert store.put_frame(frame("a", 8)) is InsertOutcome.STALE
+
+
+async def test_async_store_runs_every_protocol_method_on_its_thread_and_nothing_else(tmp_path):
+    s = AsyncStore(SqliteStore(tmp_path / "cloud.db"))
+    try:
+        assert STORE_METHODS >= {"put_frame", "results_after", "pending_frames", "apply_retention"}
+        assert await s.put_frame(frame("a", 1)) is InsertOutcome.NEW
+        await s.put_results([result("a", 1)])
+        assert [r.sequence for r in await s.results_after(ReplayQuery())] == [1]
+        with pytest.raises(AttributeError):
+            getattr(s, "_tx")  # noqa: B009  (the backend's internals are not reachable)
+        with pytest.raises(AttributeError):
+            getattr(s, "last_cursor")  # noqa: B009  (nor what the protocol does not list)
+    finally:
+        await s.close()

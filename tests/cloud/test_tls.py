@@ -11,9 +11,9 @@ import pytest
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from layercast.cloud.auth import AuthRefusals, CameraAuthenticator
 from layercast.cloud.config import CloudConfig, load_cloud_config
-from layercast.cloud.credentials import TokenTable, hash_token
+from layercast.cloud.security.auth import AuthRefusals, CameraAuthenticator
+from layercast.cloud.security.credentials import TokenTable, hash_token
 from layercast.cloud.server import CloudServer
 from layercast.shared.errors import ConfigError, PermissionDenied, Unauthenticated
 from layercast.shared.pki import LocalPki, create_local_pki
@@ -26,7 +26,7 @@ OPERATOR_TOKEN = "operator-token-" + "z" * 24
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> LocalPki:
-    return create_local_pki(tmp_path_factory.mktemp("pki"), ["cam-a", "cam-b"], operators=["ops"])
+    return create_local_pki(tmp_path_factory.mktemp("pki"), ["cam-a", "cam-b"], operators=["ops", "web"])
 
 
 @pytest.fixture(scope="module")
@@ -101,10 +101,14 @@ async def test_mutual_tls_stream_end_to_end(mtls_cloud, task_codec, frames, pki)
                 operator_pb2.ListCamerasRequest(), metadata=bearer, timeout=5
             )
             assert [c.camera_id for c in cams.cameras] == ["cam-a"]
-            # the operator's certificate does not replace its token
+            # the operator's certificate is an identity of its own; a wrong token is never ignored
+            cams = await operator_pb2_grpc.OperatorStub(op_ch).ListCameras(
+                operator_pb2.ListCamerasRequest(), timeout=5
+            )
+            assert [c.camera_id for c in cams.cameras] == ["cam-a"]
             with pytest.raises(aio.AioRpcError) as info:
                 await operator_pb2_grpc.OperatorStub(op_ch).ListCameras(
-                    operator_pb2.ListCamerasRequest(), timeout=5
+                    operator_pb2.ListCamerasRequest(), metadata=[("authorization", "Bearer guess")], timeout=5
                 )
             assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
         e.close()
@@ -198,6 +202,35 @@ async def test_camera_certificate_is_kept_off_the_operator_apis(mtls_cloud, pki)
             await call.read()
         assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert refusals(mtls_cloud, "camera_cert_operator_api") == 2
+
+
+async def test_operator_certificate_names_the_operator_and_its_role(tmp_path, task_codec, pki):
+    """The certificate's ``layercast:operator:<name>`` is the caller: ``web`` (listed in
+    auth.enhancers) may Enhance, ``ops`` may only view; the audit log names them."""
+    cfg = cloud_config(
+        tmp_path, **mtls_overrides(pki, **{"auth.operator_tokens": [], "auth.enhancers": ["web"]})
+    )
+    server = CloudServer(cfg, codec=task_codec)
+    await server.start()
+    request = operator_pb2.EnhanceRequest(frame=operator_pb2.FrameRef(camera_id="cam-a", sequence=5))
+    try:
+        async with open_channel(server.target, as_operator(pki, "ops")) as ch:
+            op = operator_pb2_grpc.OperatorStub(ch)
+            assert list((await op.ListCameras(operator_pb2.ListCamerasRequest(), timeout=5)).cameras) == []
+            with pytest.raises(aio.AioRpcError) as info:
+                await op.Enhance(request, timeout=5)
+            assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED and "'ops'" in info.value.details()
+        async with open_channel(server.target, as_operator(pki, "web")) as ch:
+            with pytest.raises(aio.AioRpcError) as info:  # allowed: the frame is simply not there
+                await operator_pb2_grpc.OperatorStub(ch).Enhance(request, timeout=5)
+            assert info.value.code() == grpc.StatusCode.NOT_FOUND
+        assert [(a["user"], a["role"], a["outcome"]) for a in server.audit.read()] == [
+            ("ops", "viewer", "refused"),
+            ("web", "enhancer", "not_found"),
+        ]
+        assert refusals(server, "operator_role") == 1
+    finally:
+        await server.stop(5)
 
 
 async def test_operator_certificate_cannot_open_a_camera_stream(mtls_cloud, task_codec, pki):

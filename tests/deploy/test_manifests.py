@@ -25,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import tomllib
+import urllib.parse
 from concurrent import futures
 from pathlib import Path
 from typing import Any
@@ -38,9 +39,10 @@ from prometheus_client import CollectorRegistry, Counter
 
 from layercast.cli import build_parser
 from layercast.cloud.config import CloudConfig, load_cloud_config
+from layercast.cloud.security.credentials import hash_token
 from layercast.edge.config import EdgeConfig, load_edge_config
 from layercast.shared.config import config_keys
-from layercast.shared.metrics import start_metrics_server
+from layercast.shared.prometheus import start_metrics_server
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -192,6 +194,24 @@ def test_services_hpa_pdb_and_ingress_point_at_the_cloud() -> None:
     assert backend["port"]["name"] in {p["name"] for p in svc["spec"]["ports"]}
 
 
+def redis_files_of_the_cloud(cloud_env: dict[str, str], tmp_path: Path) -> dict[str, str]:
+    """The cluster files the cloud pods mount from Secrets (cluster secret, Redis password, Redis CA),
+    checked to be mounted from the Secrets of redis.yaml, with stand-ins written for the placeholders."""
+    container = pod_spec(one("Deployment", "layercast-cloud"))["containers"][0]
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod_spec(one("Deployment", "layercast-cloud"))["volumes"]}
+    out = {}
+    for key in ("SECRET_FILE", "REDIS_PASSWORD_FILE", "REDIS_CA_FILE"):
+        mounted = Path(cloud_env[f"LAYERCAST_CLOUD_CLUSTER__{key}"])
+        source = volumes[mounts[str(mounted.parent)]]["secret"]
+        item = {i["path"]: i["key"] for i in source["items"]}[mounted.name]
+        assert item in one("Secret", source["secretName"])["stringData"]
+        stand_in = tmp_path / mounted.name
+        stand_in.write_text("s" * 64 + "\n")
+        out[f"cluster.{key.lower()}"] = str(stand_in)
+    return out
+
+
 def test_configmaps_and_env_are_valid_layercast_configuration(tmp_path: Path) -> None:
     cloud_toml = tmp_path / "cloud.toml"
     cloud_toml.write_text(one("ConfigMap", "layercast-cloud-config")["data"]["cloud.toml"])
@@ -199,8 +219,13 @@ def test_configmaps_and_env_are_valid_layercast_configuration(tmp_path: Path) ->
     cloud_env = {e["name"]: e["value"] for e in cloud_container["env"] if e["name"].startswith("LAYERCAST_")}
     # The Secret holds placeholders; stand in a real hash to load the rest for real.
     creds = tmp_path / "camera_credentials.toml"
-    creds.write_text('[cameras]\ndoor-1 = "sha256:' + "0" * 64 + '"\n')
-    cfg = load_cloud_config(cloud_toml, environ=cloud_env, overrides={"auth.credentials_file": str(creds)})
+    creds.write_text(
+        '[cameras]\ndoor-1 = "sha256:' + "0" * 64 + '"\n[operators]\nweb = "sha256:' + "1" * 64 + '"\n'
+    )
+    cluster_files = redis_files_of_the_cloud(cloud_env, tmp_path)
+    cfg = load_cloud_config(
+        cloud_toml, environ=cloud_env, overrides={"auth.credentials_file": str(creds), **cluster_files}
+    )
     assert cfg.listen == "0.0.0.0" and cfg.metrics_port == 9464
     mounted = Path(tomllib.loads(cloud_toml.read_text())["auth"]["credentials_file"])
     mounts = {m["mountPath"]: m["name"] for m in cloud_container["volumeMounts"]}
@@ -243,6 +268,97 @@ def compose_secrets(tmp_path_factory: pytest.TempPathFactory) -> Path:
 #: Compose's cloud replicas (scale-out through Redis) and the replica each synthetic camera streams to.
 COMPOSE_CLOUDS = ("cloud", "cloud-2")
 COMPOSE_EDGES = {"edge-1": "cloud", "edge-2": "cloud-2"}
+
+
+def k8s_cloud_config(tmp_path: Path, operator_token: str) -> CloudConfig:
+    """The Deployment's configuration (ConfigMap + env), its Secret's placeholders replaced by hashes."""
+    cloud_toml = tmp_path / "cloud.toml"
+    cloud_toml.write_text(one("ConfigMap", "layercast-cloud-config")["data"]["cloud.toml"])
+    container = pod_spec(one("Deployment", "layercast-cloud"))["containers"][0]
+    env = {e["name"]: e["value"] for e in container["env"] if e["name"].startswith("LAYERCAST_")}
+    secret = one("Secret", "layercast-camera-credentials")["stringData"]["camera_credentials.toml"]
+    assert (
+        secret.count("REPLACE_WITH_sha256:...") == 2
+    )  # door-1 and web: the cloud refuses to start as shipped
+    creds = tmp_path / "camera_credentials.toml"
+    creds.write_text(
+        secret.replace(
+            'door-1 = "REPLACE_WITH_sha256:..."', f'door-1 = "{hash_token("door-1-token")}"'
+        ).replace('web = "REPLACE_WITH_sha256:..."', f'web = "{hash_token(operator_token)}"')
+    )
+    # The Secret layercast-cluster's cluster secret, mounted where the Deployment says.
+    assert env["LAYERCAST_CLOUD_CLUSTER__SECRET_FILE"].startswith("/etc/layercast/cluster/")
+    cluster_secret = tmp_path / "cluster-secret"
+    cluster_secret.write_text("c" * 64)
+    return load_cloud_config(
+        cloud_toml,
+        environ=env,
+        overrides={"auth.credentials_file": str(creds), "cluster.secret_file": str(cluster_secret)},
+    )
+
+
+def compose_cloud_config(secrets_dir: Path) -> tuple[CloudConfig, str]:
+    """The compose cloud's configuration (with make-secrets.sh's files) and its operator's token."""
+    doc = compose()
+    cfg = load_cloud_config(
+        COMPOSE_DIR / "cloud.toml",
+        environ={**dockerfile_env()["cloud"], **doc["services"]["cloud"]["environment"]},
+        overrides={
+            "auth.credentials_file": str(secret_target(doc, "/run/secrets/camera_credentials", secrets_dir)),
+            "cluster.secret_file": str(secret_target(doc, "/run/secrets/cluster_secret", secrets_dir)),
+        },
+    )
+    return cfg, (secrets_dir / "operator.token").read_text().strip()
+
+
+async def assert_closed(cfg: CloudConfig, operator_token: str, tmp_path: Path) -> None:
+    """``cfg`` starts, listens beyond loopback, and serves no Operator or Analytics call without a
+    credential: checked on a real server started from it (on loopback, without Redis)."""
+    from grpc import aio
+
+    from layercast.cloud.server import CloudServer
+    from layercast.shared.rpc import operator_pb2, operator_pb2_grpc
+    from tests.cloud.conftest import make_task_codec
+
+    cfg.validate()
+    assert cfg.listen not in ("127.0.0.1", "localhost", "::1")  # reachable from the network as shipped
+    assert not cfg.auth.allow_anonymous_operators and not cfg.auth.allow_any_camera
+    assert len(cfg.operator_credentials()) or cfg.operator_certificates
+    assert len(cfg.camera_credentials()) or cfg.tls.camera_certs_required
+    cfg.listen, cfg.port, cfg.data_dir, cfg.metrics_port = "127.0.0.1", 0, tmp_path / "data", None
+    cfg.cluster.backend = "none"
+    server = CloudServer(cfg, codec=make_task_codec())
+    await server.start()
+    try:
+        async with aio.insecure_channel(server.target) as ch:
+            op = operator_pb2_grpc.OperatorStub(ch)
+            request = operator_pb2.ListCamerasRequest()
+            for metadata in ((), (("authorization", "Bearer not-the-token"),)):
+                with pytest.raises(aio.AioRpcError) as info:
+                    await op.ListCameras(request, metadata=metadata, timeout=10)
+                assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            await op.ListCameras(
+                request, metadata=(("authorization", f"Bearer {operator_token}"),), timeout=10
+            )
+    finally:
+        await server.stop(5)
+
+
+async def test_the_k8s_cloud_starts_closed(tmp_path: Path) -> None:
+    token = "web-operator-token-" + "w" * 20
+    await assert_closed(k8s_cloud_config(tmp_path, token), token, tmp_path)
+    # The Ingress reaches only the gRPC port of that configuration.
+    ingress = one("Ingress", "layercast-cloud")
+    backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    assert backend["port"] == {"name": "grpc"}
+
+
+async def test_the_compose_cloud_starts_closed(compose_secrets: Path, tmp_path: Path) -> None:
+    cfg, token = compose_cloud_config(compose_secrets)
+    assert cfg.operator_roles().role_of("ops") == "enhancer"
+    await assert_closed(cfg, token, tmp_path)
+    ports = [p for n in COMPOSE_CLOUDS for p in compose()["services"][n]["ports"]]
+    assert ports and all(p.startswith("127.0.0.1:") for p in ports)  # published on the host's loopback only
 
 
 def test_compose_has_its_services_built_from_existing_targets() -> None:
@@ -293,6 +409,7 @@ def test_compose_configuration_loads_and_tokens_match_credentials(compose_secret
     doc = compose()
     image_env = dockerfile_env()
     replica_ids = set()
+    toml_cluster = tomllib.loads((COMPOSE_DIR / "cloud.toml").read_text())["cluster"]
     for name in COMPOSE_CLOUDS:
         service = doc["services"][name]
         cloud_cfg = load_cloud_config(
@@ -301,14 +418,23 @@ def test_compose_configuration_loads_and_tokens_match_credentials(compose_secret
             overrides={
                 "auth.credentials_file": str(
                     secret_target(doc, "/run/secrets/camera_credentials", compose_secrets)
-                )
+                ),
+                **{
+                    f"cluster.{key}": str(secret_target(doc, toml_cluster[key], compose_secrets))
+                    for key in ("secret_file", "redis_password_file", "redis_ca_file")
+                },
             },
         )
         cloud_cfg.validate()
         assert "camera_credentials" in service["secrets"]
         # Scale-out: every replica reaches the redis service, once it is healthy, under its own id.
         assert cloud_cfg.cluster.backend == "redis"
-        assert cloud_cfg.cluster.redis_url.split("//", 1)[1].split(":", 1)[0] == "redis"
+        url = urllib.parse.urlsplit(cloud_cfg.cluster.redis_url)
+        assert (url.scheme, url.hostname, url.password) == (
+            "rediss",
+            "redis",
+            None,
+        )  # TLS; no password inline
         assert service["depends_on"]["redis"]["condition"] == "service_healthy"
         assert "healthcheck" in doc["services"]["redis"]
         replica_ids.add(cloud_cfg.cluster.replica_id)

@@ -13,15 +13,19 @@ from layercast.cloud.config import CloudConfig
 from layercast.cloud.server import CloudServer
 from layercast.edge.app import EdgeApp
 from layercast.edge.config import EdgeConfig
-from layercast.shared.metrics import exposed_names
+from layercast.shared.prometheus import exposed_names
 from tests.deploy.promtools import DEPLOY
+from tests.system import require
 
 PROM = DEPLOY / "prometheus"
 PROMTOOL = shutil.which("promtool")
-needs_promtool = pytest.mark.skipif(
-    PROMTOOL is None,
-    reason="promtool is not installed (Debian package prometheus; see deploy/apt-packages.txt)",
-)
+
+
+@pytest.fixture
+def needs_promtool() -> None:
+    require("promtool", "prometheus", "checking the alert rules")
+
+
 #: Series Prometheus itself adds to every target.
 PROMETHEUS_SERIES = {"up", "scrape_duration_seconds", "scrape_samples_scraped", "ALERTS", "ALERTS_FOR_STATE"}
 METRIC_RE = re.compile(r"\b((?:layercast|process|python)_[a-zA-Z0-9_]+)\b")
@@ -59,7 +63,7 @@ def alert_rules() -> list[dict[str, str]]:
     return rules
 
 
-@needs_promtool
+@pytest.mark.usefixtures("needs_promtool")
 def test_promtool_check_config_and_rules():
     res = promtool("check", "config", "prometheus.yml")
     assert res.returncode == 0, res.stdout + res.stderr
@@ -69,14 +73,14 @@ def test_promtool_check_config_and_rules():
     assert f"SUCCESS: {len(alert_rules())} rules found" in res.stdout
 
 
-@needs_promtool
+@pytest.mark.usefixtures("needs_promtool")
 def test_promtool_test_rules_on_synthetic_series():
     res = promtool("test", "rules", "alerts_test.yml")
     assert res.returncode == 0, res.stdout + res.stderr
     assert "SUCCESS" in res.stdout
 
 
-@needs_promtool
+@pytest.mark.usefixtures("needs_promtool")
 def test_promtool_test_rules_fails_on_a_wrong_expectation(tmp_path):
     """The unit tests can fail: the same file expecting the wrong camera does not pass."""
     text = (PROM / "alerts_test.yml").read_text().replace("camera: cam-1\n", "camera: cam-9\n", 1)

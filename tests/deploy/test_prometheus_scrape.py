@@ -16,15 +16,18 @@ from layercast.cloud.server import CloudServer
 from layercast.edge.app import EdgeApp
 from layercast.edge.config import BackoffConfig, EdgeConfig, LinkConfig, SourceConfig
 from layercast.edge.encoder import Encoder
-from layercast.shared.metrics import start_metrics_server
+from layercast.shared.prometheus import start_metrics_server
 from tests.cloud.conftest import TOKENS, cloud_config, make_task_codec
 from tests.conftest import smooth_image
 from tests.deploy.promtools import DEPLOY, PrometheusServer, http_get
+from tests.system import require
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("prometheus") is None,
-    reason="Debian's prometheus binary is not installed (apt-get install prometheus; see deploy/apt-packages.txt)",
-)
+
+@pytest.fixture(autouse=True)
+def needs_prometheus() -> None:
+    require("prometheus", "prometheus", "the scrape tests")
+    require("promtool", "prometheus", "the exposition lint")
+
 
 N_FRAMES = 12
 CAM = "cam-a"
@@ -155,7 +158,7 @@ async def test_prometheus_scrapes_edge_and_cloud_and_counts_every_frame(tmp_path
 
         # promtool's lint of the exposition Prometheus scraped (naming conventions).
         promtool = shutil.which("promtool")
-        if promtool:
+        if promtool:  # required above
             from prometheus_client import generate_latest
 
             for registry in (cloud.metrics.registry, edge.registry):

@@ -14,6 +14,7 @@ import grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from layercast.shared.rpc import analytics_pb2, analytics_pb2_grpc, common_pb2
+from tests.cloud.conftest import OPERATOR_METADATA
 
 
 def results(target: str, camera: str, n: int, timeout: float = 60.0) -> list[common_pb2.Result]:
@@ -22,7 +23,7 @@ def results(target: str, camera: str, n: int, timeout: float = 60.0) -> list[com
     out: list[common_pb2.Result] = []
     with grpc.insecure_channel(target) as ch:
         call = analytics_pb2_grpc.AnalyticsStub(ch).Subscribe(
-            analytics_pb2.SubscribeRequest(camera_ids=[camera]), timeout=timeout
+            analytics_pb2.SubscribeRequest(camera_ids=[camera]), metadata=OPERATOR_METADATA, timeout=timeout
         )
         try:
             for ev in call:

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from layercast.cloud.credentials import hash_token
+from layercast.cloud.security.credentials import hash_token
+from tests.cloud.conftest import OPERATOR, OPERATOR_TOKEN
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -204,7 +205,12 @@ class CloudProcess(Process):
                 "device": "cpu",
                 "shutdown_grace_s": 20.0,
                 "batching": {"max_batch_size": 8, "max_queue_delay_ms": 5.0},
-                "auth": {"camera_tokens": [f"{cam}={hash_token(tok)}" for cam, tok in tokens.items()]},
+                "auth": {
+                    "camera_tokens": [f"{cam}={hash_token(tok)}" for cam, tok in tokens.items()],
+                    # The tests' operator (tests.cloud.conftest.OPERATOR_TOKEN), an enhancer.
+                    "operator_tokens": [f"{OPERATOR}={hash_token(OPERATOR_TOKEN)}"],
+                    "enhancers": [OPERATOR],
+                },
             },
             overrides or {},
         )

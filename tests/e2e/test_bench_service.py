@@ -26,9 +26,11 @@ from layercast.bench.service import (
     run_setting,
 )
 from layercast.cloud.config import load_cloud_config
+from layercast.cloud.security.credentials import hash_token
 from layercast.cloud.server import CloudServer
 from layercast.shared.codec import ScalableCodec
 from layercast.shared.rpc import analytics_pb2, analytics_pb2_grpc
+from tests.cloud.conftest import OPERATOR, OPERATOR_TOKEN, operator_channel
 from tests.e2e.conftest import camera_images
 
 TASK_MODEL = Path(__file__).resolve().parents[2] / "shared" / "zoo" / "tasks" / "detection.pt"
@@ -74,13 +76,14 @@ async def test_jpeg_path_is_the_clean_task_model_on_decoded_jpeg(
             "insecure": True,
             "data_dir": str(tmp_path),
             "auth.allow_any_camera": True,
+            "auth.operator_tokens": [f"{OPERATOR}={hash_token(OPERATOR_TOKEN)}"],
         },
         environ={},
     )
     server = CloudServer(cfg, codec=path)
     await server.start()
     try:
-        async with grpc.aio.insecure_channel(server.target) as ch:
+        async with operator_channel(server.target) as ch:
             infer = analytics_pb2_grpc.AnalyticsStub(ch).Infer
             got = (await infer(analytics_pb2.InferRequest(base=data), timeout=60)).result
             with pytest.raises(grpc.aio.AioRpcError) as info:

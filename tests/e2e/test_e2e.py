@@ -9,6 +9,7 @@ product against what the run produced and against offline decoding of the same b
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -20,8 +21,9 @@ import grpc
 import numpy as np
 import pytest
 
-from layercast.cloud.store import SqliteStore
+from layercast.cloud.results.sqlite import SqliteStore
 from layercast.edge.enhancement_store import EnhancementStore, LookupStatus
+from layercast.edge.sealing import AesGcmSealer, read_key_file
 from layercast.shared.codec import ScalableCodec
 from layercast.shared.rpc import (
     analytics_pb2,
@@ -30,6 +32,7 @@ from layercast.shared.rpc import (
     operator_pb2,
     operator_pb2_grpc,
 )
+from tests.cloud.conftest import OPERATOR_METADATA, OPERATOR_TOKEN
 from tests.e2e.conftest import (
     boxes_of,
     camera_images,
@@ -60,7 +63,9 @@ class Collector(threading.Thread):
     def run(self) -> None:
         try:
             with grpc.insecure_channel(self.target) as ch:
-                self._call = analytics_pb2_grpc.AnalyticsStub(ch).Subscribe(analytics_pb2.SubscribeRequest())
+                self._call = analytics_pb2_grpc.AnalyticsStub(ch).Subscribe(
+                    analytics_pb2.SubscribeRequest(), metadata=OPERATOR_METADATA
+                )
                 for event in self._call:
                     kind = event.WhichOneof("kind")
                     self.events.append(kind)
@@ -121,6 +126,7 @@ def _enhance(target: str, camera: str, seq: int, timeout: float = 60.0) -> opera
     with grpc.insecure_channel(target) as ch:
         return operator_pb2_grpc.OperatorStub(ch).Enhance(
             operator_pb2.EnhanceRequest(frame=operator_pb2.FrameRef(camera_id=camera, sequence=seq)),
+            metadata=OPERATOR_METADATA,
             timeout=timeout,
         )
 
@@ -132,6 +138,7 @@ def _cli(args: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=timeout,
         cwd=ROOT,
+        env={**os.environ, "LAYERCAST_TOKEN": OPERATOR_TOKEN},  # the cloud's operator (an enhancer)
     )
 
 
@@ -187,6 +194,7 @@ def run(tmp_path_factory: pytest.TempPathFactory, model: Model) -> Run:
             stderr=subprocess.PIPE,
             text=True,
             cwd=ROOT,
+            env={**os.environ, "LAYERCAST_TOKEN": OPERATOR_TOKEN},
         )
         enhance_errors: list[str] = []
         enhanced_live: dict[str, tuple[int, bytes]] = {}
@@ -214,7 +222,7 @@ def run(tmp_path_factory: pytest.TempPathFactory, model: Model) -> Run:
             _enhance(cloud.target, "cam-1", FRAMES // 2)
         with grpc.insecure_channel(cloud.target) as ch:
             cams = operator_pb2_grpc.OperatorStub(ch).ListCameras(
-                operator_pb2.ListCamerasRequest(), timeout=30
+                operator_pb2.ListCamerasRequest(), metadata=OPERATOR_METADATA, timeout=30
             )
         sub = _cli(
             ["subscribe", "--cloud", cloud.target, "--insecure", "--limit", str(len(CAMERAS) * FRAMES)], 120
@@ -333,9 +341,11 @@ def test_enhancement_equals_offline_decode_of_the_same_bitstreams(run: Run, code
         image = run.images[cam][seq - 1]
         enc = codec.encode_batch([image])[0]
         assert enc.base == run.bases[cam, seq]
-        # the enhancement layer the camera kept is the one an offline encode produces ...
+        # the enhancement layer the camera kept (sealed with the key it made) is the one an offline
+        # encode produces ...
+        sealer = AesGcmSealer(read_key_file(run.edge_dirs[cam] / "edge.key"))
         store = EnhancementStore(
-            run.edge_dirs[cam] / "enhancement" / cam, cam, max_bytes=1 << 30, max_age_s=1e6
+            run.edge_dirs[cam] / "enhancement" / cam, cam, max_bytes=1 << 30, max_age_s=1e6, sealer=sealer
         )
         kept = store.get(seq)
         assert kept.status is LookupStatus.FOUND and kept.data == enc.enhancement

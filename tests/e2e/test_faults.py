@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import time
@@ -26,7 +27,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from layercast.shared.codec import ScalableCodec, bitstream
 from layercast.shared.rpc import analytics_pb2, analytics_pb2_grpc, operator_pb2, operator_pb2_grpc
-from tests.cloud.conftest import EdgeStream
+from tests.cloud.conftest import OPERATOR_METADATA, OPERATOR_TOKEN, EdgeStream
 from tests.e2e.conftest import HEIGHT, WIDTH, camera_images, write_folder
 from tests.e2e.services import ROOT, CloudProcess, EdgeProcess, Model, wait_until
 
@@ -55,7 +56,7 @@ def subscribe(target: str, camera: str, n: int, timeout: float = 60.0) -> list:
     out = []
     with grpc.insecure_channel(target) as ch:
         call = analytics_pb2_grpc.AnalyticsStub(ch).Subscribe(
-            analytics_pb2.SubscribeRequest(camera_ids=[camera]), timeout=timeout
+            analytics_pb2.SubscribeRequest(camera_ids=[camera]), metadata=OPERATOR_METADATA, timeout=timeout
         )
         for ev in call:
             out.append(ev.result)
@@ -70,6 +71,7 @@ def enhance_error(target: str, camera: str, seq: int) -> grpc.RpcError:
         with pytest.raises(grpc.RpcError) as info:
             operator_pb2_grpc.OperatorStub(ch).Enhance(
                 operator_pb2.EnhanceRequest(frame=operator_pb2.FrameRef(camera_id=camera, sequence=seq)),
+                metadata=OPERATOR_METADATA,
                 timeout=60,
             )
     return info.value
@@ -77,7 +79,9 @@ def enhance_error(target: str, camera: str, seq: int) -> grpc.RpcError:
 
 def camera_list(target: str) -> dict[str, operator_pb2.Camera]:
     with grpc.insecure_channel(target) as ch:
-        resp = operator_pb2_grpc.OperatorStub(ch).ListCameras(operator_pb2.ListCamerasRequest(), timeout=30)
+        resp = operator_pb2_grpc.OperatorStub(ch).ListCameras(
+            operator_pb2.ListCamerasRequest(), metadata=OPERATOR_METADATA, timeout=30
+        )
     return {c.camera_id: c for c in resp.cameras}
 
 
@@ -339,6 +343,7 @@ def test_kill_9_of_the_cloud_mid_run_loses_and_duplicates_nothing(
                 stdout=out,
                 stderr=subprocess.DEVNULL,
                 cwd=ROOT,
+                env={**os.environ, "LAYERCAST_TOKEN": OPERATOR_TOKEN},  # the cloud's operator
             )
 
         def lines() -> int:

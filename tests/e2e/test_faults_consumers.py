@@ -31,6 +31,7 @@ import pytest
 
 from layercast.cloud.web.passwords import hash_token
 from layercast.shared.rpc import analytics_pb2, analytics_pb2_grpc
+from tests.cloud.conftest import OPERATOR_METADATA, OPERATOR_TOKEN
 from tests.e2e.conftest import HEIGHT, WIDTH
 from tests.e2e.probes import results, sample
 from tests.e2e.services import CloudProcess, EdgeProcess, Model, Process, free_port, toml_dumps, wait_until
@@ -59,9 +60,13 @@ class WebProcess(Process):
             "audit_log": str(workdir / "audit.jsonl"),
             "tokens": [f"probe=viewer:{hash_token(WEB_TOKEN)}"],
             "sse_queue": MAILBOX,
+            "cloud_token_file": str(workdir / "cloud.token"),  # the cloud's operator (OPERATOR_TOKEN)
         }
 
     def start(self) -> None:
+        token = self.workdir / "cloud.token"
+        token.write_text(OPERATOR_TOKEN + "\n")
+        token.chmod(0o600)
         cfg = self.workdir / "web.toml"
         cfg.write_text(toml_dumps(self.config))
         self.spawn(["-v", "web", "--config", str(cfg), "--port-file", str(self.workdir / "port")])
@@ -113,7 +118,7 @@ def follow_grpc(target: str, out: Arrivals, stop: threading.Event) -> None:
     try:
         with grpc.insecure_channel(target) as ch:
             call = analytics_pb2_grpc.AnalyticsStub(ch).Subscribe(
-                analytics_pb2.SubscribeRequest(live_only=True)
+                analytics_pb2.SubscribeRequest(live_only=True), metadata=OPERATOR_METADATA
             )
             stop_watch = threading.Thread(target=lambda: (stop.wait(), call.cancel()), daemon=True)
             stop_watch.start()
@@ -250,7 +255,7 @@ def test_stalled_subscriber_and_stalled_browser_slow_no_camera_and_no_other_cons
             cloud.target, options=[("grpc.http2.bdp_probe", 0), ("grpc.http2.lookahead_bytes", 1024)]
         )
         stalled = analytics_pb2_grpc.AnalyticsStub(stalled_channel).Subscribe(
-            analytics_pb2.SubscribeRequest(live_only=True)
+            analytics_pb2.SubscribeRequest(live_only=True), metadata=OPERATOR_METADATA
         )
         browser = stalled_browser(web.port)
         wait_until(

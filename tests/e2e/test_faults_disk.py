@@ -29,6 +29,7 @@ import pytest
 
 from layercast.edge.enhancement_store import temp_name
 from layercast.shared.rpc import operator_pb2, operator_pb2_grpc
+from tests.cloud.conftest import OPERATOR_METADATA
 from tests.e2e.conftest import HEIGHT, WIDTH
 from tests.e2e.probes import results, sample, when_logged
 from tests.e2e.services import CloudProcess, EdgeProcess, Model, free_port, wait_until
@@ -43,6 +44,7 @@ def enhance(target: str, cam: str, seq: int) -> operator_pb2.EnhanceResponse | g
         try:
             return operator_pb2_grpc.OperatorStub(ch).Enhance(
                 operator_pb2.EnhanceRequest(frame=operator_pb2.FrameRef(camera_id=cam, sequence=seq)),
+                metadata=OPERATOR_METADATA,
                 timeout=60,
             )
         except grpc.RpcError as exc:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from layercast.edge import cli
+from layercast.commands import edge as cli
 from layercast.edge.backoff import Backoff
 from layercast.edge.channel import channel_options
 from layercast.edge.config import BackoffConfig, load_edge_config
@@ -113,7 +113,7 @@ def test_cli_flags_map_to_config_keys():
 def test_print_config_hides_the_token():
     code = (
         "import argparse, sys\n"
-        "from layercast.edge import cli\n"
+        "from layercast.commands import edge as cli\n"
         "p = argparse.ArgumentParser(); s = p.add_subparsers(); cli.register(s)\n"
         "a = p.parse_args(sys.argv[1:]); sys.exit(a.func(a))\n"
     )

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from edge_fake_cloud import CloudServer, link_config
 
-from layercast.edge import cli
+from layercast.commands import edge as cli
 from layercast.edge.app import EdgeApp
 from layercast.edge.config import EdgeConfig, EnhancementStoreConfig, SourceConfig, load_edge_config
 from layercast.edge.encoder import Encoder

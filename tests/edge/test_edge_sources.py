@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import time
 
 import numpy as np
@@ -87,15 +86,6 @@ def test_open_source_specs_and_errors(tmp_path):
         open_source(SourceConfig(spec="ftp://camera"))
     with pytest.raises(ConfigError, match="integer"):
         open_source(SourceConfig(spec="device:front"))
-
-
-@pytest.mark.skipif(importlib.util.find_spec("cv2") is not None, reason="OpenCV is installed here")
-def test_video_without_opencv_says_what_to_install(tmp_path):
-    (tmp_path / "v.mp4").write_bytes(b"")
-    with pytest.raises(ConfigError, match="opencv"):
-        open_source(SourceConfig(spec=f"video:{tmp_path / 'v.mp4'}"))
-    with pytest.raises(ConfigError, match="OpenCV"):
-        open_source(SourceConfig(spec="v4l2:/dev/video0"))
 
 
 def test_synthetic_source_yields_images():

@@ -20,7 +20,7 @@ from layercast.edge.encoder import Encoder
 from layercast.edge.metrics import DROP_REASONS, EdgeMetrics
 from layercast.edge.stats import EdgeStats
 from layercast.shared.errors import InvalidImage
-from layercast.shared.metrics import exposed_names
+from layercast.shared.prometheus import exposed_names
 from tests.deploy.promtools import scrape
 
 CAM = "cam-metrics"

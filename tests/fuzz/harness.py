@@ -31,10 +31,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, Phase, given, settings
 
 from layercast.cloud.config import CloudConfig
-from layercast.cloud.credentials import hash_token
+from layercast.cloud.security.credentials import hash_token
 from layercast.cloud.server import CloudServer
 from layercast.shared.codec.api import ScalableCodec
-from tests.cloud.conftest import cloud_config
+from tests.cloud.conftest import cloud_config, operator_channel
 
 T = TypeVar("T")
 KiB = 1 << 10
@@ -193,7 +193,8 @@ class FuzzServer:
     async def _start(self) -> None:
         self.server = CloudServer(self.config, codec=self.codec)
         await self.server.start()
-        self.channel = aio.insecure_channel(self.server.target, options=CLIENT_OPTIONS)
+        # The operator calls carry cloud_config's enhancer token: the handlers are fuzzed, not authentication.
+        self.channel = operator_channel(self.server.target, options=CLIENT_OPTIONS)
 
     @property
     def target(self) -> str:

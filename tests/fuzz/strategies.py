@@ -25,7 +25,7 @@ import numpy as np
 from hypothesis import strategies as st
 from PIL import Image
 
-from layercast.cloud.store import MAX_SEQUENCE
+from layercast.cloud.results.records import MAX_SEQUENCE
 from layercast.shared.codec import bitstream
 from layercast.shared.codec.api import EncodedFrame, ScalableCodec
 

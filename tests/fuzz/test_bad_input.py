@@ -19,7 +19,7 @@ import pytest
 from grpc import aio
 from grpc_health.v1 import health_pb2
 
-from layercast.cloud.servicers.analytics import MAX_SUBSCRIBE_CAMERAS
+from layercast.cloud.rpc.servicers.analytics import MAX_SUBSCRIBE_CAMERAS
 from layercast.shared.codec import bitstream
 from layercast.shared.rpc import analytics_pb2, analytics_pb2_grpc, edge_pb2, operator_pb2, operator_pb2_grpc
 from tests.fuzz.clients import (
@@ -327,9 +327,13 @@ def test_errors_quoting_huge_fields_keep_their_status(fuzz_server: FuzzServer, s
     ref = operator_pb2.FrameRef(camera_id="é" * 5000, sequence=1)
     out = fuzz_server.run(unary(fuzz_server.channel, GET_PREVIEW, ref.SerializeToString()))
     assert out.code == S.NOT_FOUND and len(out.details.encode()) <= 1024 and out.details.endswith("…"), out
-    model = "f" * 20_000  # the right camera and token, a model id of any length
-    out = bidi(fuzz_server.sync_channel, CONNECT, [hello("fz-5", model)], timeout=30)
+    # The right camera and token: an unknown model id is FAILED_PRECONDITION; one longer than
+    # limits.max_id_length is refused before anything looks at it (INVALID_ARGUMENT).
+    out = bidi(fuzz_server.sync_channel, CONNECT, [hello("fz-5", "f" * 128)], timeout=30)
     assert out.code == S.FAILED_PRECONDITION and len(out.details.encode()) <= 1024, out
+    out = bidi(fuzz_server.sync_channel, CONNECT, [hello("fz-5", "f" * 20_000)], timeout=30)
+    assert out.code == S.INVALID_ARGUMENT and "limits.max_id_length" in out.details, out
+    assert len(out.details.encode()) <= 1024, out
 
 
 def test_health_names_an_unknown_service(fuzz_server: FuzzServer) -> None:

@@ -23,7 +23,8 @@ from google.protobuf.message import DecodeError
 from hypothesis import strategies as st
 from PIL import Image
 
-from layercast.cloud.servicers.analytics import MAX_SUBSCRIBE_CAMERAS
+from layercast.cloud.config import LimitsConfig
+from layercast.cloud.rpc.servicers.analytics import MAX_SUBSCRIBE_CAMERAS
 from layercast.shared.codec import bitstream
 from layercast.shared.rpc import analytics_pb2
 from tests.fuzz.clients import INFER, SUBSCRIBE, finish, store_frames, wait_for_results
@@ -110,6 +111,10 @@ def expected_replay(req: analytics_pb2.SubscribeRequest) -> dict[str, list[int]]
     return out
 
 
+#: Longest camera id a Subscribe may name (the fuzz server keeps the default).
+MAX_ID_LENGTH = LimitsConfig().max_id_length
+
+
 def run_subscribe_fuzz(fz: FuzzServer, samples: Samples, cases_n: int, *, nightly: bool) -> dict:
     tally = Tally("Analytics.Subscribe")
 
@@ -128,6 +133,11 @@ def run_subscribe_fuzz(fz: FuzzServer, samples: Samples, cases_n: int, *, nightl
             out = fz.run(server_stream(fz.channel, SUBSCRIBE, payload, expect=0, quiet_s=5.0))
             tally.check(out, {S.INVALID_ARGUMENT}, what="(too many cameras)")
             assert not out.responses and str(MAX_SUBSCRIBE_CAMERAS) in out.details, out
+            return
+        if any(len(c) > MAX_ID_LENGTH for c in (*req.camera_ids, *req.resume_after)):
+            out = fz.run(server_stream(fz.channel, SUBSCRIBE, payload, expect=0, quiet_s=5.0))
+            tally.check(out, {S.INVALID_ARGUMENT}, what="(camera id too long)")
+            assert not out.responses and "limits.max_id_length" in out.details, out
             return
         want = expected_replay(req)
         n = sum(len(v) for v in want.values())

@@ -23,8 +23,11 @@ import pytest
 from google.protobuf.message import DecodeError
 from hypothesis import strategies as st
 
-from layercast.cloud.credentials import CAMERA_ID_RE
-from layercast.cloud.store import MAX_SEQUENCE
+from layercast.cloud.config import LimitsConfig
+from layercast.cloud.results.records import MAX_SEQUENCE
+from layercast.cloud.rpc.servicers.edge_link import check_hello_sizes
+from layercast.cloud.security.credentials import CAMERA_ID_RE
+from layercast.shared.errors import InvalidArgument
 from layercast.shared.rpc import edge_pb2
 from tests.fuzz.clients import CONNECT, cloud_messages, code_number, finish
 from tests.fuzz.harness import (
@@ -241,6 +244,10 @@ def first_verdict(payload: bytes | Oversize | None, samples: Samples) -> grpc.St
     if msg.WhichOneof("kind") != "hello":
         return S.UNAUTHENTICATED
     h = msg.hello
+    try:  # over-long strings are refused before the credentials are looked at
+        check_hello_sizes(h, LimitsConfig().max_id_length)
+    except InvalidArgument:
+        return S.INVALID_ARGUMENT
     owner = next((cam for cam, token in CAMERAS.items() if token == h.token), None)
     if owner is not None and owner != h.camera_id:  # another camera's token
         return S.PERMISSION_DENIED

@@ -23,7 +23,7 @@ from hypothesis import example
 from hypothesis import strategies as st
 from PIL import Image
 
-from layercast.cloud.store import MAX_SEQUENCE
+from layercast.cloud.results.records import MAX_SEQUENCE
 from layercast.shared.codec import bitstream
 from layercast.shared.rpc import edge_pb2, operator_pb2
 from tests.fuzz.clients import (

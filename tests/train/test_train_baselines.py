@@ -15,7 +15,7 @@ from layercast.train.baselines import (
     roundtrip,
     sweep,
 )
-from layercast.train.metrics import PSNR
+from layercast.train.scores import PSNR
 
 
 def _scene() -> np.ndarray:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from layercast.shared.tasks import TaskResult
-from layercast.train.metrics import MSSSIM, PSNR, DepthRMSE, DetectionMAP, MeanIoU, bits_per_pixel
+from layercast.train.scores import MSSSIM, PSNR, DepthRMSE, DetectionMAP, MeanIoU, bits_per_pixel
 
 
 def _pred(boxes: list[list[float]], scores: list[float], labels: list[int]) -> TaskResult:

@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from layercast.cloud.credentials import hash_token
+from layercast.cloud.security.credentials import hash_token
 from layercast.cloud.server import CloudServer
 from layercast.cloud.web.app import WebServer, build_web_server, create_app
 from layercast.cloud.web.passwords import hash_password
@@ -31,7 +31,7 @@ from layercast.edge.app import EdgeApp
 from layercast.edge.config import load_edge_config
 from layercast.edge.encoder import Encoder
 from layercast.shared.pki import create_local_pki
-from tests.cloud.conftest import cloud_config
+from tests.cloud.conftest import OPERATOR_TOKEN, cloud_config
 
 PASSWORDS = {"alice": "alice-enhances-42", "bob": "bob-only-views-7"}
 ROBOT_TOKEN = "robot-token-" + "r" * 32
@@ -87,6 +87,7 @@ class Stack:
 def web_settings(cloud_target: str, data_dir: Path, **extra: Any) -> WebSettings:
     """The page's settings; plain-text gRPC to the stack's plain-text cloud unless ``extra`` says otherwise."""
     extra.setdefault("cloud_insecure", True)
+    extra.setdefault("cloud_token", OPERATOR_TOKEN)  # the stack's cloud knows this operator (an enhancer)
     return WebSettings(
         cloud_target=cloud_target,
         users={

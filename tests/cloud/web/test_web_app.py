@@ -12,12 +12,12 @@ import time
 import httpx
 import numpy as np
 import pytest
-from grpc import aio
 from PIL import Image
 
 from layercast.cloud.web.app import build_web_server, create_app
 from layercast.cloud.web.settings import WebSettings
 from layercast.shared.rpc import operator_pb2, operator_pb2_grpc
+from tests.cloud.conftest import operator_channel
 from tests.cloud.web.stack import PASSWORDS, ROBOT_TOKEN, Stack, csrf_from, eventually, login
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -148,7 +148,7 @@ async def test_enhancer_gets_the_reconstruction_and_an_audit_line(stack: Stack):
         rec = np.asarray(Image.open(io.BytesIO(png)))
         assert rec.shape == (frame["height"], frame["width"], 3)
         # The page passes on exactly what the cloud's Operator API gives (now from its cache).
-        async with aio.insecure_channel(stack.cloud.target) as ch:
+        async with operator_channel(stack.cloud.target) as ch:
             direct = await operator_pb2_grpc.OperatorStub(ch).Enhance(
                 operator_pb2.EnhanceRequest(frame=operator_pb2.FrameRef(camera_id="cam-live", sequence=seq)),
                 timeout=10,
@@ -229,7 +229,7 @@ async def test_grid_previews_and_results_come_from_the_cloud(stack: Stack):
         r = await c.get(f"/api/frames/cam-live/{seq}/preview.png")
         assert r.status_code == 200 and r.headers["content-type"] == "image/png"
         assert r.headers["cache-control"] == "no-store"  # no picture left in the browser's cache
-        async with aio.insecure_channel(stack.cloud.target) as ch:
+        async with operator_channel(stack.cloud.target) as ch:
             direct = await operator_pb2_grpc.OperatorStub(ch).GetPreview(
                 operator_pb2.FrameRef(camera_id="cam-live", sequence=seq), timeout=10
             )

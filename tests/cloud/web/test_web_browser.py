@@ -17,6 +17,7 @@ import pytest
 
 from tests.cloud.conftest import make_task_codec
 from tests.cloud.web.stack import PASSWORDS, eventually, start_stack
+from tests.system import require
 
 CHROMIUM = Path("/usr/bin/chromium")
 #: The stack serves HTTPS with its own private CA, which this browser does not know.
@@ -29,10 +30,10 @@ CHROMIUM_ARGS = [
 ]
 DOCS_IMG = Path(__file__).resolve().parents[3] / "docs" / "img"
 
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(),
-    reason="Debian's chromium is not installed (apt-get install chromium chromium-driver; see deploy/apt-packages.txt)",
-)
+
+@pytest.fixture(autouse=True)
+def needs_chromium() -> None:
+    require(str(CHROMIUM), "chromium", "the operator page's browser tests")
 
 
 def shipped_or_test_codec():

@@ -39,7 +39,7 @@ async def test_standalone_web_process_serves_against_a_remote_cloud(tmp_path, ta
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "layercast.cloud.web.cli",
+        "layercast.commands.web",
         "web",
         "--config",
         str(config),
@@ -93,7 +93,7 @@ def test_plain_http_beyond_loopback_is_refused(tmp_path):
     config = tmp_path / "web.toml"
     config.write_text(f'users = ["alice=enhancer:{hash_password("alice-enhances-42")}"]\n')
     proc = subprocess.run(
-        [sys.executable, "-m", "layercast.cloud.web.cli", "web", "--config", str(config)]
+        [sys.executable, "-m", "layercast.commands.web", "web", "--config", str(config)]
         + ["--cloud-insecure", "--host", "0.0.0.0", "--port", "0"],
         capture_output=True,
         text=True,

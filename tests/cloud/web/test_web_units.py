@@ -15,14 +15,14 @@ import pytest
 from grpc import aio
 from PIL import Image
 
-from layercast.cloud.web.audit import AuditLog
-from layercast.cloud.web.cli import register
+from layercast.cloud.security.audit import AuditLog
 from layercast.cloud.web.client import map_rpc_error
 from layercast.cloud.web.live import BrowserStream, LiveFeed, sse
 from layercast.cloud.web.passwords import hash_password, hash_token, token_matches, verify_password
 from layercast.cloud.web.results import colourise_depth, depth_metres, depth_png, depth_range, result_json
 from layercast.cloud.web.settings import WebSettings, demo_settings, load_web_settings, parse_entries
 from layercast.cloud.web.signin import LoginThrottle
+from layercast.commands.web import register
 from layercast.shared.errors import ConfigError
 from layercast.shared.rpc import common_pb2
 

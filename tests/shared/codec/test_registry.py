@@ -47,7 +47,7 @@ def test_compact_checkpoint_keeps_the_entropy_models_floors(codec, tmp_path):
     file, so files written before the fix load with the right ones."""
     import torch
 
-    from layercast.shared.codec.base import BaseLayer
+    from layercast.shared.codec.base_layer import BaseLayer
     from layercast.shared.codec.entropy import load_weights
 
     floors = [k for k in codec.base_ckpt.state_dict if k.endswith("likelihood_lower_bound.bound")]

@@ -1,0 +1,1 @@
+"""Where a frame goes: parsed once, stored, batched, decoded, inferred."""

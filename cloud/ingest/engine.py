@@ -1,0 +1,197 @@
+"""The cloud's adapter over the codec facade: check, decode, infer, convert to a Result.
+
+Images around it live elsewhere: previews and reconstructions for operators in
+:mod:`layercast.cloud.results.previews`, PNG and depth-map encoding in
+:mod:`layercast.cloud.results.png`, an Analytics.Infer image turned into a
+base bitstream in :mod:`layercast.cloud.ingest.images`.
+
+Every call here is blocking (torch); the batcher and the servicers run them on
+worker threads. The header of every bitstream is parsed and checked once, by
+:meth:`InferenceEngine.check_base` (``codec.check_base`` plus the configured
+pixel limit), before anything is decoded, so a frame that claims a
+100000×100000 image is refused before any large allocation; the batch path
+decodes the :class:`~layercast.cloud.ingest.frame.Frame` records built from it.
+
+Per-item failures never fail a batch: :meth:`InferenceEngine.run_batch`
+returns a :class:`~layercast.shared.errors.LayercastError` in that item's
+place (INVALID_ARGUMENT for a bad bitstream, FAILED_PRECONDITION naming the
+model id for a model the cloud lacks).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+from layercast.cloud.ingest.frame import Frame
+from layercast.cloud.results.png import depth_to_proto
+from layercast.shared.clock import now_us
+from layercast.shared.codec.bitstream import Bitstream
+from layercast.shared.errors import CorruptBitstream, ImageTooLarge, LayercastError, NotReady, UnknownModel
+from layercast.shared.rpc import common_pb2
+
+log = logging.getLogger(__name__)
+
+_BACKGROUND_NAMES = {"__background__", "background", "__bg__"}
+
+
+class CodecLike(Protocol):
+    """The part of ``layercast.shared.codec.ScalableCodec`` the cloud uses."""
+
+    base_model_id: str
+    enhancement_model_id: str | None
+    task: str
+    class_names: list[str]
+
+    def check_base(self, data: bytes) -> Any: ...
+    def decode_base_batch(self, items: Sequence[Bitstream], return_exceptions: bool = False) -> list[Any]: ...
+    def infer(self, decs: Sequence[Any]) -> list[Any]: ...
+    def preview(self, dec: Any) -> np.ndarray: ...
+    def reconstruct(self, dec: Any, data: bytes) -> np.ndarray: ...
+    def encode_batch(self, images: Sequence[np.ndarray], layers: str = "all") -> list[Any]: ...
+
+
+class InferenceEngine:
+    """One loaded codec, used by the batcher (decode + infer) and the operator API."""
+
+    def __init__(
+        self, codec: CodecLike | None = None, *, max_pixels: int = 4096 * 4096, depth_encoding: str = "png16"
+    ) -> None:
+        self._codec = codec
+        self.max_pixels = max_pixels
+        self.depth_encoding = depth_encoding
+
+    @property
+    def loaded(self) -> bool:
+        return self._codec is not None
+
+    @property
+    def codec(self) -> CodecLike:
+        if self._codec is None:
+            raise NotReady("the model is still loading")
+        return self._codec
+
+    def attach(self, codec: CodecLike) -> None:
+        """Use ``codec`` from now on (the server loads it after binding its port)."""
+        self._codec = codec
+
+    @property
+    def base_model_id(self) -> str:
+        return self.codec.base_model_id
+
+    @property
+    def enhancement_model_id(self) -> str:
+        return self.codec.enhancement_model_id or ""
+
+    @property
+    def task(self) -> str:
+        return self.codec.task
+
+    # -- checks ---------------------------------------------------------------------------------
+    def check_base(self, data: bytes) -> Bitstream:
+        """Parse and check a base bitstream's header (no decoding): raises BitstreamError,
+        UnknownModel (FAILED_PRECONDITION, naming the id) or ImageTooLarge."""
+        header = self.codec.check_base(data)
+        if header.width * header.height > self.max_pixels:
+            raise ImageTooLarge(
+                f"bitstream claims a {header.width}x{header.height} image, above the limit of {self.max_pixels} pixels"
+            )
+        return Bitstream(header, bytes(data))
+
+    def require_model(self, model_id: str) -> None:
+        """Raise UnknownModel unless ``model_id`` is the base model this cloud decodes."""
+        if model_id != self.base_model_id:
+            raise UnknownModel(
+                f"base model {model_id or '(none)'} is not available in this cloud (it has {self.base_model_id})"
+            )
+
+    # -- batch path -----------------------------------------------------------------------------
+    def run_batch(self, frames: Sequence[Frame]) -> list[common_pb2.Result | LayercastError]:
+        """Decode and infer a batch of checked frames; a failing item yields its error, the others
+        their Result."""
+        decoded = self._decode([f.bitstream for f in frames])
+        good = [i for i, d in enumerate(decoded) if not isinstance(d, BaseException)]
+        out: list[common_pb2.Result | LayercastError] = list(decoded)  # errors stay in place
+        if good:
+            results = self.codec.infer([decoded[i] for i in good])
+            done = now_us()
+            for i, tr in zip(good, results, strict=True):
+                out[i] = self.to_result(frames[i], tr, processed_us=done)
+        return out
+
+    def _decode(self, items: list[Bitstream]) -> list[Any]:
+        try:
+            return self.codec.decode_base_batch(items, return_exceptions=True)
+        except Exception:
+            log.warning("batch decode failed; decoding the %d frames one by one", len(items), exc_info=True)
+        out: list[Any] = []
+        for item in items:
+            try:
+                out.append(self.codec.decode_base_batch([item], return_exceptions=True)[0])
+            except LayercastError as exc:
+                out.append(exc)
+            except Exception as exc:  # a payload the entropy decoder chokes on
+                log.warning("frame failed to decode", exc_info=True)
+                out.append(CorruptBitstream(f"bitstream does not decode: {type(exc).__name__}: {exc}"))
+        return out
+
+    def to_result(self, frame: Frame, task_result: Any, *, processed_us: int) -> common_pb2.Result:
+        """A TaskResult as a ``layercast.v1.Result``."""
+        w, h = frame.width, frame.height
+        res = common_pb2.Result(
+            camera_id=frame.camera_id,
+            sequence=frame.sequence,
+            capture_time_us=frame.capture_time_us,
+            processed_time_us=processed_us,
+            model_id=self.base_model_id,
+            base_bytes=frame.nbytes,
+            base_bpp=8.0 * frame.nbytes / max(1, w * h),
+            width=w,
+            height=h,
+            task=self.task,
+        )
+        boxes = np.asarray(task_result.boxes, dtype=np.float32).reshape(-1, 4)
+        labels = np.asarray(task_result.labels).reshape(-1)
+        scores = np.asarray(task_result.scores, dtype=np.float32).reshape(-1)
+        for (x1, y1, x2, y2), label, score in zip(
+            boxes.tolist(), labels.tolist(), scores.tolist(), strict=True
+        ):
+            idx, name = self._class(int(label))
+            res.boxes.add(x1=x1, y1=y1, x2=x2, y2=y2, class_id=idx, class_name=name, score=score)
+        if task_result.depth is not None:
+            res.depth.CopyFrom(depth_to_proto(task_result.depth, self.depth_encoding))
+        return res
+
+    def _class(self, label: int) -> tuple[int, str]:
+        """Detector labels are 1..K (0 = background); class_id indexes ``class_names``."""
+        names = self.codec.class_names
+        if names and names[0] in _BACKGROUND_NAMES:
+            idx = label
+        else:
+            idx = label - 1
+        name = names[idx] if 0 <= idx < len(names) else str(label)
+        return max(idx, 0), name
+
+    def decode_one(self, base: bytes) -> Any:
+        """One base bitstream, checked and decoded (for previews); raises its error."""
+        out = self.codec.decode_base_batch([self.check_base(base)], return_exceptions=True)[0]
+        if isinstance(out, BaseException):
+            raise out
+        return out
+
+    def warm_up(self) -> None:
+        """One encode, decode and inference on a small image, so the first frame is not slow."""
+        rng = np.random.default_rng(0)
+        img = rng.integers(0, 255, size=(64, 64, 3), dtype=np.uint8)
+        base = self.codec.encode_batch([img], layers="base")[0].base
+        self.run_batch([Frame("warm-up", 1, 0, 0, self.check_base(base))])
+
+
+def load_registry_codec(model: str, *, device: str | None) -> CodecLike:
+    """Load ``model`` from the registry (its base and the enhancement trained on it)."""
+    from layercast.shared.codec import load_codec
+
+    return load_codec(model, device=device or "auto")

@@ -1,0 +1,334 @@
+"""The path of one frame inside the cloud: check → store → ack → batch → result → subscribers.
+
+:class:`FramePipeline` owns the batcher and is what the EdgeLink servicer
+calls for each BaseFrame. It parses the frame's header once into a
+:class:`~layercast.cloud.ingest.frame.Frame` and answers in
+:data:`~layercast.cloud.ingest.frame.FrameEvent` values (Acked, Rejected,
+CreditsBack), which the servicer turns into messages. Guarantees:
+
+* A frame is acknowledged only after it is durably stored; a frame already
+  stored is acknowledged again with ``duplicate=true`` and produces nothing.
+* A frame whose header is bad is refused (FrameRejected) before it is stored;
+  one whose payload fails to decode later is marked rejected in the store and
+  reported with a FrameRejected after its Ack.
+* Results are written to the store, then published, in sequence order per
+  camera. Frames stored but without a result (a crash between Ack and
+  inference) are found by :meth:`recover` at start-up and processed then.
+* Flow control by credit grants: a stream starts with
+  ``Welcome.initial_credits``; each frame the edge sends spends one. The cloud
+  gives a credit back (``Credits``) once it is done with the frame: when its
+  result (or its failure) is stored, at once for duplicates and refused frames.
+  So one camera never has more than its credits of frames waiting for
+  inference. Credits belong to a stream: frames of an earlier stream of the
+  same camera return none.
+* Back-stop for an edge that ignores its credits: at most
+  ``backlog_per_camera`` frames of one camera wait for inference (and
+  ``queue_capacity`` in all); beyond that its stream is not read until room
+  frees up, so HTTP/2 flow control slows that camera alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import grpc
+
+from layercast.cloud.ingest.batcher import Batcher, BatchRecord, Done
+from layercast.cloud.ingest.engine import InferenceEngine
+from layercast.cloud.ingest.frame import Acked, CreditsBack, Frame, FrameEvent, Rejected
+from layercast.cloud.results.hub import ResultSink
+from layercast.cloud.results.records import MAX_SEQUENCE, FrameRecord, InsertOutcome, ResultRecord
+from layercast.cloud.results.store import Store
+from layercast.cloud.rpc.status import code_number, status_of
+from layercast.cloud.sessions import CameraSession, SessionRegistry
+from layercast.shared.clock import now_us
+from layercast.shared.errors import LayercastError
+from layercast.shared.rpc import common_pb2
+
+log = logging.getLogger(__name__)
+
+#: Sends an event down a camera's stream (the EdgeLink servicer's ``send_event``).
+Deliver = Callable[[CameraSession, FrameEvent], None]
+
+
+@dataclass(frozen=True)
+class FrameTask:
+    """A stored frame in the batcher, with the stream it came from."""
+
+    frame: Frame
+    session_id: str | None  # the stream that sent it (None when recovered at start-up)
+    holds_slot: bool = False  # counts against its camera's backlog
+
+
+@dataclass(frozen=True)
+class AdhocTask:
+    """A one-off Analytics.Infer request (not stored, no ordering)."""
+
+    frame: Frame
+
+
+@dataclass
+class PipelineStats:
+    """Counters the metrics layer reads."""
+
+    frames_received: int = 0
+    frames_new: int = 0
+    frames_duplicate: int = 0
+    frames_rejected: int = 0
+    results: int = 0
+    recovered: int = 0
+    rejected_by_code: collections.Counter[grpc.StatusCode] = field(default_factory=collections.Counter)
+    #: (camera, outcome) → frames; outcome: "stored", "duplicate" or "rejected" (refused before storing).
+    by_camera: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
+
+
+class FramePipeline:
+    """Ingest, batching and result delivery for every camera of this process."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        engine: InferenceEngine,
+        hub: ResultSink,
+        registry: SessionRegistry,
+        deliver: Deliver,
+        max_batch_size: int,
+        max_queue_delay_s: float,
+        workers: int,
+        queue_capacity: int,
+        max_frame_bytes: int = 4 << 20,
+        backlog_per_camera: int = 32,
+        on_batch: Callable[[BatchRecord], None] | None = None,
+        on_results: Callable[[list[common_pb2.Result]], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.engine = engine
+        self.hub = hub
+        self.registry = registry
+        self._deliver = deliver  # events that arise after ingest (a failed decode, credits)
+        self.stats = PipelineStats()
+        self._on_results = on_results  # observer of results just stored and published (metrics)
+        self.max_frame_bytes = max_frame_bytes
+        self.batcher: Batcher[FrameTask | AdhocTask, common_pb2.Result] = Batcher(
+            self._infer,
+            max_batch_size=max_batch_size,
+            max_queue_delay_s=max_queue_delay_s,
+            workers=workers,
+            queue_capacity=queue_capacity,
+            on_complete=self._complete,
+            on_batch=on_batch,
+        )
+        self._accepting = True
+        self._camera_locks: dict[str, asyncio.Lock] = {}
+        self._backlog: dict[str, asyncio.Semaphore] = {}
+        self.backlog_per_camera = backlog_per_camera
+        #: Frames of each camera's streams waiting for their result, and a signal when that changes.
+        self._unfinished: collections.Counter[str] = collections.Counter()
+        self._finished = asyncio.Condition()
+
+    # -- ingest -----------------------------------------------------------------------------------
+    def stop_accepting(self) -> None:
+        """Frames arriving from now on are neither stored nor acknowledged (the edge resends them)."""
+        self._accepting = False
+
+    @property
+    def accepting(self) -> bool:
+        return self._accepting
+
+    async def ingest(
+        self, session: CameraSession, sequence: int, capture_time_us: int, data: bytes
+    ) -> AsyncIterator[FrameEvent]:
+        """Handle one frame of ``session``, yielding what to tell the camera as it happens:
+        Acked (then CreditsBack for a duplicate), or Rejected and CreditsBack.
+
+        Finishes once the frame is queued for inference (it waits while the camera's backlog is
+        full, after its Acked)."""
+        if not self._accepting:
+            return
+        self.stats.frames_received += 1
+        cam = session.camera_id
+        try:
+            frame = self._parse(cam, sequence, capture_time_us, data)
+        except _Refused as refused:
+            for event in self._refuse(cam, refused.event):
+                yield event
+            return
+        # One camera's frames are stored and queued strictly in turn, even when a reconnecting
+        # camera briefly has two streams.
+        async with self._camera_locks.setdefault(cam, asyncio.Lock()):
+            outcome = await self.store.put_frame(frame)
+            if outcome is InsertOutcome.DUPLICATE:
+                self.stats.frames_duplicate += 1
+                self.stats.by_camera[(cam, "duplicate")] += 1
+                yield Acked(sequence, duplicate=True)
+                yield CreditsBack(1)
+                return
+            if outcome is InsertOutcome.STALE:
+                stale = Rejected(
+                    sequence,
+                    grpc.StatusCode.OUT_OF_RANGE,
+                    f"sequence {sequence} is not after the newest sequence stored for camera {cam!r} and is "
+                    "not stored; sequences must increase (or the frame is past the cloud's retention)",
+                )
+                for event in self._refuse(cam, stale):
+                    yield event
+                return
+            self.stats.frames_new += 1
+            self.stats.by_camera[(cam, "stored")] += 1
+            yield Acked(sequence)
+            await self._queue(FrameTask(frame, session.session_id, holds_slot=True))
+
+    def _parse(self, camera_id: str, sequence: int, capture_time_us: int, data: bytes) -> Frame:
+        """The frame record, its header parsed and checked once; raises _Refused."""
+        if len(data) > self.max_frame_bytes:
+            raise _Refused(
+                sequence,
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"base bitstream of {len(data)} bytes is above the limit of {self.max_frame_bytes}",
+            )
+        if not 1 <= sequence <= MAX_SEQUENCE:
+            raise _Refused(
+                sequence,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"sequence {sequence} is outside 1..{MAX_SEQUENCE}; sequences start at 1",
+            )
+        try:
+            bitstream = self.engine.check_base(data)
+        except LayercastError as exc:
+            raise _Refused(sequence, status_of(exc), str(exc)) from None
+        return Frame(camera_id, sequence, capture_time_us, now_us(), bitstream)
+
+    def _refuse(self, camera_id: str, event: Rejected) -> tuple[Rejected, CreditsBack]:
+        self.stats.frames_rejected += 1
+        self.stats.rejected_by_code[event.code] += 1
+        self.stats.by_camera[(camera_id, "rejected")] += 1
+        log.info(
+            "camera %s frame %d rejected: %s %s", camera_id, event.sequence, event.code.name, event.message
+        )
+        return event, CreditsBack(1)
+
+    async def _queue(self, task: FrameTask) -> None:
+        cam = task.frame.camera_id
+        slots = self._backlog.setdefault(cam, asyncio.Semaphore(self.backlog_per_camera))
+        await slots.acquire()
+        self._unfinished[cam] += 1
+        try:
+            await self.batcher.submit(task, key=cam)
+        except BaseException:
+            slots.release()
+            self._unfinished[cam] -= 1
+            raise
+
+    async def recover(self) -> int:
+        """Queue every stored frame that has no result yet (after a crash), in order. Returns how many.
+
+        Each is checked as a new frame is, under the present limits: one that fails (e.g. above a
+        lowered pixel limit) is marked rejected without being decoded. Call before cameras can
+        connect (the server does so before it reports SERVING).
+        """
+        count = 0
+        after: tuple[str, int] | None = None
+        while True:
+            pending = await self.store.pending_frames(limit=1000, after=after)
+            if not pending:
+                break
+            for stored in pending:
+                frame = await self._recovered(stored)
+                if frame is not None:
+                    await self.batcher.submit(FrameTask(frame, None), key=frame.camera_id)
+                    count += 1
+            after = (pending[-1].camera_id, pending[-1].sequence)
+        self.stats.recovered += count
+        if count:
+            log.info("recovered %d stored frames that had no result yet", count)
+        return count
+
+    async def _recovered(self, stored: FrameRecord) -> Frame | None:
+        try:
+            return self._parse(stored.camera_id, stored.sequence, stored.capture_time_us, stored.base)
+        except _Refused as refused:
+            await self._failed(stored.camera_id, refused.event)
+            return None
+
+    # -- unary inference ----------------------------------------------------------------------------
+    async def infer_base(self, base: bytes, camera_id: str = "") -> common_pb2.Result:
+        """Run one base bitstream through the batcher (not stored, not published), after the
+        cameras' frames waiting at the time (low priority)."""
+        frame = Frame(camera_id, 0, 0, now_us(), self.engine.check_base(base))
+        fut = await self.batcher.submit(AdhocTask(frame), key=None, low_priority=True)
+        return await fut
+
+    # -- batch execution (worker thread) -------------------------------------------------------------
+    def _infer(self, tasks: list[FrameTask | AdhocTask]) -> list[common_pb2.Result | LayercastError]:
+        return self.engine.run_batch([t.frame for t in tasks])
+
+    # -- results (event loop, in per-camera order) ---------------------------------------------------
+    async def _complete(self, done: list[Done[FrameTask | AdhocTask, common_pb2.Result]]) -> None:
+        frames = [d for d in done if isinstance(d.item, FrameTask)]
+        results = [d.result for d in frames if d.error is None and d.result is not None]
+        if results:
+            await self.store.put_results(
+                [
+                    ResultRecord(r.camera_id, r.sequence, r.processed_time_us, r.SerializeToString())
+                    for r in results
+                ]
+            )
+            self.stats.results += len(results)
+            for r in results:
+                self.hub.publish(r)
+            if self._on_results is not None:
+                self._on_results(results)
+        for d in frames:
+            if d.error is None:
+                continue
+            code = status_of(d.error)
+            message = str(d.error) if isinstance(d.error, LayercastError) else "internal error while decoding"
+            event = Rejected(d.item.frame.sequence, code, message)
+            await self._failed(d.item.frame.camera_id, event, d.item.session_id)
+        credits: collections.Counter[tuple[str, str]] = collections.Counter()
+        for d in frames:
+            cam = d.item.frame.camera_id
+            if d.item.holds_slot:
+                self._backlog[cam].release()
+                self._unfinished[cam] -= 1
+            if d.item.session_id is not None:
+                credits[(cam, d.item.session_id)] += 1
+        for (cam, sid), n in credits.items():
+            self._send(cam, sid, CreditsBack(n))
+        if any(d.item.holds_slot for d in frames):
+            async with self._finished:
+                self._finished.notify_all()
+
+    async def _failed(self, camera_id: str, event: Rejected, session_id: str | None = None) -> None:
+        """A stored frame that will have no result: marked rejected, counted, told to its stream."""
+        await self.store.mark_rejected(camera_id, event.sequence, code_number(event.code), event.message)
+        self.stats.frames_rejected += 1
+        self.stats.rejected_by_code[event.code] += 1
+        log.info(
+            "camera %s frame %d failed: %s %s", camera_id, event.sequence, event.code.name, event.message
+        )
+        if session_id is not None:
+            self._send(camera_id, session_id, event)
+
+    def _send(self, camera_id: str, session_id: str, event: FrameEvent) -> None:
+        """Tell the stream ``session_id`` of ``camera_id``, if it is still the camera's current one."""
+        session = self.registry.get(camera_id)
+        if session is not None and session.session_id == session_id:
+            self._deliver(session, event)
+
+    async def settled(self, camera_id: str) -> None:
+        """Wait until every frame a stream of ``camera_id`` sent has its result stored and published
+        (or its failure recorded): a camera moving to another cloud replica hands over in order."""
+        async with self._finished:
+            await self._finished.wait_for(lambda: self._unfinished[camera_id] <= 0)
+
+
+class _Refused(Exception):
+    def __init__(self, sequence: int, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.event = Rejected(sequence, code, message)

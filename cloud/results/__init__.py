@@ -1,0 +1,1 @@
+"""What comes out: the store, the hub that fans results out, the operator's frame viewer."""
