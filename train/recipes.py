@@ -195,6 +195,11 @@ def compact_zoo(zoo: Path = ZOO_DIR) -> dict[str, str]:
             ckpt.enhancement = {**ckpt.enhancement, "base_model_id": renamed.get(base_id, base_id)}
             ckpt.to_half()
             ckpt.save(path, compact=True)
+        elif ckpt.kind == "temporal":
+            base_id = ckpt.temporal["base_model_id"]
+            ckpt.temporal = {**ckpt.temporal, "base_model_id": renamed.get(base_id, base_id)}
+            ckpt.to_half()
+            ckpt.save(path, compact=True)
     for path in sorted((zoo / "tasks").glob("*.pt")):
         data = torch.load(path, map_location="cpu", weights_only=True)
         if any(v.dtype == torch.float32 for v in data["state_dict"].values()):
@@ -203,6 +208,37 @@ def compact_zoo(zoo: Path = ZOO_DIR) -> dict[str, str]:
             }
             torch.save(data, path)
     return renamed
+
+
+#: The P-frame (temporal) model of each shipped base: trained on fixed-camera clips with the base
+#: frozen (``layercast train temporal``), after the bases are final.
+TEMPORAL = {
+    "steps": 600,
+    "cameras": 48,
+    "frames": 10,
+    "batch": 6,
+    "unroll": 3,
+    "lr": 5e-4,
+    "deadzone": 0.75,
+    "threads": 1,
+}
+
+
+def ship_temporal(out: Path, scale: float = 1.0, zoo: Path = ZOO_DIR) -> dict[str, float]:
+    """Train (or resume) the temporal model of det-tiny and depth-tiny and copy each into the zoo."""
+    from layercast.train.temporal import TemporalTrainConfig, train_temporal
+
+    seconds = {}
+    for name in ("det-tiny", "depth-tiny"):
+        cfg = TemporalTrainConfig(base=str(zoo / f"{name}.pt"), out=out / f"{name}-temporal", **TEMPORAL)
+        cfg.steps = max(1, round(cfg.steps * scale))
+        s = time.time()
+        exported = cfg.out / "temporal.pt"
+        if not exported.exists():
+            exported = train_temporal(cfg)
+        shutil.copyfile(exported, zoo / f"{name}-temporal.pt")
+        seconds[name] = round(time.time() - s, 1)
+    return seconds
 
 
 def run_ship(
@@ -220,6 +256,7 @@ def run_ship(
             (zoo / zoo_name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(exported, zoo / f"{zoo_name}.pt")
     compact_zoo(zoo)
+    log["temporal"] = ship_temporal(out, scale, zoo)
     aliases = {"default": "det-tiny", "detection": "det-tiny", "depth": "depth-tiny"}
     (zoo / "aliases.json").write_text(json.dumps(aliases, indent=2) + "\n")
     log["wall_time_s"] = round(time.time() - t0, 1)

@@ -149,3 +149,19 @@ def test_any_dead_zone_decodes_the_same_way_and_bounds_the_latent_error(video_co
 
 def test_intra_period_follows_the_camera_rate():
     assert intra_period_for(10.0) == 20 and intra_period_for(25.0) == 50 and intra_period_for(0.2) == 1
+
+
+@pytest.mark.parametrize("name", ["det-tiny", "depth-tiny"])
+def test_the_shipped_bases_code_a_fixed_camera_cheaper_as_video(name):
+    """Each shipped base comes with its temporal model, and a fixed camera's P-frames cost less than
+    its intra frames (real bytes, the model's own dead zone)."""
+    from layercast.shared.codec import load_codec
+
+    codec = load_codec(name, enhancement=None, device="cpu")
+    assert codec.temporal is not None and codec.model_ids["temporal"]
+    cam = SyntheticCamera(5, 256, 192, 10.0)
+    enc = VideoEncoder(codec, intra_period=20)
+    frames = [enc.encode(cam.frame(i).image, layers="base") for i in range(6)]
+    intra, predicted = len(frames[0].base), [len(f.base) for f in frames[1:]]
+    assert all(f.kind is LayerKind.PREDICTED for f in frames[1:])
+    assert sum(predicted) / len(predicted) < 0.8 * intra
