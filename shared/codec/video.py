@@ -21,7 +21,7 @@ import numpy as np
 
 from layercast.shared.codec.api import DecodedBase, EncodedFrame, ScalableCodec
 from layercast.shared.codec.bitstream import LayerKind
-from layercast.shared.errors import LayercastError, ReferenceMismatch
+from layercast.shared.errors import LayercastError
 
 #: Default intra period in seconds of video.
 DEFAULT_INTRA_SECONDS = 2.0
@@ -101,10 +101,7 @@ class VideoDecoder:
         """Decode the next frame; a failure forgets the reference (the stream needs an intra frame)."""
         try:
             dec = self.codec.decode_base(data, reference=self.reference)
-        except ReferenceMismatch:
-            self.reference = None
-            raise
-        except LayercastError:
+        except LayercastError:  # ReferenceMismatch included
             self.reference = None
             raise
         self.reference = dec
