@@ -39,7 +39,14 @@ from layercast.cloud.ingest.references import ChainLoader, References
 from layercast.cloud.results.png import depth_to_proto
 from layercast.shared.clock import now_us
 from layercast.shared.codec.bitstream import Bitstream, LayerKind
-from layercast.shared.errors import CorruptBitstream, ImageTooLarge, LayercastError, NotReady, UnknownModel
+from layercast.shared.errors import (
+    CorruptBitstream,
+    ImageTooLarge,
+    LayercastError,
+    NotReady,
+    ReferenceMismatch,
+    UnknownModel,
+)
 from layercast.shared.rpc import common_pb2
 
 log = logging.getLogger(__name__)
@@ -69,6 +76,15 @@ class CodecLike(Protocol):
     def encode_batch(self, images: Sequence[np.ndarray], layers: str = "all") -> list[Any]: ...
 
 
+class MissingReference(ReferenceMismatch):
+    """A predicted frame whose reference this cloud neither holds nor can rebuild; ``reason`` is
+    the ``IntraRequest.Reason`` name to ask its camera for an intra frame with."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 class InferenceEngine:
     """One loaded codec, used by the batcher (decode + infer) and the operator API."""
 
@@ -87,6 +103,7 @@ class InferenceEngine:
         self.references = References(codec, load_chain=load_chain)
         #: Frames of cameras decoded, by kind ("intra", "predicted").
         self.decoded_by_kind: collections.Counter[str] = collections.Counter()
+        self._failed: set[str] = set()  # cameras whose last frame failed to decode
 
     @property
     def loaded(self) -> bool:
@@ -138,6 +155,15 @@ class InferenceEngine:
                 f"base model {model_id or '(none)'} is not available in this cloud (it has {self.base_model_id})"
             )
 
+    def require_temporal_model(self, model_id: str) -> None:
+        """Raise UnknownModel unless ``model_id`` is "" (intra frames only) or the temporal model
+        this cloud decodes predicted frames with."""
+        if model_id and model_id != self.temporal_model_id:
+            raise UnknownModel(
+                f"temporal model {model_id} is not available in this cloud "
+                f"(it has {self.temporal_model_id or 'none'})"
+            )
+
     # -- batch path -----------------------------------------------------------------------------
     def run_batch(self, frames: Sequence[Frame]) -> list[common_pb2.Result | LayercastError]:
         """Decode and infer a batch of checked frames (at most one per camera, each camera's in
@@ -148,8 +174,14 @@ class InferenceEngine:
         for i, f in enumerate(frames):
             try:
                 refs[i] = self.references.reference_for(f.camera_id, f.sequence, f.header)
-            except LayercastError as exc:
-                decoded[i] = exc
+            except ReferenceMismatch as exc:
+                if f.camera_id in self._failed:
+                    reason = "DECODE_FAILED"
+                elif self.references.live(f.camera_id) is None:
+                    reason = "NO_REFERENCE"
+                else:
+                    reason = "REFERENCE_MISMATCH"
+                decoded[i] = MissingReference(str(exc), reason)
                 continue
             todo.append(i)
         if todo:
@@ -161,7 +193,10 @@ class InferenceEngine:
                 continue
             if isinstance(d, BaseException):
                 self.references.forget(f.camera_id)
+                if not isinstance(d, ReferenceMismatch):
+                    self._failed.add(f.camera_id)
             else:
+                self._failed.discard(f.camera_id)
                 self.references.decoded(f.camera_id, f.sequence, d)
                 self.decoded_by_kind["predicted" if f.header.kind is LayerKind.PREDICTED else "intra"] += 1
         good = [i for i, d in enumerate(decoded) if not isinstance(d, BaseException)]
