@@ -11,6 +11,7 @@ import pytest
 from grpc import aio
 
 from layercast.cloud.ingest.frame import IntraNeeded
+from layercast.cloud.results.png import encode_png
 from layercast.cloud.rpc.servicers.edge_link import to_message
 from layercast.cloud.server import CloudServer
 from layercast.shared.codec import load_codec
@@ -118,3 +119,26 @@ async def test_an_unknown_temporal_model_is_refused_like_an_unknown_model(server
 
 def _intra(codec) -> bytes:
     return codec.encode_batch([SyntheticCamera(1, 64, 64).frame(0).image], layers="base")[0].base
+
+
+async def test_operators_see_stored_predicted_frames_through_their_chain(server, video):
+    codec, bases = video
+    async with operator_channel(server.target) as ch:
+        e = EdgeStream(ch)
+        e.hello("cam-a", TOKENS["cam-a"], codec.base_model_id, temporal_model_id=codec.temporal_model_id)
+        await e.recv_kind("welcome")
+        for seq in (1, 2, 3):
+            e.frame(seq, bases[seq - 1])
+        await _messages(e, lambda m: len(_of(m, "ack")) == 3)
+        e.close()
+    refs = server.engine.references
+    deadline = asyncio.get_running_loop().time() + 30
+    while server.engine.decoded_by_kind["predicted"] < 2 and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.05)
+    refs._cache.clear()  # as in a process that never decoded them (a restart, another replica)
+    refs.forget("cam-a")
+    png = await server.viewer.preview("cam-a", 3)
+    assert refs.chain_frames_decoded == 3  # the intra frame 1, then 2 and 3 against it
+    d1 = codec.decode_base(bases[0])
+    d3 = codec.decode_base(bases[2], reference=codec.decode_base(bases[1], reference=d1))
+    assert png.png == encode_png(codec.preview(d3)).png
