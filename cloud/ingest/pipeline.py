@@ -15,9 +15,9 @@ CreditsBack), which the servicer turns into messages. Guarantees:
   against the one before; the batcher batches across cameras). A predicted frame whose
   reference the cloud neither holds nor can rebuild from the store fails FAILED_PRECONDITION
   like any frame that does not decode, and the camera is sent an :class:`IntraNeeded` (once
-  until its next intra frame decodes). A stream of a camera that codes predicted frames and
-  has no live reference in this process is sent one right after its Welcome
-  (:meth:`FramePipeline.stream_opened`).
+  until its next intra frame decodes). A stream of a camera that codes predicted frames, has
+  streamed to this store before and has no live reference in this process is sent one right
+  after its Welcome (:meth:`FramePipeline.stream_opened`).
 * Results are written to the store, then published, in sequence order per
   camera. Frames stored but without a result (a crash between Ack and
   inference) are found by :meth:`recover` at start-up and processed then.
@@ -347,11 +347,14 @@ class FramePipeline:
         log.info("camera %s asked for an intra frame (%s): %s", cam, event.reason, event.message)
         self._deliver(session, event)
 
-    def stream_opened(self, camera_id: str, *, predicts: bool) -> None:
+    def stream_opened(self, camera_id: str, *, predicts: bool, seen_before: bool) -> None:
         """A stream of ``camera_id`` was just welcomed: if the camera codes predicted frames
-        (``predicts``: its Hello names a temporal model) and this process holds no reference for it
-        (a restarted cloud, another replica, a new camera), ask it to start with an intra frame."""
-        if predicts and self.engine.loaded and self.engine.references.live(camera_id) is None:
+        (``predicts``: its Hello names a temporal model), has streamed before (``seen_before``: the
+        store holds frames of it) and this process holds no reference for it (a restarted cloud, a
+        reconnect after its reference was dropped), ask it to go on with an intra frame. A camera
+        new to this store starts with an intra frame by itself; should its first frames be
+        predicted ones from an earlier cloud, the first of them that fails asks."""
+        if predicts and seen_before and self.engine.loaded and self.engine.references.live(camera_id) is None:
             message = "this cloud holds no reference for the camera: start with an intra frame"
             self._ask_intra(IntraNeeded(camera_id, 0, "NO_REFERENCE", message), again=True)
 

@@ -70,13 +70,21 @@ async def test_a_lost_reference_asks_for_one_intra_frame_and_the_next_intra_rest
     async with operator_channel(server.target) as ch:
         e = EdgeStream(ch)
         e.hello("cam-a", TOKENS["cam-a"], codec.base_model_id, temporal_model_id=codec.temporal_model_id)
-        welcome = await e.recv_kind("welcome")
-        assert welcome.session_id
-        first = await e.recv_kind("intra_request")  # no reference in this process yet
+        await e.recv_kind("welcome")  # a camera new to this cloud starts with an intra frame anyway
+        e.frame(1, bases[0])
+        assert (await e.recv_kind("ack")).sequence == 1
+        e.close()
+        # it reconnects to a cloud that holds no reference for it (as after a restart)
+        server.engine.references.forget("cam-a")
+        e = EdgeStream(ch)
+        e.hello("cam-a", TOKENS["cam-a"], codec.base_model_id, temporal_model_id=codec.temporal_model_id)
+        await e.recv_kind("welcome")
+        first = await e.recv_kind("intra_request")
         assert (first.reason, first.sequence) == (Reason.NO_REFERENCE, 0)
-        for seq in (1, 2, 4, 5, 6, 7):  # frame 3 is lost on the way
+        for seq in (1, 2, 4, 5, 6, 7):  # (1 again: a duplicate); frame 3 is lost on the way
             e.frame(seq, bases[seq - 1])
         msgs = await _messages(e, lambda m: len(_of(m, "ack")) == 6 and len(_of(m, "rejected")) == 2)
+        assert [a.sequence for a in _of(msgs, "ack") if a.duplicate] == [1]
         rejected = _of(msgs, "rejected")
         assert [r.sequence for r in rejected] == [4, 5]
         assert all(r.code == grpc.StatusCode.FAILED_PRECONDITION.value[0] for r in rejected)

@@ -200,7 +200,9 @@ class EdgeLinkServicer(edge_pb2_grpc.EdgeLinkServicer):
                     max_frame_bytes=self._max_frame_bytes,
                 )
             )
-            self._pipeline.stream_opened(camera_id, predicts=bool(hello.temporal_model_id))
+            self._pipeline.stream_opened(
+                camera_id, predicts=bool(hello.temporal_model_id), seen_before=camera.last_sequence > 0
+            )
             while True:
                 message = await session.outgoing.get()
                 if message is None:
