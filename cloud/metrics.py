@@ -21,6 +21,8 @@ layercast_cloud_frames_total{camera,outcome}        counter  base frames receive
 layercast_cloud_frame_errors_total{code}            counter  frames refused or failed, by gRPC status
 layercast_cloud_frames_recovered_total              counter  stored frames re-queued at start-up
 layercast_cloud_results_total{camera}               counter  results stored and published
+layercast_cloud_frames_decoded_total{kind}          counter  camera frames decoded: intra / predicted
+layercast_cloud_intra_requests_total{reason}        counter  cameras asked for an intra frame, see ``INTRA_REASONS``
 layercast_cloud_base_processed_bytes_total{camera}  counter  base bytes of frames with a result
 layercast_cloud_frame_bpp                           histo.   base layer bpp of each result
 layercast_cloud_end_to_end_seconds{camera}          histo.   capture (edge clock) → result published
@@ -74,6 +76,7 @@ from prometheus_client.registry import Collector
 
 from layercast.cloud.cluster.signing import REASONS
 from layercast.cloud.ingest.batcher import BatchRecord
+from layercast.cloud.ingest.frame import INTRA_REASONS
 from layercast.shared.errors import (
     CameraOffline,
     EdgeStoreFailed,
@@ -288,6 +291,23 @@ class CloudCollector(Collector):
             queued.add_metric([], pipeline.batcher.queued)
             outstanding.add_metric([], pipeline.batcher.outstanding)
         yield from (frames, errors, recovered, queued, outstanding)
+
+        decoded = CounterMetricFamily(
+            "layercast_cloud_frames_decoded", "Camera frames decoded, by kind.", labels=["kind"]
+        )
+        engine = getattr(server, "engine", None)
+        by_kind = engine.decoded_by_kind if engine is not None else {}
+        for kind in ("intra", "predicted"):
+            decoded.add_metric([kind], by_kind.get(kind, 0))
+        intra = CounterMetricFamily(
+            "layercast_cloud_intra_requests",
+            "Cameras asked for an intra frame (IntraRequest), by reason.",
+            labels=["reason"],
+        )
+        if pipeline is not None:
+            for reason in INTRA_REASONS:
+                intra.add_metric([reason.lower()], pipeline.stats.intra_requests[reason])
+        yield from (decoded, intra)
 
         streams = GaugeMetricFamily("layercast_cloud_active_streams", "Open EdgeLink streams.")
         connected_g = GaugeMetricFamily(

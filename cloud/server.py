@@ -269,8 +269,13 @@ class CloudServer:
         self.audit.check_writable("audit_log")
         self.enhance_audit = EnhanceAuditInterceptor(self.audit, roles, anonymous_allowed=anonymous)
         self.store = self._store_override or open_store(cfg.db_path)
+        # The decoder's worker threads read a camera's stored chain through the store's own
+        # lock-guarded connection (a store without one rebuilds no chains).
         self.engine = InferenceEngine(
-            self._codec, max_pixels=cfg.limits.max_image_pixels, depth_encoding=cfg.depth_encoding
+            self._codec,
+            max_pixels=cfg.limits.max_image_pixels,
+            depth_encoding=cfg.depth_encoding,
+            load_chain=getattr(getattr(self.store, "backend", None), "frame_chain", None),
         )
         # Embedded: the store is the log subscribers replay and the pipeline publishes to the hub.
         # Scale-out: every replica appends to one shared log, whose reader publishes to the hub.

@@ -9,6 +9,11 @@ order: completions wait in a per-key reorder buffer and are released to the
 ``on_complete`` sink (called by one task, batch by batch) only once every
 earlier item of that key is out.
 
+Items of one key are also *run* one at a time and in order (a camera's predicted frames are
+decoded against the frame before): the dispatcher skips an item whose key already has an item
+in the batch being built or in a batch in flight, and otherwise keeps FIFO order. Items without
+a key are never held back.
+
 Items submitted with ``low_priority`` (one-off Analytics.Infer requests) wait in a queue of their
 own, bounded like the first, and are batched only when no other item waits: camera frames never
 wait behind them for more than the one batch already running.
@@ -105,6 +110,7 @@ class Batcher(Generic[T, R]):
         self._arrived = asyncio.Event()
         self._slots = asyncio.Semaphore(workers)
         self._order: dict[Hashable, collections.deque[_Entry[T, R]]] = {}
+        self._running: collections.Counter[Hashable] = collections.Counter()  # keys in flight
         self._released: asyncio.Queue[list[_Entry[T, R]] | None] = asyncio.Queue()
         self._counter = itertools.count()
         self._inflight: set[asyncio.Task[None]] = set()
@@ -192,16 +198,37 @@ class Batcher(Generic[T, R]):
         return ok
 
     # -- dispatch ------------------------------------------------------------------------------
+    def _eligible(self, queue: collections.deque[_Entry[T, R]], limit: int) -> list[_Entry[T, R]]:
+        """Up to ``limit`` entries of ``queue`` in FIFO order, at most one per key and none whose
+        key is in flight."""
+        picked: list[_Entry[T, R]] = []
+        keys: set[Hashable] = set()
+        for entry in queue:
+            if len(picked) >= limit:
+                break
+            if entry.key is not None:
+                if entry.key in keys or self._running[entry.key]:
+                    continue
+                keys.add(entry.key)
+            picked.append(entry)
+        return picked
+
     async def _dispatch_loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            while not self._queue and not self._low:
+            # Wait until some item may run (an item whose key is in flight waits for that batch).
+            while not self._eligible(self._queue, 1) and not self._eligible(self._low, 1):
                 self._arrived.clear()
                 await self._arrived.wait()
             # Wait for a full batch or until the oldest item's delay has passed (low-priority
             # items alone go as soon as a worker is free).
-            deadline = self._queue[0].submitted + self.max_queue_delay_s if self._queue else 0.0
-            while self._queue and len(self._queue) < self.max_batch_size and not self._closing:
+            first = self._eligible(self._queue, 1)
+            deadline = first[0].submitted + self.max_queue_delay_s if first else 0.0
+            while (
+                first
+                and len(self._eligible(self._queue, self.max_batch_size)) < self.max_batch_size
+                and not self._closing
+            ):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
@@ -211,15 +238,23 @@ class Batcher(Generic[T, R]):
                 except TimeoutError:
                     break
             await self._slots.acquire()  # while workers are busy, the batch keeps growing
-            # Other items first; low-priority ones only when none waits.
-            queue, space = (self._queue, self._space) if self._queue else (self._low, self._low_space)
-            n = min(self.max_batch_size, len(queue))
-            if n == 0:
+            # Other items first; low-priority ones only when none may run.
+            batch = self._eligible(self._queue, self.max_batch_size)
+            queue, space = self._queue, self._space
+            if not batch:
+                batch = self._eligible(self._low, self.max_batch_size)
+                queue, space = self._low, self._low_space
+            if not batch:
                 self._slots.release()
                 continue
-            batch = [queue.popleft() for _ in range(n)]
-            for _ in batch:
+            taken = {id(e) for e in batch}
+            kept = [e for e in queue if id(e) not in taken]
+            queue.clear()
+            queue.extend(kept)
+            for entry in batch:
                 space.release()
+                if entry.key is not None:
+                    self._running[entry.key] += 1
             task = loop.create_task(self._run_batch(batch))
             self._inflight.add(task)
             task.add_done_callback(self._inflight.discard)
@@ -241,6 +276,12 @@ class Batcher(Generic[T, R]):
             compute = time.monotonic() - start
         finally:
             self._slots.release()
+            for entry in batch:
+                if entry.key is not None:
+                    self._running[entry.key] -= 1
+                    if not self._running[entry.key]:
+                        del self._running[entry.key]
+            self._arrived.set()  # items of these keys may run now
         failed = 0
         for entry, out in zip(batch, outcomes, strict=True):
             if isinstance(out, BaseException):

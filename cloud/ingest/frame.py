@@ -85,4 +85,19 @@ class CreditsBack:
     count: int
 
 
-FrameEvent = Acked | Rejected | CreditsBack
+#: Why the cloud asks a camera for an intra frame (``IntraRequest.Reason`` names).
+INTRA_REASONS = ("NO_REFERENCE", "REFERENCE_MISMATCH", "DECODE_FAILED")
+
+
+@dataclass(frozen=True)
+class IntraNeeded:
+    """The cloud cannot decode the camera's next predicted frame: its next frame must be intra.
+    ``sequence`` is the frame that could not be decoded (0: none yet, at the start of a stream)."""
+
+    camera_id: str
+    sequence: int
+    reason: str  # one of INTRA_REASONS
+    message: str
+
+
+FrameEvent = Acked | Rejected | CreditsBack | IntraNeeded

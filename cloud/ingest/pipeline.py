@@ -11,6 +11,13 @@ CreditsBack), which the servicer turns into messages. Guarantees:
 * A frame whose header is bad is refused (FrameRejected) before it is stored;
   one whose payload fails to decode later is marked rejected in the store and
   reported with a FrameRejected after its Ack.
+* Each camera's frames are decoded one at a time and in order (a predicted frame decodes
+  against the one before; the batcher batches across cameras). A predicted frame whose
+  reference the cloud neither holds nor can rebuild from the store fails FAILED_PRECONDITION
+  like any frame that does not decode, and the camera is sent an :class:`IntraNeeded` (once
+  until its next intra frame decodes). A stream of a camera that codes predicted frames, has
+  streamed to this store before and has no live reference in this process is sent one right
+  after its Welcome (:meth:`FramePipeline.stream_opened`).
 * Results are written to the store, then published, in sequence order per
   camera. Frames stored but without a result (a crash between Ack and
   inference) are found by :meth:`recover` at start-up and processed then.
@@ -39,14 +46,15 @@ import grpc
 
 from layercast.cloud.ingest.batcher import Batcher, BatchRecord, Done
 from layercast.cloud.ingest.engine import InferenceEngine
-from layercast.cloud.ingest.frame import Acked, CreditsBack, Frame, FrameEvent, Rejected
+from layercast.cloud.ingest.frame import Acked, CreditsBack, Frame, FrameEvent, IntraNeeded, Rejected
 from layercast.cloud.results.hub import ResultSink
 from layercast.cloud.results.records import MAX_SEQUENCE, FrameRecord, InsertOutcome, ResultRecord
 from layercast.cloud.results.store import Store
 from layercast.cloud.rpc.status import code_number, status_of
 from layercast.cloud.sessions import CameraSession, SessionRegistry
 from layercast.shared.clock import now_us
-from layercast.shared.errors import LayercastError
+from layercast.shared.codec.bitstream import LayerKind
+from layercast.shared.errors import LayercastError, ReferenceMismatch
 from layercast.shared.rpc import common_pb2
 
 log = logging.getLogger(__name__)
@@ -81,6 +89,8 @@ class PipelineStats:
     frames_rejected: int = 0
     results: int = 0
     recovered: int = 0
+    #: IntraNeeded events sent, by reason (``IntraRequest.Reason`` names).
+    intra_requests: collections.Counter[str] = field(default_factory=collections.Counter)
     rejected_by_code: collections.Counter[grpc.StatusCode] = field(default_factory=collections.Counter)
     #: (camera, outcome) → frames; outcome: "stored", "duplicate" or "rejected" (refused before storing).
     by_camera: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
@@ -130,6 +140,8 @@ class FramePipeline:
         #: Frames of each camera's streams waiting for their result, and a signal when that changes.
         self._unfinished: collections.Counter[str] = collections.Counter()
         self._finished = asyncio.Condition()
+        #: Cameras asked for an intra frame that has not decoded yet (asked once until it does).
+        self._intra_asked: set[str] = set()
 
     # -- ingest -----------------------------------------------------------------------------------
     def stop_accepting(self) -> None:
@@ -284,8 +296,14 @@ class FramePipeline:
             if self._on_results is not None:
                 self._on_results(results)
         for d in frames:
+            frame = d.item.frame
             if d.error is None:
+                if frame.header.kind is LayerKind.BASE:
+                    self._intra_asked.discard(frame.camera_id)
                 continue
+            if isinstance(d.error, ReferenceMismatch):
+                reason = getattr(d.error, "reason", "REFERENCE_MISMATCH")
+                self._ask_intra(IntraNeeded(frame.camera_id, frame.sequence, reason, str(d.error)))
             code = status_of(d.error)
             message = str(d.error) if isinstance(d.error, LayercastError) else "internal error while decoding"
             event = Rejected(d.item.frame.sequence, code, message)
@@ -314,6 +332,31 @@ class FramePipeline:
         )
         if session_id is not None:
             self._send(camera_id, session_id, event)
+
+    def _ask_intra(self, event: IntraNeeded, *, again: bool = False) -> None:
+        """Send ``event`` to the camera's current stream, unless it was asked already (``again``:
+        ask even so) or it is not connected."""
+        cam = event.camera_id
+        if cam in self._intra_asked and not again:
+            return
+        session = self.registry.get(cam)
+        if session is None:
+            return
+        self._intra_asked.add(cam)
+        self.stats.intra_requests[event.reason] += 1
+        log.info("camera %s asked for an intra frame (%s): %s", cam, event.reason, event.message)
+        self._deliver(session, event)
+
+    def stream_opened(self, camera_id: str, *, predicts: bool, seen_before: bool) -> None:
+        """A stream of ``camera_id`` was just welcomed: if the camera codes predicted frames
+        (``predicts``: its Hello names a temporal model), has streamed before (``seen_before``: the
+        store holds frames of it) and this process holds no reference for it (a restarted cloud, a
+        reconnect after its reference was dropped), ask it to go on with an intra frame. A camera
+        new to this store starts with an intra frame by itself; should its first frames be
+        predicted ones from an earlier cloud, the first of them that fails asks."""
+        if predicts and seen_before and self.engine.loaded and self.engine.references.live(camera_id) is None:
+            message = "this cloud holds no reference for the camera: start with an intra frame"
+            self._ask_intra(IntraNeeded(camera_id, 0, "NO_REFERENCE", message), again=True)
 
     def _send(self, camera_id: str, session_id: str, event: FrameEvent) -> None:
         """Tell the stream ``session_id`` of ``camera_id``, if it is still the camera's current one."""

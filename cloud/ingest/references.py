@@ -38,7 +38,9 @@ DEFAULT_CACHE_FRAMES = 64
 class References:
     """Live references per camera, and decoded stored frames (thread-safe)."""
 
-    def __init__(self, codec: Any, load_chain: ChainLoader | None = None, cache_frames: int = DEFAULT_CACHE_FRAMES):
+    def __init__(
+        self, codec: Any, load_chain: ChainLoader | None = None, cache_frames: int = DEFAULT_CACHE_FRAMES
+    ):
         self.codec = codec
         self.load_chain = load_chain
         self.cache_frames = cache_frames
@@ -142,7 +144,9 @@ class References:
                 )
             dec = self._decode_chain(camera, chain)
             if dec is None:
-                raise ReferenceMismatch(f"the frames frame {sequence} of {camera} is predicted from do not decode")
+                raise ReferenceMismatch(
+                    f"the frames frame {sequence} of {camera} is predicted from do not decode"
+                )
         with self._lock:
             self._remember((camera, sequence), dec)
         return dec

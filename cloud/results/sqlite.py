@@ -91,6 +91,10 @@ _RESULTS_AFTER = (
 )
 
 
+#: How far back :meth:`SqliteStore.frame_chain` looks for a camera's intra frame.
+MAX_CHAIN_FRAMES = 600
+
+
 class SqliteStore:
     """Blocking SQLite implementation; one connection guarded by a lock."""
 
@@ -226,6 +230,28 @@ class SqliteStore:
             (camera_id, before_sequence, before_sequence, limit),
         )
         return [_frame(r, with_base=False) for r in rows]
+
+    def frame_chain(
+        self, camera_id: str, sequence: int, *, limit: int = MAX_CHAIN_FRAMES
+    ) -> list[tuple[int, bytes]]:
+        """The base bitstreams of ``camera_id`` from its last intra frame at or before ``sequence``
+        up to ``sequence``, as (sequence, bytes) in sequence order; [] when no intra frame is among
+        the newest ``limit`` of them. Safe to call from any thread (a decoder's worker)."""
+        if not 1 <= sequence <= MAX_SEQUENCE:
+            return []
+        chain: list[tuple[int, bytes]] = []
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT sequence, base FROM frames WHERE camera_id=? AND sequence<=? ORDER BY sequence DESC LIMIT ?",
+                (camera_id, sequence, limit),
+            )
+            for seq, base in rows:
+                data = bytes(base)
+                chain.append((seq, data))
+                if data[3:4] == b"\x01":  # an intra base layer (LayerKind.BASE)
+                    chain.reverse()
+                    return chain
+        return []
 
     def pending_frames(self, *, limit: int = 1000, after: tuple[str, int] | None = None) -> list[FrameRecord]:
         """Frames stored but neither processed nor rejected, ordered by (camera, sequence),

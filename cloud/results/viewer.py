@@ -10,6 +10,7 @@ import asyncio
 import time
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from functools import partial
 
 from layercast.cloud.ingest.engine import InferenceEngine
 from layercast.cloud.results.cache import LruCache
@@ -79,7 +80,12 @@ class FrameViewer:
             return hit
         rec = await self.frame(camera_id, sequence)
         loop = asyncio.get_running_loop()
-        img = await loop.run_in_executor(self._executor, preview_png, self._engine, rec.base)
+        img = await loop.run_in_executor(
+            self._executor,
+            partial(preview_png, camera_id=camera_id, sequence=sequence),
+            self._engine,
+            rec.base,
+        )
         self.previews.put(key, img)
         return img
 
@@ -99,6 +105,12 @@ class FrameViewer:
         enhancement = await self._router.fetch(camera_id, sequence, timeout_s=timeout_s)
         fetch_s = time.perf_counter() - t0
         loop = asyncio.get_running_loop()
-        img = await loop.run_in_executor(self._executor, reconstruct_png, self._engine, rec.base, enhancement)
+        img = await loop.run_in_executor(
+            self._executor,
+            partial(reconstruct_png, camera_id=camera_id, sequence=sequence),
+            self._engine,
+            rec.base,
+            enhancement,
+        )
         self.reconstructions.put(key, _CachedReconstruction(img, len(enhancement), fetch_s))
         return Enhanced(img, rec.base_size, len(enhancement), fetch_s, False, result)

@@ -162,6 +162,32 @@ ROWS: list[tuple[str, list[dict[str, Any]]]] = [
                 unit="reqps",
             ),
             panel(
+                "Video: frames decoded by kind, intra frames requested",
+                [
+                    q(
+                        f"sum by (kind) (rate(layercast_cloud_frames_decoded_total[{RI}]))",
+                        "decoded {{kind}}",
+                    ),
+                    q(
+                        f"sum by (reason) (rate(layercast_cloud_intra_requests_total[{RI}]))",
+                        "intra requested: {{reason}}",
+                    ),
+                    q(
+                        f"sum by (kind) (rate(layercast_edge_frames_encoded_by_kind_total{{{CAM}}}[{RI}]))",
+                        "edge encoded {{kind}}",
+                    ),
+                    q(
+                        f"sum(rate(layercast_edge_intra_requests_total{{{CAM}}}[{RI}]))",
+                        "edge intra requests received",
+                    ),
+                ],
+                unit="reqps",
+                desc="Each camera's base layer is a low-delay video: intra frames, predicted frames between "
+                "them. The cloud asks a camera for an intra frame when it cannot decode a predicted one "
+                "(no_reference: nothing held for the camera, e.g. after a restart; reference_mismatch; "
+                "decode_failed) and when a stream opens without a reference in this process.",
+            ),
+            panel(
                 "Callers refused by authentication, by reason",
                 [q(f"sum by (reason) (rate(layercast_cloud_auth_refusals_total[{RI}]))", "{{reason}}")],
                 unit="reqps",

@@ -36,10 +36,10 @@ async def test_full_batches_leave_without_waiting_for_the_delay():
     rec = Recorder()
     b = Batcher(rec, max_batch_size=4, max_queue_delay_s=10.0)  # the delay never expires in this test
     t0 = time.monotonic()
-    futs = [await b.submit(("a", i), key="a") for i in range(1, 9)]
+    futs = [await b.submit((f"cam{i}", 1), key=f"cam{i}") for i in range(1, 9)]
     results = await asyncio.wait_for(asyncio.gather(*futs), 5.0)
     assert time.monotonic() - t0 < 5.0
-    assert results == [f"a/{i}" for i in range(1, 9)]
+    assert results == [f"cam{i}/1" for i in range(1, 9)]
     assert [len(x) for x in rec.batches] == [4, 4]
     assert all(name.startswith("layercast-infer") for name in rec.threads)  # never on the event loop
     await b.close()
@@ -76,7 +76,7 @@ async def test_zero_delay_dispatches_at_once_and_batches_grow_while_workers_are_
     b = Batcher(rec, max_batch_size=8, max_queue_delay_s=0.0, workers=1)
     first = await b.submit(("a", 1), key="a")
     await asyncio.sleep(0.05)  # the first batch (of one) is computing now
-    rest = [await b.submit(("a", i), key="a") for i in range(2, 8)]
+    rest = [await b.submit((f"cam{i}", 1), key=f"cam{i}") for i in range(2, 8)]
     await asyncio.gather(first, *rest)
     assert [len(x) for x in rec.batches] == [1, 6]
     await b.close()
@@ -112,12 +112,52 @@ async def test_per_camera_order_holds_with_concurrent_workers_finishing_out_of_o
     await b.close()
 
 
+async def test_one_key_runs_one_item_at_a_time_in_order_and_unkeyed_items_are_not_held_back():
+    running: dict[str, int] = {}
+    overlaps: list[str] = []
+    lock = threading.Lock()
+    rec = Recorder(sleep_s=0.03)
+
+    def infer(items):
+        with lock:
+            for cam, _ in items:
+                if cam != "x":
+                    running[cam] = running.get(cam, 0) + 1
+                    if running[cam] > 1:
+                        overlaps.append(cam)
+        try:
+            return rec(items)
+        finally:
+            with lock:
+                for cam, _ in items:
+                    if cam != "x":
+                        running[cam] -= 1
+
+    b = Batcher(infer, max_batch_size=4, max_queue_delay_s=0.0, workers=3)
+    futs = []
+    for seq in range(1, 7):
+        futs.append(await b.submit(("a", seq), key="a"))
+        futs.append(await b.submit(("b", seq), key="b"))
+    adhoc = [await b.submit(("x", i)) for i in range(3)]
+    await asyncio.wait_for(asyncio.gather(*futs, *adhoc), 10.0)
+    assert not overlaps  # never two items of a camera at once
+    for batch in rec.batches:
+        keyed = [c for c, _ in batch if c != "x"]
+        assert len(keyed) == len(set(keyed))  # never two of a camera in one batch
+    for cam in ("a", "b"):
+        assert [s for batch in rec.batches for c, s in batch if c == cam] == list(range(1, 7))
+    # the unkeyed items went in the first batches, not after the twelve camera items
+    first_x = next(i for i, batch in enumerate(rec.batches) if any(c == "x" for c, _ in batch))
+    assert first_x <= 1
+    await b.close()
+
+
 async def test_one_bad_item_fails_alone_and_a_crashing_batch_fails_whole():
     rec = Recorder()
     b = Batcher(rec, max_batch_size=3, max_queue_delay_s=0.05)
-    futs = [await b.submit(("a", s), key="a") for s in (1, -2, 3)]
+    futs = [await b.submit((c, s), key=c) for c, s in (("a", 1), ("b", -2), ("c", 3))]
     outcomes = await asyncio.gather(*futs, return_exceptions=True)
-    assert outcomes[0] == "a/1" and outcomes[2] == "a/3"
+    assert outcomes[0] == "a/1" and outcomes[2] == "c/3"
     assert isinstance(outcomes[1], ValueError)
     assert b.history[-1].failed == 1
 

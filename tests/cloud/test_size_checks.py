@@ -167,9 +167,9 @@ async def test_frames_recovered_after_the_limit_was_lowered_are_refused_before_d
     decoded: list[tuple[int, int]] = []
     real_decode = task_codec.decode_base_batch
 
-    def spy(items, return_exceptions=False):
+    def spy(items, return_exceptions=False, references=None):
         decoded.extend((b.header.width, b.header.height) for b in items)
-        return real_decode(items, return_exceptions)
+        return real_decode(items, return_exceptions, references)
 
     engine = InferenceEngine(task_codec, max_pixels=64 * 64 - 1)  # the frames are 64x64
     published: list = []

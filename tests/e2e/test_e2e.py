@@ -25,6 +25,7 @@ from layercast.cloud.results.sqlite import SqliteStore
 from layercast.edge.enhancement_store import EnhancementStore, LookupStatus
 from layercast.edge.sealing import AesGcmSealer, read_key_file
 from layercast.shared.codec import ScalableCodec
+from layercast.shared.codec.video import VideoEncoder, intra_period_for
 from layercast.shared.rpc import (
     analytics_pb2,
     analytics_pb2_grpc,
@@ -43,6 +44,9 @@ from tests.e2e.conftest import (
 from tests.e2e.services import ROOT, CloudProcess, EdgeProcess, EdgeRun, Model
 
 FRAMES = 100
+FPS = 10.0
+#: The edges' base layers: an intra frame every 2 s of video (encoder.intra_seconds's default).
+INTRA_PERIOD = intra_period_for(FPS, 2.0)
 CAMERAS = ("cam-1", "cam-2")
 TOKENS = {cam: f"e2e-token-{cam}-" + "k" * 24 for cam in CAMERAS}
 
@@ -164,7 +168,7 @@ def run(tmp_path_factory: pytest.TempPathFactory, model: Model) -> Run:
                 f"folder:{folders[cam]}",
                 # 10 fps: a run of at least 10 s, so both cameras are still online when the
                 # enhancement requests below reach them
-                {"source": {"limit": FRAMES, "fps": 10.0}},
+                {"source": {"limit": FRAMES, "fps": FPS}},
             )
             edges[cam].start()
         cloud.wait_serving()
@@ -302,14 +306,35 @@ def test_cli_subscribe_replays_the_same_results(run: Run) -> None:
         assert [s for c, s, _ in got if c == cam] == list(range(1, FRAMES + 1))
 
 
-def test_the_cloud_holds_exactly_the_bitstreams_of_the_images(run: Run, codec: ScalableCodec) -> None:
-    """Encoding is deterministic: re-encoding frames offline gives the bytes the cloud stored
-    (which also shows that sequence n is the n-th image of the folder)."""
-    assert len(run.bases) == len(CAMERAS) * FRAMES
-    picks = [1, 2, FRAMES // 2, FRAMES]
+@pytest.fixture(scope="module")
+def offline(run: Run, codec: ScalableCodec) -> dict[str, list]:
+    """Each camera's frames encoded offline as its edge codes them: a video (an intra frame every
+    ``INTRA_PERIOD``, P-frames between) when the codec has a temporal model, else intra frames."""
+    out = {}
     for cam in CAMERAS:
-        offline = codec.encode_batch([run.images[cam][s - 1] for s in picks])
-        for seq, enc in zip(picks, offline, strict=True):
+        if getattr(codec, "temporal", None) is None:
+            out[cam] = codec.encode_batch(run.images[cam])
+        else:
+            video = VideoEncoder(codec, INTRA_PERIOD)
+            out[cam] = [video.encode(image) for image in run.images[cam]]
+    return out
+
+
+def decode_in_order(codec: ScalableCodec, bases: list[bytes]) -> list:
+    """A camera's stored base layers decoded as the cloud does: in order, each P-frame against the
+    frame before."""
+    decs: list = []
+    for data in bases:
+        decs.append(codec.decode_base(data, reference=decs[-1] if decs else None))
+    return decs
+
+
+def test_the_cloud_holds_exactly_the_bitstreams_of_the_images(run: Run, offline: dict[str, list]) -> None:
+    """Encoding is deterministic: re-encoding the frames offline (as a video, in order) gives the
+    bytes the cloud stored (which also shows that sequence n is the n-th image of the folder)."""
+    assert len(run.bases) == len(CAMERAS) * FRAMES
+    for cam in CAMERAS:
+        for seq, enc in enumerate(offline[cam], start=1):
             assert run.bases[cam, seq] == enc.base, (cam, seq)
 
 
@@ -317,10 +342,14 @@ def test_detections_equal_offline_inference(run: Run, codec: ScalableCodec) -> N
     bg = bool(codec.class_names) and codec.class_names[0] in ("__background__", "background", "__bg__")
     by_key = {(r.camera_id, r.sequence): r for r in run.live}
     keys = sorted(by_key)
+    decoded = {}
+    for cam in CAMERAS:
+        decs = decode_in_order(codec, [run.bases[cam, seq] for seq in range(1, FRAMES + 1)])
+        decoded.update({(cam, seq): d for seq, d in enumerate(decs, start=1)})
     total = 0
     for i in range(0, len(keys), 8):
         chunk = keys[i : i + 8]
-        offline = codec.infer(codec.decode_base_batch([run.bases[k] for k in chunk]))
+        offline = codec.infer([decoded[k] for k in chunk])
         for key, tr in zip(chunk, offline, strict=True):
             got = by_key[key]
             want = (tr.boxes, np.asarray(tr.labels) - (0 if bg else 1), tr.scores)
@@ -334,12 +363,13 @@ def test_detections_equal_offline_inference(run: Run, codec: ScalableCodec) -> N
     assert total > 0  # the comparison compared something
 
 
-def test_enhancement_equals_offline_decode_of_the_same_bitstreams(run: Run, codec: ScalableCodec) -> None:
+def test_enhancement_equals_offline_decode_of_the_same_bitstreams(
+    run: Run, codec: ScalableCodec, offline: dict[str, list]
+) -> None:
     assert codec.enhancement_model_id
     assert not run.enhance_errors and set(run.enhanced_live) == set(CAMERAS)
     for cam, (seq, png) in run.enhanced_live.items():
-        image = run.images[cam][seq - 1]
-        enc = codec.encode_batch([image])[0]
+        enc = offline[cam][seq - 1]
         assert enc.base == run.bases[cam, seq]
         # the enhancement layer the camera kept (sealed with the key it made) is the one an offline
         # encode produces ...
@@ -350,8 +380,8 @@ def test_enhancement_equals_offline_decode_of_the_same_bitstreams(run: Run, code
         kept = store.get(seq)
         assert kept.status is LookupStatus.FOUND and kept.data == enc.enhancement
         # ... and the service's reconstruction is exactly the offline one
-        offline = codec.reconstruct(codec.decode_base(run.bases[cam, seq]), enc.enhancement)
-        assert np.array_equal(png_array(png), offline), cam
+        dec = decode_in_order(codec, [run.bases[cam, s] for s in range(1, seq + 1)])[-1]
+        assert np.array_equal(png_array(png), codec.reconstruct(dec, enc.enhancement)), cam
     meta = run.enhance_cli
     seq = run.enhanced_live["cam-2"][0]
     assert (meta["camera_id"], meta["sequence"], meta["cached"]) == ("cam-2", seq, False)

@@ -1,7 +1,8 @@
 """EdgeLink.Connect: one long-lived stream per camera (see edge.proto).
 
 The only place the frame path speaks protobuf: the pipeline's events (Acked, Rejected,
-CreditsBack) become Ack, FrameRejected and Credits messages here (:func:`to_message`).
+CreditsBack, IntraNeeded) become Ack, FrameRejected, Credits and IntraRequest messages here
+(:func:`to_message`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import grpc
 from grpc import aio
 
 from layercast.cloud.ingest.engine import InferenceEngine
-from layercast.cloud.ingest.frame import Acked, CreditsBack, FrameEvent, Rejected
+from layercast.cloud.ingest.frame import Acked, CreditsBack, FrameEvent, IntraNeeded, Rejected
 from layercast.cloud.ingest.pipeline import FramePipeline
 from layercast.cloud.results.store import Store
 from layercast.cloud.rpc.limits import CallLimits
@@ -51,6 +52,7 @@ def check_hello_sizes(hello: edge_pb2.Hello, max_id_length: int) -> None:
         ("camera_id", hello.camera_id),
         ("base_model_id", hello.base_model_id),
         ("enhancement_model_id", hello.enhancement_model_id),
+        ("temporal_model_id", hello.temporal_model_id),
         ("software_version", hello.software_version),
     ):
         if len(value) > max_id_length:
@@ -75,6 +77,11 @@ def to_message(event: FrameEvent) -> edge_pb2.CloudMessage:
             return edge_pb2.CloudMessage(rejected=rejected)
         case CreditsBack(count):
             return edge_pb2.CloudMessage(credits=edge_pb2.Credits(credits=count))
+        case IntraNeeded(_, sequence, reason, message):
+            request = edge_pb2.IntraRequest(
+                reason=edge_pb2.IntraRequest.Reason.Value(reason), sequence=sequence, message=message
+            )
+            return edge_pb2.CloudMessage(intra_request=request)
     raise TypeError(f"not a frame event: {event!r}")
 
 
@@ -157,6 +164,7 @@ class EdgeLinkServicer(edge_pb2_grpc.EdgeLinkServicer):
             check_hello_sizes(hello, self._max_id_length)
             camera_id = self._auth.authenticate(hello, context)
             self._engine.require_model(hello.base_model_id)
+            self._engine.require_temporal_model(hello.temporal_model_id)
         except LayercastError as exc:
             await abort_with(context, exc)
             return
@@ -191,6 +199,9 @@ class EdgeLinkServicer(edge_pb2_grpc.EdgeLinkServicer):
                     heartbeat_interval_ms=self._heartbeat_ms,
                     max_frame_bytes=self._max_frame_bytes,
                 )
+            )
+            self._pipeline.stream_opened(
+                camera_id, predicts=bool(hello.temporal_model_id), seen_before=camera.last_sequence > 0
             )
             while True:
                 message = await session.outgoing.get()

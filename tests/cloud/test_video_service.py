@@ -1,0 +1,152 @@
+"""A camera streaming a low-delay video (the shipped det-tiny and its temporal model) through a
+real cloud: P-frames decode in order, a lost reference asks the camera for an intra frame once,
+a stream without a reference starts with one, and an unknown temporal model is refused."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+from grpc import aio
+
+from layercast.cloud.ingest.frame import IntraNeeded
+from layercast.cloud.results.png import encode_png
+from layercast.cloud.rpc.servicers.edge_link import to_message
+from layercast.cloud.server import CloudServer
+from layercast.shared.codec import load_codec
+from layercast.shared.codec.bitstream import LayerKind
+from layercast.shared.codec.video import VideoEncoder
+from layercast.shared.data.synth import SyntheticCamera
+from layercast.shared.rpc import edge_pb2
+from tests.cloud.conftest import TOKENS, EdgeStream, cloud_config, operator_channel
+
+Reason = edge_pb2.IntraRequest.Reason
+
+
+@pytest.fixture(scope="module")
+def video():
+    codec = load_codec("det-tiny", enhancement=None, device="cpu")
+    cam = SyntheticCamera(9, 96, 96)
+    enc = VideoEncoder(codec, intra_period=5)
+    bases = [enc.encode(cam.frame(i).image, layers="base") for i in range(10)]
+    assert [b.kind for b in bases] == ([LayerKind.BASE] + [LayerKind.PREDICTED] * 4) * 2
+    return codec, [b.base for b in bases]
+
+
+@pytest.fixture
+async def server(tmp_path, video):
+    codec, _ = video
+    srv = CloudServer(cloud_config(tmp_path), codec=codec)
+    await srv.start()
+    try:
+        yield srv
+    finally:
+        await srv.stop(5.0)
+
+
+async def _messages(e: EdgeStream, until, timeout: float = 60.0) -> list[edge_pb2.CloudMessage]:
+    out: list[edge_pb2.CloudMessage] = []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not until(out):
+        out.append(await e.recv(max(0.1, deadline - loop.time())))
+    return out
+
+
+def _of(msgs, kind):
+    return [getattr(m, kind) for m in msgs if m.WhichOneof("kind") == kind]
+
+
+def test_intra_needed_becomes_an_intra_request():
+    msg = to_message(IntraNeeded("cam", 4, "REFERENCE_MISMATCH", "no such reference"))
+    assert msg.intra_request == edge_pb2.IntraRequest(
+        reason=Reason.REFERENCE_MISMATCH, sequence=4, message="no such reference"
+    )
+
+
+async def test_a_lost_reference_asks_for_one_intra_frame_and_the_next_intra_restarts(server, video):
+    codec, bases = video
+    async with operator_channel(server.target) as ch:
+        e = EdgeStream(ch)
+        e.hello("cam-a", TOKENS["cam-a"], codec.base_model_id, temporal_model_id=codec.temporal_model_id)
+        await e.recv_kind("welcome")  # a camera new to this cloud starts with an intra frame anyway
+        e.frame(1, bases[0])
+        assert (await e.recv_kind("ack")).sequence == 1
+        e.close()
+        # it reconnects to a cloud that holds no reference for it (as after a restart)
+        server.engine.references.forget("cam-a")
+        e = EdgeStream(ch)
+        e.hello("cam-a", TOKENS["cam-a"], codec.base_model_id, temporal_model_id=codec.temporal_model_id)
+        await e.recv_kind("welcome")
+        first = await e.recv_kind("intra_request")
+        assert (first.reason, first.sequence) == (Reason.NO_REFERENCE, 0)
+        for seq in (1, 2, 4, 5, 6, 7):  # (1 again: a duplicate); frame 3 is lost on the way
+            e.frame(seq, bases[seq - 1])
+        msgs = await _messages(e, lambda m: len(_of(m, "ack")) == 6 and len(_of(m, "rejected")) == 2)
+        assert [a.sequence for a in _of(msgs, "ack") if a.duplicate] == [1]
+        rejected = _of(msgs, "rejected")
+        assert [r.sequence for r in rejected] == [4, 5]
+        assert all(r.code == grpc.StatusCode.FAILED_PRECONDITION.value[0] for r in rejected)
+        [asked] = _of(msgs, "intra_request")  # once, not again for frame 5
+        assert (asked.reason, asked.sequence) == (Reason.REFERENCE_MISMATCH, 4)
+        e.close()
+    engine, stats = server.engine, server.pipeline.stats
+    deadline = asyncio.get_running_loop().time() + 30
+    while engine.decoded_by_kind["predicted"] < 2 and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.05)
+    assert engine.decoded_by_kind == {"intra": 2, "predicted": 2}  # 1, 6 and 2, 7
+    assert dict(stats.intra_requests) == {"NO_REFERENCE": 1, "REFERENCE_MISMATCH": 1}
+    registry = server.metrics.registry
+    assert registry.get_sample_value("layercast_cloud_frames_decoded_total", {"kind": "predicted"}) == 2
+    assert (
+        registry.get_sample_value("layercast_cloud_intra_requests_total", {"reason": "reference_mismatch"})
+        == 1
+    )
+    assert registry.get_sample_value("layercast_cloud_intra_requests_total", {"reason": "decode_failed"}) == 0
+
+
+async def test_an_unknown_temporal_model_is_refused_like_an_unknown_model(server, video):
+    codec, _ = video
+    async with operator_channel(server.target) as ch:
+        e = EdgeStream(ch)
+        e.hello("cam-a", TOKENS["cam-a"], codec.base_model_id, temporal_model_id="0123456789abcdef")
+        with pytest.raises(aio.AioRpcError) as info:
+            await e.recv()
+        assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "temporal model 0123456789abcdef is not available" in info.value.details()
+        # "" (intra frames only) is fine, and such a camera is not asked for intra frames
+        e = EdgeStream(ch)
+        e.hello("cam-b", TOKENS["cam-b"], codec.base_model_id)
+        await e.recv_kind("welcome")
+        e.frame(1, _intra(codec))
+        ack = await e.recv_kind("ack")
+        assert ack.sequence == 1
+        e.close()
+
+
+def _intra(codec) -> bytes:
+    return codec.encode_batch([SyntheticCamera(1, 64, 64).frame(0).image], layers="base")[0].base
+
+
+async def test_operators_see_stored_predicted_frames_through_their_chain(server, video):
+    codec, bases = video
+    async with operator_channel(server.target) as ch:
+        e = EdgeStream(ch)
+        e.hello("cam-a", TOKENS["cam-a"], codec.base_model_id, temporal_model_id=codec.temporal_model_id)
+        await e.recv_kind("welcome")
+        for seq in (1, 2, 3):
+            e.frame(seq, bases[seq - 1])
+        await _messages(e, lambda m: len(_of(m, "ack")) == 3)
+        e.close()
+    refs = server.engine.references
+    deadline = asyncio.get_running_loop().time() + 30
+    while server.engine.decoded_by_kind["predicted"] < 2 and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.05)
+    refs._cache.clear()  # as in a process that never decoded them (a restart, another replica)
+    refs.forget("cam-a")
+    png = await server.viewer.preview("cam-a", 3)
+    assert refs.chain_frames_decoded == 3  # the intra frame 1, then 2 and 3 against it
+    d1 = codec.decode_base(bases[0])
+    d3 = codec.decode_base(bases[2], reference=codec.decode_base(bases[1], reference=d1))
+    assert png.png == encode_png(codec.preview(d3)).png
