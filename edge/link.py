@@ -432,7 +432,11 @@ class EdgeLink:
 
     def _on_intra_request(self, req: edge_pb2.IntraRequest) -> None:
         self.stats.intra_requests += 1
-        reason = edge_pb2.IntraRequest.Reason.Name(req.reason) if req.reason in edge_pb2.IntraRequest.Reason.values() else str(req.reason)
+        reason = (
+            edge_pb2.IntraRequest.Reason.Name(req.reason)
+            if req.reason in edge_pb2.IntraRequest.Reason.values()
+            else str(req.reason)
+        )
         log.info("cloud asks for an intra frame (%s, frame %d): %s", reason, req.sequence, req.message)
         if self.on_intra_request is not None:
             self.on_intra_request()

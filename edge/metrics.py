@@ -154,7 +154,9 @@ class EdgeCollector(Collector):
         by_kind.add_metric([cam, "predicted"], s.frames_predicted)
         yield by_kind
         yield counter(
-            "intra_requests", "Times the cloud asked for an intra frame (it lost the reference).", s.intra_requests
+            "intra_requests",
+            "Times the cloud asked for an intra frame (it lost the reference).",
+            s.intra_requests,
         )
         yield counter("frames_queued", "Encoded frames appended to the outbox.", s.frames_queued)
         yield counter("frames_sent", "Base frames written to a stream, resends included.", s.frames_sent)

@@ -178,7 +178,9 @@ def export(codec: ScalableCodec, model: TemporalLayer, cfg: TemporalTrainConfig)
     return path
 
 
-def estimate_rate(codec: ScalableCodec, latents: list[torch.Tensor], model: TemporalLayer) -> dict[str, float]:
+def estimate_rate(
+    codec: ScalableCodec, latents: list[torch.Tensor], model: TemporalLayer
+) -> dict[str, float]:
     """Mean estimated bits of intra vs P coding over consecutive training frames (a quick check)."""
     intra, pred, n = 0.0, 0.0, 0
     model.eval()
@@ -191,6 +193,8 @@ def estimate_rate(codec: ScalableCodec, latents: list[torch.Tensor], model: Temp
             intra += float(_bits(out_i["likelihoods"])) * (len(lat) - 1) / len(lat)
             pred += float(_bits(out_p["likelihoods"]))
             n += len(lat) - 1
-    return {"intra_bytes_per_frame": intra / n / 8, "p_bytes_per_frame": pred / n / 8, "ratio": pred / max(intra, 1e-9)}
-
-
+    return {
+        "intra_bytes_per_frame": intra / n / 8,
+        "p_bytes_per_frame": pred / n / 8,
+        "ratio": pred / max(intra, 1e-9),
+    }

@@ -38,17 +38,42 @@ DEFAULT_CRF: dict[str, tuple[int, ...]] = {
 def _args(codec: VideoCodec, crf: int, gop: int) -> list[str]:
     if codec == "x264":
         params = f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes=0:sliced-threads=0:threads=1"
-        return ["-c:v", "libx264", "-preset", "medium", "-tune", "zerolatency", "-crf", str(crf),
-                "-x264-params", params, "-f", "h264"]
+        return [
+            "-c:v",
+            "libx264",
+            "-preset",
+            "medium",
+            "-tune",
+            "zerolatency",
+            "-crf",
+            str(crf),
+            "-x264-params",
+            params,
+            "-f",
+            "h264",
+        ]
     if codec == "x265":
-        params = (f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes=0:frame-threads=1:pools=1"
-                  ":wpp=0:log-level=error")
-        return ["-c:v", "libx265", "-preset", "medium", "-tune", "zerolatency", "-crf", str(crf),
-                "-x265-params", params, "-f", "hevc"]
+        params = (
+            f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes=0:frame-threads=1:pools=1"
+            ":wpp=0:log-level=error"
+        )
+        return [
+            "-c:v",
+            "libx265",
+            "-preset",
+            "medium",
+            "-tune",
+            "zerolatency",
+            "-crf",
+            str(crf),
+            "-x265-params",
+            params,
+            "-f",
+            "hevc",
+        ]
     if codec == "av1":
         params = f"pred-struct=1:keyint={gop}:scd=0:lp=1"
-        return ["-c:v", "libsvtav1", "-preset", "8", "-crf", str(crf), "-svtav1-params", params,
-                "-f", "obu"]
+        return ["-c:v", "libsvtav1", "-preset", "8", "-crf", str(crf), "-svtav1-params", params, "-f", "obu"]
     raise ValueError(f"unknown video codec {codec!r}; choose from {VIDEO_CODECS}")
 
 
@@ -77,17 +102,52 @@ def encode_clip(frames: list[np.ndarray], codec: VideoCodec, crf: int, gop: int,
     h, w = frames[0].shape[:2]
     raw = np.ascontiguousarray(np.stack(frames)).tobytes()
     enc = subprocess.run(
-        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
-         "-s", f"{w}x{h}", "-r", str(fps), "-i", "-", "-pix_fmt", "yuv420p", *_args(codec, crf, gop), "-"],
-        input=raw, capture_output=True, check=False,
+        [
+            "ffmpeg",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "rgb24",
+            "-s",
+            f"{w}x{h}",
+            "-r",
+            str(fps),
+            "-i",
+            "-",
+            "-pix_fmt",
+            "yuv420p",
+            *_args(codec, crf, gop),
+            "-",
+        ],
+        input=raw,
+        capture_output=True,
+        check=False,
     )
     if enc.returncode != 0:
         raise RuntimeError(f"ffmpeg {codec} crf {crf} failed: {enc.stderr.decode(errors='replace')[-500:]}")
     fmt = {"x264": "h264", "x265": "hevc", "av1": "obu"}[codec]
     dec = subprocess.run(
-        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-f", fmt, "-i", "-",
-         "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
-        input=enc.stdout, capture_output=True, check=False,
+        [
+            "ffmpeg",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-f",
+            fmt,
+            "-i",
+            "-",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "rgb24",
+            "-",
+        ],
+        input=enc.stdout,
+        capture_output=True,
+        check=False,
     )
     if dec.returncode != 0:
         raise RuntimeError(f"ffmpeg decode of {codec} failed: {dec.stderr.decode(errors='replace')[-500:]}")

@@ -80,7 +80,9 @@ def evaluate_codec_clips(
             decoded.append(d)
         targets = _targets(clip, task)
         for i in range(0, len(decoded), INFER_BATCH):
-            for r, t in zip(codec.infer(decoded[i : i + INFER_BATCH]), targets[i : i + INFER_BATCH], strict=True):
+            for r, t in zip(
+                codec.infer(decoded[i : i + INFER_BATCH]), targets[i : i + INFER_BATCH], strict=True
+            ):
                 scorer.update(r, t)
         frames += len(decoded)
     acc_name, acc = scorer.compute()
@@ -123,7 +125,10 @@ def evaluate_video_baselines(
                 frames += len(coded.decoded)
                 for i in range(0, len(coded.decoded), INFER_BATCH):
                     x = torch.stack(
-                        [torch.from_numpy(f).permute(2, 0, 1).float().div(255) for f in coded.decoded[i : i + INFER_BATCH]]
+                        [
+                            torch.from_numpy(f).permute(2, 0, 1).float().div(255)
+                            for f in coded.decoded[i : i + INFER_BATCH]
+                        ]
                     )
                     targets = _targets(clip, task)[i : i + INFER_BATCH]
                     for r, t in zip(task_model.predict(x), targets, strict=True):
@@ -148,7 +153,9 @@ def evaluate_reference_clips(task_model, task: str, clips: ClipSet) -> RDPoint:
     for clip in clips:
         images, targets = clip.images(), _targets(clip, task)
         for i in range(0, len(images), INFER_BATCH):
-            x = torch.stack([torch.from_numpy(f).permute(2, 0, 1).float().div(255) for f in images[i : i + INFER_BATCH]])
+            x = torch.stack(
+                [torch.from_numpy(f).permute(2, 0, 1).float().div(255) for f in images[i : i + INFER_BATCH]]
+            )
             for r, t in zip(task_model.predict(x), targets[i : i + INFER_BATCH], strict=True):
                 scorer.update(r, t)
     acc_name, acc = scorer.compute()
@@ -181,14 +188,25 @@ def plot_clips(points: list[RDPoint], path: Path, title: str) -> None:
     for codec in VIDEO_CODECS:
         curve = sorted((p for p in points if p.method == codec), key=lambda p: p.bpp)
         if curve:
-            ax.plot([p.extra["bytes_per_frame"] for p in curve], [p.accuracy for p in curve], "o-",
-                    label=f"{codec} low-delay", alpha=0.8)
+            ax.plot(
+                [p.extra["bytes_per_frame"] for p in curve],
+                [p.accuracy for p in curve],
+                "o-",
+                label=f"{codec} low-delay",
+                alpha=0.8,
+            )
     for p in points:
         if p.method in (*VIDEO_CODECS, "uncompressed"):
             if p.method == "uncompressed":
                 ax.axhline(p.accuracy, color="gray", ls="--", lw=1, label="uncompressed")
             continue
-        ax.plot(p.extra["bytes_per_frame"], p.accuracy, "*" if "temporal" in p.method else "s", ms=10, label=p.method)
+        ax.plot(
+            p.extra["bytes_per_frame"],
+            p.accuracy,
+            "*" if "temporal" in p.method else "s",
+            ms=10,
+            label=p.method,
+        )
     ax.set_xscale("log")
     ax.set_xlabel("bytes per frame (every header included)")
     ax.set_ylabel(points[0].accuracy_name if points else "")
@@ -261,9 +279,12 @@ def run_clip_eval(
                 pts.extend(evaluate_video_baselines(model, task, clips, gop, codecs))
         tag = f"{task}_{clips.width}x{clips.height}"
         (out / f"clips_{tag}.json").write_text(json.dumps([asdict(p) for p in pts], indent=2, default=float))
-        plot_clips(pts, out / f"clips_{tag}.png",
-                   f"{task}, {len(clips)} fixed cameras × {clips.index['frames']} frames, "
-                   f"{clips.width}x{clips.height}, GOP {gop}")
+        plot_clips(
+            pts,
+            out / f"clips_{tag}.png",
+            f"{task}, {len(clips)} fixed cameras × {clips.index['frames']} frames, "
+            f"{clips.width}x{clips.height}, GOP {gop}",
+        )
         summary["tasks"][task] = {
             "points": [asdict(p) for p in pts],
             "baseline_bytes_over_ours_at_equal_accuracy": video_ratios(pts),

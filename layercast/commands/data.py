@@ -137,7 +137,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="render clips of fixed street cameras with per-frame ground truth (the video benchmark)",
         description="Render fixed-camera clips: frames, COCO annotations and Cityscapes disparity per frame.",
     )
-    clips.add_argument("--out", type=Path, default=Path("data/clips"), help="output folder (default: data/clips)")
+    clips.add_argument(
+        "--out", type=Path, default=Path("data/clips"), help="output folder (default: data/clips)"
+    )
     clips.add_argument("--cameras", type=int, default=8, help="cameras, one clip each (default: 8)")
     clips.add_argument("--frames", type=int, default=60, help="frames per clip (default: 60)")
     clips.add_argument("--size", default="256x192", help="WIDTHxHEIGHT (default: 256x192)")

@@ -118,14 +118,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         "models", nargs="+", help="registry names of base models (their enhancement is used when present)"
     )
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--data", type=Path, help="a `layercast data synth` folder: still images, vs JPEG/WebP/AVIF")
+    src.add_argument(
+        "--data", type=Path, help="a `layercast data synth` folder: still images, vs JPEG/WebP/AVIF"
+    )
     src.add_argument(
         "--clips",
         type=Path,
         help="a `layercast data clips` folder: each camera's frames as a low-delay stream "
         "(intra-only and temporal base layers) vs x264/x265/AV1 low-delay at the same intra period",
     )
-    p.add_argument("--intra-seconds", type=float, default=2.0, help="--clips: intra period in seconds (default 2)")
+    p.add_argument(
+        "--intra-seconds", type=float, default=2.0, help="--clips: intra period in seconds (default 2)"
+    )
     p.add_argument(
         "--video-codecs", default="x264,x265,av1", help="--clips: FFmpeg baselines (default x264,x265,av1)"
     )
@@ -268,11 +272,19 @@ def _eval_clips(args: argparse.Namespace, refs: dict[str, Path]) -> int:
 
     codecs = tuple(c for c in args.video_codecs.split(",") if c)
     summary = run_clip_eval(
-        args.models, args.clips, args.out, refs, intra_seconds=args.intra_seconds,
-        baselines=not args.no_baselines, codecs=codecs, stored=args.baselines,
+        args.models,
+        args.clips,
+        args.out,
+        refs,
+        intra_seconds=args.intra_seconds,
+        baselines=not args.no_baselines,
+        codecs=codecs,
+        stored=args.baselines,
         deadzones=tuple(float(v) for v in args.deadzones.split(",") if v),
     )
-    print(f"{summary['cameras']} cameras x {summary['frames_per_clip']} frames, {summary['size']}, GOP {summary['gop']}")
+    print(
+        f"{summary['cameras']} cameras x {summary['frames_per_clip']} frames, {summary['size']}, GOP {summary['gop']}"
+    )
     for task, info in summary["tasks"].items():
         print(f"\n[{task}]")
         for p in info["points"]:
@@ -282,7 +294,9 @@ def _eval_clips(args: argparse.Namespace, refs: dict[str, Path]) -> int:
             size = f"{bpf:8.1f} B/frame" if bpf is not None else " " * 16
             print(f"  {name:28} {size}  {p['accuracy_name']} {p['accuracy']:.4f}")
         for k, v in info["baseline_bytes_over_ours_at_equal_accuracy"].items():
-            text = "out of the baseline's range" if v is None else f"{v:.2f}x our bytes (ours/it = {1 / v:.2f})"
+            text = (
+                "out of the baseline's range" if v is None else f"{v:.2f}x our bytes (ours/it = {1 / v:.2f})"
+            )
             print(f"  at equal accuracy, {k}: {text}")
     print(f"\nwall time {summary['wall_time_s']} s; results in {args.out}")
     return 0

@@ -253,8 +253,12 @@ class ScalableCodec:
                 ]
             for j, i in enumerate(idx):
                 b = bases[j]
-                dec = DecodedBase(bitstream.parse_header(b, max_pixels=self.max_pixels), y_hat[j : j + 1],
-                                  bitstream.frame_ref_of(b), len(b))
+                dec = DecodedBase(
+                    bitstream.parse_header(b, max_pixels=self.max_pixels),
+                    y_hat[j : j + 1],
+                    bitstream.frame_ref_of(b),
+                    len(b),
+                )
                 out[i] = EncodedFrame(b, enhs[j], dec)
         return out  # type: ignore[return-value]
 

@@ -95,7 +95,6 @@ class Registry:
                 return e
         return None
 
-
     def temporal_for(self, base_model_id: str) -> Entry | None:
         """The P-frame (temporal) model trained for a base model."""
         for e in self.entries():

@@ -84,7 +84,9 @@ def test_predicted_frames_of_several_cameras_decode_in_one_batch(video_codec, cl
     refs = [fa[1].decoded, fb[1].decoded]
     out = video_codec.decode_base_batch([fa[2].base, fb[2].base], references=refs)
     assert torch.equal(out[0].y_hat, fa[2].decoded.y_hat) and torch.equal(out[1].y_hat, fb[2].decoded.y_hat)
-    swapped = video_codec.decode_base_batch([fa[2].base, fb[2].base], references=refs[::-1], return_exceptions=True)
+    swapped = video_codec.decode_base_batch(
+        [fa[2].base, fb[2].base], references=refs[::-1], return_exceptions=True
+    )
     assert all(isinstance(e, ReferenceMismatch) for e in swapped)
 
 
