@@ -45,6 +45,8 @@ from typing import Any
 
 import numpy as np
 
+from layercast.shared.codec.bitstream import LayerKind
+
 #: Fallback JPEG quality when neither eval results nor the synthetic data set are available.
 FALLBACK_JPEG_QUALITY = 50
 JPEG_OPTIONS = {"optimize": True, "subsampling": 2, "progressive": False}  # as the eval baselines
@@ -58,6 +60,7 @@ class JpegHeader:
     width: int
     height: int
     model_id: str
+    kind: LayerKind = LayerKind.BASE  # every JPEG file stands alone: an intra frame
 
 
 @dataclass(frozen=True)
@@ -110,8 +113,11 @@ class JpegPath:
             raise InvalidImage(f"not a readable JPEG file: {exc}") from None
         return JpegHeader(w, h, self.base_model_id)
 
-    def decode_base_batch(self, items: Sequence[Any], return_exceptions: bool = False) -> list[Any]:
-        """JPEG files given as checked bitstreams (a header from :meth:`check_base` and the bytes)."""
+    def decode_base_batch(
+        self, items: Sequence[Any], return_exceptions: bool = False, references: Sequence[Any] | None = None
+    ) -> list[Any]:
+        """JPEG files given as checked bitstreams (a header from :meth:`check_base` and the bytes);
+        ``references`` is always None for them (no JPEG frame is predicted)."""
         from PIL import Image
 
         from layercast.shared.errors import InvalidImage
