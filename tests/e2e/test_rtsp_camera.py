@@ -10,6 +10,7 @@ import time
 import grpc
 
 from layercast.shared.rpc import analytics_pb2, analytics_pb2_grpc, common_pb2
+from tests.cloud.conftest import OPERATOR_METADATA
 from tests.e2e.services import CloudProcess, EdgeProcess, Model, free_port, wait_until
 from tests.rtsp_camera import RtspCamera, make_clip
 
@@ -22,7 +23,7 @@ def results(target: str, wait_s: float) -> list[common_pb2.Result]:
     got: list[common_pb2.Result] = []
     with grpc.insecure_channel(target) as ch:
         call = analytics_pb2_grpc.AnalyticsStub(ch).Subscribe(
-            analytics_pb2.SubscribeRequest(), timeout=wait_s
+            analytics_pb2.SubscribeRequest(), timeout=wait_s, metadata=OPERATOR_METADATA
         )
         try:
             for event in call:
