@@ -10,26 +10,14 @@ Prints, side by side in one run on this machine:
 from __future__ import annotations
 
 import math
-import statistics
-import time
-from collections.abc import Callable
 
 import numpy as np
 import torch
 
+from layercast.bench.stages import median_ms
 from layercast.shared.codec import bitstream
 
 SIZES = [(256, 256), (512, 768)]
-
-
-def _time(fn: Callable[[], object], repeat: int) -> float:
-    fn()  # warm-up
-    samples = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t)
-    return 1000 * statistics.median(samples)
 
 
 def _image(h: int, w: int, seed: int = 0) -> np.ndarray:
@@ -71,18 +59,18 @@ def bench_ours(codec, h: int, w: int, repeat: int) -> dict[str, float]:
         y = codec.base.g_a(x)
         dec = codec.decode_base(frame.base)
         row = {
-            "encode_ms": _time(lambda: codec.encode(img, layers="base"), repeat),
-            "decode_ms": _time(lambda: codec.decode_base(frame.base), repeat),
-            "g_a_ms": _time(lambda: codec.base.g_a(x), repeat),
-            "entropy_enc_ms": _time(lambda: codec.base.latent_codec.compress(y), repeat),
-            "entropy_dec_ms": _time(
+            "encode_ms": median_ms(lambda: codec.encode(img, layers="base"), repeat),
+            "decode_ms": median_ms(lambda: codec.decode_base(frame.base), repeat),
+            "g_a_ms": median_ms(lambda: codec.base.g_a(x), repeat),
+            "entropy_enc_ms": median_ms(lambda: codec.base.latent_codec.compress(y), repeat),
+            "entropy_dec_ms": median_ms(
                 lambda: codec.base.latent_codec.decompress(
                     [bitstream.payload(frame.base)], codec.latent_shape(dec.header)[1:]
                 ),
                 repeat,
             ),
-            "g_s_task_ms": _time(lambda: codec.base.task_image(dec.y_hat.float()), repeat),
-            "preview_ms": _time(lambda: codec.base.preview(dec.y_hat.float()), repeat),
+            "g_s_task_ms": median_ms(lambda: codec.base.task_image(dec.y_hat.float()), repeat),
+            "preview_ms": median_ms(lambda: codec.base.preview(dec.y_hat.float()), repeat),
             "bytes": len(frame.base),
         }
     return row
@@ -98,8 +86,8 @@ def bench_compressai(name: str, h: int, w: int, repeat: int) -> dict[str, float]
     with torch.no_grad():
         out = model.compress(x)
         return {
-            "encode_ms": _time(lambda: model.compress(x), repeat),
-            "decode_ms": _time(lambda: model.decompress(out["strings"], out["shape"]), repeat),
+            "encode_ms": median_ms(lambda: model.compress(x), repeat),
+            "decode_ms": median_ms(lambda: model.decompress(out["strings"], out["shape"]), repeat),
             "bytes": sum(len(s[0]) for s in out["strings"]),
         }
 
