@@ -1,7 +1,7 @@
 """Fuzz the parser and decoder: mutated, truncated and forged bitstreams end in a
 typed error or a valid decode, never a crash, a hang (> 2 s) or unbounded memory.
 
-The default suite runs 500 cases in a subprocess (so a crash in native code
+The default suite runs 2,000 cases in a subprocess (so a crash in native code
 fails the test instead of killing pytest); LAYERCAST_FUZZ_CASES raises it. The nightly
 run (10,000 cases, a new seed each night) is tests/fuzz/test_fuzz_bitstream.py.
 """
@@ -79,7 +79,7 @@ def run_fuzzer(cases: int, seed: int) -> dict:
 
 
 def test_fuzz_bitstreams():
-    cases = int(os.environ.get("LAYERCAST_FUZZ_CASES", "500"))
+    cases = int(os.environ.get("LAYERCAST_FUZZ_CASES", "2000"))
     stats = run_fuzzer(cases, seed=20261125)
     print(stats)
     assert stats["cases"] == cases
