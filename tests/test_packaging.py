@@ -12,7 +12,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
-TRAIN_ONLY = ("matplotlib", "pycocotools", "faster_coco_eval", "torchmetrics")
+#: Libraries the edge and cloud must not import at start-up: the training-only ones, and
+#: torch-geometric (with torch._dynamo), which only CompressAI's package __init__ would pull in.
+TRAIN_ONLY = ("matplotlib", "pycocotools", "faster_coco_eval", "torchmetrics", "torch_geometric")
 
 
 def test_packages_list_every_folder_of_code_or_data() -> None:

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from compressai.entropy_models import EntropyBottleneck, GaussianConditional
-from compressai.models.utils import update_registered_buffers
 from torch import Tensor, nn
 
 from layercast.shared.codec.layers import ste_round
@@ -97,7 +96,9 @@ def resize_entropy_buffers(module: nn.Module, state_dict: dict[str, Tensor]) -> 
         else:
             continue
         if all(f"{name}.{n}" in state_dict for n in names):
-            update_registered_buffers(m, name, names, state_dict)
+            for n in names:  # an empty registered buffer cannot load a tensor: size it first
+                if getattr(m, n).numel() == 0:
+                    getattr(m, n).resize_(state_dict[f"{name}.{n}"].size())
 
 
 def with_constant_bounds(module: nn.Module, state_dict: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -1,5 +1,5 @@
 """End to end with real processes on loopback: one ``layercast cloud``, two ``layercast edge``
-processes streaming 100 frames each from folders of PNG files, a live Analytics.Subscribe
+processes streaming 40 frames each from folders of PNG files, a live Analytics.Subscribe
 client, ``layercast subscribe`` and ``layercast enhance`` on the command line.
 
 The run happens once per module (fixture ``run``); each test checks one promise of the
@@ -43,8 +43,10 @@ from tests.e2e.conftest import (
 )
 from tests.e2e.services import ROOT, CloudProcess, EdgeProcess, EdgeRun, Model
 
-FRAMES = 100
-FPS = 10.0
+FRAMES = 40
+#: 4 fps: a run of at least 10 s, so both cameras are still online when the enhancement requests
+#: reach them, with five intra frames and their P-frames per camera.
+FPS = 4.0
 #: The edges' base layers: an intra frame every 2 s of video (encoder.intra_seconds's default).
 INTRA_PERIOD = intra_period_for(FPS, 2.0)
 CAMERAS = ("cam-1", "cam-2")
@@ -166,8 +168,6 @@ def run(tmp_path_factory: pytest.TempPathFactory, model: Model) -> Run:
                 TOKENS[cam],
                 cloud.target,
                 f"folder:{folders[cam]}",
-                # 10 fps: a run of at least 10 s, so both cameras are still online when the
-                # enhancement requests below reach them
                 {"source": {"limit": FRAMES, "fps": FPS}},
             )
             edges[cam].start()

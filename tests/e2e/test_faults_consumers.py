@@ -225,7 +225,8 @@ def stack(tmp_path: Path, model: Model) -> Iterator[tuple[CloudProcess, WebProce
             print(p.describe())
         raise
     finally:
-        for p in procs:
+        # Cameras and page first: the cloud then stops at once instead of draining their streams.
+        for p in reversed(procs):
             p.cleanup()
 
 
