@@ -109,6 +109,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=6)
     p.add_argument("--unroll", type=int, default=3, help="frames per window (1 intra + P-frames)")
     p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--deadzone", type=float, default=0.6, help="dead zone of coded P-frame elements")
+    p.add_argument(
+        "--skip-threshold", type=float, default=0.4, help="the encoder's skip decision (shared/codec/skip.py)"
+    )
+    p.add_argument(
+        "--init", help="a temporal checkpoint of the same base to start from (default: the intra model)"
+    )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_temporal)
@@ -260,6 +267,9 @@ def _temporal(args: argparse.Namespace) -> int:
         batch=args.batch_size,
         unroll=args.unroll,
         lr=args.lr,
+        deadzone=args.deadzone,
+        skip_threshold=args.skip_threshold,
+        init=args.init,
         threads=args.threads,
         seed=args.seed,
     )

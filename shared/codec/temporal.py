@@ -37,10 +37,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from layercast.shared.codec.coder import Decoder, Encoder
 from layercast.shared.codec.configs import CodecConfig
-from layercast.shared.codec.entropy import SteGaussianConditional, resize_entropy_buffers
-from layercast.shared.codec.latent_codecs.context import SpaceChannelContextCodec
+from layercast.shared.codec.entropy import SteGaussianConditional, SymbolChecksum, resize_entropy_buffers
+from layercast.shared.codec.latent_codecs.context import SpaceChannelContextCodec, anchor_mask
 from layercast.shared.codec.latent_codecs.hyperprior import HyperpriorLatentCodec
+from layercast.shared.codec.skip import DEFAULT_SKIP_THRESHOLD, decode_mask, encode_mask, motion_mask
 
 #: Initial gate logit of :meth:`TemporalLayer.from_intra`: σ(1) ≈ 0.73, open enough to start from
 #: the intra model's means and far from saturation, so that training can close it.
@@ -106,9 +108,84 @@ class TemporalContextCodec(SpaceChannelContextCodec):
     def _params(self, k: int, side: Tensor, ch_ctx: Tensor | None, sp_ctx: Tensor) -> tuple[Tensor, Tensor]:
         parts = [side, sp_ctx] if ch_ctx is None else [side, ch_ctx, sp_ctx]
         scales, means, gate = self.params[k](torch.cat(parts, dim=1)).chunk(3, dim=1)
-        start = side.shape[1] - self.reference_channels + self._offsets[k]
-        ref = side[:, start : start + self.groups[k]]
+        ref = self._reference(k, side)
         return scales, ref + torch.sigmoid(gate) * (means - ref)
+
+    def _reference(self, k: int, side: Tensor) -> Tensor:
+        """Group k's channels of the reference latent ŷ_{t-1} (the last channels of ``side``)."""
+        start = side.shape[1] - self.reference_channels + self._offsets[k]
+        return side[:, start : start + self.groups[k]]
+
+    # ------------------------------------------------------------------ training
+    def forward(self, y: Tensor, side: Tensor, moving: Tensor | None = None) -> dict[str, Any]:
+        """As the intra SCCTX, but static positions (``~moving``) copy the reference and cost no bits."""
+        if moving is None:
+            return super().forward(y, side)
+        b, _, h, w = y.shape
+        mask = anchor_mask(h, w, y.device)
+        y_hats: list[Tensor] = []
+        liks: list[Tensor] = []
+        for k, y_k in enumerate(y.split(self.groups, dim=1)):
+            ref = self._reference(k, side)
+            ch_ctx = self._channel_ctx(k, y_hats)
+            zero_ctx = y_k.new_zeros(b, 2 * y_k.shape[1], h, w)
+            scales_a, means_a = self._params(k, side, ch_ctx, zero_ctx)
+            y_hat_a = self.gaussian.quantize(y_k, "noise" if self.training else "dequantize", means_a)
+            y_hat_a = torch.where(mask, torch.where(moving, y_hat_a, ref), torch.zeros_like(y_hat_a))
+            scales_n, means_n = self._params(k, side, ch_ctx, self.spatial[k](y_hat_a))
+            y_hat_k, lik_k = self.gaussian(
+                y_k, torch.where(mask, scales_a, scales_n), torch.where(mask, means_a, means_n)
+            )
+            y_hats.append(torch.where(moving, y_hat_k, ref))
+            liks.append(torch.where(moving, lik_k, torch.ones_like(lik_k)))
+        return {"y_hat": torch.cat(y_hats, dim=1), "likelihoods": {"y": torch.cat(liks, dim=1)}}
+
+    # ------------------------------------------------------------------ coding
+    def compress(  # type: ignore[override]
+        self,
+        y: Tensor,
+        side: Tensor,
+        encoders: list[Encoder],
+        checksums: list[SymbolChecksum],
+        moving: Tensor,
+    ) -> Tensor:
+        """Code the moving positions of ``y``; static ones take the reference's values."""
+        t = self.tables()
+        groups = y.split(self.groups, dim=1)
+        coded = moving[:, 0]
+
+        def code(k: int, sel: Tensor, scales: Tensor, means: Tensor) -> Tensor:
+            symbols = self._symbols(groups[k][:, :, sel], means).int()
+            indexes = self.gaussian.build_indexes(scales)
+            keep = coded[:, sel]
+            for i in range(y.shape[0]):
+                sym = symbols[i][:, keep[i]].cpu().numpy().reshape(-1)
+                encoders[i].encode(sym, indexes[i][:, keep[i]].cpu().numpy().reshape(-1), t)
+                checksums[i].update(sym)
+            ref = self._reference(k, side)[:, :, sel]
+            return torch.where(keep[:, None], symbols.to(means.dtype) + means, ref)
+
+        return self._steps(side, code)
+
+    def decompress(  # type: ignore[override]
+        self, side: Tensor, decoders: list[Decoder], checksums: list[SymbolChecksum], moving: Tensor
+    ) -> Tensor:
+        t = self.tables()
+        coded = moving[:, 0].cpu()
+
+        def code(k: int, sel: Tensor, scales: Tensor, means: Tensor) -> Tensor:
+            indexes = self.gaussian.build_indexes(scales).cpu()
+            keep = coded[:, sel.cpu()]
+            symbols = torch.zeros(indexes.shape, dtype=torch.int32)
+            for i in range(side.shape[0]):
+                values = decoders[i].decode(indexes[i][:, keep[i]].numpy().reshape(-1), t)
+                checksums[i].update(values)
+                symbols[i][:, keep[i]] = torch.from_numpy(values).reshape(indexes.shape[1], -1)
+            ref = self._reference(k, side)[:, :, sel]
+            values = symbols.to(device=means.device, dtype=means.dtype) + means
+            return torch.where(keep[:, None].to(means.device), values, ref)
+
+        return self._steps(side, code)
 
 
 class TemporalLatentCodec(HyperpriorLatentCodec):
@@ -117,6 +194,8 @@ class TemporalLatentCodec(HyperpriorLatentCodec):
     def __init__(self, latent_channels: int, hyper_channels: int, groups: Sequence[int]) -> None:
         super().__init__(latent_channels, hyper_channels, groups, condition_channels=latent_channels)
         self.y_codec = TemporalContextCodec(groups, 2 * latent_channels, latent_channels)
+        #: The encoder's skip decision (:func:`~layercast.shared.codec.skip.motion_mask`); not stored.
+        self.skip_threshold = DEFAULT_SKIP_THRESHOLD
 
     def _side(self, z_hat: Tensor, condition: Tensor | None) -> Tensor:
         if condition is None:
@@ -126,6 +205,30 @@ class TemporalLatentCodec(HyperpriorLatentCodec):
         if side.shape[2:] != ref.shape[2:]:  # h_s upsamples x4: crop to y's grid
             side = side[:, :, : ref.shape[2], : ref.shape[3]]
         return torch.cat([side, self.condition(ref), ref], dim=1)
+
+    def _forward_y(self, y: Tensor, side: Tensor, condition: Tensor | None) -> dict[str, Any]:
+        moving = motion_mask(y, condition, self.skip_threshold)  # type: ignore[arg-type]
+        return {**self.y_codec(y, side, moving), "moving": moving}
+
+    def _compress_y(
+        self,
+        y: Tensor,
+        side: Tensor,
+        condition: Tensor | None,
+        encoders: list[Encoder],
+        checksums: list[SymbolChecksum],
+    ) -> Tensor:
+        moving = motion_mask(y, condition, self.skip_threshold)  # type: ignore[arg-type]
+        for i, (e, c) in enumerate(zip(encoders, checksums, strict=True)):
+            encode_mask(moving[i], e, c)
+        return self.y_codec.compress(y, side, encoders, checksums, moving)
+
+    def _decompress_y(
+        self, side: Tensor, condition: Tensor | None, decoders: list[Decoder], checksums: list[SymbolChecksum]
+    ) -> Tensor:
+        shape = tuple(side.shape[2:])
+        masks = [decode_mask(shape, d, c) for d, c in zip(decoders, checksums, strict=True)]  # type: ignore[arg-type]
+        return self.y_codec.decompress(side, decoders, checksums, torch.cat(masks).to(side.device))
 
 
 class TemporalLayer(nn.Module):
@@ -146,6 +249,16 @@ class TemporalLayer(nn.Module):
         if not 0.5 <= value < 2.0:
             raise ValueError(f"dead zone must be within [0.5, 2), got {value}")
         self.latent_codec.y_codec.gaussian.deadzone = float(value)
+
+    @property
+    def skip_threshold(self) -> float:
+        return self.latent_codec.skip_threshold
+
+    @skip_threshold.setter
+    def skip_threshold(self, value: float) -> None:
+        if not 0 <= value < 100:
+            raise ValueError(f"skip threshold must be within [0, 100), got {value}")
+        self.latent_codec.skip_threshold = float(value)
 
     def forward(self, y: Tensor, reference: Tensor) -> dict[str, Any]:
         """Training: STE-quantised ŷ_t and the likelihoods of ẑ_t and ŷ_t given ``reference``."""
