@@ -142,8 +142,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--deadzones",
-        default="0.75,1.0,1.25,1.5",
-        help="--clips: dead zones of the predicted frames, one temporal point each (default 0.75,1.0,1.25,1.5)",
+        default="0.5,0.6,0.75",
+        help="--clips: dead zones of the predicted frames' coded positions (default 0.5,0.6,0.75)",
+    )
+    p.add_argument(
+        "--skip-thresholds",
+        default="0.4",
+        help="--clips: skip thresholds of the predicted frames (0: no skip); one temporal point per "
+        "skip threshold and dead zone (default 0.4)",
     )
     p.add_argument("--out", type=Path, default=Path("runs/eval"))
     p.add_argument(
@@ -291,6 +297,7 @@ def _eval_clips(args: argparse.Namespace, refs: dict[str, Path]) -> int:
         codecs=codecs,
         stored=args.baselines,
         deadzones=tuple(float(v) for v in args.deadzones.split(",") if v),
+        skip_thresholds=tuple(float(v) for v in args.skip_thresholds.split(",") if v),
     )
     print(
         f"{summary['cameras']} cameras x {summary['frames_per_clip']} frames, {summary['size']}, GOP {summary['gop']}"

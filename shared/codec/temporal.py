@@ -48,7 +48,7 @@ from layercast.shared.codec.skip import DEFAULT_SKIP_THRESHOLD, decode_mask, enc
 #: the intra model's means and far from saturation, so that training can close it.
 OPEN_GATE = 1.0
 #: Dead zone of P-frames (see the module docstring): |y − μ| below it codes the symbol 0.
-DEFAULT_DEADZONE = 0.75
+DEFAULT_DEADZONE = 0.6
 
 
 def deadzone_round(r: Tensor, deadzone: float) -> Tensor:
