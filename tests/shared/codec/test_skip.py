@@ -90,19 +90,24 @@ def test_skipping_a_still_frame_costs_a_fraction_of_coding_it(codec, frames):
     assert sizes[0.4] < 0.5 * sizes[0.0]
 
 
-def test_an_altered_mask_is_caught(codec, frames):
+def test_an_altered_p_frame_never_decodes_to_another_latent(codec, frames):
+    """Flipped payload bits (mask or symbols) behind a valid container CRC: an error, or (a bit the
+    coder never reads) the same ŷ, never a different one."""
     ref = codec.encode(frames[0], layers="base").decoded
     p = codec.encode(frames[1], layers="base", reference=ref)
     header_size = bitstream.PREDICTED_HEADER_SIZE
-    caught = 0
-    for offset in range(0, min(24, len(p.base) - header_size)):
-        data = bytearray(p.base)
-        data[header_size + offset] ^= 0x10
-        head, payload = bytes(data[: header_size - 4]), bytes(data[header_size:])
-        with pytest.raises(BitstreamError):  # the resealed container passes its CRC; the symbols do not
-            codec.decode_base(bitstream.seal(head, payload), reference=ref)
-        caught += 1
-    assert caught
+    head, body = p.base[: header_size - 4], p.base[header_size:]
+    refused = 0
+    for offset in range(0, len(body), max(1, len(body) // 24)):
+        data = bytearray(body)
+        data[offset] ^= 0x10
+        try:
+            got = codec.decode_base(bitstream.seal(head, bytes(data)), reference=ref)
+        except BitstreamError:
+            refused += 1
+        else:
+            assert torch.equal(got.y_hat, p.decoded.y_hat)
+    assert refused >= 20
 
 
 def test_a_version_3_p_frame_is_refused_and_a_version_3_intra_frame_read(codec, frames):
