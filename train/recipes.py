@@ -211,9 +211,9 @@ def compact_zoo(zoo: Path = ZOO_DIR) -> dict[str, str]:
 
 
 #: The P-frame (temporal) model of each shipped base: trained on fixed-camera clips with the base
-#: frozen (``layercast train temporal``), after the bases are final, in two stages: from the intra
-#: model with a dead zone everywhere, then from that model with the skip mode (static positions
-#: copy the reference and cost nothing; the rate is learnt on the coded positions only).
+#: frozen (``layercast train temporal``), after the bases are final, with a dead zone everywhere
+#: and no skip. The encoder's skip mode and its dead zone (``encoder.skip_threshold``,
+#: ``encoder.deadzone``) are chosen on top of it by measurement (docs/video.md).
 TEMPORAL = {
     "steps": 600,
     "cameras": 48,
@@ -225,7 +225,6 @@ TEMPORAL = {
     "skip_threshold": 0.0,
     "threads": 1,
 }
-TEMPORAL_SKIP = {**TEMPORAL, "steps": 500, "lr": 3e-4, "deadzone": 0.6, "skip_threshold": 0.4}
 
 
 def ship_temporal(out: Path, scale: float = 1.0, zoo: Path = ZOO_DIR) -> dict[str, float]:
@@ -234,16 +233,12 @@ def ship_temporal(out: Path, scale: float = 1.0, zoo: Path = ZOO_DIR) -> dict[st
 
     seconds = {}
     for name in ("det-tiny", "depth-tiny"):
+        cfg = TemporalTrainConfig(base=str(zoo / f"{name}.pt"), out=out / f"{name}-temporal", **TEMPORAL)
+        cfg.steps = max(1, round(cfg.steps * scale))
         s = time.time()
-        init = None
-        for stage, recipe in (("temporal", TEMPORAL), ("temporal-skip", TEMPORAL_SKIP)):
-            cfg = TemporalTrainConfig(base=str(zoo / f"{name}.pt"), out=out / f"{name}-{stage}", **recipe)
-            cfg.steps = max(1, round(cfg.steps * scale))
-            cfg.init = init
-            exported = cfg.out / "temporal.pt"
-            if not exported.exists():
-                exported = train_temporal(cfg)
-            init = str(exported)
+        exported = cfg.out / "temporal.pt"
+        if not exported.exists():
+            exported = train_temporal(cfg)
         shutil.copyfile(exported, zoo / f"{name}-temporal.pt")
         seconds[name] = round(time.time() - s, 1)
     return seconds

@@ -109,9 +109,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=6)
     p.add_argument("--unroll", type=int, default=3, help="frames per window (1 intra + P-frames)")
     p.add_argument("--lr", type=float, default=3e-4)
-    p.add_argument("--deadzone", type=float, default=0.6, help="dead zone of coded P-frame elements")
+    p.add_argument("--deadzone", type=float, default=0.75, help="dead zone of coded P-frame elements")
     p.add_argument(
-        "--skip-threshold", type=float, default=0.4, help="the encoder's skip decision (shared/codec/skip.py)"
+        "--skip-threshold",
+        type=float,
+        default=0.0,
+        help="the skip decision while training (shared/codec/skip.py; default 0: every position coded)",
     )
     p.add_argument(
         "--init", help="a temporal checkpoint of the same base to start from (default: the intra model)"

@@ -86,16 +86,24 @@ class HyperpriorLatentCodec(nn.Module):
     def _compress_y(
         self,
         y: Tensor,
-        side: Tensor,
+        z_hat: Tensor,
         condition: Tensor | None,
         encoders: list[Encoder],
         checksums: list[SymbolChecksum],
     ) -> Tensor:
-        return self.y_codec.compress(y, side, encoders, checksums)
+        return self.y_codec.compress(y, self._side(z_hat, condition), encoders, checksums)
 
     def _decompress_y(
-        self, side: Tensor, condition: Tensor | None, decoders: list[Decoder], checksums: list[SymbolChecksum]
+        self,
+        z_hat: Tensor,
+        shape: tuple[int, int],
+        condition: Tensor | None,
+        decoders: list[Decoder],
+        checksums: list[SymbolChecksum],
     ) -> Tensor:
+        side = self._side(z_hat, condition)
+        if side.shape[2:] != torch.Size(shape):  # h_s upsamples x4: crop to y's grid
+            side = side[:, :, : shape[0], : shape[1]]
         return self.y_codec.decompress(side, decoders, checksums)
 
     # ------------------------------------------------------------------ coding
@@ -129,7 +137,7 @@ class HyperpriorLatentCodec(nn.Module):
             encoders[i].encode(sym_np[i], indexes, t)
             checksums[i].update(sym_np[i])
         z_hat = z_sym.to(dtype) + medians
-        y_hat = self._compress_y(y, self._side(z_hat, condition), condition, encoders, checksums)
+        y_hat = self._compress_y(y, z_hat, condition, encoders, checksums)
         return {
             "strings": [e.flush() for e in encoders],
             "shape": tuple(y.shape[2:]),
@@ -157,8 +165,5 @@ class HyperpriorLatentCodec(nn.Module):
             checksums[i].update(values)
             z_sym[i] = torch.from_numpy(values).reshape(c, zh, zw)
         z_hat = z_sym.to(device=device, dtype=dtype) + self.z_entropy._get_medians()
-        side = self._side(z_hat, condition)
-        if side.shape[2:] != torch.Size(shape):  # h_s upsamples x4: crop to y's grid
-            side = side[:, :, : shape[0], : shape[1]]
-        y_hat = self._decompress_y(side, condition, decoders, checksums)
+        y_hat = self._decompress_y(z_hat, tuple(shape), condition, decoders, checksums)
         return {"y_hat": y_hat, "checksums": [c.value for c in checksums]}
