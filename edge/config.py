@@ -148,9 +148,13 @@ class EncoderConfig:
     #: Seconds of video between intra frames (predicted frames in between, when the codec has a
     #: temporal model); 0 codes every frame intra. The cloud can ask for an intra frame at any time.
     intra_seconds: float = field(default=2.0, metadata={"min": 0.0, "max": 3600.0})
-    #: Dead zone of predicted frames (|y − μ| below it keeps the previous value): the encoder's
-    #: skip threshold; 0.5 is plain rounding. Any value decodes the same way.
-    deadzone: float = field(default=0.75, metadata={"min": 0.5, "max": 1.99})
+    #: Skip decision of predicted frames: a latent position (16×16 pixels) whose mean change over
+    #: channels from the previous frame is below it, and whose neighbours' are too, copies the
+    #: previous frame (shared/codec/skip.py); 0 codes every position. Any value decodes the same way.
+    skip_threshold: float = field(default=0.4, metadata={"min": 0.0, "max": 99.0})
+    #: Dead zone of the positions a predicted frame codes (|y − μ| below it codes the symbol 0);
+    #: 0.5 is plain rounding. Any value decodes the same way.
+    deadzone: float = field(default=0.6, metadata={"min": 0.5, "max": 1.99})
     #: torch intra-op threads of the encoder. 1: on a shared 2-core box a second intra-op thread
     #: waits for a core another process holds, and every transform ran slower with 2 than with 1
     #: (docs/speed.md, `layercast bench codec --threads 1 2`); raise it on a dedicated machine.

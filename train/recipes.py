@@ -211,7 +211,9 @@ def compact_zoo(zoo: Path = ZOO_DIR) -> dict[str, str]:
 
 
 #: The P-frame (temporal) model of each shipped base: trained on fixed-camera clips with the base
-#: frozen (``layercast train temporal``), after the bases are final.
+#: frozen (``layercast train temporal``), after the bases are final, with a dead zone everywhere
+#: and no skip. The encoder's skip mode and its dead zone (``encoder.skip_threshold``,
+#: ``encoder.deadzone``) are chosen on top of it by measurement (docs/video.md).
 TEMPORAL = {
     "steps": 600,
     "cameras": 48,
@@ -220,6 +222,7 @@ TEMPORAL = {
     "unroll": 3,
     "lr": 5e-4,
     "deadzone": 0.75,
+    "skip_threshold": 0.0,
     "threads": 1,
 }
 

@@ -23,7 +23,10 @@ import torch
 from tqdm import tqdm
 
 from layercast.shared.codec.api import ScalableCodec, load_codec
+from layercast.shared.codec.entropy import load_weights
 from layercast.shared.codec.factory import temporal_checkpoint
+from layercast.shared.codec.registry import default_registry
+from layercast.shared.codec.skip import DEFAULT_SKIP_THRESHOLD
 from layercast.shared.codec.temporal import DEFAULT_DEADZONE, TemporalLayer
 from layercast.shared.data.synth import SyntheticCamera
 from layercast.train.state import MetricsLog, load_state, save_state, write_json
@@ -45,6 +48,9 @@ class TemporalTrainConfig:
     unroll: int = 4
     lr: float = 5e-4
     deadzone: float = DEFAULT_DEADZONE
+    skip_threshold: float = DEFAULT_SKIP_THRESHOLD
+    #: A temporal checkpoint (registry name or path) of the same base to start from, else the intra model.
+    init: str | None = None
     lr_aux: float = 1e-3
     seed: int = 0
     save_every: int = 250
@@ -94,8 +100,9 @@ def train_temporal(cfg: TemporalTrainConfig) -> Path:
     rng = random.Random(cfg.seed)
     cfg.out.mkdir(parents=True, exist_ok=True)
     codec = load_codec(cfg.base, enhancement=None, temporal=None, device="cpu")
-    model = TemporalLayer.from_intra(codec.base.latent_codec, codec.config)
+    model = _initial(codec, cfg.init)
     model.deadzone = cfg.deadzone
+    model.skip_threshold = cfg.skip_threshold
     opt = _optimizer(cfg, model)
     state_path = cfg.out / "state.pt"
     step = 0
@@ -136,6 +143,18 @@ def train_temporal(cfg: TemporalTrainConfig) -> Path:
             save_state(state_path, step, {"model": model}, {"opt": opt}, {"config": _recipe(cfg)})
     bar.close()
     return export(codec, model, cfg)
+
+
+def _initial(codec: ScalableCodec, init: str | None) -> TemporalLayer:
+    """The P model training starts from: ``init``'s weights, or the intra model's (``from_intra``)."""
+    if not init:
+        return TemporalLayer.from_intra(codec.base.latent_codec, codec.config)
+    ckpt = default_registry().load(init)
+    if (ckpt.temporal or {}).get("base_model_id") != codec.base_model_id:
+        raise ValueError(f"{init} is not a temporal model of base {codec.base_model_id}")
+    model = TemporalLayer(ckpt.config)
+    load_weights(model, ckpt.state_dict)
+    return model.float()
 
 
 def _recipe(cfg: TemporalTrainConfig) -> dict:

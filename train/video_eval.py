@@ -46,19 +46,33 @@ def _focal_baseline(clips: ClipSet, task: str) -> float | None:
 
 @torch.no_grad()
 def evaluate_codec_clips(
-    codec, name: str, clips: ClipSet, gop: int, *, temporal: bool, deadzone: float | None = None
+    codec,
+    name: str,
+    clips: ClipSet,
+    gop: int,
+    *,
+    temporal: bool,
+    deadzone: float | None = None,
+    skip_threshold: float | None = None,
 ) -> RDPoint:
     """One model over every clip, all-intra or as a low-delay stream with intra period ``gop``
-    (predicted frames quantised with ``deadzone``, the encoder's skip threshold)."""
+    (predicted frames skip positions that changed less than ``skip_threshold`` and quantise the
+    others with ``deadzone``: the encoder's choices)."""
     if temporal and deadzone is not None:
         codec.temporal.deadzone = deadzone
+    if temporal and skip_threshold is not None:
+        codec.temporal.skip_threshold = skip_threshold
     task = codec.task
     scorer = _Scorer(task, _focal_baseline(clips, task))
     nbytes = frames = 0
     times: dict[str, list[float]] = {"encode_I": [], "encode_P": [], "decode_I": [], "decode_P": []}
     kinds = {"I": 0, "P": 0}
     bytes_by_kind = {"I": 0, "P": 0}
-    label = f"temporal dz={codec.temporal.deadzone:g}" if temporal else "intra"
+    label = (
+        f"temporal skip={codec.temporal.skip_threshold:g} dz={codec.temporal.deadzone:g}"
+        if temporal
+        else "intra"
+    )
     for clip in tqdm(clips, desc=f"{name} {label}"):
         enc = VideoEncoder(codec, intra_period=gop if temporal else 1)
         dec = VideoDecoder(codec)
@@ -103,6 +117,7 @@ def evaluate_codec_clips(
             "bytes_per_frame_by_kind": {k: bytes_by_kind[k] / n for k, n in kinds.items() if n},
             "median_ms": ms,
             "deadzone": codec.temporal.deadzone if temporal else None,
+            "skip_threshold": codec.temporal.skip_threshold if temporal else None,
             "model_ids": codec.model_ids,
         },
     )
@@ -229,7 +244,8 @@ def run_clip_eval(
     baselines: bool = True,
     codecs=VIDEO_CODECS,
     stored: Sequence[Path] = (),
-    deadzones: Sequence[float] = (0.75,),
+    deadzones: Sequence[float] = (0.6,),
+    skip_thresholds: Sequence[float] = (0.4,),
 ) -> dict[str, Any]:
     """Evaluate models (intra and temporal) and the FFmpeg baselines on a clip set; JSON + plots.
 
@@ -248,8 +264,13 @@ def run_clip_eval(
         pts = by_task.setdefault(codec.task, [])
         pts.append(evaluate_codec_clips(codec, name, clips, gop, temporal=False))
         if codec.temporal is not None:
-            for dz in deadzones:
-                pts.append(evaluate_codec_clips(codec, name, clips, gop, temporal=True, deadzone=dz))
+            for skip in skip_thresholds:
+                for dz in deadzones:
+                    pts.append(
+                        evaluate_codec_clips(
+                            codec, name, clips, gop, temporal=True, deadzone=dz, skip_threshold=skip
+                        )
+                    )
     summary: dict[str, Any] = {
         "clips": str(clips_root),
         "size": f"{clips.width}x{clips.height}",

@@ -39,6 +39,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--trained", default=None, help="with --models-table: a trained model to add as 'trained'")
     p.set_defaults(func=_codec)
 
+    v = bsub.add_parser(
+        "video",
+        help="P-frames beside intra frames of a fixed camera: encode/decode ms and bytes, at camera resolution",
+    )
+    v.add_argument("--model", default="det-tiny", help="registry name of the codec (default det-tiny)")
+    v.add_argument("--size", nargs="+", default=["1280x720", "256x192"], help="frame sizes WxH")
+    v.add_argument("--frames", type=int, default=4, help="P-frames after the intra frame (default 4)")
+    v.add_argument("--repeat", type=int, default=3, help="timed runs (median; default 3)")
+    v.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    v.set_defaults(func=_video)
+
     s = bsub.add_parser(
         "service",
         help="cloud throughput and latency for 1/4/16 cameras, batching on/off, base bitstreams vs JPEG",
@@ -210,6 +221,18 @@ def _service(args: argparse.Namespace) -> int:
             json_out=args.json,
         )
     )
+    return 0
+
+
+def _video(args: argparse.Namespace) -> int:
+    from layercast.bench.speed import parse_size
+    from layercast.bench.video import run
+
+    try:
+        sizes = [parse_size(s) for s in args.size]
+    except ValueError as exc:
+        raise SystemExit(f"layercast bench video: {exc}") from None
+    run(args.model, sizes, args.frames, args.repeat, args.threads)
     return 0
 
 

@@ -109,6 +109,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=6)
     p.add_argument("--unroll", type=int, default=3, help="frames per window (1 intra + P-frames)")
     p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--deadzone", type=float, default=0.75, help="dead zone of coded P-frame elements")
+    p.add_argument(
+        "--skip-threshold",
+        type=float,
+        default=0.0,
+        help="the skip decision while training (shared/codec/skip.py; default 0: every position coded)",
+    )
+    p.add_argument(
+        "--init", help="a temporal checkpoint of the same base to start from (default: the intra model)"
+    )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_temporal)
@@ -135,8 +145,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--deadzones",
-        default="0.75,1.0,1.25,1.5",
-        help="--clips: dead zones of the predicted frames, one temporal point each (default 0.75,1.0,1.25,1.5)",
+        default="0.5,0.6,0.75",
+        help="--clips: dead zones of the predicted frames' coded positions (default 0.5,0.6,0.75)",
+    )
+    p.add_argument(
+        "--skip-thresholds",
+        default="0.4",
+        help="--clips: skip thresholds of the predicted frames (0: no skip); one temporal point per "
+        "skip threshold and dead zone (default 0.4)",
     )
     p.add_argument("--out", type=Path, default=Path("runs/eval"))
     p.add_argument(
@@ -260,6 +276,9 @@ def _temporal(args: argparse.Namespace) -> int:
         batch=args.batch_size,
         unroll=args.unroll,
         lr=args.lr,
+        deadzone=args.deadzone,
+        skip_threshold=args.skip_threshold,
+        init=args.init,
         threads=args.threads,
         seed=args.seed,
     )
@@ -281,6 +300,7 @@ def _eval_clips(args: argparse.Namespace, refs: dict[str, Path]) -> int:
         codecs=codecs,
         stored=args.baselines,
         deadzones=tuple(float(v) for v in args.deadzones.split(",") if v),
+        skip_thresholds=tuple(float(v) for v in args.skip_thresholds.split(",") if v),
     )
     print(
         f"{summary['cameras']} cameras x {summary['frames_per_clip']} frames, {summary['size']}, GOP {summary['gop']}"

@@ -1,10 +1,10 @@
 """The layercast container: one self-describing byte string per layer of a frame.
 
-All integers big-endian. Format version 3 (documented in docs/bitstream.md)::
+All integers big-endian. Format version 4 (documented in docs/bitstream.md)::
 
     off size field
       0   2  magic            b"LC"
-      2   1  format version   3
+      2   1  format version   4 (3 is read for intra and enhancement layers)
       3   1  layer kind       1 = base (intra), 2 = enhancement, 3 = predicted base (P-frame)
       4   8  model id         first 8 bytes of the SHA-256 of the weights that coded this layer
      12   2  width            original image width, pixels (1..65535)
@@ -15,11 +15,13 @@ All integers big-endian. Format version 3 (documented in docs/bitstream.md)::
                               predicted: CRC32 of the whole base bitstream of the previous frame)
   24/28   4  CRC32            over every header byte before it and the payload
   28/32      payload          one ANS stream (little-endian 32-bit words, shared/codec/coder.py):
-                               ẑ then ŷ (2 checkerboard steps per channel group)
+                               ẑ, [predicted: the skip mask, shared/codec/skip.py], then ŷ
+                               (2 checkerboard steps per channel group)
 
 The header is 28 bytes for an intra base layer and 32 for an enhancement or a predicted layer.
 Padding and the latent shape are not stored: the model named by the id fixes them for a given
-image size. Version 2 (the same header over CompressAI's rANS stream, no predicted layers) is
+image size. Version 3 differs only in its predicted layers (no skip mask): its intra and
+enhancement layers are read, its predicted layers refused. Version 2 (the same header over CompressAI's rANS stream, no predicted layers) is
 refused with ``UnsupportedVersion``; version 1
 (``b"LCST"``, a 44-byte header that also carried them) is recognised and refused by name.
 
@@ -43,7 +45,9 @@ from layercast.shared.errors import (
 )
 
 MAGIC = b"LC"
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
+#: Older versions still read, and the layer kinds they are read for (the payload is unchanged).
+READ_OLDER = {3: frozenset({1, 2})}
 #: The magic of format version 1, which this build refuses with a clear message.
 V1_MAGIC = b"LCST"
 #: The fields every layer carries (before the enhancement's frame reference and the CRC32).
@@ -198,7 +202,12 @@ def parse_header(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Header
             f"bitstream truncated: {len(data)} bytes, the header alone is at least {BASE_HEADER_SIZE}"
         )
     version, kind = data[2], data[3]
-    if version != FORMAT_VERSION:
+    if version in READ_OLDER and kind == 3:
+        raise UnsupportedVersion(
+            f"a format version {version} predicted layer (P-frame) is not supported (this build reads "
+            f"{FORMAT_VERSION}: P-frames carry a skip mask); re-encode the video with this build"
+        )
+    if version != FORMAT_VERSION and version not in READ_OLDER:
         hint = "; re-encode the image with this build" if version < FORMAT_VERSION else ""
         raise UnsupportedVersion(
             f"bitstream format version {version} is not supported (this build reads {FORMAT_VERSION}){hint}"

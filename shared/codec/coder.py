@@ -78,6 +78,12 @@ class Encoder:
             self._chunks.append(_iid(np.where(below | above, top, v).astype(np.int32), models[r]))
             self._escapes(np.where(below, -2 * v - 1, 2 * (v - top))[below | above])
 
+    def encode_uniform(self, value: int, size: int) -> None:
+        """One integer in ``0..size-1``, uniform (``size`` below 2**24)."""
+        if not 0 <= value < size < 1 << 24:
+            raise ValueError(f"{value} is not within 0..{size - 1} (size below 2**24)")
+        self._chunks.append(_uniform(np.array([value], dtype=np.int32), np.array([size], dtype=np.int32)))
+
     def _escapes(self, raw: np.ndarray) -> None:
         if (raw >= 2**32).any():
             raise ValueError("a symbol is too far outside its table (over 31 bits)")
@@ -121,6 +127,13 @@ class Decoder:
     def decode(self, indexes: np.ndarray, tables: CdfTables) -> np.ndarray:
         try:
             return self._decode(np.asarray(indexes).reshape(-1), tables)
+        except (ValueError, RuntimeError, OverflowError) as exc:
+            raise CorruptBitstream(f"entropy decoding failed: {exc}") from None
+
+    def decode_uniform(self, size: int) -> int:
+        """The inverse of :meth:`Encoder.encode_uniform`."""
+        try:
+            return int(self._coder.decode(_UNIFORM, np.array([size], dtype=np.int32))[0])
         except (ValueError, RuntimeError, OverflowError) as exc:
             raise CorruptBitstream(f"entropy decoding failed: {exc}") from None
 

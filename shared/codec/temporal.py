@@ -34,19 +34,28 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
+from layercast.shared.codec.coder import Decoder, Encoder
 from layercast.shared.codec.configs import CodecConfig
-from layercast.shared.codec.entropy import SteGaussianConditional, resize_entropy_buffers
-from layercast.shared.codec.latent_codecs.context import SpaceChannelContextCodec
+from layercast.shared.codec.entropy import (
+    SteGaussianConditional,
+    SymbolChecksum,
+    resize_entropy_buffers,
+    snap_means,
+)
+from layercast.shared.codec.latent_codecs.context import SpaceChannelContextCodec, anchor_mask
 from layercast.shared.codec.latent_codecs.hyperprior import HyperpriorLatentCodec
+from layercast.shared.codec.skip import DEFAULT_SKIP_THRESHOLD, decode_mask, encode_mask, motion_mask
 
 #: Initial gate logit of :meth:`TemporalLayer.from_intra`: σ(1) ≈ 0.73, open enough to start from
 #: the intra model's means and far from saturation, so that training can close it.
 OPEN_GATE = 1.0
 #: Dead zone of P-frames (see the module docstring): |y − μ| below it codes the symbol 0.
-DEFAULT_DEADZONE = 0.75
+DEFAULT_DEADZONE = 0.6
 
 
 def deadzone_round(r: Tensor, deadzone: float) -> Tensor:
@@ -106,9 +115,119 @@ class TemporalContextCodec(SpaceChannelContextCodec):
     def _params(self, k: int, side: Tensor, ch_ctx: Tensor | None, sp_ctx: Tensor) -> tuple[Tensor, Tensor]:
         parts = [side, sp_ctx] if ch_ctx is None else [side, ch_ctx, sp_ctx]
         scales, means, gate = self.params[k](torch.cat(parts, dim=1)).chunk(3, dim=1)
-        start = side.shape[1] - self.reference_channels + self._offsets[k]
-        ref = side[:, start : start + self.groups[k]]
+        ref = self._reference(k, side)
         return scales, ref + torch.sigmoid(gate) * (means - ref)
+
+    def _reference(self, k: int, side: Tensor) -> Tensor:
+        """Group k's channels of the reference latent ŷ_{t-1} (the last channels of ``side``)."""
+        start = side.shape[1] - self.reference_channels + self._offsets[k]
+        return side[:, start : start + self.groups[k]]
+
+    # ------------------------------------------------------------------ training
+    def forward(self, y: Tensor, side: Tensor, moving: Tensor | None = None) -> dict[str, Any]:
+        """As the intra SCCTX, but static positions (``~moving``) copy the reference and cost no bits."""
+        if moving is None:
+            return super().forward(y, side)
+        b, _, h, w = y.shape
+        mask = anchor_mask(h, w, y.device)
+        y_hats: list[Tensor] = []
+        liks: list[Tensor] = []
+        for k, y_k in enumerate(y.split(self.groups, dim=1)):
+            ref = self._reference(k, side)
+            ch_ctx = self._channel_ctx(k, y_hats)
+            zero_ctx = y_k.new_zeros(b, 2 * y_k.shape[1], h, w)
+            scales_a, means_a = self._params(k, side, ch_ctx, zero_ctx)
+            y_hat_a = self.gaussian.quantize(y_k, "noise" if self.training else "dequantize", means_a)
+            y_hat_a = torch.where(mask, torch.where(moving, y_hat_a, ref), torch.zeros_like(y_hat_a))
+            scales_n, means_n = self._params(k, side, ch_ctx, self.spatial[k](y_hat_a))
+            y_hat_k, lik_k = self.gaussian(
+                y_k, torch.where(mask, scales_a, scales_n), torch.where(mask, means_a, means_n)
+            )
+            y_hats.append(torch.where(moving, y_hat_k, ref))
+            liks.append(torch.where(moving, lik_k, torch.ones_like(lik_k)))
+        return {"y_hat": torch.cat(y_hats, dim=1), "likelihoods": {"y": torch.cat(liks, dim=1)}}
+
+    # ------------------------------------------------------------------ coding
+    def _sparse_steps(self, side: Tensor, moving: Tensor, code_fn) -> Tensor:
+        """The coding steps of ``_steps``, with the parameter networks run only where something is
+        coded: at the moving positions of each step (static ones take the reference).
+
+        ``code_fn(k, at, counts, scales, means) -> values``: the step's moving positions ``at``
+        (image, row, column indexes) gathered as rows, image by image and in raster order within an
+        image (``counts[i]`` rows of image i), one column per channel of group k."""
+        b, _, h, w = side.shape
+        anchors = anchor_mask(h, w, side.device)
+        coded = moving[:, 0]
+        y_hats: list[Tensor] = []
+        for k, c in enumerate(self.groups):
+            ch_ctx = self._channel_ctx(k, y_hats)
+            ref = self._reference(k, side)
+            y_hat_k = ref.clone()
+            for sel in (anchors, ~anchors):
+                bi, ii, jj = (coded & sel).nonzero(as_tuple=True)
+                if sel is anchors:
+                    sp_ctx = side.new_zeros(len(bi), 2 * c)
+                else:  # the anchors decoded so far (the masked convolution reads nothing else)
+                    sp_ctx = self.spatial[k](torch.where(anchors, y_hat_k, 0.0))[bi, :, ii, jj]
+                parts = (
+                    [side[bi, :, ii, jj], sp_ctx]
+                    if ch_ctx is None
+                    else [side[bi, :, ii, jj], ch_ctx[bi, :, ii, jj], sp_ctx]
+                )
+                out = self.params[k](torch.cat(parts, dim=1)[:, :, None, None])[:, :, 0, 0]
+                scales, means, gate = out.chunk(3, dim=1)
+                r = ref[bi, :, ii, jj]
+                means = snap_means(r + torch.sigmoid(gate) * (means - r))
+                counts = torch.bincount(bi, minlength=b).tolist()
+                y_hat_k[bi, :, ii, jj] = code_fn(k, (bi, ii, jj), counts, scales, means)
+            y_hats.append(y_hat_k)
+        return torch.cat(y_hats, dim=1)
+
+    def compress(  # type: ignore[override]
+        self,
+        y: Tensor,
+        side: Tensor,
+        encoders: list[Encoder],
+        checksums: list[SymbolChecksum],
+        moving: Tensor,
+    ) -> Tensor:
+        """Code the moving positions of ``y``; static ones take the reference's values."""
+        t = self.tables()
+        groups = y.split(self.groups, dim=1)
+
+        def code(k: int, at: tuple[Tensor, ...], counts: list[int], scales: Tensor, means: Tensor) -> Tensor:
+            bi, ii, jj = at
+            symbols = self._symbols(groups[k][bi, :, ii, jj], means).int()
+            sym_np = symbols.cpu().numpy()
+            idx_np = self.gaussian.build_indexes(scales).cpu().numpy()
+            start = 0
+            for i, n in enumerate(counts):  # channel-major within each image
+                sym, idx = sym_np[start : start + n].T.reshape(-1), idx_np[start : start + n].T.reshape(-1)
+                encoders[i].encode(sym, idx, t)
+                checksums[i].update(sym)
+                start += n
+            return symbols.to(means.dtype) + means
+
+        return self._sparse_steps(side, moving, code)
+
+    def decompress(  # type: ignore[override]
+        self, side: Tensor, decoders: list[Decoder], checksums: list[SymbolChecksum], moving: Tensor
+    ) -> Tensor:
+        t = self.tables()
+
+        def code(k: int, at: tuple[Tensor, ...], counts: list[int], scales: Tensor, means: Tensor) -> Tensor:
+            idx_np = self.gaussian.build_indexes(scales).cpu().numpy()
+            c = idx_np.shape[1]
+            out = np.empty(idx_np.shape, dtype=np.int32)
+            start = 0
+            for i, n in enumerate(counts):
+                values = decoders[i].decode(idx_np[start : start + n].T.reshape(-1), t)
+                checksums[i].update(values)
+                out[start : start + n] = values.reshape(c, n).T
+                start += n
+            return torch.from_numpy(out).to(device=means.device, dtype=means.dtype) + means
+
+        return self._sparse_steps(side, moving, code)
 
 
 class TemporalLatentCodec(HyperpriorLatentCodec):
@@ -117,6 +236,8 @@ class TemporalLatentCodec(HyperpriorLatentCodec):
     def __init__(self, latent_channels: int, hyper_channels: int, groups: Sequence[int]) -> None:
         super().__init__(latent_channels, hyper_channels, groups, condition_channels=latent_channels)
         self.y_codec = TemporalContextCodec(groups, 2 * latent_channels, latent_channels)
+        #: The encoder's skip decision (:func:`~layercast.shared.codec.skip.motion_mask`); not stored.
+        self.skip_threshold = DEFAULT_SKIP_THRESHOLD
 
     def _side(self, z_hat: Tensor, condition: Tensor | None) -> Tensor:
         if condition is None:
@@ -126,6 +247,71 @@ class TemporalLatentCodec(HyperpriorLatentCodec):
         if side.shape[2:] != ref.shape[2:]:  # h_s upsamples x4: crop to y's grid
             side = side[:, :, : ref.shape[2], : ref.shape[3]]
         return torch.cat([side, self.condition(ref), ref], dim=1)
+
+    def _forward_y(self, y: Tensor, side: Tensor, condition: Tensor | None) -> dict[str, Any]:
+        moving = motion_mask(y, condition, self.skip_threshold)  # type: ignore[arg-type]
+        return {**self.y_codec(y, side, moving), "moving": moving}
+
+    def _compress_y(
+        self,
+        y: Tensor,
+        z_hat: Tensor,
+        condition: Tensor | None,
+        encoders: list[Encoder],
+        checksums: list[SymbolChecksum],
+    ) -> Tensor:
+        if condition is None:
+            raise ValueError("a predicted frame needs its reference latent")
+        moving = motion_mask(y, condition, self.skip_threshold)
+        for i, (e, c) in enumerate(zip(encoders, checksums, strict=True)):
+            encode_mask(moving[i], e, c)
+        return self.y_codec.compress(
+            y, self._coding_side(z_hat, condition, moving), encoders, checksums, moving
+        )
+
+    def _decompress_y(
+        self,
+        z_hat: Tensor,
+        shape: tuple[int, int],
+        condition: Tensor | None,
+        decoders: list[Decoder],
+        checksums: list[SymbolChecksum],
+    ) -> Tensor:
+        if condition is None:
+            raise ValueError("a predicted frame needs its reference latent")
+        masks = [decode_mask(shape, d, c) for d, c in zip(decoders, checksums, strict=True)]
+        moving = torch.cat(masks).to(z_hat.device)
+        return self.y_codec.decompress(
+            self._coding_side(z_hat, condition, moving), decoders, checksums, moving
+        )
+
+    def _coding_side(self, z_hat: Tensor, ref: Tensor, moving: Tensor) -> Tensor:
+        """``_side`` with the reference's features c(ŷ_{t-1}) computed at the moving positions only
+        (the coding steps read nothing else; zeros elsewhere)."""
+        hs = self.h_s(z_hat)[:, :, : ref.shape[2], : ref.shape[3]]
+        ref = ref.to(hs.dtype)
+        features = hs.new_zeros(ref.shape[0], hs.shape[1], *ref.shape[2:])
+        at = moving[:, 0].nonzero(as_tuple=True)
+        if len(at[0]):
+            features[at[0], :, at[1], at[2]] = condition_at(self.condition, ref, at)
+        return torch.cat([hs, features, ref], dim=1)
+
+
+def condition_at(condition: nn.Module, ref: Tensor, at: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+    """The condition encoder's output (conv 3×3, ELU, conv 3×3; zero padding) at positions ``at``
+    (image, row, column) of ``ref``, as rows: each from the 5×5 patch of ``ref`` around it, the
+    hidden layer zeroed outside the grid as its padding is. Same values as ``condition(ref)`` there."""
+    conv1, act, conv2 = condition.net
+    bi, ii, jj = at
+    h, w = ref.shape[2:]
+    offsets = torch.arange(5, device=ref.device)
+    rows, cols = ii[:, None] + offsets, jj[:, None] + offsets  # in the 2-padded grid
+    patches = F.pad(ref, (2, 2, 2, 2))[bi[:, None, None], :, rows[:, :, None], cols[:, None, :]]
+    hidden = act(F.conv2d(patches.permute(0, 3, 1, 2), conv1.weight, conv1.bias))  # (N, C, 3, 3)
+    inside_r = (rows[:, 1:4] - 2 >= 0) & (rows[:, 1:4] - 2 < h)
+    inside_c = (cols[:, 1:4] - 2 >= 0) & (cols[:, 1:4] - 2 < w)
+    hidden = hidden * (inside_r[:, :, None] & inside_c[:, None, :])[:, None].to(hidden.dtype)
+    return F.conv2d(hidden, conv2.weight, conv2.bias)[:, :, 0, 0]
 
 
 class TemporalLayer(nn.Module):
@@ -146,6 +332,16 @@ class TemporalLayer(nn.Module):
         if not 0.5 <= value < 2.0:
             raise ValueError(f"dead zone must be within [0.5, 2), got {value}")
         self.latent_codec.y_codec.gaussian.deadzone = float(value)
+
+    @property
+    def skip_threshold(self) -> float:
+        return self.latent_codec.skip_threshold
+
+    @skip_threshold.setter
+    def skip_threshold(self, value: float) -> None:
+        if not 0 <= value < 100:
+            raise ValueError(f"skip threshold must be within [0, 100), got {value}")
+        self.latent_codec.skip_threshold = float(value)
 
     def forward(self, y: Tensor, reference: Tensor) -> dict[str, Any]:
         """Training: STE-quantised ŷ_t and the likelihoods of ẑ_t and ŷ_t given ``reference``."""

@@ -45,16 +45,23 @@ def test_x264_low_delay_stream_round_trips_every_frame(clips):
 def test_clip_eval_reports_real_bytes_for_intra_and_temporal_points(clips, tmp_path):
     require("ffmpeg", "ffmpeg", "the video baselines (x264, x265, SVT-AV1) run through FFmpeg")
     summary = run_clip_eval(
-        ["det-tiny"], clips.root, tmp_path, {}, intra_seconds=0.3, baselines=False, deadzones=(0.75,)
+        ["det-tiny"],
+        clips.root,
+        tmp_path,
+        {},
+        intra_seconds=0.3,
+        baselines=False,
+        deadzones=(0.75,),
+        skip_thresholds=(0.4,),
     )
     assert summary["gop"] == 3
     points = {p["method"]: p for p in summary["tasks"]["detection"]["points"]}
-    assert set(points) == {"det-tiny intra", "det-tiny temporal dz=0.75"}
-    temporal = points["det-tiny temporal dz=0.75"]
+    assert set(points) == {"det-tiny intra", "det-tiny temporal skip=0.4 dz=0.75"}
+    temporal = points["det-tiny temporal skip=0.4 dz=0.75"]
     assert temporal["extra"]["frames_by_kind"] == {"I": 4, "P": 6}  # 2 cameras × (I P P I P)
     # the rate is the bytes of the bitstreams themselves
     codec = load_codec("det-tiny", enhancement=None, device="cpu")
-    codec.temporal.deadzone = 0.75
+    codec.temporal.deadzone, codec.temporal.skip_threshold = 0.75, 0.4
     total = 0
     for clip in clips:
         enc = VideoEncoder(codec, intra_period=3)

@@ -77,8 +77,34 @@ class HyperpriorLatentCodec(nn.Module):
     def forward(self, y: Tensor, condition: Tensor | None = None) -> dict[str, Any]:
         z = self.h_a(y)
         z_hat, z_lik = self.z_entropy(z)
-        out = self.y_codec(y, self._side(z_hat, condition))
-        return {"y_hat": out["y_hat"], "likelihoods": {"y": out["likelihoods"]["y"], "z": z_lik}}
+        out = self._forward_y(y, self._side(z_hat, condition), condition)
+        return {**out, "likelihoods": {"y": out["likelihoods"]["y"], "z": z_lik}}
+
+    def _forward_y(self, y: Tensor, side: Tensor, condition: Tensor | None) -> dict[str, Any]:
+        return self.y_codec(y, side)
+
+    def _compress_y(
+        self,
+        y: Tensor,
+        z_hat: Tensor,
+        condition: Tensor | None,
+        encoders: list[Encoder],
+        checksums: list[SymbolChecksum],
+    ) -> Tensor:
+        return self.y_codec.compress(y, self._side(z_hat, condition), encoders, checksums)
+
+    def _decompress_y(
+        self,
+        z_hat: Tensor,
+        shape: tuple[int, int],
+        condition: Tensor | None,
+        decoders: list[Decoder],
+        checksums: list[SymbolChecksum],
+    ) -> Tensor:
+        side = self._side(z_hat, condition)
+        if side.shape[2:] != torch.Size(shape):  # h_s upsamples x4: crop to y's grid
+            side = side[:, :, : shape[0], : shape[1]]
+        return self.y_codec.decompress(side, decoders, checksums)
 
     # ------------------------------------------------------------------ coding
     def _tables(self) -> CdfTables:
@@ -111,7 +137,7 @@ class HyperpriorLatentCodec(nn.Module):
             encoders[i].encode(sym_np[i], indexes, t)
             checksums[i].update(sym_np[i])
         z_hat = z_sym.to(dtype) + medians
-        y_hat = self.y_codec.compress(y, self._side(z_hat, condition), encoders, checksums)
+        y_hat = self._compress_y(y, z_hat, condition, encoders, checksums)
         return {
             "strings": [e.flush() for e in encoders],
             "shape": tuple(y.shape[2:]),
@@ -139,8 +165,5 @@ class HyperpriorLatentCodec(nn.Module):
             checksums[i].update(values)
             z_sym[i] = torch.from_numpy(values).reshape(c, zh, zw)
         z_hat = z_sym.to(device=device, dtype=dtype) + self.z_entropy._get_medians()
-        side = self._side(z_hat, condition)
-        if side.shape[2:] != torch.Size(shape):  # h_s upsamples x4: crop to y's grid
-            side = side[:, :, : shape[0], : shape[1]]
-        y_hat = self.y_codec.decompress(side, decoders, checksums)
+        y_hat = self._decompress_y(z_hat, tuple(shape), condition, decoders, checksums)
         return {"y_hat": y_hat, "checksums": [c.value for c in checksums]}

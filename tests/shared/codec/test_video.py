@@ -13,6 +13,7 @@ from layercast.shared.codec.api import ScalableCodec
 from layercast.shared.codec.bitstream import LayerKind
 from layercast.shared.codec.factory import base_checkpoint, build_base, temporal_checkpoint
 from layercast.shared.codec.registry import default_registry
+from layercast.shared.codec.skip import DEFAULT_SKIP_THRESHOLD
 from layercast.shared.codec.temporal import DEFAULT_DEADZONE, TemporalLayer
 from layercast.shared.codec.video import VideoDecoder, VideoEncoder, intra_period_for
 from layercast.shared.data.synth import SyntheticCamera
@@ -124,18 +125,21 @@ def test_an_untrained_p_model_codes_as_the_intra_model(video_codec, clip):
     """from_intra copies the intra model: with the gates open and no dead zone it codes as intra does."""
     i = video_codec.encode(clip[1], layers="base")
     ref = video_codec.encode(clip[0], layers="base").decoded
-    video_codec.temporal.deadzone = 0.5
+    video_codec.temporal.deadzone, video_codec.temporal.skip_threshold = 0.5, 0.0
     try:
         p = video_codec.encode(clip[1], layers="base", reference=ref)
     finally:
         video_codec.temporal.deadzone = DEFAULT_DEADZONE
+        video_codec.temporal.skip_threshold = DEFAULT_SKIP_THRESHOLD
     assert p.kind is LayerKind.PREDICTED
-    assert abs(len(p.base) - len(i.base)) <= 0.05 * len(i.base) + 8
+    # plus the skip mask, every position moving: 64 positions of an 8x8 latent grid in under 12 bytes
+    assert abs(len(p.base) - len(i.base)) <= 0.05 * len(i.base) + 8 + 12
 
 
 def test_any_dead_zone_decodes_the_same_way_and_bounds_the_latent_error(video_codec, clip):
     """The dead zone is the encoder's choice: the decoder reads every one of them."""
     ref = video_codec.encode(clip[0], layers="base").decoded
+    video_codec.temporal.skip_threshold = 0.0  # every position coded (skipped ones copy the reference)
     for dz in (0.5, 1.0, 1.5):
         video_codec.temporal.deadzone = dz
         p = video_codec.encode(clip[1], layers="base", reference=ref)
@@ -145,6 +149,7 @@ def test_any_dead_zone_decodes_the_same_way_and_bounds_the_latent_error(video_co
         err = (p.decoded.y_hat - y).abs()
         assert err.max() <= dz + 1e-6  # ŷ stays within the dead zone of y
         assert (err > 0.5 + 1e-6).any() == (dz > 0.5)  # and only a dead zone lets it leave ±0.5
+    video_codec.temporal.skip_threshold = DEFAULT_SKIP_THRESHOLD
     with pytest.raises(ValueError):
         video_codec.temporal.deadzone = 0.2
 

@@ -1,0 +1,144 @@
+"""Skip mode of P-frames: the mask of moving positions, coded exactly; static positions copy the reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from layercast.shared.codec import bitstream
+from layercast.shared.codec.api import ScalableCodec
+from layercast.shared.codec.bitstream import LayerKind
+from layercast.shared.codec.coder import Decoder, Encoder
+from layercast.shared.codec.entropy import SymbolChecksum
+from layercast.shared.codec.factory import temporal_checkpoint
+from layercast.shared.codec.registry import default_registry
+from layercast.shared.codec.skip import decode_mask, encode_mask, motion_mask
+from layercast.shared.codec.temporal import TemporalLayer
+from layercast.shared.data.synth import SyntheticCamera
+from layercast.shared.errors import BitstreamError, UnsupportedVersion
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 7), (3, 5), (12, 16), (45, 80)])
+def test_a_mask_round_trips_through_the_coder(shape):
+    rng = np.random.default_rng(sum(shape))
+    masks = [torch.zeros(shape, dtype=torch.bool), torch.ones(shape, dtype=torch.bool)]
+    masks += [torch.from_numpy(rng.random(shape) < p) for p in (0.1, 0.5)]
+    for mask in masks:
+        enc, c_enc = Encoder(), SymbolChecksum()
+        encode_mask(mask[None, None], enc, c_enc)
+        c_dec = SymbolChecksum()
+        got = decode_mask(shape, Decoder(enc.flush()), c_dec)
+        assert torch.equal(got[0, 0], mask) and c_dec.value == c_enc.value
+
+
+def test_a_mostly_static_mask_costs_a_few_bytes():
+    mask = torch.zeros((45, 80), dtype=torch.bool)
+    mask[10:16, 20:26] = True  # one object: 36 of 3600 positions
+    enc = Encoder()
+    encode_mask(mask, enc, SymbolChecksum())
+    assert len(enc.flush()) <= 60  # 3600 positions in under 0.14 bits each
+
+
+def test_motion_mask_marks_what_changed_and_its_neighbours():
+    y = torch.randn(2, 8, 6, 7)
+    assert motion_mask(y, y.clone(), 0.0).all()  # threshold 0: no skip
+    assert not motion_mask(y, y.clone(), 0.4).any()
+    ref = y.clone()
+    ref[1, :, 3, 4] += 2.0
+    moving = motion_mask(y, ref, 0.4)
+    expected = torch.zeros(6, 7, dtype=torch.bool)
+    expected[2:5, 3:6] = True
+    assert not moving[0].any() and torch.equal(moving[1, 0], expected)
+
+
+@pytest.fixture(scope="module")
+def codec() -> ScalableCodec:
+    base = default_registry().load("det-tiny")
+    plain = ScalableCodec(base, None, device="cpu")
+    layer = TemporalLayer.from_intra(plain.base.latent_codec, plain.config)
+    return ScalableCodec(base, None, temporal_checkpoint(layer, plain.base_model_id), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def frames() -> list[np.ndarray]:
+    cam = SyntheticCamera(3, 192, 128, 10.0)
+    return [cam.frame(i).image for i in (0, 1)]
+
+
+def test_static_positions_copy_the_reference_and_decode_bit_exactly(codec, frames):
+    ref = codec.encode(frames[0], layers="base").decoded
+    y = codec.base.g_a(codec._pad(codec._to_tensor(frames[1])[None])).double()
+    moving = motion_mask(y, ref.y_hat, codec.temporal.skip_threshold)
+    assert 0 < moving.float().mean() < 1  # a street with traffic: some of each
+    p = codec.encode(frames[1], layers="base", reference=ref)
+    assert p.kind is LayerKind.PREDICTED
+    static = ~moving.expand_as(y)
+    assert torch.equal(p.decoded.y_hat[static], ref.y_hat[static])
+    assert torch.equal(codec.decode_base(p.base, reference=ref).y_hat, p.decoded.y_hat)
+
+
+def test_skipping_a_still_frame_costs_a_fraction_of_coding_it(codec, frames):
+    ref = codec.encode(frames[0], layers="base").decoded
+    sizes = {}
+    for threshold in (0.0, 0.4):
+        codec.temporal.skip_threshold = threshold
+        try:
+            sizes[threshold] = len(codec.encode(frames[0], layers="base", reference=ref).base)
+        finally:
+            codec.temporal.skip_threshold = 0.4
+    assert sizes[0.4] < 0.5 * sizes[0.0]
+
+
+def test_an_altered_p_frame_never_decodes_to_another_latent(codec, frames):
+    """Flipped payload bits (mask or symbols) behind a valid container CRC: an error, or (a bit the
+    coder never reads) the same ŷ, never a different one."""
+    ref = codec.encode(frames[0], layers="base").decoded
+    p = codec.encode(frames[1], layers="base", reference=ref)
+    header_size = bitstream.PREDICTED_HEADER_SIZE
+    head, body = p.base[: header_size - 4], p.base[header_size:]
+    refused = 0
+    for offset in range(0, len(body), max(1, len(body) // 24)):
+        data = bytearray(body)
+        data[offset] ^= 0x10
+        try:
+            got = codec.decode_base(bitstream.seal(head, bytes(data)), reference=ref)
+        except BitstreamError:
+            refused += 1
+        else:
+            assert torch.equal(got.y_hat, p.decoded.y_hat)
+    assert refused >= 20
+
+
+def test_a_version_3_p_frame_is_refused_and_a_version_3_intra_frame_read(codec, frames):
+    i = codec.encode(frames[0], layers="base")
+    p = codec.encode(frames[1], layers="base", reference=i.decoded)
+    for frame, header_size in (
+        (i.base, bitstream.BASE_HEADER_SIZE),
+        (p.base, bitstream.PREDICTED_HEADER_SIZE),
+    ):
+        head = bytearray(frame[: header_size - 4])
+        head[2] = 3
+        old = bitstream.seal(bytes(head), bitstream.payload(frame))
+        if frame is i.base:
+            assert torch.equal(codec.decode_base(old).y_hat, i.decoded.y_hat)
+        else:
+            with pytest.raises(UnsupportedVersion, match="skip mask"):
+                codec.decode_base(old, reference=i.decoded)
+
+
+def test_the_reference_features_at_moving_positions_are_the_full_grids():
+    """Coding computes c(ŷ_{t-1}) only where positions are coded; the values are the full grid's,
+    at the borders (zero padding of the hidden layer) too."""
+    from layercast.shared.codec.latent_codecs.hyperprior import ConditionEncoder
+    from layercast.shared.codec.temporal import condition_at
+
+    torch.manual_seed(0)
+    net = ConditionEncoder(8, 12).double()
+    ref = torch.randn(2, 8, 5, 7, dtype=torch.float64)
+    full = net(ref)
+    moving = torch.rand(2, 5, 7) < 0.5
+    moving[0, 0, 0] = moving[1, 4, 6] = moving[1, 2, 3] = True  # corners and the middle
+    at = moving.nonzero(as_tuple=True)
+    got = condition_at(net, ref, at)
+    assert torch.allclose(got, full[at[0], :, at[1], at[2]], rtol=0, atol=1e-12)
