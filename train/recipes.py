@@ -1,7 +1,7 @@
 """Recipes: the exact sequence of runs that regenerates the shipped models.
 
 ``layercast train ship --data DIR --data-large DIR10K --out runs/ship`` runs each stage unless its
-exported file already exists (so an interrupted run resumes where it stopped,
+exported file already exists (``--data-footage DIR`` adds the detection stages on camera footage) (so an interrupted run resumes where it stopped,
 each stage also resuming from its own state.pt), then copies the results into
 the package's model zoo and writes ``shared/zoo/aliases.json``.
 """
@@ -32,6 +32,10 @@ CROP = (128, 128)
 #: - detection ``base_low``: the base at ``LOW_LAMBDA`` on crops; ``base_full_large``: the same on
 #:   whole images of the larger set; ``base_lean_large``, ``base_leaner_large``: then with ``LEAN``
 #:   and ``LEANER`` weights.
+#: - detection ``task_footage``, ``base_footage`` (only with ``data_footage``, the frames of many
+#:   fixed training cameras written by ``layercast data footage``): the finished reference and the
+#:   finished base, each fine-tuned on that footage with its own settings (whole images; the base
+#:   with ``LEANER`` weights), the same steps each; these two ship instead of the still-image ones.
 #: - depth ``tune``, ``tune_large``: the task model alone on the frozen codec's decoded output, on
 #:   whole images, then on the larger set; ``lean_large``, ``leaner_large``: then the codec and the
 #:   task model jointly with ``LEAN`` and ``LEANER`` weights.
@@ -47,6 +51,8 @@ STEPS = {
         "base_full_large": (4000,) * 4,
         "base_lean_large": (4000,),
         "base_leaner_large": (4000,) * 3,
+        "task_footage": (700,),
+        "base_footage": (700,),
         "rec": 1500,
     },
     "depth": {
@@ -100,13 +106,21 @@ def _seq(value: int | tuple[int, ...] | None) -> tuple[int, ...]:
 
 
 def ship_stages(
-    data: Path, out: Path, scale: float = 1.0, threads: int | None = 1, data_large: Path | None = None
+    data: Path,
+    out: Path,
+    scale: float = 1.0,
+    threads: int | None = 1,
+    data_large: Path | None = None,
+    data_footage: Path | None = None,
 ) -> list[tuple[str, TrainConfig, str | None]]:
     """(stage name, config, zoo name or None) in order; ``scale`` multiplies every step count.
-    The ``*-large`` stages train on ``data_large`` (default: ``data``)."""
+    The ``*-large`` stages train on ``data_large`` (default: ``data``); the ``*-footage`` stages
+    exist only with ``data_footage`` and train on it."""
     large = data if data_large is None else data_large
 
     def steps(key: str) -> list[int]:
+        if key.endswith("_footage") and data_footage is None:
+            return []
         return [max(1, int(k * scale)) for k in _seq(n.get(key))]
 
     common = {"data": data, "crop": CROP, "batch_size": 8, "ckpt_every": 50, "workers": 0, "threads": threads}
@@ -118,6 +132,7 @@ def ship_stages(
         refs = _restarts(t, f"{task}-task-more", steps("task_more"), lr=CONTINUE_LR)
         refs += _restarts(refs[-1][1], f"{task}-task-tune", steps("task_tune"), crop=TUNE_CROP)
         refs += _restarts(refs[-1][1], f"{task}-task-tune-large", steps("task_tune_large"), data=large)
+        refs += _restarts(refs[-1][1], f"{task}-task-footage", steps("task_footage"), data=data_footage)
         reference = refs[-1][1]
         [b_steps] = steps("base")
         b = TrainConfig(
@@ -142,6 +157,7 @@ def ship_stages(
             bases += _restarts(
                 bases[-1][1], f"{task}-base-leaner-large", steps("base_leaner_large"), **LEANER[task]
             )
+            bases += _restarts(bases[-1][1], f"{task}-base-footage", steps("base_footage"), data=data_footage)
         bases += _restarts(bases[-1][1], f"{task}-tune", steps("tune"), freeze_codec=True, crop=TUNE_CROP)
         bases += _restarts(bases[-1][1], f"{task}-tune-large", steps("tune_large"), data=large)
         bases += _restarts(
@@ -245,11 +261,18 @@ def ship_temporal(out: Path, scale: float = 1.0, zoo: Path = ZOO_DIR) -> dict[st
 
 
 def run_ship(
-    data: Path, out: Path, scale: float = 1.0, zoo: Path = ZOO_DIR, data_large: Path | None = None
+    data: Path,
+    out: Path,
+    scale: float = 1.0,
+    zoo: Path = ZOO_DIR,
+    data_large: Path | None = None,
+    data_footage: Path | None = None,
 ) -> dict:
     t0 = time.time()
     log: dict = {"stages": {}}
-    for name, cfg, zoo_name in ship_stages(data, out, scale, data_large=data_large):
+    for name, cfg, zoo_name in ship_stages(
+        data, out, scale, data_large=data_large, data_footage=data_footage
+    ):
         exported = _exported(cfg)
         s = time.time()
         if not exported.exists():

@@ -11,6 +11,10 @@ Cityscapes' focal length scaled to the width and is divisible by 64 for the code
 ``layercast data clips --out DIR`` renders clips of fixed street cameras (consecutive frames with
 ground truth per frame; layout in ``layercast.shared.data.clips``): the video benchmark.
 
+``layercast data footage --out DIR`` renders frames of many training cameras (seeds disjoint from
+the clips') as a COCO / Cityscapes train split (``layercast.shared.data.footage``): the set the
+``*-footage`` stages of ``layercast train ship`` fine-tune on.
+
 ``layercast data preview --out PNG`` draws a montage of scenes with boxes, depth and labels.
 """
 
@@ -84,6 +88,35 @@ def _clips(args: argparse.Namespace) -> int:
     return 0
 
 
+def _footage(args: argparse.Namespace) -> int:
+    from layercast.shared.data.footage import write_footage
+
+    width, height = parse_size(args.size)
+    if args.cameras < 1 or args.frames < 1 or args.every < 1:
+        raise ConfigError("--cameras, --frames and --every must be >= 1")
+    seed0 = args.seed
+    if seed0 is None:
+        from layercast.train.temporal import TRAIN_SEED0
+
+        seed0 = TRAIN_SEED0
+    summary = write_footage(
+        args.out,
+        args.cameras,
+        args.frames,
+        args.every,
+        width,
+        height,
+        args.fps,
+        seed0=seed0,
+        progress=not args.no_progress,
+    )
+    print(
+        f"wrote {summary.images} frames ({args.cameras} cameras x {args.frames}, every {args.every}th, "
+        f"{width}x{height}; {summary.annotations} boxes) in {summary.seconds:.1f} s to {summary.root}"
+    )
+    return 0
+
+
 def _preview(args: argparse.Namespace) -> int:
     from layercast.shared.data.preview import save_preview
     from layercast.shared.data.synth import render_scene
@@ -146,6 +179,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     clips.add_argument("--fps", type=float, default=10.0, help="frame rate (default: 10)")
     clips.add_argument("--seed", type=int, default=1, help="camera k is seeded seed + k (default: 1)")
     clips.set_defaults(func=_clips)
+
+    footage = sub.add_parser(
+        "footage",
+        help="render frames of many fixed training cameras as a COCO / Cityscapes train split",
+        description="Render spaced frames of fixed street cameras (training seeds) in the layout of `data synth`.",
+    )
+    footage.add_argument(
+        "--out", type=Path, default=Path("data/footage"), help="output folder (default: data/footage)"
+    )
+    footage.add_argument("--cameras", type=int, default=300, help="cameras (default: 300)")
+    footage.add_argument("--frames", type=int, default=8, help="frames per camera (default: 8)")
+    footage.add_argument("--every", type=int, default=5, help="take every N-th frame (default: 5)")
+    footage.add_argument("--size", default="256x192", help="WIDTHxHEIGHT (default: 256x192)")
+    footage.add_argument("--fps", type=float, default=10.0, help="frame rate (default: 10)")
+    footage.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="camera k is seeded seed + k (default: the training seeds, layercast.train.temporal.TRAIN_SEED0)",
+    )
+    footage.add_argument("--no-progress", action="store_true", help="no progress bar")
+    footage.set_defaults(func=_footage)
 
     preview = sub.add_parser("preview", help="draw a montage of synthetic scenes with their ground truth")
     preview.add_argument("--out", type=Path, default=Path("docs/img/synth_examples.png"), help="PNG to write")

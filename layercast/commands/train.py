@@ -226,6 +226,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="the larger set the *-large stages train on (`layercast data synth --train 10000 --val 300`); "
         "default: --data",
     )
+    p.add_argument(
+        "--data-footage",
+        type=Path,
+        default=None,
+        help="camera footage (`layercast data footage`): adds the detection stages that fine-tune the "
+        "base and the clean-image reference on it, which then ship (default: no footage stages)",
+    )
     p.set_defaults(func=_ship)
 
 
@@ -366,7 +373,9 @@ def _report(args: argparse.Namespace) -> int:
 def _ship(args: argparse.Namespace) -> int:
     from layercast.train.recipes import run_ship
 
-    log = run_ship(args.data, args.out, args.scale, data_large=args.data_large)
+    log = run_ship(
+        args.data, args.out, args.scale, data_large=args.data_large, data_footage=args.data_footage
+    )
     print(f"shipped models regenerated in {log['wall_time_s']:.0f} s; see {args.out / 'ship.json'}")
     return 0
 

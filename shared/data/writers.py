@@ -120,16 +120,23 @@ class _Job:
 
 def _write_one(job: _Job) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     scene = render_scene(scene_seed(job.seed, job.split, job.index), job.width, job.height)
-    out = Path(job.out)
-    iid = image_id(job.split, job.index)
-    name = f"{iid:012d}.{job.image_format}"
-    coco_img = out / "coco" / f"{job.split}2017" / name
-    city, stem = cityscapes_stem(job.split, job.index, job.count)
+    return write_scene(Path(job.out), job.split, job.index, job.count, scene, job.image_format)
+
+
+def write_scene(
+    out: Path, split: str, index: int, count: int, scene: Scene, image_format: str = "png"
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Write ``scene`` as image ``index`` of ``count`` of ``split`` in both layouts (the folders of
+    :func:`prepare_dirs`); returns its COCO image record and annotations (without ids)."""
+    iid = image_id(split, index)
+    name = f"{iid:012d}.{image_format}"
+    coco_img = out / "coco" / f"{split}2017" / name
+    city, stem = cityscapes_stem(split, index, count)
     cs = out / "cityscapes"
-    left = cs / "leftImg8bit" / job.split / city / f"{stem}_leftImg8bit.png"
+    left = cs / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png"
     img = Image.fromarray(scene.image)
     img.save(left, compress_level=PNG_LEVEL)
-    if job.image_format == "png":
+    if image_format == "png":
         if coco_img.exists():
             coco_img.unlink()
         try:
@@ -139,12 +146,12 @@ def _write_one(job: _Job) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     else:
         img.save(coco_img, quality=95, subsampling=0)
     Image.fromarray(encode_disparity_png(scene.disparity)).save(
-        cs / "disparity" / job.split / city / f"{stem}_disparity.png"
+        cs / "disparity" / split / city / f"{stem}_disparity.png"
     )
-    gt = cs / "gtFine" / job.split / city
+    gt = cs / "gtFine" / split / city
     Image.fromarray(scene.label_ids).save(gt / f"{stem}_gtFine_labelIds.png")
     Image.fromarray(instance_ids_map(scene)).save(gt / f"{stem}_gtFine_instanceIds.png")
-    (cs / "camera" / job.split / city / f"{stem}_camera.json").write_text(
+    (cs / "camera" / split / city / f"{stem}_camera.json").write_text(
         json.dumps(scene.camera.to_cityscapes_json(), indent=2)
     )
     record = {
@@ -157,6 +164,32 @@ def _write_one(job: _Job) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         "cityscapes": f"{city}/{stem}",
     }
     return record, coco_annotations(scene)
+
+
+def write_coco_split(
+    out: Path,
+    split: str,
+    description: str,
+    seed: int,
+    images: list[dict[str, Any]],
+    annotations: list[dict[str, Any]],
+) -> None:
+    """``coco/annotations/instances_<split>2017.json`` of the images and annotations written."""
+    dataset = {
+        "info": {
+            "description": description,
+            "version": GENERATOR_VERSION,
+            "year": 2024,
+            "contributor": "layercast",
+            "date_created": "",
+            "seed": seed,
+        },
+        "licenses": [{"id": 1, "name": "CC0 1.0 (procedurally generated)", "url": ""}],
+        "images": images,
+        "annotations": annotations,
+        "categories": coco_categories(),
+    }
+    (out / "coco" / "annotations" / f"instances_{split}2017.json").write_text(json.dumps(dataset))
 
 
 @dataclass
@@ -180,7 +213,8 @@ class GenerateSummary:
     seconds: float
 
 
-def _prepare_dirs(out: Path, split: str) -> None:
+def prepare_dirs(out: Path, split: str) -> None:
+    """The COCO and Cityscapes folders of ``split`` under ``out``."""
     (out / "coco" / f"{split}2017").mkdir(parents=True, exist_ok=True)
     (out / "coco" / "annotations").mkdir(parents=True, exist_ok=True)
     for city in CITIES[split]:
@@ -221,7 +255,7 @@ def generate(
     names = {c["id"]: c["name"] for c in coco_categories()}
     summaries = []
     for split, count in (("train", n_train), ("val", n_val)):
-        _prepare_dirs(out, split)
+        prepare_dirs(out, split)
         jobs = [_Job(str(out), split, i, count, seed, width, height, image_format) for i in range(count)]
         images, annotations = [], []
         bar = tqdm(
@@ -232,21 +266,14 @@ def generate(
             for ann in anns:
                 ann.update(id=len(annotations) + 1, image_id=record["id"])
                 annotations.append(ann)
-        dataset = {
-            "info": {
-                "description": f"layercast synthetic streets ({GENERATOR_VERSION}), {split} split",
-                "version": GENERATOR_VERSION,
-                "year": 2024,
-                "contributor": "layercast",
-                "date_created": "",
-                "seed": seed,
-            },
-            "licenses": [{"id": 1, "name": "CC0 1.0 (procedurally generated)", "url": ""}],
-            "images": images,
-            "annotations": annotations,
-            "categories": coco_categories(),
-        }
-        (out / "coco" / "annotations" / f"instances_{split}2017.json").write_text(json.dumps(dataset))
+        write_coco_split(
+            out,
+            split,
+            f"layercast synthetic streets ({GENERATOR_VERSION}), {split} split",
+            seed,
+            images,
+            annotations,
+        )
         per_cat: dict[str, int] = {}
         for ann in annotations:
             per_cat[names[ann["category_id"]]] = per_cat.get(names[ann["category_id"]], 0) + 1

@@ -30,10 +30,12 @@ def _parent(cfg):
     return cfg.init if cfg.kind == "base" and cfg.init else cfg.task_init
 
 
-@pytest.fixture
-def recipe(tmp_path):
+@pytest.fixture(params=["stills", "footage"])
+def recipe(request, tmp_path):
+    """The recipe without and with the camera-footage stages."""
     data, large = tmp_path / "synth", tmp_path / "synth10k"
-    stages = ship_stages(data, tmp_path / "ship", data_large=large)
+    footage = tmp_path / "footage" if request.param == "footage" else None
+    stages = ship_stages(data, tmp_path / "ship", data_large=large, data_footage=footage)
     return stages, data, large
 
 
@@ -122,8 +124,10 @@ def test_a_continuation_changes_only_its_stage_settings(recipe, tmp_path):
 def test_only_the_large_stages_train_on_the_larger_set(recipe):
     stages, data, large = recipe
     is_large = re.compile(r"-large\d*$").search
-    assert {cfg.data for name, cfg, _ in stages if is_large(name)} == {large}
-    assert {cfg.data for name, cfg, _ in stages if not is_large(name)} == {data}
+    stills = [(name, cfg) for name, cfg, _ in stages if not name.endswith("-footage")]
+    assert {cfg.data for name, cfg in stills if is_large(name)} == {large}
+    assert {cfg.data for name, cfg in stills if not is_large(name)} == {data}
+    assert {cfg.data for name, cfg, _ in stages if name.endswith("-footage")} <= {data.parent / "footage"}
 
 
 def test_the_reference_trains_no_less_on_whole_images_than_the_base(recipe):
@@ -162,10 +166,10 @@ def test_scale_multiplies_every_stage_and_keeps_at_least_one_step(tmp_path):
         assert b.steps == max(1, int(a.steps * 0.001))
 
 
-def test_the_recorded_recipe_lists_every_stage_with_its_steps(recipe):
+def test_the_recorded_recipe_lists_every_stage_with_its_steps(tmp_path):
     """docs/results/training_recipe.json, which holds each stage's figures and time, describes the
     recipe as it is: the same stages in the same order, the same steps."""
-    stages, _, _ = recipe
+    stages = ship_stages(tmp_path / "synth", tmp_path / "ship", data_large=tmp_path / "synth10k")
     record = json.loads(RECORD.read_text())
     recorded = []
     for task in TASKS:
@@ -175,3 +179,43 @@ def test_the_recorded_recipe_lists_every_stage_with_its_steps(recipe):
                 recorded.append((entry["stage"] + (str(i + 1) if i else ""), steps))
     assert recorded == [(name, cfg.steps) for name, cfg, _ in stages]
     assert record["total_seconds"] == sum(sum(e["seconds"]) for t in TASKS for e in record["stages"][t])
+
+
+def test_footage_fine_tunes_the_finished_detection_base_and_reference_which_then_ship(tmp_path):
+    """With camera footage the finished detection base (same λ_b, β, lr and whole images as its
+    last still-image stage) and the clean-image reference each train on it for the same steps, and
+    those two ship; the enhancement layer is trained on the fine-tuned base. Without it the recipe
+    has no footage stage."""
+    data, large, footage = tmp_path / "synth", tmp_path / "synth10k", tmp_path / "footage"
+    stills = ship_stages(data, tmp_path / "ship", data_large=large)
+    stages = ship_stages(data, tmp_path / "ship", data_large=large, data_footage=footage)
+    assert not [n for n, _, _ in stills if "footage" in n]
+    by_name = {name: (cfg, zoo) for name, cfg, zoo in stages}
+    (base, base_zoo), (ref, ref_zoo) = by_name["detection-base-footage"], by_name["detection-task-footage"]
+    leaner, tuned = by_name["detection-base-leaner-large3"][0], by_name["detection-task-tune-large7"][0]
+    assert (base_zoo, ref_zoo) == ("det-tiny", "tasks/detection")
+    assert base.init == _export(leaner) and ref.task_init == _export(tuned)
+    assert base.data == ref.data == footage and base.steps == ref.steps > 0
+    assert replace(base, out=leaner.out, init=leaner.init, data=leaner.data, steps=leaner.steps) == leaner
+    assert replace(ref, out=tuned.out, task_init=tuned.task_init, data=tuned.data, steps=tuned.steps) == tuned
+    assert by_name["detection-rec"][0].base == _export(base)
+    assert [n for n in by_name if n.startswith("depth")] == [n for n, _, _ in stills if n.startswith("depth")]
+    names = [n for n, _, _ in stages]
+    assert names.index("detection-task-footage") < names.index("detection-base")  # each after its chain
+    assert names.index("detection-base-leaner-large3") < names.index("detection-base-footage")
+
+
+def test_ship_passes_the_footage_to_the_recipe(tmp_path, monkeypatch):
+    from layercast.cli import main
+    from layercast.train import recipes
+
+    seen = {}
+
+    def fake_run_ship(data, out, scale, data_large=None, data_footage=None):
+        seen.update(data=data, data_footage=data_footage)
+        return {"wall_time_s": 0}
+
+    monkeypatch.setattr(recipes, "run_ship", fake_run_ship)
+    args = ["train", "ship", "--data", str(tmp_path / "d"), "--out", str(tmp_path / "o")]
+    assert main([*args, "--data-footage", str(tmp_path / "f")]) == 0
+    assert seen == {"data": tmp_path / "d", "data_footage": tmp_path / "f"}
