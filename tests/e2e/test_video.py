@@ -11,12 +11,15 @@ from collections.abc import Iterator
 import pytest
 
 from layercast.shared.codec import ScalableCodec
+from layercast.shared.codec.video import VideoEncoder
+from layercast.shared.data.synth import SyntheticCamera
 from tests.e2e.conftest import camera_images, write_folder
 from tests.e2e.probes import results, sample
 from tests.e2e.services import CloudProcess, EdgeProcess, Model, free_port, wait_until
 
 CAM = "video-1"
-TOKENS = {CAM: "video-" + "v" * 24}
+FIXED = "video-fixed"
+TOKENS = {CAM: "video-" + "v" * 24, FIXED: "fixed-" + "f" * 24}
 FRAMES = 40
 FPS = 8.0
 INTRA_PERIOD = 10
@@ -101,3 +104,44 @@ def test_a_video_camera_gets_every_result_once_in_order_across_a_cloud_crash(
     db.close()
     assert {r.sequence: r.base_bytes for r in got} == stored
     assert sum(r.base_bytes for r in got) == s["base_bytes_encoded"]
+
+
+def test_the_cloud_receives_the_bytes_the_eval_counts_for_a_fixed_camera(
+    tmp_path_factory: pytest.TempPathFactory, model: Model, cloud: CloudProcess, codec: ScalableCodec
+) -> None:
+    """A fixed camera's clip through edge → cloud: every stored base bitstream is, byte for byte,
+    the one `layercast eval --clips` codes for that frame (same intra period, the encoder's defaults)."""
+    frames = 24
+    cam = SyntheticCamera(2, 128, 96, FPS)
+    images = [cam.frame(i).image for i in range(frames)]
+    work = tmp_path_factory.mktemp("video-fixed")
+    edge = EdgeProcess(
+        work / FIXED,
+        model,
+        FIXED,
+        TOKENS[FIXED],
+        cloud.target,
+        f"folder:{write_folder(work / 'frames', images)}",
+        {"source": {"limit": frames, "fps": FPS}, "encoder": {"intra_seconds": INTRA_PERIOD / FPS}},
+    )
+    try:
+        edge.start(backoff_max_s=1.0)
+        run = edge.finish(timeout=300)
+        got = results(cloud.target, FIXED, frames, timeout=120)
+    except BaseException:
+        print(cloud.describe())
+        print(edge.describe())
+        raise
+    finally:
+        edge.cleanup()
+    assert run.returncode == 0 and [r.sequence for r in got] == list(range(1, frames + 1)), run.stats
+    db = sqlite3.connect(cloud.db_path)
+    stored = dict(db.execute("SELECT sequence, base FROM frames WHERE camera_id=?", (FIXED,)).fetchall())
+    db.close()
+    enc = VideoEncoder(codec, intra_period=INTRA_PERIOD)
+    expected = [enc.encode(image, layers="base").base for image in images]
+    assert [bytes(stored[i + 1]) for i in range(frames)] == expected
+    per_frame = sum(map(len, expected)) / frames
+    print(
+        f"\nFIGURE video service bytes: {frames} frames of a fixed camera, {per_frame:.1f} B/frame received = eval's"
+    )
