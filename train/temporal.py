@@ -179,7 +179,7 @@ def fit_quantiles(model: torch.nn.Module, steps: int = 2000, lr: float = 0.05, t
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-        total += float(eb.loss())
+        total += float(eb.loss().detach())
     return total
 
 
