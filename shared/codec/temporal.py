@@ -19,12 +19,14 @@ shrinks, so the element costs a fraction of a bit; where something moved it open
 is coded as in an intra frame. :meth:`TemporalLayer.from_intra` copies the intra model's weights
 into the new networks (the gate starts part open, σ(1), so that it trains).
 
-**Skip by dead zone.** A P-frame's residual ``y_t − μ`` is quantised with a dead zone: an element
-within ``deadzone`` (default 0.5: plain rounding) of its mean codes the symbol 0. With the mean at
-ŷ_{t-1}, a wider dead zone keeps a static element at its previous value instead of coding the
-sensor noise that moved it (the skip mode of a video coder, chosen per element by the encoder).
-The decoder is the same for every dead zone: ŷ = symbol + mean. The model trains with the dead
-zone it is used with (STE), so its scales learn how often the symbol 0 comes.
+**Skip mode** (:mod:`~layercast.shared.codec.skip`). The encoder marks the latent positions where
+something moved; static positions copy ŷ_{t-1} and code nothing, and the parameter networks and
+the reference features run at the moving positions only (:meth:`TemporalContextCodec.compress`).
+
+**Dead zone.** A coded element's residual ``y_t − μ`` is quantised with a dead zone: within
+``deadzone`` (default 0.6; 0.5 is plain rounding) of its mean it codes the symbol 0. The decoder is
+the same for every dead zone: ŷ = symbol + mean. The model trains with a dead zone (STE), so its
+scales learn how often the symbol 0 comes.
 
 Low delay only: frame t references frame t-1 (intra or predicted), never a future frame.
 """
