@@ -145,14 +145,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--deadzones",
-        default="0.5,0.6,0.75",
-        help="--clips: dead zones of the predicted frames' coded positions (default 0.5,0.6,0.75)",
+        default="0.6",
+        help="--clips: dead zones of the predicted frames' coded positions (default 0.6)",
     )
     p.add_argument(
         "--skip-thresholds",
-        default="0.4",
+        default="0.3",
         help="--clips: skip thresholds of the predicted frames (0: no skip); one temporal point per "
-        "skip threshold and dead zone (default 0.4)",
+        "skip threshold and dead zone (default 0.3)",
     )
     p.add_argument("--out", type=Path, default=Path("runs/eval"))
     p.add_argument(

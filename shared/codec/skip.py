@@ -7,8 +7,8 @@ grid (one per 16×16 pixels) *moving* or *static*; static positions copy the ref
 encoder's alone (:func:`motion_mask`); the decoder reads the mask from the stream.
 
 Decision: the mean over channels of ``|y_t − ŷ_{t-1}|`` at a position, at or above the threshold,
-marks it moving; the mask is then dilated by one position (3×3), so an object's edges and the
-ground it uncovers are coded too. A threshold of 0 marks every position moving (no skip).
+marks it moving (a threshold of 0 marks every position moving: no skip). Dilating the mask by one
+position, so that an object's edges are coded too, measured worse at equal mAP (docs/video.md).
 
 Coding (format version 4, ``docs/bitstream.md``): after ẑ, the mask in two checkerboard passes.
 First the number ``k`` of moving anchors ((i + j) even; ``n`` of them), uniform over 0..n, then,
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from layercast.shared.codec.coder import Decoder, Encoder
@@ -32,7 +31,7 @@ from layercast.shared.codec.latent_codecs.context import anchor_mask
 #: P(moving) of a non-anchor with 0..4 moving anchor neighbours, in 1/65536.
 NEIGHBOUR_PROBABILITIES = (1200, 16000, 40000, 56000, 63000)
 #: The encoder's default threshold on the mean |y_t − ŷ_{t-1}| over channels.
-DEFAULT_SKIP_THRESHOLD = 0.4
+DEFAULT_SKIP_THRESHOLD = 0.3
 
 
 def binary_tables(probabilities: tuple[int, ...]) -> CdfTables:
@@ -54,9 +53,7 @@ def motion_mask(y: Tensor, reference: Tensor, threshold: float) -> Tensor:
     """(B, 1, H, W) bool: True where position (i, j) is coded (see the module docstring)."""
     if threshold <= 0:
         return torch.ones_like(y[:, :1], dtype=torch.bool)
-    energy = (y - reference.to(y.dtype)).abs().mean(dim=1, keepdim=True)
-    moving = (energy >= threshold).to(y.dtype)
-    return F.max_pool2d(moving, 3, stride=1, padding=1) > 0
+    return (y - reference.to(y.dtype)).abs().mean(dim=1, keepdim=True) >= threshold
 
 
 def _contexts(mask: np.ndarray, anchors: np.ndarray) -> np.ndarray:
