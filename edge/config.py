@@ -150,8 +150,9 @@ class EncoderConfig:
     intra_seconds: float = field(default=2.0, metadata={"min": 0.0, "max": 3600.0})
     #: Skip decision of predicted frames: a latent position (16×16 pixels) whose mean change over
     #: channels from the previous frame is below it copies the previous frame
-    #: (shared/codec/skip.py); 0 codes every position. Any value decodes the same way.
-    skip_threshold: float = field(default=0.3, metadata={"min": 0.0, "max": 99.0})
+    #: (shared/codec/skip.py); 0 codes every position. Unset: the model's task default (0.3;
+    #: 0.4 for depth). Any value decodes the same way.
+    skip_threshold: float | None = field(default=None, metadata={"min": 0.0, "max": 99.0})
     #: Dead zone of the positions a predicted frame codes (|y − μ| below it codes the symbol 0);
     #: 0.5 is plain rounding. Any value decodes the same way.
     deadzone: float = field(default=0.6, metadata={"min": 0.5, "max": 1.99})

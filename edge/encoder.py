@@ -79,7 +79,8 @@ class Encoder:
         codec = load_codec(config.model, device=device)
         if codec.temporal is not None:
             codec.temporal.deadzone = config.deadzone
-            codec.temporal.skip_threshold = config.skip_threshold
+            if config.skip_threshold is not None:
+                codec.temporal.skip_threshold = config.skip_threshold
         return cls(codec, device=device.type, batch_max=config.batch_max)
 
     @property

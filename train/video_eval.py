@@ -245,7 +245,7 @@ def run_clip_eval(
     codecs=VIDEO_CODECS,
     stored: Sequence[Path] = (),
     deadzones: Sequence[float] = (0.6,),
-    skip_thresholds: Sequence[float] = (0.3,),
+    skip_thresholds: Sequence[float | None] = (None,),
 ) -> dict[str, Any]:
     """Evaluate models (intra and temporal) and the FFmpeg baselines on a clip set; JSON + plots.
 

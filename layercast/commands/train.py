@@ -150,9 +150,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--skip-thresholds",
-        default="0.3",
+        default="",
         help="--clips: skip thresholds of the predicted frames (0: no skip); one temporal point per "
-        "skip threshold and dead zone (default 0.3)",
+        "skip threshold and dead zone (default: the model's own, 0.3; 0.4 for depth)",
     )
     p.add_argument("--out", type=Path, default=Path("runs/eval"))
     p.add_argument(
@@ -307,7 +307,7 @@ def _eval_clips(args: argparse.Namespace, refs: dict[str, Path]) -> int:
         codecs=codecs,
         stored=args.baselines,
         deadzones=tuple(float(v) for v in args.deadzones.split(",") if v),
-        skip_thresholds=tuple(float(v) for v in args.skip_thresholds.split(",") if v),
+        skip_thresholds=tuple(float(v) for v in args.skip_thresholds.split(",") if v) or (None,),
     )
     print(
         f"{summary['cameras']} cameras x {summary['frames_per_clip']} frames, {summary['size']}, GOP {summary['gop']}"

@@ -41,6 +41,7 @@ from layercast.shared.codec.checkpoint import Checkpoint
 from layercast.shared.codec.enhancement import EnhancementLayer
 from layercast.shared.codec.entropy import load_weights
 from layercast.shared.codec.registry import Registry, default_registry
+from layercast.shared.codec.skip import default_skip_threshold
 from layercast.shared.codec.temporal import TemporalLayer
 from layercast.shared.device import select_device
 from layercast.shared.errors import (
@@ -146,6 +147,7 @@ class ScalableCodec:
             load_weights(self.temporal, temporal.state_dict)
             self.temporal.eval().to(self.device)
             self.temporal.latent_codec.to(coding_dtype)
+            self.temporal.skip_threshold = default_skip_threshold(self.task)
             self.temporal_model_id = temporal.model_id
 
     def _build_task_model(self, task: dict[str, Any]) -> torch.nn.Module | None:

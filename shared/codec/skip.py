@@ -32,6 +32,13 @@ from layercast.shared.codec.latent_codecs.context import anchor_mask
 NEIGHBOUR_PROBABILITIES = (1200, 16000, 40000, 56000, 63000)
 #: The encoder's default threshold on the mean |y_t − ŷ_{t-1}| over channels.
 DEFAULT_SKIP_THRESHOLD = 0.3
+#: The default per task of the base where another measured better at equal accuracy (docs/video.md).
+TASK_SKIP_THRESHOLDS = {"depth": 0.4}
+
+
+def default_skip_threshold(task: str | None) -> float:
+    """The encoder's skip threshold for a base layer of ``task``."""
+    return TASK_SKIP_THRESHOLDS.get(task or "", DEFAULT_SKIP_THRESHOLD)
 
 
 def binary_tables(probabilities: tuple[int, ...]) -> CdfTables:

@@ -16,7 +16,7 @@ from layercast.shared.codec.registry import default_registry
 from layercast.shared.codec.skip import DEFAULT_SKIP_THRESHOLD, decode_mask, encode_mask, motion_mask
 from layercast.shared.codec.temporal import TemporalLayer
 from layercast.shared.data.synth import SyntheticCamera
-from layercast.shared.errors import BitstreamError, UnsupportedVersion
+from layercast.shared.errors import BitstreamError, ConfigError, UnsupportedVersion
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (1, 7), (3, 5), (12, 16), (45, 80)])
@@ -143,3 +143,20 @@ def test_the_reference_features_at_moving_positions_are_the_full_grids():
     at = moving.nonzero(as_tuple=True)
     got = condition_at(net, ref, at)
     assert torch.allclose(got, full[at[0], :, at[1], at[2]], rtol=0, atol=1e-12)
+
+
+def test_each_shipped_base_codes_with_its_measured_skip_threshold_unless_the_edge_sets_one():
+    from layercast.edge.config import load_edge_config
+    from layercast.edge.encoder import Encoder
+    from layercast.shared.codec import load_codec
+
+    assert load_codec("det-tiny", enhancement=None, device="cpu").temporal.skip_threshold == 0.3
+    assert load_codec("depth-tiny", enhancement=None, device="cpu").temporal.skip_threshold == 0.4
+    unset = load_edge_config(overrides={"encoder.model": "depth-tiny"}, environ={}).encoder
+    assert unset.skip_threshold is None
+    assert Encoder.load(unset).codec.temporal.skip_threshold == 0.4
+    env = {"LAYERCAST_EDGE_ENCODER__SKIP_THRESHOLD": "0.55"}
+    set_ = load_edge_config(overrides={"encoder.model": "depth-tiny"}, environ=env).encoder
+    assert set_.skip_threshold == 0.55 and Encoder.load(set_).codec.temporal.skip_threshold == 0.55
+    with pytest.raises(ConfigError, match="skip_threshold"):
+        load_edge_config(overrides={"encoder.skip_threshold": -1}, environ={})
