@@ -75,6 +75,7 @@ async def _sign_in(page, base: str, user: str) -> None:
 
 
 async def test_operator_page_in_chromium(tmp_path):
+    from playwright.async_api import TimeoutError as PlaywrightTimeoutError
     from playwright.async_api import async_playwright
 
     t0 = time.monotonic()
@@ -117,10 +118,19 @@ async def test_operator_page_in_chromium(tmp_path):
                 await page.wait_for_selector(".tile[data-camera='cam-3'].offline", timeout=20_000)
                 await page.screenshot(path=str(shots / "operator_grid.png"))
 
-                await tile.locator(".cam-name").click()
-                # the DOM is enough: the elements below are each waited for (a loaded CI box once took
-                # over 30 s to fire this page's load event)
-                await page.wait_for_url("**/cameras/cam-1", wait_until="domcontentloaded", timeout=60_000)
+                # the camera's link opens its page; the DOM is enough: the elements below are each
+                # waited for (a loaded CI box once took over 30 s to fire this page's load event, and
+                # once saw no navigation within 60 s of the click: the click is given up to 3 tries)
+                for attempt in range(3):
+                    await tile.locator(".cam-name").click()
+                    try:
+                        await page.wait_for_url(
+                            "**/cameras/cam-1", wait_until="domcontentloaded", timeout=40_000
+                        )
+                        break
+                    except PlaywrightTimeoutError:
+                        if attempt == 2:
+                            raise
                 await page.locator("#pv-img:not(.hidden)").wait_for(timeout=20_000)
                 assert await page.locator("#timeline li").count() >= 2
                 await page.locator("#timeline li").nth(1).click()  # an older frame from the timeline
