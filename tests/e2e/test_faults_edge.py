@@ -83,11 +83,22 @@ def test_kill_9_of_an_edge_resumes_its_outbox_without_loss_or_resending_acked_fr
             results(cloud.target, CAM, 5, timeout=180)
             proxy.stall(up=False)  # frames reach the cloud; acks and credits do not come back
 
-            def outbox_has_every_kind() -> bool:
-                snap = OutboxSnapshot.read(outbox)
-                return len(snap.sent) >= 1 and len(snap.unsent) >= 4  # credits ran out with frames in flight
+            seen: list[OutboxSnapshot] = []
 
-            wait_until(outbox_has_every_kind, 60, "frames in flight and frames waiting in the outbox")
+            def outbox_has_every_kind() -> bool:
+                seen.append(OutboxSnapshot.read(outbox))
+                # credits ran out with frames in flight
+                return len(seen[-1].sent) >= 1 and len(seen[-1].unsent) >= 4
+
+            try:
+                wait_until(outbox_has_every_kind, 60, "frames in flight and frames waiting in the outbox")
+            except AssertionError:
+                every = max(1, len(seen) // 40)
+                print(
+                    "outbox (sent, unsent) while waiting:",
+                    [(len(x.sent), len(x.unsent)) for x in seen[::every]],
+                )
+                raise
             edge.kill9()
             at_kill = OutboxSnapshot.read(outbox)
             proxy.drop()  # the half-open connection of the dead process goes away
