@@ -49,7 +49,7 @@ from layercast.shared.codec.entropy import (
     resize_entropy_buffers,
     snap_means,
 )
-from layercast.shared.codec.latent_codecs.context import SpaceChannelContextCodec, anchor_mask
+from layercast.shared.codec.latent_codecs.context import SpaceChannelContextCodec, anchor_mask, masked_conv_at
 from layercast.shared.codec.latent_codecs.hyperprior import HyperpriorLatentCodec
 from layercast.shared.codec.skip import DEFAULT_SKIP_THRESHOLD, decode_mask, encode_mask, motion_mask
 
@@ -170,13 +170,8 @@ class TemporalContextCodec(SpaceChannelContextCodec):
                 if sel is anchors:
                     sp_ctx = side.new_zeros(len(bi), 2 * c)
                 else:  # the anchors decoded so far (the masked convolution reads nothing else)
-                    sp_ctx = self.spatial[k](torch.where(anchors, y_hat_k, 0.0))[bi, :, ii, jj]
-                parts = (
-                    [side[bi, :, ii, jj], sp_ctx]
-                    if ch_ctx is None
-                    else [side[bi, :, ii, jj], ch_ctx[bi, :, ii, jj], sp_ctx]
-                )
-                out = self.params[k](torch.cat(parts, dim=1)[:, :, None, None])[:, :, 0, 0]
+                    sp_ctx = masked_conv_at(self.spatial[k], torch.where(anchors, y_hat_k, 0.0), (bi, ii, jj))
+                out = self._params_at(k, side, ch_ctx, sp_ctx, (bi, ii, jj))
                 scales, means, gate = out.chunk(3, dim=1)
                 r = ref[bi, :, ii, jj]
                 means = snap_means(r + torch.sigmoid(gate) * (means - r))

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from compressai.layers import CheckerboardMaskedConv2d
 from torch import Tensor, nn
 
@@ -51,6 +52,27 @@ def _channel_context(in_ch: int, out_ch: int) -> nn.Sequential:
         nn.ELU(inplace=True),
         nn.Conv2d(mid, out_ch, 3, padding=1),
     )
+
+
+def pointwise_rows(net: nn.Sequential, rows: Tensor) -> Tensor:
+    """``net`` (1×1 convolutions and activations) on ``rows`` (N, C_in), one position per row:
+    one matrix product per layer, the values ``net`` gives at those positions of a grid."""
+    for m in net:
+        rows = F.linear(rows, m.weight[:, :, 0, 0], m.bias) if isinstance(m, nn.Conv2d) else m(rows)
+    return rows
+
+
+def masked_conv_at(conv: CheckerboardMaskedConv2d, x: Tensor, at: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+    """The checkerboard-masked convolution of ``x`` (zero padding) at positions ``at`` (image, row,
+    column), as rows (N, C_out): only its unmasked taps are read, each one matrix product."""
+    bi, ii, jj = at
+    kh, kw = conv.kernel_size
+    ph, pw = conv.padding
+    xp = F.pad(x, (pw, pw, ph, ph))
+    taps = conv.mask[0, 0].nonzero().tolist()
+    cols = torch.cat([xp[bi, :, ii + di, jj + dj] for di, dj in taps], dim=1)  # (N, taps · C_in)
+    weight = torch.cat([conv.weight[:, :, di, dj] for di, dj in taps], dim=1)
+    return F.linear(cols, weight, conv.bias)
 
 
 def anchor_mask(h: int, w: int, device: torch.device) -> Tensor:
@@ -120,8 +142,23 @@ class SpaceChannelContextCodec(nn.Module):
         return {"y_hat": torch.cat(y_hats, dim=1), "likelihoods": {"y": torch.cat(liks, dim=1)}}
 
     # ------------------------------------------------------------------ coding
+    def _params_at(
+        self, k: int, side: Tensor, ch_ctx: Tensor | None, sp_ctx: Tensor, at: tuple[Tensor, Tensor, Tensor]
+    ) -> Tensor:
+        """Group k's parameter network at positions ``at`` only, as rows (N, outputs); ``sp_ctx`` is
+        already rows."""
+        bi, ii, jj = at
+        parts = (
+            [side[bi, :, ii, jj], sp_ctx]
+            if ch_ctx is None
+            else [side[bi, :, ii, jj], ch_ctx[bi, :, ii, jj], sp_ctx]
+        )
+        return pointwise_rows(self.params[k], torch.cat(parts, dim=1))
+
     def _steps(self, side: Tensor, code_fn) -> Tensor:
-        """Run the 2·len(groups) coding steps; ``code_fn(k, sel, scales, means) -> y_hat values at sel``."""
+        """Run the 2·len(groups) coding steps; ``code_fn(k, sel, scales, means) -> y_hat values at sel``
+        (each (B, c, positions of ``sel`` in raster order)). The parameter networks and the spatial
+        context run at the step's positions only: what ``forward`` computes there."""
         b, _, h, w = side.shape
         mask = anchor_mask(h, w, side.device)
         y_hats: list[Tensor] = []
@@ -129,9 +166,16 @@ class SpaceChannelContextCodec(nn.Module):
             ch_ctx = self._channel_ctx(k, y_hats)
             y_hat_k = side.new_zeros(b, c, h, w)
             for sel in (mask, ~mask):
-                sp_ctx = side.new_zeros(b, 2 * c, h, w) if sel is mask else self.spatial[k](y_hat_k)
-                scales, means = self._params(k, side, ch_ctx, sp_ctx)
-                y_hat_k[:, :, sel] = code_fn(k, sel, scales[:, :, sel], snap_means(means[:, :, sel]))
+                ii, jj = sel.nonzero(as_tuple=True)
+                n = len(ii)
+                at = (torch.arange(b, device=side.device).repeat_interleave(n), ii.repeat(b), jj.repeat(b))
+                if sel is mask:
+                    sp_ctx = side.new_zeros(b * n, 2 * c)
+                else:  # the anchors decoded so far (the masked convolution reads nothing else)
+                    sp_ctx = masked_conv_at(self.spatial[k], y_hat_k, at)
+                out = self._params_at(k, side, ch_ctx, sp_ctx, at).reshape(b, n, -1).transpose(1, 2)
+                scales, means = out.chunk(2, dim=1)
+                y_hat_k[:, :, sel] = code_fn(k, sel, scales, snap_means(means))
             y_hats.append(y_hat_k)
         return torch.cat(y_hats, dim=1)
 
