@@ -18,7 +18,7 @@ from layercast.shared.codec import load_codec
 from layercast.shared.codec.bitstream import LayerKind
 from layercast.shared.codec.video import VideoEncoder
 from layercast.shared.data.synth import SyntheticCamera
-from layercast.shared.rpc import edge_pb2
+from layercast.shared.rpc import analytics_pb2, analytics_pb2_grpc, edge_pb2
 from tests.cloud.conftest import TOKENS, EdgeStream, cloud_config, operator_channel
 
 Reason = edge_pb2.IntraRequest.Reason
@@ -229,3 +229,27 @@ async def test_after_a_restart_a_predicted_frame_binds_to_the_stored_frame_it_na
         assert again.engine.decoded_by_kind["predicted"] == 2 and again.engine.references.rebuilt == 1
     finally:
         await again.stop(5.0)
+
+
+async def test_infer_takes_a_predicted_frame_only_of_a_camera_holding_its_reference(server, video):
+    """Analytics.Infer of a P-frame: without the camera whose newest frame it names there is no
+    size to give it (FAILED_PRECONDITION, the server keeps serving); with it, a result of the
+    chain's size."""
+    codec, bases = video
+    async with operator_channel(server.target) as ch:
+        e = EdgeStream(ch)
+        e.hello("cam-a", TOKENS["cam-a"], codec.base_model_id, temporal_model_id=codec.temporal_model_id)
+        await e.recv_kind("welcome")
+        for seq in (1, 2):
+            e.frame(seq, bases[seq - 1])
+        await _messages(e, lambda m: len(_of(m, "ack")) == 2)
+        await _decoded(server, "predicted", 1)
+        infer = analytics_pb2_grpc.AnalyticsStub(ch).Infer
+        for camera in ("", "cam-b"):
+            with pytest.raises(aio.AioRpcError) as info:
+                await infer(analytics_pb2.InferRequest(base=bases[2], camera_id=camera), timeout=30)
+            assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert "must send an intra frame" in info.value.details()
+        res = (await infer(analytics_pb2.InferRequest(base=bases[2], camera_id="cam-a"), timeout=30)).result
+        assert (res.width, res.height, res.base_bytes) == (96, 96, len(bases[2]))
+        e.close()
