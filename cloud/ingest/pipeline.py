@@ -19,9 +19,9 @@ CreditsBack), which the servicer turns into messages. Guarantees:
   against the one before; the batcher batches across cameras). A predicted frame whose
   decoded reference the cloud neither holds nor can rebuild from the store fails
   FAILED_PRECONDITION like any frame that does not decode, and the camera is sent an
-  :class:`IntraNeeded` (once until its next intra frame decodes). A stream of a camera that codes predicted frames, has
-  streamed to this store before and has no live reference in this process is sent one right
-  after its Welcome (:meth:`FramePipeline.stream_opened`).
+  :class:`IntraNeeded` (once until its next intra frame decodes). A stream of a camera that
+  codes predicted frames, has streamed to this store before and has no live reference in this
+  process is sent one right after its Welcome (:meth:`FramePipeline.stream_opened`).
 * Results are written to the store, then published, in sequence order per
   camera. Frames stored but without a result (a crash between Ack and
   inference) are found by :meth:`recover` at start-up and processed then.
