@@ -9,8 +9,11 @@ Every call here is blocking (torch); the batcher and the servicers run them on
 worker threads. The header of every bitstream is parsed and checked once, by
 :meth:`InferenceEngine.check_base` (``codec.check_base`` plus the configured
 pixel limit), before anything is decoded, so a frame that claims a
-100000×100000 image is refused before any large allocation; the batch path
-decodes the :class:`~layercast.cloud.ingest.frame.Frame` records built from it.
+100000×100000 image is refused before any large allocation; a predicted frame's
+header, which names its reference instead of a size, is then bound to the
+reference's header (:meth:`InferenceEngine.bind`, by the pipeline, which keeps each
+camera's newest stored header); the batch path decodes the
+:class:`~layercast.cloud.ingest.frame.Frame` records built from it.
 
 A camera's base layers are a low-delay video: a predicted frame decodes against the frame
 before it. The engine keeps that state in :class:`~layercast.cloud.ingest.references.References`
@@ -38,7 +41,7 @@ from layercast.cloud.ingest.frame import Frame
 from layercast.cloud.ingest.references import ChainLoader, References
 from layercast.cloud.results.png import depth_to_proto
 from layercast.shared.clock import now_us
-from layercast.shared.codec.bitstream import Bitstream, LayerKind
+from layercast.shared.codec.bitstream import Bitstream, Header, LayerKind
 from layercast.shared.errors import (
     CorruptBitstream,
     ImageTooLarge,
@@ -140,13 +143,24 @@ class InferenceEngine:
     # -- checks ---------------------------------------------------------------------------------
     def check_base(self, data: bytes) -> Bitstream:
         """Parse and check a base bitstream's header (no decoding): raises BitstreamError,
-        UnknownModel (FAILED_PRECONDITION, naming the id) or ImageTooLarge."""
+        UnknownModel (FAILED_PRECONDITION, naming the id) or ImageTooLarge. A predicted frame's
+        header comes back unbound (its bytes checked): :meth:`bind` gives it its reference's size."""
         header = self.codec.check_base(data)
+        self._check_size(header)
+        return Bitstream(header, bytes(data))
+
+    def bind(self, bitstream: Bitstream, reference: Header) -> Bitstream:
+        """A predicted frame with the size and model of ``reference``, the header of the base layer
+        it names (ReferenceMismatch, FAILED_PRECONDITION, for any other)."""
+        header = bitstream.header.bind(reference)
+        self._check_size(header)
+        return Bitstream(header, bitstream.data)
+
+    def _check_size(self, header: Header) -> None:
         if header.width * header.height > self.max_pixels:
             raise ImageTooLarge(
                 f"bitstream claims a {header.width}x{header.height} image, above the limit of {self.max_pixels} pixels"
             )
-        return Bitstream(header, bytes(data))
 
     def require_model(self, model_id: str) -> None:
         """Raise UnknownModel unless ``model_id`` is the base model this cloud decodes."""

@@ -11,13 +11,17 @@ CreditsBack), which the servicer turns into messages. Guarantees:
 * A frame whose header is bad is refused (FrameRejected) before it is stored;
   one whose payload fails to decode later is marked rejected in the store and
   reported with a FrameRejected after its Ack.
+* A predicted frame's header names its reference instead of a size: it is bound to the header
+  of the camera's newest frame stored by this process, or of the stored frame before it (after
+  a restart); when it names neither it is refused before storing (FAILED_PRECONDITION,
+  ``ReferenceMismatch``) and the camera is sent an :class:`IntraNeeded`.
 * Each camera's frames are decoded one at a time and in order (a predicted frame decodes
   against the one before; the batcher batches across cameras). A predicted frame whose
-  reference the cloud neither holds nor can rebuild from the store fails FAILED_PRECONDITION
-  like any frame that does not decode, and the camera is sent an :class:`IntraNeeded` (once
-  until its next intra frame decodes). A stream of a camera that codes predicted frames, has
-  streamed to this store before and has no live reference in this process is sent one right
-  after its Welcome (:meth:`FramePipeline.stream_opened`).
+  decoded reference the cloud neither holds nor can rebuild from the store fails
+  FAILED_PRECONDITION like any frame that does not decode, and the camera is sent an
+  :class:`IntraNeeded` (once until its next intra frame decodes). A stream of a camera that
+  codes predicted frames, has streamed to this store before and has no live reference in this
+  process is sent one right after its Welcome (:meth:`FramePipeline.stream_opened`).
 * Results are written to the store, then published, in sequence order per
   camera. Frames stored but without a result (a crash between Ack and
   inference) are found by :meth:`recover` at start-up and processed then.
@@ -38,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -53,7 +58,7 @@ from layercast.cloud.results.store import Store
 from layercast.cloud.rpc.status import code_number, status_of
 from layercast.cloud.sessions import CameraSession, SessionRegistry
 from layercast.shared.clock import now_us
-from layercast.shared.codec.bitstream import LayerKind
+from layercast.shared.codec.bitstream import Bitstream, Header, LayerKind, frame_ref_of, parse_header
 from layercast.shared.errors import LayercastError, ReferenceMismatch
 from layercast.shared.rpc import common_pb2
 
@@ -142,6 +147,9 @@ class FramePipeline:
         self._finished = asyncio.Condition()
         #: Cameras asked for an intra frame that has not decoded yet (asked once until it does).
         self._intra_asked: set[str] = set()
+        #: Per camera, the newest stored frame's sequence and header: what its next predicted
+        #: frame names, and so its size (the decoded references live in the engine).
+        self._heads: dict[str, tuple[int, Header]] = {}
 
     # -- ingest -----------------------------------------------------------------------------------
     def stop_accepting(self) -> None:
@@ -165,7 +173,7 @@ class FramePipeline:
         self.stats.frames_received += 1
         cam = session.camera_id
         try:
-            frame = self._parse(cam, sequence, capture_time_us, data)
+            frame = await self._parse(cam, sequence, capture_time_us, data)
         except _Refused as refused:
             for event in self._refuse(cam, refused.event):
                 yield event
@@ -174,6 +182,8 @@ class FramePipeline:
         # camera briefly has two streams.
         async with self._camera_locks.setdefault(cam, asyncio.Lock()):
             outcome = await self.store.put_frame(frame)
+            if outcome is not InsertOutcome.STALE:
+                self._held(frame)
             if outcome is InsertOutcome.DUPLICATE:
                 self.stats.frames_duplicate += 1
                 self.stats.by_camera[(cam, "duplicate")] += 1
@@ -195,8 +205,9 @@ class FramePipeline:
             yield Acked(sequence)
             await self._queue(FrameTask(frame, session.session_id, holds_slot=True))
 
-    def _parse(self, camera_id: str, sequence: int, capture_time_us: int, data: bytes) -> Frame:
-        """The frame record, its header parsed and checked once; raises _Refused."""
+    async def _parse(self, camera_id: str, sequence: int, capture_time_us: int, data: bytes) -> Frame:
+        """The frame record, its header parsed and checked once (a predicted frame's bound to the
+        header of the frame it names); raises _Refused."""
         if len(data) > self.max_frame_bytes:
             raise _Refused(
                 sequence,
@@ -211,9 +222,56 @@ class FramePipeline:
             )
         try:
             bitstream = self.engine.check_base(data)
+            if bitstream.header.kind is LayerKind.PREDICTED:
+                bitstream = await self._bind(camera_id, sequence, bitstream)
         except LayercastError as exc:
             raise _Refused(sequence, status_of(exc), str(exc)) from None
         return Frame(camera_id, sequence, capture_time_us, now_us(), bitstream)
+
+    async def _bind(self, camera_id: str, sequence: int, bitstream: Bitstream) -> Bitstream:
+        """A predicted frame bound to the header of the frame it names: the camera's newest frame
+        stored by this process, or the frame stored before it (after a restart). Neither → the
+        camera is asked for an intra frame and the frame refused (ReferenceMismatch)."""
+        frame_ref = bitstream.header.frame_ref
+        held = self._heads.get(camera_id)
+        if held is not None and held[1].layer_ref == frame_ref:
+            return self.engine.bind(bitstream, held[1])
+        stored = await self._stored_header(camera_id, sequence - 1, frame_ref)
+        if stored is not None:
+            return self.engine.bind(bitstream, stored)
+        holds = "none" if held is None else f"{held[1].layer_ref:08x}"
+        message = (
+            f"frame {sequence} of {camera_id} is predicted from base layer {frame_ref:08x}; this cloud "
+            f"holds {holds} and has not stored it: the camera must send an intra frame"
+        )
+        if sequence:  # a frame of a camera's stream, not a one-off Infer
+            reason = "NO_REFERENCE" if held is None else "REFERENCE_MISMATCH"
+            self._ask_intra(IntraNeeded(camera_id, sequence, reason, message))
+        raise ReferenceMismatch(message)
+
+    async def _stored_header(self, camera_id: str, sequence: int, frame_ref: int) -> Header | None:
+        """The header of the stored frame ``sequence`` of ``camera_id`` if its bytes are ``frame_ref``
+        (a stored predicted frame's with the size and model stored with it, bound at its ingest)."""
+        if not camera_id or sequence < 1:
+            return None
+        record = await self.store.get_frame(camera_id, sequence)
+        if record is None or frame_ref_of(record.base) != frame_ref:
+            return None
+        try:
+            header = parse_header(record.base, max_pixels=self.engine.max_pixels)
+        except LayercastError:
+            return None
+        if not header.bound:
+            header = dataclasses.replace(
+                header, width=record.width, height=record.height, model_id=record.model_id
+            )
+        return header
+
+    def _held(self, frame: Frame) -> None:
+        """``frame`` is stored: its header is what the camera's next predicted frame binds to."""
+        held = self._heads.get(frame.camera_id)
+        if held is None or frame.sequence >= held[0]:
+            self._heads[frame.camera_id] = (frame.sequence, frame.header)
 
     def _refuse(self, camera_id: str, event: Rejected) -> tuple[Rejected, CreditsBack]:
         self.stats.frames_rejected += 1
@@ -262,16 +320,21 @@ class FramePipeline:
 
     async def _recovered(self, stored: FrameRecord) -> Frame | None:
         try:
-            return self._parse(stored.camera_id, stored.sequence, stored.capture_time_us, stored.base)
+            frame = await self._parse(stored.camera_id, stored.sequence, stored.capture_time_us, stored.base)
         except _Refused as refused:
             await self._failed(stored.camera_id, refused.event)
             return None
+        self._held(frame)
+        return frame
 
     # -- unary inference ----------------------------------------------------------------------------
     async def infer_base(self, base: bytes, camera_id: str = "") -> common_pb2.Result:
         """Run one base bitstream through the batcher (not stored, not published), after the
         cameras' frames waiting at the time (low priority)."""
-        frame = Frame(camera_id, 0, 0, now_us(), self.engine.check_base(base))
+        bitstream = self.engine.check_base(base)
+        if bitstream.header.kind is LayerKind.PREDICTED:
+            bitstream = await self._bind(camera_id, 0, bitstream)
+        frame = Frame(camera_id, 0, 0, now_us(), bitstream)
         fut = await self.batcher.submit(AdhocTask(frame), key=None, low_priority=True)
         return await fut
 

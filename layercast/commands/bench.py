@@ -50,6 +50,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     v.set_defaults(func=_video)
 
+    pb = bsub.add_parser(
+        "pframe-bytes",
+        help="where a P-frame's bytes go on a clip set: header, ẑ, skip mask, ŷ, the ANS state flush",
+    )
+    pb.add_argument("--clips", required=True, help="a `layercast data clips` folder")
+    pb.add_argument("--model", default="det-tiny", help="registry name of the codec (default det-tiny)")
+    pb.add_argument("--intra-seconds", type=float, default=2.0, help="intra period in seconds (default 2)")
+    pb.add_argument("--cameras", type=int, default=None, help="the first N cameras only (default all)")
+    pb.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    pb.set_defaults(func=_pframe_bytes)
+
     s = bsub.add_parser(
         "service",
         help="cloud throughput and latency for 1/4/16 cameras, batching on/off, base bitstreams vs JPEG",
@@ -233,6 +244,13 @@ def _video(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise SystemExit(f"layercast bench video: {exc}") from None
     run(args.model, sizes, args.frames, args.repeat, args.threads)
+    return 0
+
+
+def _pframe_bytes(args: argparse.Namespace) -> int:
+    from layercast.bench.pframe_bytes import run
+
+    run(args.model, args.clips, args.intra_seconds, args.cameras, args.threads)
     return 0
 
 

@@ -38,7 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         nargs="+",
         type=Path,
         help=".lcb files or folders of them; the .lce beside each base is its enhancement (also accepted "
-        "among the files, as `out/*` gives); - reads one base layer from stdin",
+        "among the files, as `out/*` gives); a predicted frame decodes against the base layer just "
+        "before it (a clip's frames in name order); - reads one base layer from stdin",
     )
     p.add_argument("-o", "--out", type=Path, required=True, help="output folder; - writes one PNG to stdout")
     p.add_argument("--preview", action="store_true", help="simple synthesis from the base layer alone")
@@ -47,7 +48,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=decode)
 
     p = sub.add_parser("info", help="print a bitstream's header fields, sizes and bpp")
-    p.add_argument("files", nargs="+", type=Path, help=".lcb / .lce files or folders of them; - reads stdin")
+    p.add_argument(
+        "files",
+        nargs="+",
+        type=Path,
+        help=".lcb / .lce files or folders of them (a predicted frame takes its size from the base "
+        "layer it names among the files before it); - reads stdin",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=info)
 
@@ -114,7 +121,7 @@ def encode(args: argparse.Namespace) -> int:
 
 
 def decode(args: argparse.Namespace) -> int:
-    from layercast.shared.codec import load_codec, parse_header
+    from layercast.shared.codec import LayerKind, load_codec
     from layercast.shared.imageio import png_bytes, write_png
 
     files = _expand(args.files, (BASE_SUFFIX,), "base layer")
@@ -122,11 +129,11 @@ def decode(args: argparse.Namespace) -> int:
     if to_stdout and len(files) != 1:
         raise ConfigError("-o - writes one PNG to stdout: give one base layer")
     layers = {path: _read(path) for path in files}
-    headers = {path: parse_header(data) for path, data in layers.items()}
-    bases = [p for p in files if headers[p].layer == "base"]
+    headers = _bound_headers(layers)
+    bases = [p for p in files if headers[p].kind.is_base]
     failed = 0
     for path in files:
-        if headers[path].layer == "base":
+        if headers[path].kind.is_base:
             continue
         base = path.with_suffix(BASE_SUFFIX)
         if base in bases:
@@ -141,11 +148,22 @@ def decode(args: argparse.Namespace) -> int:
     if not to_stdout and bases:
         args.out.mkdir(parents=True, exist_ok=True)
     codecs: dict[str, object] = {}
+    last = None  # the base layer decoded before: a predicted frame's reference
     for path in bases:
-        data = layers[path]
-        model = args.model or headers[path].model_id
+        data, header = layers[path], headers[path]
+        if not header.bound:
+            print(
+                f"layercast decode: error: {path} is a predicted frame of base layer {header.frame_ref:08x}, "
+                "which is not among the files before it; decode it after the frames of its clip, "
+                "from its intra frame on",
+                file=sys.stderr,
+            )
+            failed += 1
+            continue
+        model = args.model or header.model_id
         codec = codecs.get(model) or codecs.setdefault(model, load_codec(model, device=args.device))
-        dec = codec.decode_base(data)
+        reference = last if header.kind is LayerKind.PREDICTED else None
+        dec = last = codec.decode_base(data, reference=reference)
         if args.preview:
             image, kind = codec.preview(dec), "preview"
         else:
@@ -169,24 +187,40 @@ def decode(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def info(args: argparse.Namespace) -> int:
-    from layercast.shared.codec import parse_header
+def _bound_headers(layers: dict[Path, bytes]) -> dict:
+    """Each file's parsed header; a predicted frame's bound to the base layer it names when that
+    is among the files before it (a clip's frames in name order), otherwise left unbound."""
+    from layercast.shared.codec import LayerKind, parse_header
 
+    headers = {}
+    bases: dict[int, object] = {}  # frame reference -> bound header of a base layer seen so far
+    for path, data in layers.items():
+        h = parse_header(data)
+        if h.kind is LayerKind.PREDICTED and h.frame_ref in bases:
+            h = h.bind(bases[h.frame_ref])
+        if h.kind.is_base and h.bound:
+            bases[h.layer_ref] = h
+        headers[path] = h
+    return headers
+
+
+def info(args: argparse.Namespace) -> int:
+    paths = _expand(args.files, (BASE_SUFFIX, ENH_SUFFIX), "bitstream")
     rows = []
-    for path in _expand(args.files, (BASE_SUFFIX, ENH_SUFFIX), "bitstream"):
-        h = parse_header(_read(path))
+    for path, h in _bound_headers({path: _read(path) for path in paths}).items():
+        # a predicted frame's size and model are its reference's: unknown (null) without it
         row = {
             "file": str(path),
             "layer": h.layer,
             "format_version": h.version,
-            "model_id": h.model_id,
+            "model_id": h.model_id or None,
             "frame_ref": f"{h.frame_ref:08x}",
-            "width": h.width,
-            "height": h.height,
+            "width": h.width or None,
+            "height": h.height or None,
             "header_bytes": h.header_size,
             "payload_bytes": h.payload_length,
             "total_bytes": h.total_bytes,
-            "bpp": round(h.bpp, 5),
+            "bpp": round(h.bpp, 5) if h.bound else None,
         }
         rows.append(row)
         if not args.json:

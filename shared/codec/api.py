@@ -227,16 +227,17 @@ class ScalableCodec:
             if predicted:
                 cond = torch.cat([refs[i].y_hat for i in idx])  # type: ignore[union-attr]
                 enc = self.temporal.latent_codec.compress(y, cond)  # type: ignore[union-attr]
-                kind, model_id = LayerKind.PREDICTED, self.temporal_model_id
-                ref_crcs = [refs[i].frame_ref for i in idx]  # type: ignore[union-attr]
+                bases = [
+                    bitstream.pack_predicted(refs[i].frame_ref, s, c)  # type: ignore[union-attr]
+                    for i, s, c in zip(idx, enc["strings"], enc["checksums"], strict=True)
+                ]
             else:
                 enc = self.base.latent_codec.compress(y)
-                kind, model_id, ref_crcs = LayerKind.BASE, self.base_model_id, [0] * len(idx)
+                bases = [
+                    bitstream.pack_layer(LayerKind.BASE, self.base_model_id, w, h, s, c)
+                    for s, c in zip(enc["strings"], enc["checksums"], strict=True)
+                ]
             y_hat = enc["y_hat"]
-            bases = [
-                bitstream.pack_layer(kind, model_id, w, h, s, c, frame_ref=r)
-                for r, s, c in zip(ref_crcs, enc["strings"], enc["checksums"], strict=True)
-            ]
             enhs: list[bytes | None] = [None] * len(idx)
             if self.enhancement is not None and layers == "all":
                 e = self.enhancement
@@ -255,8 +256,9 @@ class ScalableCodec:
                 ]
             for j, i in enumerate(idx):
                 b = bases[j]
+                ref_header = refs[i].header if predicted else None  # type: ignore[union-attr]
                 dec = DecodedBase(
-                    bitstream.parse_header(b, max_pixels=self.max_pixels),
+                    bitstream.parse_header(b, max_pixels=self.max_pixels, reference=ref_header),
                     y_hat[j : j + 1],
                     bitstream.frame_ref_of(b),
                     len(b),
@@ -270,8 +272,9 @@ class ScalableCodec:
         return self.encode_batch([image], layers, [reference])[0]
 
     # ------------------------------------------------------------------ decode
-    def parse_header(self, data: bytes) -> Header:
-        return bitstream.parse_header(data, max_pixels=self.max_pixels)
+    def parse_header(self, data: bytes, reference: Header | None = None) -> Header:
+        """The checked header (a predicted layer's bound to ``reference`` when given)."""
+        return bitstream.parse_header(data, max_pixels=self.max_pixels, reference=reference)
 
     def _check_header(self, header: Header, kind: LayerKind) -> None:
         """The header is of ``kind`` (``BASE``: intra or predicted) and was coded by the model this
@@ -280,11 +283,13 @@ class ScalableCodec:
         if header.kind is LayerKind.BASE:
             model_id = self.base_model_id
         elif header.kind is LayerKind.PREDICTED:
+            # A P-frame names no model: the temporal model is this codec's (a connection's Hello
+            # names it), the base model its reference's, bound from the chain's intra frame.
             if self.temporal is None:
-                raise UnknownModel(
-                    f"no temporal model loaded; the predicted frame needs model {header.model_id}"
-                )
-            model_id = self.temporal_model_id
+                raise UnknownModel("no temporal model loaded; a predicted frame needs one")
+            if not header.bound:
+                return
+            model_id = self.base_model_id
         else:
             if self.enhancement is None:
                 raise UnknownModel(
@@ -302,9 +307,11 @@ class ScalableCodec:
         cfg = self.config if header.kind.is_base else self.enh_ckpt.config  # type: ignore[union-attr]
         return (cfg.latent_channels, ph // 16, pw // 16)
 
-    def check_base(self, data: bytes) -> Header:
-        """Everything that can be checked before decoding (cheap; no large allocation)."""
-        header = self.parse_header(data)
+    def check_base(self, data: bytes, reference: Header | None = None) -> Header:
+        """Everything that can be checked before decoding (cheap; no large allocation). A predicted
+        layer's header is bound to ``reference`` (the header of the layer it names) when given,
+        otherwise it comes back unbound (its bytes checked, its size and model not known yet)."""
+        header = self.parse_header(data, reference)
         self._check_header(header, LayerKind.BASE)
         return header
 
@@ -336,7 +343,7 @@ class ScalableCodec:
                     parsed = Bitstream(self.check_base(item), bytes(item))
                 predicted = parsed.header.kind is LayerKind.PREDICTED
                 if predicted:
-                    self._check_reference(parsed.header, refs[i])
+                    parsed = Bitstream(self._bind(parsed.header, refs[i]), parsed.data)
             except LayercastError as exc:
                 if not return_exceptions:
                     raise
@@ -352,7 +359,7 @@ class ScalableCodec:
                 res = self.base.latent_codec.decompress(payloads, tuple(shape[1:]))
             for j, (i, b) in enumerate(members):
                 try:
-                    if res["checksums"][j] != b.header.symbols_crc:
+                    if not b.header.symbols_match(res["checksums"][j]):
                         raise DecodeMismatch(
                             "decoded symbols differ from the encoded ones (symbol CRC mismatch): "
                             "entropy parameters diverged between encoder and decoder, or the payload is forged"
@@ -367,18 +374,24 @@ class ScalableCodec:
                 )
         return out
 
-    @staticmethod
-    def _check_reference(header: Header, ref: DecodedBase | None) -> None:
+    def _bind(self, header: Header, ref: DecodedBase | None) -> Header:
+        """A predicted frame's header bound to the decoded base it names (ReferenceMismatch when
+        ``ref`` is missing or another frame); one already bound must name ``ref``."""
         if ref is None:
             raise ReferenceMismatch(
                 "a predicted frame needs the previous frame's base layer, and none is held: "
                 "the sender must send an intra frame"
             )
-        if ref.frame_ref != header.frame_ref or ref.size != (header.height, header.width):
+        if ref.frame_ref != header.frame_ref:
             raise ReferenceMismatch(
                 f"the predicted frame refers to base layer {header.frame_ref:08x}, "
                 f"the decoder holds {ref.frame_ref:08x}: the sender must send an intra frame"
             )
+        if header.bound:
+            return header
+        bound = header.bind(ref.header)
+        self._check_header(bound, LayerKind.BASE)
+        return bound
 
     def decode_base(self, data: bytes, reference: DecodedBase | None = None) -> DecodedBase:
         return self.decode_base_batch([data], references=[reference])[0]
@@ -431,7 +444,7 @@ class ScalableCodec:
         assert e is not None
         cond = e.condition(dec.y_hat)
         res = e.latent_codec.decompress([bitstream.payload(data)], self.latent_shape(header)[1:], cond)
-        if res["checksums"][0] != header.symbols_crc:
+        if not header.symbols_match(res["checksums"][0]):
             raise DecodeMismatch(
                 "decoded enhancement symbols differ from the encoded ones (symbol CRC mismatch)"
             )

@@ -10,7 +10,7 @@ Decision: the mean over channels of ``|y_t − ŷ_{t-1}|`` at a position, at or 
 marks it moving (a threshold of 0 marks every position moving: no skip). Dilating the mask by one
 position, so that an object's edges are coded too, measured worse at equal mAP (docs/video.md).
 
-Coding (format version 4, ``docs/bitstream.md``): after ẑ, the mask in two checkerboard passes.
+Coding (format version 5, ``docs/bitstream.md``): after ẑ, the mask in two checkerboard passes.
 First the number ``k`` of moving anchors ((i + j) even; ``n`` of them), uniform over 0..n, then,
 unless ``k`` is 0 or ``n``, the anchors with one binary model of P(moving) = k/n (in 1/65536,
 within 1..65535); then every other position with the fixed model picked by how many of its four

@@ -201,3 +201,59 @@ def test_stdin_and_stdout(model_dir, tmp_path, monkeypatch, capsysbinary):
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(png))), preview)
     assert main(["encode", "-", "-o", "-", "--model", "test-base"]) == 1  # both layers cannot share stdout
     assert b"--layers base" in capsysbinary.readouterr().err
+
+
+def test_info_and_decode_a_folder_of_a_clip(model_dir, tmp_path, capsys):
+    """A clip's base layers in name order: each predicted frame takes its size and model from the
+    frame it names and decodes against it; one without its reference before it is an error."""
+    from layercast.shared.codec.api import ScalableCodec
+    from layercast.shared.codec.factory import temporal_checkpoint
+    from layercast.shared.codec.temporal import TemporalLayer
+    from layercast.shared.codec.video import VideoEncoder
+    from layercast.shared.data.synth import SyntheticCamera
+
+    base = model_dir
+    layer = TemporalLayer.from_intra(base.base.latent_codec, base.config)
+    tmp = temporal_checkpoint(layer, base.base_model_id)
+    tmp.save(tmp_path / "models" / "test-base-temporal.pt")
+    default_registry.cache_clear()
+    codec = ScalableCodec(base.base_ckpt, base.enh_ckpt, tmp, device="cpu")
+    enc = VideoEncoder(codec, intra_period=3)
+    cam = SyntheticCamera(4, 80, 64, 10.0)
+    clip = tmp_path / "clip"
+    clip.mkdir()
+    frames = [enc.encode(cam.frame(i).image) for i in range(5)]
+    for i, f in enumerate(frames):
+        (clip / f"{i:06d}.lcb").write_bytes(f.base)
+        (clip / f"{i:06d}.lce").write_bytes(f.enhancement)
+    capsys.readouterr()
+    assert main(["info", str(clip), "--json"]) == 0
+    rows = [r for r in json.loads(capsys.readouterr().out) if r["layer"] != "enhancement"]
+    assert [r["layer"] for r in rows] == ["base", "predicted", "predicted", "base", "predicted"]
+    for r, f in zip(rows, frames, strict=True):
+        assert (r["width"], r["height"], r["model_id"]) == (80, 64, base.base_model_id)
+        assert r["total_bytes"] == len(f.base)
+        assert r["header_bytes"] == (14 if r["layer"] == "predicted" else 28)
+        assert r["bpp"] == round(8 * len(f.base) / (80 * 64), 5)
+
+    dec = tmp_path / "dec"
+    assert main(["decode", str(clip), "-o", str(dec), "--preview", "--device", "cpu"]) == 0
+    for i, f in enumerate(frames):
+        expected = codec.preview(f.decoded)
+        assert np.array_equal(np.asarray(Image.open(dec / f"{i:06d}.preview.png")), expected)
+    assert main(["decode", str(clip), "-o", str(dec), "--device", "cpu"]) == 0
+    expected = codec.reconstruct(frames[4].decoded, frames[4].enhancement)
+    assert np.array_equal(np.asarray(Image.open(dec / "000004.full.png")), expected)
+
+    # a predicted frame alone: its header says nothing of its size; it cannot be decoded
+    capsys.readouterr()
+    assert main(["info", str(clip / "000002.lcb"), "--json"]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert (row["layer"], row["width"], row["bpp"], row["frame_ref"]) == (
+        "predicted",
+        None,
+        None,
+        f"{frames[1].decoded.frame_ref:08x}",
+    )
+    assert main(["decode", str(clip / "000002.lcb"), "-o", str(dec), "--preview", "--device", "cpu"]) == 1
+    assert "not among the files before it" in capsys.readouterr().err

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from layercast.shared.codec import ScalableCodec
+from layercast.shared.codec import ScalableCodec, bitstream
 from layercast.shared.codec.video import VideoEncoder
 from layercast.shared.data.synth import SyntheticCamera
 from tests.e2e.conftest import camera_images, write_folder
@@ -136,11 +136,18 @@ def test_the_cloud_receives_the_bytes_the_eval_counts_for_a_fixed_camera(
         edge.cleanup()
     assert run.returncode == 0 and [r.sequence for r in got] == list(range(1, frames + 1)), run.stats
     db = sqlite3.connect(cloud.db_path)
-    stored = dict(db.execute("SELECT sequence, base FROM frames WHERE camera_id=?", (FIXED,)).fetchall())
+    rows = db.execute("SELECT sequence, base, width, height FROM frames WHERE camera_id=?", (FIXED,))
+    stored = {seq: (bytes(base), w, h) for seq, base, w, h in rows.fetchall()}
     db.close()
     enc = VideoEncoder(codec, intra_period=INTRA_PERIOD)
     expected = [enc.encode(image, layers="base").base for image in images]
-    assert [bytes(stored[i + 1]) for i in range(frames)] == expected
+    assert [stored[i + 1][0] for i in range(frames)] == expected
+    # a P-frame's header names its reference, not its size: the cloud stores and reports the size
+    # of the chain it belongs to, and the bytes it received
+    assert {(w, h) for _, w, h in stored.values()} == {(128, 96)}
+    assert all((r.width, r.height, r.base_bytes) == (128, 96, len(expected[r.sequence - 1])) for r in got)
+    header_bytes = {len(b) - len(bitstream.payload(b)) for b in expected}
+    assert header_bytes == {bitstream.BASE_HEADER_SIZE, bitstream.PREDICTED_HEADER_SIZE} == {28, 14}
     per_frame = sum(map(len, expected)) / frames
     print(
         f"\nFIGURE video service bytes: {frames} frames of a fixed camera, {per_frame:.1f} B/frame received = eval's"

@@ -74,7 +74,7 @@ def test_version_2_rans_stream_refused_with_re_encode_hint(untrained_codec, fram
     """Version 2 (the same header over CompressAI's rANS payload) is refused before decoding."""
     data = bytearray(frame.base)
     data[2] = 2
-    with pytest.raises(UnsupportedVersion, match="version 2 .*reads 4.*re-encode"):
+    with pytest.raises(UnsupportedVersion, match="version 2 .*reads 5.*re-encode"):
         untrained_codec.decode_base(bytes(data))
 
 

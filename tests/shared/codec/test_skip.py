@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+
 import numpy as np
 import pytest
 import torch
@@ -111,21 +113,24 @@ def test_an_altered_p_frame_never_decodes_to_another_latent(codec, frames):
     assert refused >= 20
 
 
-def test_a_version_3_p_frame_is_refused_and_a_version_3_intra_frame_read(codec, frames):
+@pytest.mark.parametrize("version", [3, 4])
+def test_an_older_p_frame_is_refused_and_an_older_intra_frame_read(codec, frames, version):
+    """Versions 3 and 4 coded a P-frame behind a 32-byte header (model id, size, payload length,
+    symbols CRC32, reference): refused, "re-encode the video"; their intra frames are read."""
     i = codec.encode(frames[0], layers="base")
     p = codec.encode(frames[1], layers="base", reference=i.decoded)
-    for frame, header_size in (
-        (i.base, bitstream.BASE_HEADER_SIZE),
-        (p.base, bitstream.PREDICTED_HEADER_SIZE),
-    ):
-        head = bytearray(frame[: header_size - 4])
-        head[2] = 3
-        old = bitstream.seal(bytes(head), bitstream.payload(frame))
-        if frame is i.base:
-            assert torch.equal(codec.decode_base(old).y_hat, i.decoded.y_hat)
-        else:
-            with pytest.raises(UnsupportedVersion, match="skip mask"):
-                codec.decode_base(old, reference=i.decoded)
+    head = bytearray(i.base[: bitstream.BASE_HEADER_SIZE - 4])
+    head[2] = version
+    old_intra = bitstream.seal(bytes(head), bitstream.payload(i.base))
+    assert torch.equal(codec.decode_base(old_intra).y_hat, i.decoded.y_hat)
+    body = bitstream.payload(p.base)
+    old_head = bitstream.FIELDS.pack(
+        bitstream.MAGIC, version, 3, bytes.fromhex(codec.temporal_model_id), 192, 128, len(body), 0
+    ) + struct.pack(">I", i.decoded.frame_ref)
+    old_p = bitstream.seal(old_head, body)
+    assert len(old_p) - len(body) == 32
+    with pytest.raises(UnsupportedVersion, match=f"version {version} predicted layer .*re-encode the video"):
+        codec.decode_base(old_p, reference=i.decoded)
 
 
 def test_the_reference_features_at_moving_positions_are_the_full_grids():

@@ -17,7 +17,13 @@ from layercast.shared.codec.skip import DEFAULT_SKIP_THRESHOLD
 from layercast.shared.codec.temporal import DEFAULT_DEADZONE, TemporalLayer
 from layercast.shared.codec.video import VideoDecoder, VideoEncoder, intra_period_for
 from layercast.shared.data.synth import SyntheticCamera
-from layercast.shared.errors import ReferenceMismatch, UnknownModel, UnsupportedVersion
+from layercast.shared.errors import (
+    CorruptBitstream,
+    DecodeMismatch,
+    ReferenceMismatch,
+    UnknownModel,
+    UnsupportedVersion,
+)
 
 
 def _with_temporal(codec: ScalableCodec, layer: TemporalLayer) -> ScalableCodec:
@@ -53,7 +59,8 @@ def test_a_camera_stream_is_intra_then_predicted_and_decodes_bit_exactly(video_c
     intra, p = LayerKind.BASE, LayerKind.PREDICTED
     assert kinds == [intra, p, p, p, intra, p, p]
     hdr = bitstream.parse_header(frame.base)
-    assert hdr.kind is p and hdr.header_size == bitstream.PREDICTED_HEADER_SIZE == 32
+    assert hdr.kind is p and hdr.header_size == bitstream.PREDICTED_HEADER_SIZE == 14
+    assert len(frame.base) == 14 + hdr.payload_length
 
 
 def test_a_predicted_frame_is_never_decoded_against_another_reference(video_codec, clip):
@@ -91,7 +98,10 @@ def test_predicted_frames_of_several_cameras_decode_in_one_batch(video_codec, cl
     assert all(isinstance(e, ReferenceMismatch) for e in swapped)
 
 
-def test_a_predicted_frame_needs_the_temporal_model_it_names(video_codec, clip):
+def test_a_predicted_frame_needs_a_temporal_model(video_codec, clip):
+    """A P-frame names no model (the connection's Hello names the temporal model; its reference's
+    intra frame the base model): a codec without a temporal model refuses it; one with other
+    temporal weights decodes other symbols, which the symbols check refuses."""
     enc = VideoEncoder(video_codec, 8)
     first, second = (enc.encode(im, layers="base") for im in clip[:2])
     plain = ScalableCodec(video_codec.base_ckpt, None, device="cpu")
@@ -99,8 +109,11 @@ def test_a_predicted_frame_needs_the_temporal_model_it_names(video_codec, clip):
         plain.decode_base(second.base, reference=plain.decode_base(first.base))
     torch.manual_seed(3)
     other = _with_temporal(plain, TemporalLayer(plain.config))  # different weights, different id
-    with pytest.raises(UnknownModel):
+    with pytest.raises((DecodeMismatch, CorruptBitstream)):
         other.decode_base(second.base, reference=other.decode_base(first.base))
+    # the bound header carries the base model of its chain and the reference's size
+    bound = video_codec.decode_base(second.base, reference=first.decoded).header
+    assert (bound.model_id, bound.width, bound.height) == (video_codec.base_model_id, 128, 128)
 
 
 def test_a_codec_without_a_temporal_model_codes_every_frame_intra(clip):
@@ -115,7 +128,7 @@ def test_a_predicted_frame_of_another_format_version_is_refused(video_codec, cli
     ref = video_codec.encode(clip[0], layers="base").decoded
     p = video_codec.encode(clip[1], layers="base", reference=ref)
     head = bytearray(p.base[: bitstream.PREDICTED_HEADER_SIZE - 4])
-    for version in (2, 9):
+    for version in (2, 6, 9):
         head[2] = version
         with pytest.raises(UnsupportedVersion, match=f"version {version} is not supported"):
             bitstream.parse_header(bitstream.seal(bytes(head), bitstream.payload(p.base)))
