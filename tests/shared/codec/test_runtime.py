@@ -42,7 +42,12 @@ def _stage_inputs(codec, image: np.ndarray) -> dict[str, tuple[object, torch.Ten
 
 
 def _placed(codec) -> dict[str, object]:
-    return {"g_a": codec._g_a, "g_a_e": codec._g_a_e, "g_simple": codec._g_simple, "detector": codec._task_model}
+    return {
+        "g_a": codec._g_a,
+        "g_a_e": codec._g_a_e,
+        "g_simple": codec._g_simple,
+        "detector": codec._task_model,
+    }
 
 
 def _tensors(out) -> tuple[torch.Tensor, ...]:
@@ -72,7 +77,9 @@ def test_onnxruntime_outputs_within_float32_rounding_of_eager(codecs, h: int, w:
             scale = float(r.abs().max())
             err = float((g - r).abs().max())
             # float32 rounding through a deep network: a few ulps of the output's magnitude
-            assert err <= 1e-5 + 1e-5 * scale, f"{name} at {w}x{h}: max abs error {err:.3g} (scale {scale:.3g})"
+            assert err <= 1e-5 + 1e-5 * scale, (
+                f"{name} at {w}x{h}: max abs error {err:.3g} (scale {scale:.3g})"
+            )
 
 
 def test_raw_detector_output_keeps_the_input_size(codecs) -> None:
@@ -146,7 +153,9 @@ def test_configure_threads_sets_intra_and_one_interop_thread() -> None:
         " configure_threads(2); configure_threads(1); configure_threads(2);"
         " print(torch.get_num_threads(), torch.get_num_interop_threads())"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
     assert out.stdout.split() == ["2", "1"]
     with pytest.raises(ValueError):
         configure_threads(0)
