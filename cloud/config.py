@@ -329,6 +329,14 @@ class CloudConfig:
     model: str = "default"
     #: ``cpu``, ``cuda``, ``cuda:1`` …; unset = cuda when present, else cpu.
     device: str | None = None
+    #: Intra-op threads of decode and inference, torch's and ONNX Runtime's alike (inter-op: 1);
+    #: each of ``batching.workers`` runs its batch with them. Set when the server loads its model.
+    #: 1 thread × 2 workers fills this 2-core machine (docs/speed.md, threads).
+    threads: int = field(default=1, metadata=_bounds(1, 256))
+    #: What runs the float32 transforms on the CPU: "onnxruntime" runs the detector and the
+    #: preview synthesis in ONNX Runtime (faster, docs/speed.md), "torch" everything in torch.
+    #: On CUDA torch runs them either way (shared/codec/runtime.py).
+    runtime: Literal["onnxruntime", "torch"] = "onnxruntime"
     #: How depth maps travel in results.
     depth_encoding: Literal["png16", "f16"] = "png16"
     #: Credits a camera's stream starts with (Welcome.initial_credits): frames it may send before
