@@ -11,8 +11,9 @@ A module's ONNX graph is exported from the loaded weights (``torch.onnx.export``
 height and width) in memory on its first call: no file, no network; the four graphs of the
 shipped ``det-tiny`` take about a second together on this machine, paid by the first frame (the
 cloud's warm-up pays it before it serves). Its sessions use ``torch.get_num_threads()`` intra-op
-threads at the time of the call (one session per thread count), inter-op 1, no spin-waiting:
-one setting, :func:`configure_threads`, sets torch's and ONNX Runtime's threads together.
+threads at the time of the call (one session per thread count) and inter-op 1, with ONNX
+Runtime's spin-waiting left on (measured faster than without, docs/speed.md); one setting,
+:func:`configure_threads`, sets torch's and ONNX Runtime's threads together.
 """
 
 from __future__ import annotations
@@ -133,9 +134,6 @@ class OnnxModule:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        # A waiting thread yields its core rather than spin: on a shared machine another
-        # process may hold the second core (docs/speed.md, threads).
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         return ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
 
 
