@@ -15,7 +15,7 @@ from tests.cloud.conftest import cloud_config
 
 def test_defaults() -> None:
     cfg = CloudConfig()
-    assert (cfg.threads, cfg.runtime, cfg.batching.workers) == (1, "onnxruntime", 1)
+    assert (cfg.threads, cfg.runtime, cfg.batching.workers) == (1, "onnxruntime", 2)
 
 
 @pytest.mark.parametrize(
