@@ -70,8 +70,8 @@ class BatchingConfig:
     max_queue_delay_ms: float = field(default=10.0, metadata=_bounds(0.0, 60_000.0))
     #: Batches computed at the same time (threads running decode + inference), each with
     #: ``threads`` intra-op threads. 2 puts the second core to work; on this 2-core machine under
-    #: load 2 workers served 0.96-1.17x the frames/s of 1 with batching on, while 2 intra-op
-    #: threads served 0.75-0.93x (docs/speed.md, `layercast bench service --workers 1 2`).
+    #: load 2 workers served 0.96-1.16x the frames/s of 1 with batching on, while 2 intra-op
+    #: threads served 0.75-0.92x (docs/speed.md, `layercast bench service --workers 1 2`).
     workers: int = field(default=2, metadata=_bounds(1, 64))
     #: Frames waiting for inference before ingest stops reading from cameras (back-pressure).
     queue_capacity: int = field(default=1024, metadata=_bounds(1))
