@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 Runtime = Literal["onnxruntime", "torch"]
 RUNTIMES: tuple[str, ...] = ("onnxruntime", "torch")
-#: ONNX Runtime on the CPU: 1.3-4.7x eager torch on the modules it runs (docs/speed.md).
+#: ONNX Runtime on the CPU: faster than eager torch on the modules it runs (docs/speed.md).
 DEFAULT_RUNTIME: Runtime = "onnxruntime"
 #: Height and width (at most) of the slice of the first input the graph is traced on.
 _PROBE_SIDE = 64
