@@ -68,8 +68,11 @@ class BatchingConfig:
     max_batch_size: int = field(default=8, metadata=_bounds(1, 1024))
     #: How long the oldest waiting frame may wait for a fuller batch; 0 = dispatch at once.
     max_queue_delay_ms: float = field(default=10.0, metadata=_bounds(0.0, 60_000.0))
-    #: Batches computed at the same time (threads running decode + inference).
-    workers: int = field(default=1, metadata=_bounds(1, 64))
+    #: Batches computed at the same time (threads running decode + inference), each with
+    #: ``threads`` intra-op threads. 2 puts the second core to work; on this 2-core machine under
+    #: load 2 workers served 0.96-1.16x the frames/s of 1 with batching on, while 2 intra-op
+    #: threads served 0.75-0.92x (docs/speed.md, `layercast bench service --workers 1 2`).
+    workers: int = field(default=2, metadata=_bounds(1, 64))
     #: Frames waiting for inference before ingest stops reading from cameras (back-pressure).
     queue_capacity: int = field(default=1024, metadata=_bounds(1))
 
@@ -329,6 +332,14 @@ class CloudConfig:
     model: str = "default"
     #: ``cpu``, ``cuda``, ``cuda:1`` …; unset = cuda when present, else cpu.
     device: str | None = None
+    #: Intra-op threads of decode and inference, torch's and ONNX Runtime's alike (inter-op: 1);
+    #: each of ``batching.workers`` runs its batch with them. Set when the server loads its model.
+    #: 1 thread × 2 workers uses both cores of a 2-core machine (docs/speed.md, threads).
+    threads: int = field(default=1, metadata=_bounds(1, 256))
+    #: What runs the float32 transforms on the CPU: "onnxruntime" runs the detector and the
+    #: preview synthesis in ONNX Runtime (faster, docs/speed.md), "torch" everything in torch.
+    #: On CUDA torch runs them either way (shared/codec/runtime.py).
+    runtime: Literal["onnxruntime", "torch"] = "onnxruntime"
     #: How depth maps travel in results.
     depth_encoding: Literal["png16", "f16"] = "png16"
     #: Credits a camera's stream starts with (Welcome.initial_credits): frames it may send before

@@ -201,8 +201,12 @@ class CloudServer:
                 )
             if not self.engine.loaded:
                 self._state = "loading its model"
+                from layercast.shared.codec.runtime import configure_threads
+
+                configure_threads(cfg.threads)
                 codec = await loop.run_in_executor(
-                    self._aux, lambda: load_registry_codec(cfg.model, device=cfg.device)
+                    self._aux,
+                    lambda: load_registry_codec(cfg.model, device=cfg.device, runtime=cfg.runtime),
                 )
                 self.engine.attach(codec)
             self._state = "warming up"

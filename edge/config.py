@@ -156,10 +156,13 @@ class EncoderConfig:
     #: Dead zone of the positions a predicted frame codes (|y − μ| below it codes the symbol 0);
     #: 0.5 is plain rounding. Any value decodes the same way.
     deadzone: float = field(default=0.6, metadata={"min": 0.5, "max": 1.99})
-    #: torch intra-op threads of the encoder. 1: on a shared 2-core box a second intra-op thread
-    #: waits for a core another process holds, and every transform ran slower with 2 than with 1
+    #: Intra-op threads of the encoder, torch's and ONNX Runtime's alike (inter-op: 1). 1: on a
+    #: shared 2-core box a second torch thread waits for a core another process holds
     #: (docs/speed.md, `layercast bench codec --threads 1 2`); raise it on a dedicated machine.
     threads: int = field(default=1, metadata={"min": 1, "max": 256})
+    #: What runs the analysis transforms on the CPU: "onnxruntime" (faster, docs/speed.md) or
+    #: "torch"; on CUDA torch runs them either way (shared/codec/runtime.py).
+    runtime: Literal["onnxruntime", "torch"] = "onnxruntime"
 
 
 @dataclass

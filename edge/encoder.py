@@ -69,14 +69,13 @@ class Encoder:
     @classmethod
     def load(cls, config: EncoderConfig) -> Encoder:
         """Select the device and load ``config.model`` from the codec registry."""
-        import torch
-
         from layercast.shared.codec import load_codec
+        from layercast.shared.codec.runtime import configure_threads
         from layercast.shared.device import select_device
 
-        torch.set_num_threads(config.threads)
+        configure_threads(config.threads)
         device = select_device(config.device)
-        codec = load_codec(config.model, device=device)
+        codec = load_codec(config.model, device=device, runtime=config.runtime)
         if codec.temporal is not None:
             codec.temporal.deadzone = config.deadzone
             if config.skip_threshold is not None:

@@ -296,8 +296,9 @@ class InferenceEngine:
         self.run_batch([Frame("warm-up", 0, 0, 0, self.check_base(base))])
 
 
-def load_registry_codec(model: str, *, device: str | None) -> CodecLike:
-    """Load ``model`` from the registry (its base and the enhancement trained on it)."""
+def load_registry_codec(model: str, *, device: str | None, runtime: str = "onnxruntime") -> CodecLike:
+    """Load ``model`` from the registry (its base and the enhancement trained on it), its CPU
+    transforms run by ``runtime`` (shared/codec/runtime.py)."""
     from layercast.shared.codec import load_codec
 
-    return load_codec(model, device=device or "auto")
+    return load_codec(model, device=device or "auto", runtime=runtime)

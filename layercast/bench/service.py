@@ -84,12 +84,27 @@ def jpeg_bytes(image: np.ndarray, quality: int) -> bytes:
 
 class JpegPath:
     """A stand-in for the codec in the cloud (``CodecLike``): JPEG files instead of base
-    bitstreams, decoded with Pillow and analysed by a task model trained on clean images."""
+    bitstreams, decoded with Pillow and analysed by a task model trained on clean images, run as
+    the codec runs its own (``runtime``, shared/codec/runtime.py)."""
 
     enhancement_model_id = None
 
-    def __init__(self, task_model: Any, class_names: list[str], quality: int, device: str = "cpu") -> None:
+    def __init__(
+        self,
+        task_model: Any,
+        class_names: list[str],
+        quality: int,
+        device: str = "cpu",
+        runtime: str = "onnxruntime",
+    ) -> None:
+        import torch
+
+        from layercast.shared.codec.runtime import check_runtime, exportable, place
+
         self.task_model = task_model.eval().to(device)
+        self._run = self.task_model
+        if exportable(self.task_model):
+            self._run = place(self.task_model, "detector", check_runtime(runtime), torch.device(device))
         self.class_names = list(class_names)
         self.task = "detection"
         self.quality = quality
@@ -145,7 +160,7 @@ class JpegPath:
             for shape, idx in by_size.items():
                 x = torch.from_numpy(np.stack([decs[i].image for i in idx])).to(self.device)
                 x = x.permute(0, 3, 1, 2).float().div(255).contiguous()
-                raw = self.task_model(x)
+                raw = self._run(x)
                 sizes = [(shape[0], shape[1])] * len(idx)
                 for i, r in zip(idx, self.task_model.postprocess(raw, sizes), strict=True):
                     results[i] = r
@@ -345,6 +360,8 @@ class Setting:
     payload: str  # "layercast" | "jpeg"
     batching: bool
     cameras: int
+    workers: int = 1  # batching.workers: batches decoded and analysed at the same time
+    runtime: str = "onnxruntime"  # what runs the CPU transforms (shared/codec/runtime.py)
 
 
 @dataclass
@@ -390,6 +407,8 @@ async def run_setting(
             "subscriber_queue": 1_000_000,
             "batching.max_batch_size": max_batch if setting.batching else 1,
             "batching.max_queue_delay_ms": queue_delay_ms if setting.batching else 0.0,
+            "batching.workers": setting.workers,
+            "runtime": setting.runtime,
             "auth.camera_tokens": [f"{c}={hash_token(t)}" for c, t in tokens.items()],
             "auth.operator_tokens": [f"bench={hash_token(operator_token)}"],
             "shutdown_grace_s": 5.0,
@@ -483,6 +502,10 @@ class Options:
     #: torch intra-op threads. One by default: on a shared 2-core machine two threads contend
     #: (OpenMP spin-waits) and run several times slower than one.
     threads: int = 1
+    #: batching.workers of the cloud, one row each (unset: the cloud's default).
+    workers: tuple[int, ...] = ()
+    #: What runs the CPU transforms of both payloads' paths, one row each.
+    runtimes: tuple[str, ...] = ("onnxruntime",)
     json_out: Path | None = None
 
 
@@ -515,11 +538,15 @@ def run(opts: Options) -> list[Row]:
     """Run every configuration and print the table; returns the rows."""
     import torch
 
+    from layercast.cloud.config import BatchingConfig
     from layercast.shared.codec import load_codec
+    from layercast.shared.codec.runtime import configure_threads
     from layercast.shared.data.synth import render_scene
 
-    torch.set_num_threads(opts.threads)
-    codec = load_codec(opts.model, device="cpu")
+    configure_threads(opts.threads)
+    workers = opts.workers or (BatchingConfig().workers,)
+    codecs = {rt: load_codec(opts.model, device="cpu", runtime=rt) for rt in opts.runtimes}
+    codec = codecs[opts.runtimes[0]]
     if codec.task != "detection":
         raise SystemExit(f"bench service compares detection models; {opts.model} does {codec.task}")
     clean = load_clean_task_model(opts.task_model)
@@ -527,13 +554,20 @@ def run(opts: Options) -> list[Row]:
     images = [render_scene(90_000 + i, opts.width, opts.height).image for i in range(opts.frames)]
     base_pool = [f.base for f in codec.encode_batch(images, layers="base")]
     jpeg_pool = [jpeg_bytes(im, choice.quality) for im in images]
-    enc_ms = _ms_per_frame(lambda ims: codec.encode_batch(ims, layers="base"), images[:8])
+    enc_ms = {
+        rt: _ms_per_frame(lambda ims, c=c: c.encode_batch(ims, layers="base"), images[:8])
+        for rt, c in codecs.items()
+    }
     jpg_ms = _ms_per_frame(lambda ims: [jpeg_bytes(im, choice.quality) for im in ims], images[:8])
 
     print(
         f"layercast bench service: {opts.width}x{opts.height} synthetic frames, CPU, torch threads {torch.get_num_threads()}"
     )
     print(f"  model      {opts.model} = {codec.base_model_id} (detection)")
+    print(
+        f"  cloud      batching.workers {', '.join(map(str, workers))}; CPU transforms of both paths "
+        f"run by {', '.join(opts.runtimes)} (shared/codec/runtime.py)"
+    )
     print(f"  JPEG       quality {choice.quality}: {choice.how}")
     if choice.curve:
         print("             JPEG mAP by quality: " + ", ".join(f"q{q}={a:.4f}" for q, a in choice.curve))
@@ -546,23 +580,34 @@ def run(opts: Options) -> list[Row]:
         f"  batching   off = max_batch_size 1, no queue delay; on = max_batch_size {opts.max_batch}, "
         f"max_queue_delay {opts.queue_delay_ms:g} ms"
     )
+    encodes = ", ".join(f"{ms:.1f} ms/frame ({rt})" for rt, ms in enc_ms.items())
     print(
-        f"  edge encode (not in the latency): layercast base {enc_ms:.1f} ms/frame, JPEG {jpg_ms:.1f} ms/frame "
-        "on this CPU"
+        f"  edge encode (not in the latency): layercast base {encodes}, JPEG {jpg_ms:.1f} ms/frame on this CPU"
     )
     print("  latency    capture timestamp (frame enters the link) -> result at a live subscriber")
     print(f"  machine    {os.cpu_count()} CPUs, load average {_load()} at start\n", flush=True)
 
     pools = {"layercast": base_pool, "jpeg": jpeg_pool}
-    paths = {"layercast": codec, "jpeg": JpegPath(clean, codec.class_names, choice.quality)}
+    paths = {
+        (p, rt): c if p == "layercast" else JpegPath(clean, codec.class_names, choice.quality, runtime=rt)
+        for rt, c in codecs.items()
+        for p in opts.payloads
+    }
     rows: list[Row] = []
-    settings = [Setting(p, b, n) for n in opts.cameras for b in (False, True) for p in opts.payloads]
+    settings = [
+        Setting(p, b, n, w, rt)
+        for n in opts.cameras
+        for w in workers
+        for rt in opts.runtimes
+        for b in (False, True)
+        for p in opts.payloads
+    ]
     with tempfile.TemporaryDirectory(prefix="layercast-bench-") as tmp:
         for i, s in enumerate(settings):
             row = asyncio.run(
                 run_setting(
                     s,
-                    paths[s.payload],
+                    paths[(s.payload, s.runtime)],
                     pools[s.payload],
                     duration=opts.duration,
                     warmup=opts.warmup,
@@ -575,7 +620,7 @@ def run(opts: Options) -> list[Row]:
             rows.append(row)
             print(
                 f"  [{i + 1}/{len(settings)}] {s.payload:9s} batching {'on ' if s.batching else 'off'} "
-                f"{s.cameras:2d} cameras: {row.fps:6.1f} fps",
+                f"{s.cameras:2d} cameras, {s.workers} worker(s), {s.runtime}: {row.fps:6.1f} fps",
                 flush=True,
             )
     if opts.json_out is not None:
@@ -597,6 +642,8 @@ def _row_json(r: Row) -> dict[str, Any]:
         "payload": r.setting.payload,
         "batching": r.setting.batching,
         "cameras": r.setting.cameras,
+        "workers": r.setting.workers,
+        "runtime": r.setting.runtime,
         "fps": r.fps,
         "bytes_per_frame": r.bytes_per_frame,
         "p50_ms": r.p50_ms,
@@ -613,18 +660,20 @@ def format_table(rows: Sequence[Row]) -> str:
     """One line per configuration. ``batch`` is the mean batch size, ``queue`` the mean wait in the
     batcher, ``compute`` decode + inference per frame. Layercast rows carry ratios against the JPEG
     row with the same cameras and batching: fps and p50 as layercast / JPEG, bytes likewise."""
-    jpeg = {(r.setting.cameras, r.setting.batching): r for r in rows if r.setting.payload == "jpeg"}
+
+    def key(s: Setting) -> tuple:
+        return (s.cameras, s.workers, s.runtime, s.batching)
+
+    jpeg = {key(r.setting): r for r in rows if r.setting.payload == "jpeg"}
     head = (
-        f"{'cameras':>7} {'batching':>8} {'payload':>9} {'fps':>6} {'bytes/frame':>11} {'p50 ms':>7} "
+        f"{'cameras':>7} {'workers':>7} {'runtime':>11} {'batching':>8} {'payload':>9} {'fps':>6} {'bytes/frame':>11} {'p50 ms':>7} "
         f"{'p99 ms':>7} {'batch':>5} {'queue ms':>8} {'compute ms':>10} | "
         f"{'fps vs JPEG':>11} {'bytes vs JPEG':>13} {'p50 vs JPEG':>11}"
     )
     lines = [head, "-" * len(head)]
-    for r in sorted(
-        rows, key=lambda r: (r.setting.cameras, r.setting.batching, r.setting.payload != "layercast")
-    ):
+    for r in sorted(rows, key=lambda r: (*key(r.setting), r.setting.payload != "layercast")):
         s = r.setting
-        ref = jpeg.get((s.cameras, s.batching))
+        ref = jpeg.get(key(s))
         if s.payload != "jpeg" and ref is not None and ref.fps > 0 and r.fps > 0:
             ratios = (
                 f"{r.fps / ref.fps:>10.2f}x {r.bytes_per_frame / ref.bytes_per_frame:>12.3f}x "
@@ -633,7 +682,8 @@ def format_table(rows: Sequence[Row]) -> str:
         else:
             ratios = ""
         line = (
-            f"{s.cameras:>7} {'on' if s.batching else 'off':>8} {s.payload:>9} {r.fps:>6.1f} "
+            f"{s.cameras:>7} {s.workers:>7} {s.runtime:>11} {'on' if s.batching else 'off':>8} "
+            f"{s.payload:>9} {r.fps:>6.1f} "
             f"{r.bytes_per_frame:>11.0f} {r.p50_ms:>7.1f} {r.p99_ms:>7.1f} {r.mean_batch:>5.1f} "
             f"{r.queue_ms:>8.1f} {r.compute_ms:>10.1f} | {ratios}"
             + (f"  ({r.rejected} rejected)" if r.rejected else "")

@@ -4,9 +4,14 @@ For each size and thread count, in one run: the float32 matrix-product roofline;
 stage in ms and achieved GFLOPS for each variant (layercast.bench.stages); the entropy coder
 against CompressAI's rANS on the frame's own symbols (layercast.bench.entropy); and what a user
 sees through the codec facade: base-only encode, both-layer encode, base decode (entropy path),
-task path (g_s_task + task model) and enhancement decode, in ms."""
+task path (g_s_task + task model) and enhancement decode, in ms, for each runtime of the CPU
+transforms (``--runtimes``, shared/codec/runtime.py), timed in turn round after round."""
 
 from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -22,32 +27,58 @@ def parse_size(text: str) -> tuple[int, int]:
     return int(h), int(w)
 
 
-def facade_ms(codec, image, repeat: int) -> dict[str, float]:
+def facade_calls(codec, image) -> dict[str, Callable[[], object]]:
     """What a camera and the cloud pay per frame, through ``ScalableCodec``."""
-    med = stages.median_ms
     frame = codec.encode(image)
     dec = codec.decode_base(frame.base)
-    row = {
-        "encode base only": med(lambda: codec.encode(image, layers="base"), repeat),
-        "encode both layers": med(lambda: codec.encode(image), repeat),
-        "decode base (entropy path)": med(lambda: codec.decode_base(frame.base), repeat),
+    row: dict[str, Callable[[], object]] = {
+        "encode base only": lambda: codec.encode(image, layers="base"),
+        "encode both layers": lambda: codec.encode(image),
+        "decode base (entropy path)": lambda: codec.decode_base(frame.base),
     }
     if codec.task_model is not None:
-        row["task path (g_s_task + task model)"] = med(lambda: codec.infer([dec]), repeat)
+        row["task path (g_s_task + task model)"] = lambda: codec.infer([dec])
     if frame.enhancement is not None:
-        row["enhancement decode"] = med(lambda: codec.decode_enhancement(dec, frame.enhancement), repeat)
+        row["enhancement decode"] = lambda: codec.decode_enhancement(dec, frame.enhancement)
     return row
 
 
+def facade_ms(codecs: dict[str, object], image, repeat: int) -> dict[str, dict[str, float]]:
+    """Median ms of each facade call for each codec (runtime), the codecs timed in turn, round
+    after round, so load on a shared machine falls on all of them alike."""
+    calls = {name: facade_calls(codec, image) for name, codec in codecs.items()}
+    out: dict[str, dict[str, float]] = {}
+    for row in next(iter(calls.values())):
+        fns = {name: c[row] for name, c in calls.items()}
+        for fn in fns.values():
+            fn()  # warm-up
+        samples: dict[str, list[float]] = {name: [] for name in fns}
+        for _ in range(repeat):
+            for name, fn in fns.items():
+                t = time.perf_counter()
+                fn()
+                samples[name].append(1000 * (time.perf_counter() - t))
+        out[row] = {name: statistics.median(v) for name, v in samples.items()}
+    return out
+
+
 def run(
-    model: str, sizes: list[str], threads: list[int], device: str, variants: list[str], repeat: int
+    model: str,
+    sizes: list[str],
+    threads: list[int],
+    device: str,
+    variants: list[str],
+    repeat: int,
+    runtimes: Sequence[str] = ("torch", "onnxruntime"),
 ) -> None:
     from layercast.shared.codec import load_codec
 
-    codec = load_codec(model, device=device)
+    codecs = {rt: load_codec(model, device=device, runtime=rt) for rt in dict.fromkeys(runtimes)}
+    codec = next(iter(codecs.values()))
     dev = str(codec.device)
     if dev != "cpu":
         variants = [v for v in variants if v != "onnxruntime"]
+        codecs = {"torch": codec}  # one path on CUDA
     print(f"# layercast bench codec: model {model}, device {dev}, median of {repeat} runs (after a warm-up)")
     print("# absolute ms depend on the machine's load; ratios within one run are what to compare\n")
     for size in sizes:
@@ -96,8 +127,14 @@ def run(
                 f"| ratio ours / CompressAI | | {ours['bytes'] / ref['bytes']:.4f} | "
                 f"{ours['enc_msym_s'] / ref['enc_msym_s']:.1f}× | {ours['dec_msym_s'] / ref['dec_msym_s']:.1f}× |\n"
             )
-            print("| through the codec facade | ms |")
-            print("|---|---:|")
-            for k, v in facade_ms(codec, image, repeat).items():
-                print(f"| {k} | {v:.0f} |")
+            names = list(codecs)
+            ratio = len(names) == 2
+            print(
+                f"| through the codec facade | {' | '.join(f'{n} ms' for n in names)} |"
+                + (f" {names[0]} / {names[1]} |" if ratio else "")
+            )
+            print(f"|---|{'---:|' * (len(names) + ratio)}")
+            for k, ms in facade_ms(codecs, image, repeat).items():
+                cells = " | ".join(f"{ms[n]:.0f}" for n in names)
+                print(f"| {k} | {cells} |" + (f" {ms[names[0]] / ms[names[1]]:.2f}× |" if ratio else ""))
             print()

@@ -15,6 +15,7 @@ import dataclasses
 import io
 import statistics
 import time
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -110,7 +111,9 @@ def _onnx(module: nn.Module, x: Tensor, threads: int) -> Callable[[], object]:
     import onnxruntime as ort
 
     buf = io.BytesIO()
-    torch.onnx.export(module, (x,), buf, dynamo=False, input_names=["x"], opset_version=17)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's notes on shapes read as Python ints
+        torch.onnx.export(module, (x,), buf, dynamo=False, input_names=["x"], opset_version=17)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1

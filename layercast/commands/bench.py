@@ -34,6 +34,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="ways to run each transform (default: all but compile, which is slow to build)",
     )
     p.add_argument("--repeat", type=int, default=3, help="timed runs per figure (median; default 3)")
+    p.add_argument(
+        "--runtimes",
+        nargs="+",
+        choices=["torch", "onnxruntime"],
+        default=["torch", "onnxruntime"],
+        help="runtimes of the CPU transforms timed through the codec facade, side by side (default both)",
+    )
     p.add_argument("--models-table", action="store_true", help="configurations vs CompressAI models instead")
     p.add_argument("--configs", nargs="+", default=["tiny", "small", "paper"], help="with --models-table")
     p.add_argument("--trained", default=None, help="with --models-table: a trained model to add as 'trained'")
@@ -105,6 +112,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--payloads", nargs="+", choices=["layercast", "jpeg"], default=["layercast", "jpeg"])
     s.add_argument("--size", default="256x192", help="frame size WxH (default 256x192)")
     s.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    s.add_argument(
+        "--workers",
+        type=int,
+        nargs="+",
+        default=[],
+        help="batching.workers of the cloud, a row each (default: the cloud's default)",
+    )
+    s.add_argument(
+        "--runtimes",
+        nargs="+",
+        choices=["onnxruntime", "torch"],
+        default=["onnxruntime"],
+        help="what runs the CPU transforms of both paths, a row each (default onnxruntime)",
+    )
+    s.add_argument("--frames", type=int, default=32, help="distinct frames the cameras replay (default 32)")
     s.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
     s.set_defaults(func=_service)
     _register_soak(bsub)
@@ -229,6 +251,9 @@ def _service(args: argparse.Namespace) -> int:
             width=int(w),
             height=int(h),
             threads=args.threads,
+            workers=tuple(args.workers),
+            runtimes=tuple(dict.fromkeys(args.runtimes)),
+            frames=args.frames,
             json_out=args.json,
         )
     )
@@ -269,5 +294,5 @@ def _codec(args: argparse.Namespace) -> int:
             parse_size(size)
         except ValueError as exc:
             raise SystemExit(f"layercast bench codec: {exc}") from None
-    run_speed(args.model, args.size, args.threads, args.device, args.variants, args.repeat)
+    run_speed(args.model, args.size, args.threads, args.device, args.variants, args.repeat, args.runtimes)
     return 0

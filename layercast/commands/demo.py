@@ -53,20 +53,20 @@ def run(args: argparse.Namespace) -> int:
 async def _main(args: argparse.Namespace) -> int:
     import secrets
 
+    import torch
+
     from layercast.cloud.config import load_cloud_config
     from layercast.cloud.server import CloudServer
     from layercast.edge.app import EdgeApp
     from layercast.edge.config import load_edge_config
     from layercast.edge.encoder import Encoder
     from layercast.shared.codec import load_codec
+    from layercast.shared.codec.runtime import configure_threads
     from layercast.shared.pki import create_local_pki
     from layercast.shared.tls import ClientTls
 
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="layercast-demo-"))
     data_dir.mkdir(parents=True, exist_ok=True)
-    print(f"layercast demo: loading model {args.model!r} on the CPU ...", flush=True)
-    codec = load_codec(args.model, device="cpu")
-
     cameras = [f"cam-{i + 1}" for i in range(args.cameras)]
     pki = create_local_pki(data_dir / "pki", cameras, operators=["web", "cli"], **_server_names(args.host))
     cloud_cfg = load_cloud_config(
@@ -85,6 +85,11 @@ async def _main(args: argparse.Namespace) -> int:
             "metrics_port": args.metrics_port,
         }
     )
+    print(f"layercast demo: loading model {args.model!r} on the CPU ...", flush=True)
+    # Cloud and cameras share this process and its threads: the cloud's settings (one intra-op
+    # thread by default, docs/speed.md) and its runtime of the CPU transforms.
+    configure_threads(cloud_cfg.threads)
+    codec = load_codec(args.model, device="cpu", runtime=cloud_cfg.runtime)
     cloud = CloudServer(cloud_cfg, codec=codec)
     port = await cloud.start()
     target = f"{args.host}:{port}"
@@ -149,6 +154,10 @@ async def _main(args: argparse.Namespace) -> int:
             f"{', enhancement ' + codec.enhancement_model_id if codec.enhancement_model_id else ''}"
         )
         print(f"  cloud gRPC   {target}   mutual TLS (health, reflection, EdgeLink, Analytics, Operator)")
+        print(
+            f"  compute      {torch.get_num_threads()} intra-op thread(s), "
+            f"{cloud_cfg.batching.workers} batch workers, CPU transforms in {codec.runtime}"
+        )
         print(f"  certificates {pki.layout.root}   (CA, cloud, one per camera, operators web and cli)")
         print(f"  cameras      {', '.join(cameras)} at {args.fps:g} fps each (synthetic streets)")
         if web_url:

@@ -41,6 +41,7 @@ from layercast.shared.codec.checkpoint import Checkpoint
 from layercast.shared.codec.enhancement import EnhancementLayer
 from layercast.shared.codec.entropy import load_weights
 from layercast.shared.codec.registry import Registry, default_registry
+from layercast.shared.codec.runtime import DEFAULT_RUNTIME, check_runtime, exportable, place
 from layercast.shared.codec.skip import default_skip_threshold
 from layercast.shared.codec.temporal import TemporalLayer
 from layercast.shared.device import select_device
@@ -94,6 +95,7 @@ class ScalableCodec:
         device: str | torch.device | None = "auto",
         coding_dtype: torch.dtype = torch.float64,
         max_pixels: int = bitstream.DEFAULT_MAX_PIXELS,
+        runtime: str = DEFAULT_RUNTIME,
     ) -> None:
         if base.kind != "base":
             article = "an" if base.kind[:1] in "aeiou" else "a"
@@ -112,6 +114,14 @@ class ScalableCodec:
         self.task = task.get("kind", "none")
         self.class_names: list[str] = list(task.get("class_names") or [])
         self.task_model = self._build_task_model(task)
+        # What runs the float32 transforms on this device (shared/codec/runtime.py).
+        self.runtime = check_runtime(runtime) if self.device.type == "cpu" else "torch"
+        self._g_a = place(self.base.g_a, "g_a", self.runtime, self.device)
+        self._g_simple = place(self.base.g_simple, "g_simple", self.runtime, self.device)
+        self._task_model = self.task_model
+        if self.task_model is not None and exportable(self.task_model):
+            self._task_model = place(self.task_model, "task model", self.runtime, self.device)
+        self._g_a_e: Any = None
 
         self.enh_ckpt = enhancement
         self.enhancement: EnhancementLayer | None = None
@@ -133,6 +143,7 @@ class ScalableCodec:
             self.enhancement.eval().to(self.device)
             self.enhancement.latent_codec.to(coding_dtype)
             self.enhancement_model_id = enhancement.model_id
+            self._g_a_e = place(self.enhancement.g_a, "g_a_e", self.runtime, self.device)
 
         self.temporal: TemporalLayer | None = None
         self.temporal_model_id: str | None = None
@@ -223,7 +234,7 @@ class ScalableCodec:
             groups[(h, w, predicted)].append(i)
         for (h, w, predicted), idx in groups.items():
             x = self._pad(torch.stack([tensors[i] for i in idx]).to(self.device))
-            y = self.base.g_a(x)
+            y = self._g_a(x)
             if predicted:
                 cond = torch.cat([refs[i].y_hat for i in idx])  # type: ignore[union-attr]
                 enc = self.temporal.latent_codec.compress(y, cond)  # type: ignore[union-attr]
@@ -241,7 +252,7 @@ class ScalableCodec:
             enhs: list[bytes | None] = [None] * len(idx)
             if self.enhancement is not None and layers == "all":
                 e = self.enhancement
-                enc_e = e.latent_codec.compress(e.g_a(x), e.condition(y_hat))
+                enc_e = e.latent_codec.compress(self._g_a_e(x), e.condition(y_hat))
                 enhs = [
                     bitstream.pack_layer(
                         LayerKind.ENHANCEMENT,
@@ -398,7 +409,7 @@ class ScalableCodec:
 
     @torch.no_grad()
     def preview(self, dec: DecodedBase) -> np.ndarray:
-        x = self.base.preview(dec.y_hat.float())
+        x = self._g_simple(dec.y_hat.float()).clamp(0, 1)
         return self._to_uint8(x[0], *dec.size)
 
     @torch.no_grad()
@@ -423,7 +434,7 @@ class ScalableCodec:
             y = torch.cat([decs[i].y_hat.float() for i in idx])
             h, w = decs[idx[0]].size
             x = self.base.task_image(y)[:, :, :h, :w]
-            raw = self.task_model(x)
+            raw = self._task_model(x)
             for i, r in zip(idx, self.task_model.postprocess(raw, [(h, w)] * len(idx)), strict=True):
                 results[i] = r
         return results

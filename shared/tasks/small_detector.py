@@ -91,6 +91,17 @@ class SmallDetector(TaskModel):
         boxes = torch.stack([xs - dist[:, 0], ys - dist[:, 1], xs + dist[:, 2], ys + dist[:, 3]], dim=1)
         return DetectorRaw(heat, boxes, (int(images.shape[-2]), int(images.shape[-1])))
 
+    @staticmethod
+    def raw_tensors(raw: DetectorRaw) -> tuple[torch.Tensor, torch.Tensor]:
+        """The tensors of ``raw`` (what an exported graph returns; layercast.shared.codec.runtime)."""
+        return raw.heatmap, raw.boxes
+
+    @staticmethod
+    def raw_from_tensors(tensors: Sequence[torch.Tensor], images: torch.Tensor) -> DetectorRaw:
+        """``raw`` again from :meth:`raw_tensors`' tensors and the images they were computed on."""
+        heat, boxes = tensors
+        return DetectorRaw(heat, boxes, (int(images.shape[-2]), int(images.shape[-1])))
+
     def loss(self, raw: DetectorRaw, targets: Sequence[DetectionTarget]) -> torch.Tensor:
         if len(targets) != raw.heatmap.shape[0]:
             raise ValueError(f"{len(targets)} targets for a batch of {raw.heatmap.shape[0]}")

@@ -81,8 +81,11 @@ def test_short_run_prints_every_table(capsys):
     for stage in ("g_a", "g_s_task", "g_simple", "detector", "g_a_e", "g_s_e"):
         assert f"| {stage} |" in out
     assert "| constriction ANS (ours) |" in out and "| CompressAI rANS |" in out
+    # the facade is timed with both runtimes of the CPU transforms, side by side
+    assert "| through the codec facade | torch ms | onnxruntime ms | torch / onnxruntime |" in out
     for row in ("encode base only", "decode base (entropy path)", "enhancement decode"):
-        assert f"| {row} |" in out
+        line = next(ln for ln in out.splitlines() if ln.startswith(f"| {row} |"))
+        assert line.endswith("× |") and len(line.split("|")) == 6, line
 
 
 def test_bad_size_is_a_clear_error(capsys):

@@ -132,3 +132,29 @@ def test_a_short_run_measures_the_traffic_it_sent(tmp_path: Path, codec: Scalabl
     assert 1 <= row.mean_batch <= 4 and row.compute_ms > 0 and row.queue_ms >= 0
     table = format_table([row])
     assert payload in table and f"{row.fps:.1f}" in table
+
+
+def test_rows_of_each_workers_and_runtime_are_compared_with_their_own_jpeg_row() -> None:
+    from layercast.bench.service import Row
+
+    def row(payload: str, workers: int, runtime: str, fps: float) -> Row:
+        return Row(Setting(payload, True, 4, workers, runtime), fps, 100.0, 10.0, 20.0, 2.0, 1.0, 5.0, 10, 0)
+
+    rows = [
+        row("layercast", 1, "torch", 2.0),
+        row("jpeg", 1, "torch", 4.0),
+        row("layercast", 2, "onnxruntime", 3.0),
+        row("jpeg", 2, "onnxruntime", 2.0),
+    ]
+    lines = format_table(rows).splitlines()[2:]
+    ours = {(ln.split()[1], ln.split()[2]): ln for ln in lines if "layercast" in ln}
+    assert "0.50x" in ours[("1", "torch")] and "1.50x" in ours[("2", "onnxruntime")]
+
+
+@needs_task_model
+def test_jpeg_path_runs_its_detector_like_the_codec() -> None:
+    from layercast.shared.codec.runtime import OnnxModule
+
+    clean = load_clean_task_model(TASK_MODEL)
+    assert isinstance(JpegPath(clean, [], quality=20)._run, OnnxModule)
+    assert JpegPath(clean, [], quality=20, runtime="torch")._run is clean

@@ -73,3 +73,24 @@ def test_encoder_load_sets_the_configured_torch_threads():
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_encoder_load_runs_the_configured_runtime():
+    """``[encoder] runtime``: ONNX Runtime runs the analysis transforms on the CPU by default;
+    ``torch`` runs them in torch; anything else is refused."""
+    import pytest
+
+    from layercast.shared.codec.runtime import OnnxModule
+    from layercast.shared.config import load_config
+    from layercast.shared.errors import ConfigError
+
+    default = load_config(EdgeConfig, overrides={"encoder.device": "cpu"}).encoder
+    assert default.runtime == "onnxruntime"
+    codec = Encoder.load(default).codec
+    assert codec.runtime == "onnxruntime" and isinstance(codec._g_a, OnnxModule)
+    assert isinstance(codec._g_a_e, OnnxModule)
+    torch_cfg = load_config(EdgeConfig, overrides={"encoder.device": "cpu", "encoder.runtime": "torch"})
+    codec = Encoder.load(torch_cfg.encoder).codec
+    assert codec.runtime == "torch" and not isinstance(codec._g_a, OnnxModule)
+    with pytest.raises(ConfigError, match="runtime"):
+        load_config(EdgeConfig, overrides={"encoder.runtime": "tensorrt"})

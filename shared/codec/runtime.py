@@ -1,0 +1,151 @@
+"""Where the codec's float32 transforms run, and with how many threads.
+
+One path per device. On CUDA every module runs in torch. On the CPU, with ``runtime =
+"onnxruntime"`` (the default), the modules that measured faster in ONNX Runtime than in torch
+(docs/speed.md: the analysis transforms g_a and g_a_e, the preview synthesis g_simple and the
+detector) run in an ``onnxruntime.InferenceSession``; the synthesis transforms g_s_task and g_s_e,
+the other task models and the entropy path (float64 parameters) stay in torch. ``runtime =
+"torch"`` runs everything in torch.
+
+A module's ONNX graph is exported from the loaded weights (``torch.onnx.export``, dynamic batch,
+height and width) in memory on its first call: no file, no network; the four graphs of the
+shipped ``det-tiny`` take about a second together on this machine, paid by the first frame (the
+cloud's warm-up pays it before it serves). Its sessions use ``torch.get_num_threads()`` intra-op
+threads at the time of the call (one session per thread count) and inter-op 1, with ONNX
+Runtime's spin-waiting left on (measured faster than without, docs/speed.md); one setting,
+:func:`configure_threads`, sets torch's and ONNX Runtime's threads together.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+import warnings
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+log = logging.getLogger(__name__)
+
+Runtime = Literal["onnxruntime", "torch"]
+RUNTIMES: tuple[str, ...] = ("onnxruntime", "torch")
+#: ONNX Runtime on the CPU: faster than eager torch on the modules it runs (docs/speed.md).
+DEFAULT_RUNTIME: Runtime = "onnxruntime"
+#: Height and width (at most) of the slice of the first input the graph is traced on.
+_PROBE_SIDE = 64
+_OPSET = 17
+
+
+def configure_threads(threads: int) -> None:
+    """``threads`` intra-op threads for torch (and so for ONNX Runtime's sessions) and one inter-op
+    thread: torch's inter-op pool can be sized once per process, before it starts; after that the
+    call leaves it as it is."""
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    torch.set_num_threads(threads)
+    if torch.get_num_interop_threads() != 1:
+        try:
+            torch.set_num_interop_threads(1)
+        except RuntimeError:
+            log.info("torch's inter-op thread pool already started; it keeps its size")
+
+
+def check_runtime(runtime: str) -> Runtime:
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r}; choose from {', '.join(RUNTIMES)}")
+    return runtime  # type: ignore[return-value]
+
+
+class _Graph(nn.Module):
+    """The tensor outputs of a module: a tensor, or what its ``raw_tensors`` picks from its output."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: Tensor) -> Any:
+        out = self.module(x)
+        return out if isinstance(out, Tensor) else self.module.raw_tensors(out)
+
+
+class OnnxModule:
+    """``module`` (eval mode, float32 in, on the CPU) run by ONNX Runtime.
+
+    Its output is the module's: a tensor, or, for a module whose output is not one (the
+    detector's ``DetectorRaw``), ``module.raw_from_tensors(tensors, x)`` of the tensors that
+    ``module.raw_tensors`` picks. An input that needs a gradient or is not a float32 CPU tensor
+    runs the module itself."""
+
+    def __init__(self, module: nn.Module, name: str) -> None:
+        self.module = module
+        self.name = name
+        self._graph: bytes | None = None
+        self._sessions: dict[int, Any] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, x: Tensor) -> Any:
+        if x.requires_grad or x.device.type != "cpu" or x.dtype != torch.float32:
+            return self.module(x)
+        outs = self.session(x).run(None, {"x": x.detach().contiguous().numpy()})
+        tensors = tuple(torch.from_numpy(o) for o in outs)
+        if hasattr(self.module, "raw_from_tensors"):
+            return self.module.raw_from_tensors(tensors, x)
+        return tensors[0]
+
+    def session(self, x: Tensor | None = None) -> Any:
+        """The session for the current torch thread count (exported on ``x`` if not yet)."""
+        threads = torch.get_num_threads()
+        sess = self._sessions.get(threads)
+        if sess is not None:
+            return sess
+        with self._lock:
+            if threads not in self._sessions:
+                self._sessions[threads] = self._new_session(self._export(x), threads)
+            return self._sessions[threads]
+
+    def _export(self, x: Tensor | None) -> bytes:
+        if self._graph is None:
+            if x is None:
+                raise ValueError(f"{self.name}: the first call needs an input to trace the graph on")
+            probe = x[:1, :, :_PROBE_SIDE, :_PROBE_SIDE].detach().contiguous()
+            buf = io.BytesIO()
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the tracer's notes on shapes read as Python ints
+                torch.onnx.export(
+                    _Graph(self.module).eval(),
+                    (probe,),
+                    buf,
+                    dynamo=False,
+                    input_names=["x"],
+                    dynamic_axes={"x": {0: "batch", 2: "height", 3: "width"}},
+                    opset_version=_OPSET,
+                )
+            self._graph = buf.getvalue()
+            log.debug("%s exported to ONNX (%d bytes)", self.name, len(self._graph))
+        return self._graph
+
+    @staticmethod
+    def _new_session(graph: bytes, threads: int) -> Any:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        return ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
+
+
+def exportable(module: nn.Module) -> bool:
+    """A task model whose output is not a tensor runs in ONNX Runtime only when it says how to
+    split its output into tensors and put it back together (``raw_tensors``, ``raw_from_tensors``)."""
+    return hasattr(module, "raw_tensors") and hasattr(module, "raw_from_tensors")
+
+
+def place(module: nn.Module, name: str, runtime: Runtime, device: torch.device) -> Any:
+    """What runs ``module`` (one whose output is a tensor, or :func:`exportable`): an
+    :class:`OnnxModule` on the CPU with ``runtime = "onnxruntime"``, else the module itself."""
+    if runtime == "onnxruntime" and device.type == "cpu":
+        return OnnxModule(module, name)
+    return module

@@ -1,0 +1,161 @@
+"""The CPU path of the transforms: ONNX Runtime for g_a, g_a_e, g_simple and the detector, within
+float32 rounding of eager torch, with torch's thread count (shared/codec/runtime.py)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from layercast.shared.codec import load_codec
+from layercast.shared.codec.runtime import OnnxModule, configure_threads
+from layercast.shared.data.synth import render_scene
+
+SIZES = [(192, 256), (232, 400)]  # (h, w); 232 and 400 are not multiples of the detector's stride 32
+
+
+@pytest.fixture(scope="module")
+def codecs():
+    return {r: load_codec("default", device="cpu", runtime=r) for r in ("onnxruntime", "torch")}
+
+
+def _frame(h: int, w: int, seed: int = 90_003) -> np.ndarray:
+    return render_scene(seed, w, h).image
+
+
+def _stage_inputs(codec, image: np.ndarray) -> dict[str, tuple[object, torch.Tensor]]:
+    """Each module the CPU runs in ONNX Runtime, its eager module and its input for ``image``."""
+    h, w = image.shape[:2]
+    x = codec._pad(codec._to_tensor(image)[None])
+    with torch.no_grad():
+        y = torch.round(codec.base.g_a(x))
+        task_image = codec.base.task_image(y)[:, :, :h, :w].contiguous()
+    return {
+        "g_a": (codec.base.g_a, x),
+        "g_a_e": (codec.enhancement.g_a, x),
+        "g_simple": (codec.base.g_simple, y),
+        "detector": (codec.task_model, task_image),
+    }
+
+
+def _placed(codec) -> dict[str, object]:
+    return {
+        "g_a": codec._g_a,
+        "g_a_e": codec._g_a_e,
+        "g_simple": codec._g_simple,
+        "detector": codec._task_model,
+    }
+
+
+def _tensors(out) -> tuple[torch.Tensor, ...]:
+    return (out,) if isinstance(out, torch.Tensor) else (out.heatmap, out.boxes)
+
+
+def test_cpu_default_runs_the_measured_modules_in_onnxruntime(codecs) -> None:
+    ort, eager = codecs["onnxruntime"], codecs["torch"]
+    assert ort.runtime == "onnxruntime" and eager.runtime == "torch"
+    for name, placed in _placed(ort).items():
+        assert isinstance(placed, OnnxModule), name
+    for name, placed in _placed(eager).items():
+        assert isinstance(placed, torch.nn.Module), name
+
+
+@pytest.mark.parametrize(("h", "w"), SIZES)
+def test_onnxruntime_outputs_within_float32_rounding_of_eager(codecs, h: int, w: int) -> None:
+    codec = codecs["onnxruntime"]
+    torch.set_num_threads(1)
+    placed = _placed(codec)
+    for name, (module, x) in _stage_inputs(codec, _frame(h, w)).items():
+        with torch.no_grad():
+            ref = _tensors(module(x))
+            got = _tensors(placed[name](x))
+        for r, g in zip(ref, got, strict=True):
+            assert g.shape == r.shape and g.dtype == torch.float32, name
+            scale = float(r.abs().max())
+            err = float((g - r).abs().max())
+            # float32 rounding through a deep network: a few ulps of the output's magnitude
+            assert err <= 1e-5 + 1e-5 * scale, (
+                f"{name} at {w}x{h}: max abs error {err:.3g} (scale {scale:.3g})"
+            )
+
+
+def test_raw_detector_output_keeps_the_input_size(codecs) -> None:
+    codec = codecs["onnxruntime"]
+    _, x = _stage_inputs(codec, _frame(*SIZES[1]))["detector"]
+    with torch.no_grad():
+        raw = codec._task_model(x)
+    assert raw.input_size == (SIZES[1][0], SIZES[1][1])
+
+
+def test_edge_bitstreams_decode_to_the_same_detections(codecs) -> None:
+    """A camera on either runtime sends a base layer the cloud, on either runtime, turns into the
+    same detections."""
+    ort, eager = codecs["onnxruntime"], codecs["torch"]
+    image = _frame(240, 320, seed=90_001)
+    streams = {r: c.encode(image).base for r, c in codecs.items()}
+    results = {}
+    for enc, data in streams.items():
+        for dec_runtime, dec in (("onnxruntime", ort), ("torch", eager)):
+            [r] = dec.infer([dec.decode_base(data)])
+            results[(enc, dec_runtime)] = r
+    ref = results[("torch", "torch")]
+    assert len(ref.labels) > 0
+    for key, r in results.items():
+        np.testing.assert_array_equal(r.labels, ref.labels, err_msg=str(key))
+        np.testing.assert_allclose(r.boxes, ref.boxes, atol=0.05, err_msg=str(key))
+        np.testing.assert_allclose(r.scores, ref.scores, atol=1e-4, err_msg=str(key))
+
+
+def test_previews_and_reconstructions_match(codecs) -> None:
+    ort, eager = codecs["onnxruntime"], codecs["torch"]
+    frame = eager.encode(_frame(192, 256))
+    dec = ort.decode_base(frame.base)
+    assert np.abs(ort.preview(dec).astype(int) - eager.preview(dec).astype(int)).max() <= 1
+    # an enhancement layer coded through ONNX Runtime's g_a_e decodes like the eager one's
+    frame_ort = ort.encode(_frame(192, 256))
+    rec_ort = eager.reconstruct(eager.decode_base(frame_ort.base), frame_ort.enhancement)
+    rec_eager = eager.reconstruct(eager.decode_base(frame.base), frame.enhancement)
+    assert np.abs(rec_ort.astype(int) - rec_eager.astype(int)).mean() < 0.05
+
+
+def test_sessions_follow_torchs_thread_count(codecs) -> None:
+    g_a = codecs["onnxruntime"]._g_a
+    x = torch.rand(1, 3, 64, 64)
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            g_a(x)
+            opts = g_a.session().get_session_options()
+            assert (opts.intra_op_num_threads, opts.inter_op_num_threads) == (threads, 1)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_a_gradient_runs_the_torch_module(codecs) -> None:
+    g_a = codecs["onnxruntime"]._g_a
+    x = torch.rand(1, 3, 64, 64, requires_grad=True)
+    y = g_a(x)
+    assert y.requires_grad and y.grad_fn is not None
+
+
+def test_unknown_runtime_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown runtime 'tensorrt'"):
+        load_codec("default", device="cpu", runtime="tensorrt")
+
+
+def test_configure_threads_sets_intra_and_one_interop_thread() -> None:
+    code = (
+        "import torch; from layercast.shared.codec.runtime import configure_threads;"
+        " configure_threads(2); configure_threads(1); configure_threads(2);"
+        " print(torch.get_num_threads(), torch.get_num_interop_threads())"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert out.stdout.split() == ["2", "1"]
+    with pytest.raises(ValueError):
+        configure_threads(0)
