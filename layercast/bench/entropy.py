@@ -11,7 +11,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from unittest import mock
 
 import numpy as np
@@ -39,6 +39,25 @@ def record_steps(codec, x) -> list[Step]:
             stack.enter_context(mock.patch(f"layercast.shared.codec.latent_codecs.{mod}.Encoder", Recorder))
         codec.base.latent_codec.compress(codec.base.g_a(x[:1]))
     return steps
+
+
+@contextmanager
+def codec_coder(module):
+    """The codec's coding steps on ``module``'s ``Encoder``/``Decoder`` (e.g. ``constriction_coder``)."""
+    with ExitStack() as stack:
+        for mod in ("latent_codecs.hyperprior", "latent_codecs.context", "temporal"):
+            for name in ("Encoder", "Decoder"):
+                stack.enter_context(mock.patch(f"layercast.shared.codec.{mod}.{name}", getattr(module, name)))
+        yield
+
+
+def reference_coder():
+    """``constriction_coder`` (the same layout on constriction's Python ANS), None without constriction."""
+    try:
+        from layercast.bench import constriction_coder
+    except ImportError:
+        return None
+    return constriction_coder
 
 
 def _encode_with(encoder) -> Callable:
@@ -76,15 +95,9 @@ def coders() -> dict[str, tuple[Callable, Callable]]:
     """The rows: the codec's coder first, CompressAI's (the ratio's reference) last; the same layout on
     constriction's Python ANS between them when constriction is installed (``[bench]``, ``[dev]``)."""
     rows = {"compiled ANS (ours, numba)": (_encode_with(Encoder), _decode_with(Decoder))}
-    try:
-        from layercast.bench import constriction_coder
-    except ImportError:
-        pass
-    else:
-        rows["constriction ANS (Python bindings)"] = (
-            _encode_with(constriction_coder.Encoder),
-            _decode_with(constriction_coder.Decoder),
-        )
+    ref = reference_coder()
+    if ref is not None:
+        rows["constriction ANS (Python bindings)"] = (_encode_with(ref.Encoder), _decode_with(ref.Decoder))
     rows["CompressAI rANS"] = (_rans_encode, _rans_decode)
     return rows
 

@@ -89,6 +89,7 @@ def test_short_run_prints_every_table(capsys):
         assert f"| {stage} |" in out
     assert "| compiled ANS (ours, numba) |" in out and "| CompressAI rANS |" in out
     assert "| constriction ANS (Python bindings) |" in out
+    assert "| through the codec facade | ms | ms, coding on constriction's Python ANS |" in out
     for row in ("encode base only", "decode base (entropy path)", "enhancement decode"):
         assert f"| {row} |" in out
 
