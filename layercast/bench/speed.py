@@ -9,6 +9,10 @@ constriction's Python ANS (the same bytes) when constriction is installed."""
 
 from __future__ import annotations
 
+import contextlib
+import statistics
+import time
+
 import torch
 
 from layercast.bench import entropy, stages
@@ -23,21 +27,34 @@ def parse_size(text: str) -> tuple[int, int]:
     return int(h), int(w)
 
 
-def facade_ms(codec, image, repeat: int) -> dict[str, float]:
-    """What a camera and the cloud pay per frame, through ``ScalableCodec``."""
-    med = stages.median_ms
+def facade_ms(codec, image, repeat: int, reference=None) -> dict[str, list[float]]:
+    """What a camera and the cloud pay per frame, through ``ScalableCodec``: per row, the median ms,
+    then with ``reference`` (a module with ``Encoder``/``Decoder``, e.g. ``constriction_coder``) the
+    median ms with the coding steps on it, the two timed in turn so that load falls on both alike."""
     frame = codec.encode(image)
     dec = codec.decode_base(frame.base)
-    row = {
-        "encode base only": med(lambda: codec.encode(image, layers="base"), repeat),
-        "encode both layers": med(lambda: codec.encode(image), repeat),
-        "decode base (entropy path)": med(lambda: codec.decode_base(frame.base), repeat),
+    rows = {
+        "encode base only": lambda: codec.encode(image, layers="base"),
+        "encode both layers": lambda: codec.encode(image),
+        "decode base (entropy path)": lambda: codec.decode_base(frame.base),
     }
     if codec.task_model is not None:
-        row["task path (g_s_task + task model)"] = med(lambda: codec.infer([dec]), repeat)
+        rows["task path (g_s_task + task model)"] = lambda: codec.infer([dec])
     if frame.enhancement is not None:
-        row["enhancement decode"] = med(lambda: codec.decode_enhancement(dec, frame.enhancement), repeat)
-    return row
+        rows["enhancement decode"] = lambda: codec.decode_enhancement(dec, frame.enhancement)
+    coders = [contextlib.nullcontext] + ([lambda: entropy.codec_coder(reference)] if reference else [])
+    out = {}
+    for name, fn in rows.items():
+        samples: list[list[float]] = [[] for _ in coders]
+        for k in range(repeat + 1):  # the first round warms up
+            for j, coder in enumerate(coders):
+                with coder():
+                    t = time.perf_counter()
+                    fn()
+                    if k:
+                        samples[j].append(1000 * (time.perf_counter() - t))
+        out[name] = [statistics.median(s) for s in samples]
+    return out
 
 
 def run(
@@ -97,18 +114,13 @@ def run(
                 f"| ratio ours / CompressAI | | {ours['bytes'] / ref['bytes']:.4f} | "
                 f"{ours['enc_msym_s'] / ref['enc_msym_s']:.1f}× | {ours['dec_msym_s'] / ref['dec_msym_s']:.1f}× |\n"
             )
-            ours = facade_ms(codec, image, repeat)
             ref = entropy.reference_coder()
             if ref is None:
                 print("| through the codec facade | ms |")
                 print("|---|---:|")
-                for k, v in ours.items():
-                    print(f"| {k} | {v:.0f} |")
             else:
-                with entropy.codec_coder(ref):
-                    theirs = facade_ms(codec, image, repeat)
                 print("| through the codec facade | ms | ms, coding on constriction's Python ANS |")
                 print("|---|---:|---:|")
-                for k, v in ours.items():
-                    print(f"| {k} | {v:.0f} | {theirs[k]:.0f} |")
+            for k, v in facade_ms(codec, image, repeat, ref).items():
+                print(f"| {k} | {' | '.join(f'{x:.0f}' for x in v)} |")
             print()
