@@ -31,6 +31,8 @@ from dataclasses import dataclass
 
 import numba
 import numpy as np
+from llvmlite import ir
+from numba.extending import intrinsic
 
 PRECISION = 24
 ONE = 1 << PRECISION
@@ -48,6 +50,8 @@ BAD_TABLE_INDEX = -1
 ESCAPE_TOO_LARGE = -2
 
 _U = np.uint64
+#: A coded symbol given by its start and frequency (a uniform one) rather than its table entry.
+DIRECT = 1 << 63
 
 
 def _jit(fn):
@@ -84,6 +88,7 @@ class Quantised:
     lengths: np.ndarray  # int64
     offsets: np.ndarray  # int64
     lut: np.ndarray  # uint64, (tables, 2**LUT_BITS)
+    rcp: np.ndarray  # uint64, (2**64 - 1) // frequency of each cdf entry (0 after a table's last)
 
 
 def quantise(cdfs: list[np.ndarray], lengths: np.ndarray, offsets: np.ndarray) -> Quantised:
@@ -103,12 +108,13 @@ def quantise(cdfs: list[np.ndarray], lengths: np.ndarray, offsets: np.ndarray) -
         luts.append(_lookup(row))
     sizes = np.array([r.size for r in rows], dtype=np.int64)
     start = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    cdf = np.concatenate(rows).astype(np.uint64)
+    freq = np.append(np.diff(cdf), np.uint64(0))
+    freq[start + sizes - 1] = 0  # the final 2**24 of each table starts no symbol
+    rcp = np.zeros(cdf.size, np.uint64)
+    rcp[freq > 0] = np.uint64(2**64 - 1) // freq[freq > 0]
     return Quantised(
-        np.concatenate(rows).astype(np.uint32),
-        start,
-        sizes,
-        np.asarray(offsets, dtype=np.int64).copy(),
-        np.stack(luts),
+        cdf.astype(np.uint32), start, sizes, np.asarray(offsets, dtype=np.int64).copy(), np.stack(luts), rcp
     )
 
 
@@ -178,8 +184,9 @@ def _bounds(indexes, n_tables):
 
 @_jit
 def encode_step(symbols, indexes, cdf, start, lengths, offsets):
-    """``(status, coded)``: the step's symbols in decoding order, each as ``start << 32 |
-    frequency`` (uint64), or a negative status code and an empty array."""
+    """``(status, coded)``: the step's symbols in decoding order (uint64), each as its entry in
+    ``cdf`` or, for a uniform one, ``DIRECT | frequency << 24 | start``; or a negative status code
+    and an empty array."""
     bounds = _bounds(indexes, lengths.size)
     if bounds.size == 0:
         return BAD_TABLE_INDEX, np.zeros(0, np.uint64)
@@ -193,11 +200,9 @@ def encode_step(symbols, indexes, cdf, start, lengths, offsets):
         if v >= top:
             escapes = True
             v = top
-        k = _U(start[r]) + v
-        lo = _U(cdf[k])
         j = _U(fill[r])
         fill[r] = j + _U(1)
-        coded[j] = lo << _U(32) | (_U(cdf[k + _U(1)]) - lo)
+        coded[j] = _U(start[r]) + v
     if escapes:
         return _encode_escapes(symbols, indexes, cdf, start, lengths, offsets, bounds)
     return 0, coded
@@ -205,7 +210,7 @@ def encode_step(symbols, indexes, cdf, start, lengths, offsets):
 
 @_jit
 def _pack(lo, freq):
-    return _U(lo) << _U(32) | _U(freq)
+    return _U(DIRECT) | _U(freq) << _U(PRECISION) | _U(lo)
 
 
 @_jit
@@ -232,7 +237,7 @@ def _encode_escapes(symbols, indexes, cdf, start, lengths, offsets, bounds):
                 raws[n_esc] = raw
                 n_esc += 1
                 v = top
-            coded[k] = _pack(cdf[start[r] + v], cdf[start[r] + v + 1] - cdf[start[r] + v])
+            coded[k] = start[r] + v
             k += 1
         for e in range(n_esc):
             coded[k] = _pack(*_uniform(_bit_length(raws[e]), BITS_SIZE))
@@ -250,18 +255,46 @@ def _encode_escapes(symbols, indexes, cdf, start, lengths, offsets, bounds):
     return 0, coded[:k]
 
 
+@intrinsic
+def _mulhi(typingctx, a, b):
+    """The high 64 bits of the 128-bit product of two uint64."""
+
+    def codegen(context, builder, signature, args):
+        wide = ir.IntType(128)
+        product = builder.mul(builder.zext(args[0], wide), builder.zext(args[1], wide))
+        return builder.trunc(builder.lshr(product, ir.Constant(wide, 64)), ir.IntType(64))
+
+    return numba.types.uint64(numba.types.uint64, numba.types.uint64), codegen
+
+
 @_jit
-def ans_encode(coded, words, m, state):
-    """Codes the ``start << 32 | frequency`` symbols (decoding order) in reverse onto the stream of
-    ``words[:m]`` and ``state[0]``; returns the new ``m`` (one word per symbol at most)."""
+def ans_encode(coded, cdf, rcp, words, m, state):
+    """Codes the symbols of ``coded`` (decoding order; see :func:`encode_step`) in reverse onto the
+    stream of ``words[:m]`` and ``state[0]``; returns the new ``m`` (one word per symbol at most).
+
+    ``state // f`` is ``mulhi(state, (2**64 - 1) // f)`` or up to two more, found by the remainder:
+    the estimate is never above the quotient, and the remainder check makes it exact."""
     st = state[0]
     for i in range(coded.size - 1, -1, -1):
-        f = coded[i] & _U(0xFFFFFFFF)
+        c = coded[i]
+        if c >> _U(63):
+            lo = c & _U(ONE - 1)
+            f = (c >> _U(PRECISION)) & _U(0x1FFFFFF)
+            inv = _U(0xFFFFFFFFFFFFFFFF) // f
+        else:
+            lo = _U(cdf[c])
+            f = _U(cdf[c + _U(1)]) - lo
+            inv = rcp[c]
         if (st >> _U(64 - PRECISION)) >= f:
             words[m] = np.uint32(st & _U(0xFFFFFFFF))
             m += 1
             st >>= _U(32)
-        st = ((st // f) << _U(PRECISION)) | ((coded[i] >> _U(32)) + st % f)
+        q = _mulhi(st, inv)
+        r = st - q * f
+        while r >= f:
+            q += _U(1)
+            r -= f
+        st = (q << _U(PRECISION)) | (lo + r)
     state[0] = st
     return m
 

@@ -31,6 +31,8 @@ from layercast.shared.errors import CorruptBitstream
 #: 2**24, the models' total frequency (``ans.ONE``; :mod:`~layercast.shared.codec.ans` imports numba,
 #: so it loads on the first coding, not with the codec).
 _ONE = 1 << 24
+#: The tables of a uniform symbol's step (it names no table entry).
+_NO_CDF, _NO_RCP = np.zeros(1, np.uint32), np.zeros(1, np.uint64)
 
 
 def _ans():
@@ -51,7 +53,7 @@ class Encoder:
     """Collects the steps of one stream; ``flush`` codes them (ANS is last in, first out)."""
 
     def __init__(self) -> None:
-        self._steps: list[np.ndarray] = []  # start << 32 | frequency per symbol, decoding order
+        self._steps: list[tuple[np.ndarray, object]] = []  # (coded symbols, their Quantised tables)
 
     def encode(self, symbols: np.ndarray, indexes: np.ndarray, tables: CdfTables) -> None:
         symbols, indexes = _flat(symbols, "symbols"), _flat(indexes, "indexes")
@@ -63,21 +65,23 @@ class Encoder:
             raise ValueError(f"table index out of range 0..{q.lengths.size - 1}")
         if status == ans.ESCAPE_TOO_LARGE:
             raise ValueError("a symbol is too far outside its table (over 31 bits)")
-        self._steps.append(coded)
+        self._steps.append((coded, q))
 
     def encode_uniform(self, value: int, size: int) -> None:
         """One integer in ``0..size-1``, uniform (``size`` from 2 to 2**24 - 1)."""
         if not (0 <= value < size and 2 <= size < _ONE):
             raise ValueError(f"{value} is not within 0..{size - 1} (size from 2 to 2**24 - 1)")
-        start, freq = _ans().uniform(value, size)
-        self._steps.append(np.array([start << 32 | freq], np.uint64))
+        ans = _ans()
+        start, freq = ans.uniform(value, size)
+        self._steps.append((np.array([ans.DIRECT | freq << 24 | start], np.uint64), None))
 
     def flush(self) -> bytes:
         ans = _ans()
-        words = np.empty(sum(c.size for c in self._steps), np.uint32)
+        words = np.empty(sum(c.size for c, _ in self._steps), np.uint32)
         state, m = np.zeros(1, np.uint64), 0
-        for coded in reversed(self._steps):
-            m = ans.ans_encode(coded, words, m, state)
+        for coded, q in reversed(self._steps):
+            cdf, rcp = (q.cdf, q.rcp) if q is not None else (_NO_CDF, _NO_RCP)
+            m = ans.ans_encode(coded, cdf, rcp, words, m, state)
         self._steps = []
         return ans.ans_finish(words, m, int(state[0])).astype("<u4", copy=False).tobytes()
 
