@@ -2,14 +2,16 @@
 
 The steps (symbols, table indexes, tables) are recorded from a real encode of one frame, so the
 alphabet sizes, escape rate and step sizes are the codec's own. Each coder runs as the codec uses
-it: ours takes numpy arrays (``coder.Encoder``/``Decoder``); CompressAI's rANS takes Python lists,
-so its figures include the ``tolist`` and the table selection it needs per step."""
+it: ours takes numpy arrays (``coder.Encoder``/``Decoder``, compiled), and so does the same layout
+on constriction's Python ANS (``constriction_coder``, the same bytes); CompressAI's rANS takes
+Python lists, so its figures include the ``tolist`` and the table selection it needs per step."""
 
 from __future__ import annotations
 
 import statistics
 import time
-from contextlib import ExitStack
+from collections.abc import Callable
+from contextlib import ExitStack, contextmanager
 from unittest import mock
 
 import numpy as np
@@ -39,16 +41,41 @@ def record_steps(codec, x) -> list[Step]:
     return steps
 
 
-def _ours_encode(steps: list[Step]) -> bytes:
-    enc = Encoder()
-    for sym, idx, t in steps:
-        enc.encode(sym, idx, t)
-    return enc.flush()
+@contextmanager
+def codec_coder(module):
+    """The codec's coding steps on ``module``'s ``Encoder``/``Decoder`` (e.g. ``constriction_coder``)."""
+    with ExitStack() as stack:
+        for mod in ("latent_codecs.hyperprior", "latent_codecs.context", "temporal"):
+            for name in ("Encoder", "Decoder"):
+                stack.enter_context(mock.patch(f"layercast.shared.codec.{mod}.{name}", getattr(module, name)))
+        yield
 
 
-def _ours_decode(steps: list[Step], data: bytes) -> list[np.ndarray]:
-    dec = Decoder(data)
-    return [dec.decode(idx, t) for _, idx, t in steps]
+def reference_coder():
+    """``constriction_coder`` (the same layout on constriction's Python ANS), None without constriction."""
+    try:
+        from layercast.bench import constriction_coder
+    except ImportError:
+        return None
+    return constriction_coder
+
+
+def _encode_with(encoder) -> Callable:
+    def encode(steps: list[Step]) -> bytes:
+        enc = encoder()
+        for sym, idx, t in steps:
+            enc.encode(sym, idx, t)
+        return enc.flush()
+
+    return encode
+
+
+def _decode_with(decoder) -> Callable:
+    def decode(steps: list[Step], data: bytes) -> list[np.ndarray]:
+        dec = decoder(data)
+        return [dec.decode(idx, t) for _, idx, t in steps]
+
+    return decode
 
 
 def _rans_encode(steps: list[Step]) -> bytes:
@@ -64,18 +91,28 @@ def _rans_decode(steps: list[Step], data: bytes) -> list[np.ndarray]:
     return [np.array(dec.decode_stream(*t.select(idx)), dtype=np.int32) for _, idx, t in steps]
 
 
-CODERS = {
-    "constriction ANS (ours)": (_ours_encode, _ours_decode),
-    "CompressAI rANS": (_rans_encode, _rans_decode),
-}
+def coders() -> dict[str, tuple[Callable, Callable]]:
+    """The rows: the codec's coder first, CompressAI's (the ratio's reference) last; the same layout on
+    constriction's Python ANS between them when constriction is installed (``[bench]``, ``[dev]``)."""
+    rows = {"compiled ANS (ours, numba)": (_encode_with(Encoder), _decode_with(Decoder))}
+    ref = reference_coder()
+    if ref is not None:
+        rows["constriction ANS (Python bindings)"] = (_encode_with(ref.Encoder), _decode_with(ref.Decoder))
+    rows["CompressAI rANS"] = (_rans_encode, _rans_decode)
+    return rows
 
 
-def _median_s(fn, repeat: int) -> float:
+def _median_s(fn, repeat: int, min_sample_s: float = 0.05) -> float:
+    """Median seconds of one call; each sample repeats a fast ``fn`` for at least ``min_sample_s``."""
+    t = time.perf_counter()
+    fn()
+    calls = max(1, int(min_sample_s / max(time.perf_counter() - t, 1e-9)))
     samples = []
     for _ in range(repeat):
         t = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t)
+        for _ in range(calls):
+            fn()
+        samples.append((time.perf_counter() - t) / calls)
     return statistics.median(samples)
 
 
@@ -83,7 +120,7 @@ def compare(steps: list[Step], repeat: int = 5) -> list[dict]:
     """Per coder: bytes, encode and decode Msym/s; checks every coder decodes what it coded."""
     n = sum(s.size for s, _, _ in steps)
     rows = []
-    for name, (enc, dec) in CODERS.items():
+    for name, (enc, dec) in coders().items():
         data = enc(steps)
         out = dec(steps, data)
         if not all(np.array_equal(a, s) for a, (s, _, _) in zip(out, steps, strict=True)):

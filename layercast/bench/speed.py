@@ -5,10 +5,13 @@ stage in ms and achieved GFLOPS for each variant (layercast.bench.stages); the e
 against CompressAI's rANS on the frame's own symbols (layercast.bench.entropy); and what a user
 sees through the codec facade: base-only encode, both-layer encode, base decode (entropy path),
 task path (g_s_task + task model) and enhancement decode, in ms, for each runtime of the CPU
-transforms (``--runtimes``, shared/codec/runtime.py), timed in turn round after round."""
+transforms (``--runtimes``, shared/codec/runtime.py) and, when constriction is installed, with the
+coding steps on constriction's Python ANS (the same bytes), timed in turn round after round."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -43,21 +46,21 @@ def facade_calls(codec, image) -> dict[str, Callable[[], object]]:
     return row
 
 
-def facade_ms(codecs: dict[str, object], image, repeat: int) -> dict[str, dict[str, float]]:
-    """Median ms of each facade call for each codec (runtime), the codecs timed in turn, round
-    after round, so load on a shared machine falls on all of them alike."""
-    calls = {name: facade_calls(codec, image) for name, codec in codecs.items()}
+def facade_ms(columns: dict[str, tuple[object, Callable]], image, repeat: int) -> dict[str, dict[str, float]]:
+    """Median ms of each facade call for each column: a codec (runtime) and the context it runs in
+    (e.g. the coding steps on another coder), timed in turn, round after round, so load on a shared
+    machine falls on all of them alike."""
+    calls = {name: (facade_calls(codec, image), context) for name, (codec, context) in columns.items()}
     out: dict[str, dict[str, float]] = {}
-    for row in next(iter(calls.values())):
-        fns = {name: c[row] for name, c in calls.items()}
-        for fn in fns.values():
-            fn()  # warm-up
-        samples: dict[str, list[float]] = {name: [] for name in fns}
-        for _ in range(repeat):
-            for name, fn in fns.items():
-                t = time.perf_counter()
-                fn()
-                samples[name].append(1000 * (time.perf_counter() - t))
+    for row in next(iter(calls.values()))[0]:
+        samples: dict[str, list[float]] = {name: [] for name in calls}
+        for k in range(repeat + 1):  # the first round warms up
+            for name, (fns, context) in calls.items():
+                with context():
+                    t = time.perf_counter()
+                    fns[row]()
+                    if k:
+                        samples[name].append(1000 * (time.perf_counter() - t))
         out[row] = {name: statistics.median(v) for name, v in samples.items()}
     return out
 
@@ -127,14 +130,19 @@ def run(
                 f"| ratio ours / CompressAI | | {ours['bytes'] / ref['bytes']:.4f} | "
                 f"{ours['enc_msym_s'] / ref['enc_msym_s']:.1f}× | {ours['dec_msym_s'] / ref['dec_msym_s']:.1f}× |\n"
             )
-            names = list(codecs)
-            ratio = len(names) == 2
+            columns = {name: (c, contextlib.nullcontext) for name, c in codecs.items()}
+            ref = entropy.reference_coder()
+            if ref is not None:
+                name, c = next(iter(codecs.items()))
+                columns[f"{name}, coding on constriction"] = (c, functools.partial(entropy.codec_coder, ref))
+            names = list(columns)
+            ratio = len(names) >= 2
             print(
                 f"| through the codec facade | {' | '.join(f'{n} ms' for n in names)} |"
                 + (f" {names[0]} / {names[1]} |" if ratio else "")
             )
             print(f"|---|{'---:|' * (len(names) + ratio)}")
-            for k, ms in facade_ms(codecs, image, repeat).items():
+            for k, ms in facade_ms(columns, image, repeat).items():
                 cells = " | ".join(f"{ms[n]:.0f}" for n in names)
                 print(f"| {k} | {cells} |" + (f" {ms[names[0]] / ms[names[1]]:.2f}× |" if ratio else ""))
             print()

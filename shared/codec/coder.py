@@ -1,7 +1,8 @@
-"""The entropy coder: ANS (``constriction``) over the checkpoint's integer CDF tables.
+"""The entropy coder: range ANS over the checkpoint's integer CDF tables, compiled with numba.
 
 One stream per image and layer. A coding step hands the coder numpy arrays of symbols and of
-table indexes (one CompressAI CDF table per symbol); nothing is converted to Python lists.
+table indexes (one CompressAI CDF table per symbol); the whole step runs in compiled code
+(:mod:`layercast.shared.codec.ans`).
 
 Per step, the stream holds,
 for each table the step uses, in table order, a *run*: the symbols of that table in coding
@@ -9,160 +10,114 @@ order (a stable sort of the indexes, which the decoder knows before it decodes t
 i.i.d. with the table's categorical model. A value outside its table is coded as the table's
 last entry, the *escape*; after the run's symbols come, for its escapes in order, the bit length
 ``n`` of the escape's raw value (uniform over 0..32), then the ``n - 1`` bits below its leading
-one (uniform, at most 16 bits per symbol).
+one (uniform, at most 16 bits per symbol: first every escape's low chunk, then the high chunks).
 
 Raw value of an escape, as CompressAI's coder maps it: ``-2·v - 1`` below the table
 (``v < 0``), ``2·(v - max)`` at or above its last entry ``max = length - 2``.
 
-The categorical models take the tables' probabilities ``diff(cdf) / 2**16`` (integers, exact
-in float64) and quantise them with ``perfect=False``, a deterministic integer procedure inside
-constriction, so encoder and decoder build the same model on every machine. The compressed
-words are little-endian uint32.
+The categorical models are the tables' probabilities ``diff(cdf)`` quantised to 24 bits exactly as
+constriction's ``Categorical(diff(cdf), perfect=False)`` does (an integer procedure, the same on
+every machine), and the stream is word for word the one constriction's ``AnsCoder`` writes for the
+same symbols and models (its tests compare them). The compressed words are little-endian uint32.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-import constriction
 import numpy as np
 
 from layercast.shared.codec.entropy import CdfTables
 from layercast.shared.errors import CorruptBitstream
 
-_UNIFORM = constriction.stream.model.Uniform()
-_BITS = constriction.stream.model.Uniform(33)
-#: Escape payloads are coded in chunks of at most this many bits (constriction's Uniform < 2**24).
-_CHUNK = 16
+#: 2**24, the models' total frequency (``ans.ONE``; :mod:`~layercast.shared.codec.ans` imports numba,
+#: so it loads on the first coding, not with the codec).
+_ONE = 1 << 24
+#: The tables of a uniform symbol's step (it names no table entry).
+_NO_CDF, _NO_RCP = np.zeros(1, np.uint32), np.zeros(1, np.uint64)
 
 
-def _runs(indexes: np.ndarray, n_tables: int) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
-    """``order`` (a stable sort by table) and ``(table, start, end)`` of each run in it."""
-    if indexes.size and (indexes.min() < 0 or indexes.max() >= n_tables):
-        raise ValueError(f"table index out of range 0..{n_tables - 1}")
-    order = np.argsort(indexes.astype(np.uint8), kind="stable")  # a radix sort (<= 256 tables)
-    counts = np.bincount(indexes, minlength=n_tables)
-    ends = np.cumsum(counts)
-    used = np.flatnonzero(counts)
-    return order, [(r, int(ends[r] - counts[r]), int(ends[r])) for r in used.tolist()]
+def _ans():
+    from layercast.shared.codec import ans
+
+    return ans
 
 
-def _payload_sizes(nbits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Bits of the low and high chunk of each escape with a bit length of ``nbits``."""
-    payload = np.maximum(nbits - 1, 0)
-    low = np.minimum(payload, _CHUNK)
-    return low, payload - low
+def _flat(a, name: str) -> np.ndarray:
+    """``a`` as a contiguous int32 or int64 vector (the kernels' two compiled types), values kept."""
+    a = np.asarray(a)
+    if a.dtype.kind not in "iub":
+        raise ValueError(f"{name} must be integers, not {a.dtype}")
+    return np.ascontiguousarray(a.reshape(-1), dtype=np.int32 if a.dtype == np.int32 else np.int64)
 
 
 class Encoder:
     """Collects the steps of one stream; ``flush`` codes them (ANS is last in, first out)."""
 
     def __init__(self) -> None:
-        self._chunks: list[Callable[[constriction.stream.stack.AnsCoder], None]] = []
+        self._steps: list[tuple[np.ndarray, object]] = []  # (coded symbols, their Quantised tables)
 
     def encode(self, symbols: np.ndarray, indexes: np.ndarray, tables: CdfTables) -> None:
-        symbols = np.asarray(symbols).reshape(-1)
-        indexes = np.asarray(indexes).reshape(-1)
+        symbols, indexes = _flat(symbols, "symbols"), _flat(indexes, "indexes")
         if symbols.shape != indexes.shape:
             raise ValueError("one table index per symbol")
-        order, runs = _runs(indexes, len(tables.cdfs))
-        values = symbols.astype(np.int64)[order]
-        models = tables.models
-        for r, start, end in runs:
-            v = values[start:end] - int(tables.offsets[r])
-            top = int(tables.lengths[r]) - 2
-            if v.min() >= 0 and v.max() < top:
-                self._chunks.append(_iid(v.astype(np.int32), models[r]))
-                continue
-            below, above = v < 0, v >= top
-            self._chunks.append(_iid(np.where(below | above, top, v).astype(np.int32), models[r]))
-            self._escapes(np.where(below, -2 * v - 1, 2 * (v - top))[below | above])
+        q, ans = tables.quantised, _ans()
+        status, coded = ans.encode_step(symbols, indexes, q.cdf, q.start, q.lengths, q.offsets)
+        if status == ans.BAD_TABLE_INDEX:
+            raise ValueError(f"table index out of range 0..{q.lengths.size - 1}")
+        if status == ans.ESCAPE_TOO_LARGE:
+            raise ValueError("a symbol is too far outside its table (over 31 bits)")
+        self._steps.append((coded, q))
 
     def encode_uniform(self, value: int, size: int) -> None:
-        """One integer in ``0..size-1``, uniform (``size`` below 2**24)."""
-        if not 0 <= value < size < 1 << 24:
-            raise ValueError(f"{value} is not within 0..{size - 1} (size below 2**24)")
-        self._chunks.append(_uniform(np.array([value], dtype=np.int32), np.array([size], dtype=np.int32)))
-
-    def _escapes(self, raw: np.ndarray) -> None:
-        if (raw >= 2**32).any():
-            raise ValueError("a symbol is too far outside its table (over 31 bits)")
-        nbits = np.frexp(raw.astype(np.float64))[1].astype(np.int64)  # bit length, exact < 2**53
-        rest = raw - np.where(raw > 0, 1 << np.maximum(nbits - 1, 0), 0)
-        low_bits, high_bits = _payload_sizes(nbits)
-        self._chunks.append(_iid(nbits.astype(np.int32), _BITS))
-        for bits, part in ((low_bits, rest & ((1 << _CHUNK) - 1)), (high_bits, rest >> _CHUNK)):
-            keep = bits > 0
-            if keep.any():
-                self._chunks.append(_uniform(part[keep].astype(np.int32), (1 << bits[keep]).astype(np.int32)))
+        """One integer in ``0..size-1``, uniform (``size`` from 2 to 2**24 - 1)."""
+        if not (0 <= value < size and 2 <= size < _ONE):
+            raise ValueError(f"{value} is not within 0..{size - 1} (size from 2 to 2**24 - 1)")
+        ans = _ans()
+        start, freq = ans.uniform(value, size)
+        self._steps.append((np.array([ans.DIRECT | freq << 24 | start], np.uint64), None))
 
     def flush(self) -> bytes:
-        coder = constriction.stream.stack.AnsCoder()
-        for chunk in reversed(self._chunks):
-            chunk(coder)
-        self._chunks = []
-        return coder.get_compressed().astype("<u4").tobytes()
-
-
-def _iid(symbols: np.ndarray, model) -> Callable:
-    return lambda coder: coder.encode_reverse(symbols, model)
-
-
-def _uniform(symbols: np.ndarray, sizes: np.ndarray) -> Callable:
-    return lambda coder: coder.encode_reverse(symbols, _UNIFORM, sizes)
+        ans = _ans()
+        words = np.empty(sum(c.size for c, _ in self._steps), np.uint32)
+        state, m = np.zeros(1, np.uint64), 0
+        for coded, q in reversed(self._steps):
+            cdf, rcp = (q.cdf, q.rcp) if q is not None else (_NO_CDF, _NO_RCP)
+            m = ans.ans_encode(coded, cdf, rcp, words, m, state)
+        self._steps = []
+        return ans.ans_finish(words, m, int(state[0])).astype("<u4", copy=False).tobytes()
 
 
 class Decoder:
-    """Decodes the steps of one stream in the encoder's order; garbage raises ``CorruptBitstream``."""
+    """Decodes the steps of one stream in the encoder's order; garbage raises ``CorruptBitstream``
+    or yields wrong symbols (which the container's symbol CRC rejects), never reads out of bounds."""
 
     def __init__(self, data: bytes) -> None:
         if len(data) % 4:
             raise CorruptBitstream(f"entropy-coded payload of {len(data)} bytes is not whole 32-bit words")
-        words = np.frombuffer(data, dtype="<u4").astype(np.uint32)
-        try:
-            self._coder = constriction.stream.stack.AnsCoder(words)
-        except (ValueError, RuntimeError) as exc:  # e.g. a last word of zero
-            raise CorruptBitstream(f"entropy decoding failed: {exc}") from None
+        self._words = np.frombuffer(data, dtype="<u4").astype(np.uint32)
+        start = _ans().initial_state(self._words)
+        if start is None:
+            raise CorruptBitstream("entropy decoding failed: the payload ends in a zero word")
+        self._state = np.array([start[0]], np.uint64)
+        self._cursor = np.array([start[1]], np.int64)
 
     def decode(self, indexes: np.ndarray, tables: CdfTables) -> np.ndarray:
         try:
-            return self._decode(np.asarray(indexes).reshape(-1), tables)
-        except (ValueError, RuntimeError, OverflowError) as exc:
+            indexes = _flat(indexes, "indexes")
+        except ValueError as exc:
             raise CorruptBitstream(f"entropy decoding failed: {exc}") from None
+        q, ans = tables.quantised, _ans()
+        out = np.empty(indexes.size, np.int32)
+        status = ans.decode_step(
+            self._words, self._cursor, self._state, indexes, q.cdf, q.start, q.lengths, q.offsets, q.lut, out
+        )
+        if status == ans.BAD_TABLE_INDEX:
+            raise CorruptBitstream(
+                f"entropy decoding failed: table index out of range 0..{q.lengths.size - 1}"
+            )
+        return out
 
     def decode_uniform(self, size: int) -> int:
         """The inverse of :meth:`Encoder.encode_uniform`."""
-        try:
-            return int(self._coder.decode(_UNIFORM, np.array([size], dtype=np.int32))[0])
-        except (ValueError, RuntimeError, OverflowError) as exc:
-            raise CorruptBitstream(f"entropy decoding failed: {exc}") from None
-
-    def _decode(self, indexes: np.ndarray, tables: CdfTables) -> np.ndarray:
-        coder, models = self._coder, tables.models
-        order, runs = _runs(indexes, len(tables.cdfs))
-        values = np.empty(indexes.size, dtype=np.int64)
-        for r, start, end in runs:
-            v = coder.decode(models[r], end - start).astype(np.int64)
-            top = int(tables.lengths[r]) - 2
-            escaped = v == top
-            if escaped.any():
-                raw = self._escapes(int(escaped.sum()))
-                v[escaped] = np.where(raw % 2 == 1, -(raw + 1) // 2, raw // 2 + top)
-            values[start:end] = v + int(tables.offsets[r])
-        out = np.empty(indexes.size, dtype=np.int32)
-        out[order] = values  # wraps a forged out-of-range value; the symbols CRC rejects it
-        return out
-
-    def _escapes(self, n: int) -> np.ndarray:
-        coder = self._coder
-        nbits = coder.decode(_BITS, n).astype(np.int64)
-        low_bits, high_bits = _payload_sizes(nbits)
-        parts = []
-        for bits in (low_bits, high_bits):
-            part = np.zeros(n, dtype=np.int64)
-            keep = bits > 0
-            if keep.any():
-                part[keep] = coder.decode(_UNIFORM, (1 << bits[keep]).astype(np.int32))
-            parts.append(part)
-        rest = parts[0] + (parts[1] << _CHUNK)
-        return np.where(nbits > 0, rest + (1 << np.maximum(nbits - 1, 0)), 0)
+        if not 2 <= size < _ONE:
+            raise CorruptBitstream(f"entropy decoding failed: uniform size {size} outside 2..2**24 - 1")
+        return int(_ans().decode_uniform(self._words, self._cursor, self._state, size))

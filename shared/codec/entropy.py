@@ -4,7 +4,7 @@
   additive noise: ``SteGaussianConditional`` / ``SteEntropyBottleneck``
   override only the "noise" mode of CompressAI's ``quantize``.
 * ``CdfTables`` holds the integer CDF tables (numpy arrays, built once per
-  model) and their categorical models for the entropy coder
+  model) and their 24-bit models for the entropy coder
   (:mod:`layercast.shared.codec.coder`). The tables are buffers saved in the
   checkpoint, so encoder and decoder use the same integers on every machine.
 * ``SymbolChecksum`` is a running CRC32 over every coded symbol; the encoder
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -24,6 +25,9 @@ from compressai.entropy_models import EntropyBottleneck, GaussianConditional
 from torch import Tensor, nn
 
 from layercast.shared.codec.layers import ste_round
+
+if TYPE_CHECKING:
+    from layercast.shared.codec.ans import Quantised
 
 #: Scale table of CompressAI's scale-hyperprior models (64 log-spaced levels).
 SCALES_MIN, SCALES_MAX, SCALES_LEVELS = 0.11, 256.0, 64
@@ -132,13 +136,13 @@ class CdfTables:
     """Integer CDF tables of one entropy model (CompressAI's layout) as numpy arrays.
 
     Table ``r`` is ``cdfs[r]`` (``lengths[r]`` entries from 0 to 2**16; its last symbol is the
-    escape), coding symbol values from ``offsets[r]``. ``models`` are the same tables as
-    constriction categorical models for :mod:`layercast.shared.codec.coder`."""
+    escape), coding symbol values from ``offsets[r]``. ``quantised`` are the same tables as the
+    coder's 24-bit models (:mod:`layercast.shared.codec.coder`)."""
 
     cdfs: list[np.ndarray]
     lengths: np.ndarray  # int32
     offsets: np.ndarray  # int32
-    _models: list | None = field(default=None, repr=False, compare=False)
+    _quantised: Quantised | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def of(cls, model: GaussianConditional | EntropyBottleneck) -> CdfTables:
@@ -158,18 +162,15 @@ class CdfTables:
         return cls([cdf[r, :n].copy() for r, n in enumerate(lengths.tolist())], lengths, offsets)
 
     @property
-    def models(self) -> list:
-        """One constriction categorical model per table, built on first use.
+    def quantised(self) -> Quantised:
+        """The tables as the coder's 24-bit models (numpy arrays), built on first use: constriction's
+        ``Categorical(diff(cdf), perfect=False)`` quantisation, a deterministic integer procedure,
+        so encoder and decoder hold the same models on every machine."""
+        if self._quantised is None:
+            from layercast.shared.codec.ans import quantise  # numba loads on the first coding
 
-        Its probabilities are the table's integer frequencies (exact in float64); constriction
-        quantises them with ``perfect=False``, a deterministic procedure, so encoder and decoder
-        hold the same model on every machine."""
-        if self._models is None:
-            import constriction
-
-            cat = constriction.stream.model.Categorical
-            self._models = [cat(np.diff(c).astype(np.float64), perfect=False) for c in self.cdfs]
-        return self._models
+            self._quantised = quantise(self.cdfs, self.lengths, self.offsets)
+        return self._quantised
 
     def select(self, indexes: Tensor | np.ndarray) -> tuple[list[int], list[list[int]], list[int], list[int]]:
         """``(indexes, cdfs, lengths, offsets)`` for CompressAI's rANS coder (the reference the

@@ -1,5 +1,5 @@
 """`layercast bench codec`: the sub-pixel rewrite is the same map, the entropy comparison checks
-both coders on a real frame's steps, and a short run prints every table."""
+every coder on a real frame's steps, and a short run prints every table."""
 
 from __future__ import annotations
 
@@ -35,13 +35,20 @@ def test_entropy_comparison_on_a_frames_own_steps(untrained_codec):
     groups = untrained_codec.base.latent_codec.y_codec.groups
     assert len(steps) == 1 + 2 * len(groups)  # ẑ, then anchors and non-anchors per group
     rows = entropy.compare(steps, repeat=1)
-    assert [r["coder"] for r in rows] == list(entropy.CODERS)
-    ours, ref = rows
+    assert [r["coder"] for r in rows] == list(entropy.coders())
+    assert [r["coder"] for r in rows] == [
+        "compiled ANS (ours, numba)",
+        "constriction ANS (Python bindings)",
+        "CompressAI rANS",
+    ]
+    ours, same_layout, ref = rows
     assert ours["symbols"] == ref["symbols"] == sum(s.size for s, _, _ in steps)
+    assert ours["bytes"] == same_layout["bytes"]  # the same stream
     assert ours["bytes"] <= 1.01 * ref["bytes"] + 8  # no larger (escapes cost fewer bits here)
     # the recorded steps are what the codec wrote: coding them again gives the frame's payload
     frame = untrained_codec.encode(img, layers="base")
-    assert entropy._ours_encode(steps) == frame.base[28:]
+    ours_encode = entropy.coders()["compiled ANS (ours, numba)"][0]
+    assert ours_encode(steps) == frame.base[28:]
 
 
 def test_parse_size():
@@ -80,12 +87,16 @@ def test_short_run_prints_every_table(capsys):
     assert "## 160x96, 1 thread: matmul roofline" in out
     for stage in ("g_a", "g_s_task", "g_simple", "detector", "g_a_e", "g_s_e"):
         assert f"| {stage} |" in out
-    assert "| constriction ANS (ours) |" in out and "| CompressAI rANS |" in out
-    # the facade is timed with both runtimes of the CPU transforms, side by side
-    assert "| through the codec facade | torch ms | onnxruntime ms | torch / onnxruntime |" in out
+    assert "| compiled ANS (ours, numba) |" in out and "| CompressAI rANS |" in out
+    assert "| constriction ANS (Python bindings) |" in out
+    # the facade with both runtimes of the CPU transforms, and with the coding steps on constriction
+    assert (
+        "| through the codec facade | torch ms | onnxruntime ms | torch, coding on constriction ms "
+        "| torch / onnxruntime |" in out
+    )
     for row in ("encode base only", "decode base (entropy path)", "enhancement decode"):
         line = next(ln for ln in out.splitlines() if ln.startswith(f"| {row} |"))
-        assert line.endswith("× |") and len(line.split("|")) == 6, line
+        assert line.endswith("× |") and len(line.split("|")) == 7, line
 
 
 def test_bad_size_is_a_clear_error(capsys):
