@@ -16,14 +16,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from unittest import mock
 
-import constriction
 import numpy as np
 
-from layercast.shared.codec import bitstream
-from layercast.shared.codec.coder import Encoder
+from layercast.shared.codec import ans, bitstream
+from layercast.shared.codec.coder import _NO_CDF, _NO_RCP, Encoder
 
 PARTS = ("z", "mask", "y")
-_UNIFORM = constriction.stream.model.Uniform()
 
 
 class MeteredEncoder(Encoder):
@@ -37,20 +35,30 @@ class MeteredEncoder(Encoder):
         MeteredEncoder.made.append(self)
 
     def mark(self, part: str) -> None:
-        self.starts[part] = len(self._chunks)
+        self.starts[part] = len(self._steps)
 
     def part_bits(self) -> dict[str, int]:
-        """Bits each part adds to a warmed-up coder (call before :meth:`flush`)."""
-        bounds = sorted(self.starts.items(), key=lambda kv: kv[1]) + [("", len(self._chunks))]
-        coder = constriction.stream.stack.AnsCoder()
-        coder.encode_reverse(np.array([0x5A5A], np.int32), _UNIFORM, np.array([1 << 16], np.int32))
+        """Bits each part adds to a warmed-up coder (call before :meth:`flush`): the steps run
+        through the same ANS kernel, last part first as ``flush`` codes them, behind one uniform
+        16-bit symbol; a part's bits are the growth of the written words plus the state's bits."""
+        bounds = sorted(self.starts.items(), key=lambda kv: kv[1]) + [("", len(self._steps))]
+        start, freq = ans.uniform(0x5A5A, 1 << 16)
+        warm = np.array([ans.DIRECT | freq << ans.PRECISION | start], np.uint64)
+        words = np.empty(1 + sum(c.size for c, _ in self._steps), np.uint32)
+        state = np.zeros(1, np.uint64)
+        m = ans.ans_encode(warm, _NO_CDF, _NO_RCP, words, 0, state)
+
+        def valid_bits() -> int:
+            return 32 * m + int(state[0]).bit_length()
+
         bits: dict[str, int] = {}
-        before = coder.num_valid_bits()
-        for (part, start), (_, end) in reversed(list(zip(bounds, bounds[1:], strict=False))):
-            for chunk in reversed(self._chunks[start:end]):
-                chunk(coder)
-            bits[part] = coder.num_valid_bits() - before
-            before = coder.num_valid_bits()
+        before = valid_bits()
+        for (part, first), (_, end) in reversed(list(zip(bounds, bounds[1:], strict=False))):
+            for coded, q in reversed(self._steps[first:end]):
+                cdf, rcp = (q.cdf, q.rcp) if q is not None else (_NO_CDF, _NO_RCP)
+                m = ans.ans_encode(coded, cdf, rcp, words, m, state)
+            bits[part] = valid_bits() - before
+            before = valid_bits()
         return bits
 
 
