@@ -425,6 +425,7 @@ class CloudServer:
         await self._health.enter_graceful_shutdown()
         self.pipeline.stop_accepting()
         self.registry.end_all("UNAVAILABLE", "the cloud is shutting down; reconnect later")
+        await self.pipeline.close_feeders(max(0.0, deadline - time.monotonic()))
         drained = await self.pipeline.batcher.close(timeout=max(0.0, deadline - time.monotonic()))
         if not drained:
             log.warning(

@@ -144,6 +144,10 @@ class FramePipeline:
         self.backlog_per_camera = backlog_per_camera
         #: Frames of each camera's streams waiting for their result, and a signal when that changes.
         self._unfinished: collections.Counter[str] = collections.Counter()
+        #: Per camera, stored frames waiting for room in its backlog, and the task feeding them.
+        self._waiting: dict[str, collections.deque[FrameTask]] = {}
+        self._feeders: dict[str, asyncio.Task[None]] = {}
+        self._fed = asyncio.Condition()  # a waiting frame went to the batcher
         self._finished = asyncio.Condition()
         #: Cameras asked for an intra frame that has not decoded yet (asked once until it does).
         self._intra_asked: set[str] = set()
@@ -166,8 +170,10 @@ class FramePipeline:
         """Handle one frame of ``session``, yielding what to tell the camera as it happens:
         Acked (then CreditsBack for a duplicate), or Rejected and CreditsBack.
 
-        Finishes once the frame is queued for inference (it waits while the camera's backlog is
-        full, after its Acked)."""
+        A stored frame is queued for inference before its Acked is yielded, by the camera's feeder
+        task (so a stream that ends right after the Ack leaves no stored frame behind); the
+        generator finishes once the feeder has submitted it (it waits while the camera's backlog
+        is full, after its Acked)."""
         if not self._accepting:
             return
         self.stats.frames_received += 1
@@ -202,8 +208,13 @@ class FramePipeline:
                 return
             self.stats.frames_new += 1
             self.stats.by_camera[(cam, "stored")] += 1
-            yield Acked(sequence)
-            await self._queue(FrameTask(frame, session.session_id, holds_slot=True))
+            # Queued before the Ack goes out, by the pipeline rather than this stream: a stream cut
+            # right after the Ack must not leave a stored frame without its result.
+            task = FrameTask(frame, session.session_id, holds_slot=True)
+            self._enqueue(task)
+        yield Acked(sequence)
+        async with self._fed:  # the back-stop: this stream is read on once the frame is queued
+            await self._fed.wait_for(lambda: task not in self._waiting[cam])
 
     async def _parse(self, camera_id: str, sequence: int, capture_time_us: int, data: bytes) -> Frame:
         """The frame record, its header parsed and checked once (a predicted frame's bound to the
@@ -282,17 +293,50 @@ class FramePipeline:
         )
         return event, CreditsBack(1)
 
-    async def _queue(self, task: FrameTask) -> None:
+    def _enqueue(self, task: FrameTask) -> None:
+        """Hand a stored frame to its camera's feeder, which submits the camera's frames to the
+        batcher in order as its backlog has room (no await: storing and queueing are one step)."""
         cam = task.frame.camera_id
-        slots = self._backlog.setdefault(cam, asyncio.Semaphore(self.backlog_per_camera))
-        await slots.acquire()
         self._unfinished[cam] += 1
+        self._waiting.setdefault(cam, collections.deque()).append(task)
+        feeder = self._feeders.get(cam)
+        if feeder is None or feeder.done():
+            self._feeders[cam] = asyncio.create_task(self._feed(cam), name=f"feed-{cam}")
+
+    async def _feed(self, cam: str) -> None:
+        waiting = self._waiting[cam]
+        slots = self._backlog.setdefault(cam, asyncio.Semaphore(self.backlog_per_camera))
         try:
-            await self.batcher.submit(task, key=cam)
-        except BaseException:
-            slots.release()
-            self._unfinished[cam] -= 1
-            raise
+            while waiting:
+                await slots.acquire()
+                try:
+                    await self.batcher.submit(waiting[0], key=cam)
+                except BaseException:
+                    slots.release()
+                    raise
+                waiting.popleft()
+                async with self._fed:
+                    self._fed.notify_all()
+        except BaseException as exc:
+            self._unfinished[cam] -= len(waiting)
+            waiting.clear()  # stored: recover() queues them at the next start
+            async with self._fed:
+                self._fed.notify_all()
+            async with self._finished:
+                self._finished.notify_all()
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            log.warning("frames of %s not queued (%s); they stay stored for recovery", cam, exc)
+
+    async def close_feeders(self, timeout: float) -> None:
+        """Let the cameras' feeders submit the acknowledged frames they hold (before the batcher
+        closes), up to ``timeout`` s; what is left stays stored for :meth:`recover`."""
+        feeders = [f for f in self._feeders.values() if not f.done()]
+        if feeders:
+            _, late = await asyncio.wait(feeders, timeout=timeout)
+            for f in late:
+                f.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
 
     async def recover(self) -> int:
         """Queue every stored frame that has no result yet (after a crash), in order. Returns how many.

@@ -59,3 +59,20 @@ def test_only_the_edge_link_servicer_speaks_edge_protobuf_on_the_frame_path():
                     speakers.append(path.relative_to(CLOUD).as_posix())
     frame_path = {"pipeline.py", "batcher.py", "engine.py", "store.py", "frame.py", "hub.py"}
     assert not {Path(s).name for s in speakers} & frame_path, speakers
+
+
+async def test_a_stream_cut_right_after_an_ack_leaves_no_stored_frame_without_its_result(
+    cloud, task_codec, frames
+):
+    """The servicer stops reading ``ingest`` when its stream ends; the frame it acked is stored, so
+    it must still reach inference (the edge never sends an acked frame again)."""
+    from layercast.cloud.sessions import CameraSession
+
+    session = CameraSession("cam-a", edge_pb2.Hello(camera_id="cam-a"))
+    events = cloud.pipeline.ingest(session, 1, 1_000, frames[1].base)
+    assert await anext(events) == Acked(1)
+    await events.aclose()  # what a cut stream does to the generator
+    assert (await cloud.store.get_frame("cam-a", 1)) is not None
+    async with operator_channel(cloud.target) as ch:
+        got = await asyncio.wait_for(results(ch, 1, camera_ids=["cam-a"]), 60)
+    assert [(r.camera_id, r.sequence) for r in got] == [("cam-a", 1)]
