@@ -166,8 +166,8 @@ def _intra(codec) -> bytes:
     return codec.encode_batch([SyntheticCamera(1, 64, 64).frame(0).image], layers="base")[0].base
 
 
-async def test_operators_see_stored_predicted_frames_through_their_chain(server, video):
-    codec, bases = video
+async def _stream_first_three(server, codec, bases) -> None:
+    """cam-a streams its first three frames (intra, P, P) and sees them acked."""
     async with operator_channel(server.target) as ch:
         e = EdgeStream(ch)
         e.hello("cam-a", TOKENS["cam-a"], codec.base_model_id, temporal_model_id=codec.temporal_model_id)
@@ -176,6 +176,11 @@ async def test_operators_see_stored_predicted_frames_through_their_chain(server,
             e.frame(seq, bases[seq - 1])
         await _messages(e, lambda m: len(_of(m, "ack")) == 3)
         e.close()
+
+
+async def test_operators_see_stored_predicted_frames_through_their_chain(server, video):
+    codec, bases = video
+    await _stream_first_three(server, codec, bases)
     refs = server.engine.references
     deadline = asyncio.get_running_loop().time() + 30
     while server.engine.decoded_by_kind["predicted"] < 2 and asyncio.get_running_loop().time() < deadline:
@@ -197,14 +202,7 @@ async def test_after_a_restart_a_predicted_frame_binds_to_the_stored_frame_it_na
     first = CloudServer(cloud_config(tmp_path), codec=codec)
     await first.start()
     try:
-        async with operator_channel(first.target) as ch:
-            e = EdgeStream(ch)
-            e.hello("cam-a", TOKENS["cam-a"], codec.base_model_id, temporal_model_id=codec.temporal_model_id)
-            await e.recv_kind("welcome")
-            for seq in (1, 2, 3):
-                e.frame(seq, bases[seq - 1])
-            await _messages(e, lambda m: len(_of(m, "ack")) == 3)
-            e.close()
+        await _stream_first_three(first, codec, bases)
     finally:
         await first.stop(5.0)
     again = CloudServer(cloud_config(tmp_path), codec=codec)
