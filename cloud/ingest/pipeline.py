@@ -214,7 +214,7 @@ class FramePipeline:
             self._enqueue(task)
         yield Acked(sequence)
         async with self._fed:  # the back-stop: this stream is read on once the frame is queued
-            await self._fed.wait_for(lambda: task not in self._waiting[cam])
+            await self._fed.wait_for(lambda: all(t is not task for t in self._waiting[cam]))
 
     async def _parse(self, camera_id: str, sequence: int, capture_time_us: int, data: bytes) -> Frame:
         """The frame record, its header parsed and checked once (a predicted frame's bound to the
