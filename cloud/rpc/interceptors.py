@@ -63,14 +63,53 @@ def _wrap_handler(
     )
 
 
+#: How long a refusal of a request-streaming call waits for the client's first message.
+FIRST_MESSAGE_WAIT_S = 2.0
+
+
+class _RefusalAfterFirstMessage:
+    """The call's context, except that ``abort`` on a request-streaming call first reads the client's
+    first message (or its half-close), for at most :data:`FIRST_MESSAGE_WAIT_S`.
+
+    A client such as the edge writes its Hello as the call opens. If the status arrived while that
+    write was still in flight, grpc's client would fail the write and report INTERNAL ("Internal error
+    from Core") instead of the server's status. Once the server has read the message, the write has
+    completed, and the client sees the refusal's own code and message."""
+
+    def __init__(self, context: Any, requests: Any) -> None:
+        self._context = context
+        self._requests = requests
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
+
+    async def abort(self, code: grpc.StatusCode, details: str = "", *args: Any, **kwargs: Any) -> Any:
+        try:
+            await asyncio.wait_for(anext(self._requests), FIRST_MESSAGE_WAIT_S)
+        except (TimeoutError, StopAsyncIteration, grpc.RpcError, aio.AbortError):
+            pass
+        return await self._context.abort(code, details, *args, **kwargs)
+
+
+def _before_context(request: Any, context: Any) -> Any:
+    """The context ``before`` sees: refusals of request-streaming calls wait for the first message."""
+    if hasattr(request, "__anext__"):
+        return _RefusalAfterFirstMessage(context, request)
+    return context
+
+
 def _around(
     fn: Behavior, before: Callable[[Any], Awaitable[None]], after: Callable[[Any, BaseException | None], None]
 ) -> Behavior:
-    """A behavior of the same kind as ``fn`` that runs ``before(context)`` and ``after(context, error)``."""
+    """A behavior of the same kind as ``fn`` that runs ``before(context)`` and ``after(context, error)``.
+
+    Both get the same context object; on request-streaming calls it is a
+    :class:`_RefusalAfterFirstMessage`, whose ``abort`` first reads the client's first message."""
     if inspect.isasyncgenfunction(fn):
 
         async def gen(request: Any, context: Any) -> Any:
-            await before(context)
+            seen = _before_context(request, context)
+            await before(seen)
             err: BaseException | None = None
             try:
                 async for item in fn(request, context):
@@ -79,12 +118,13 @@ def _around(
                 err = exc
                 raise
             finally:
-                after(context, err)
+                after(seen, err)
 
         return gen
 
     async def coro(request: Any, context: Any) -> Any:
-        await before(context)
+        seen = _before_context(request, context)
+        await before(seen)
         err: BaseException | None = None
         try:
             return await fn(request, context)
@@ -92,7 +132,7 @@ def _around(
             err = exc
             raise
         finally:
-            after(context, err)
+            after(seen, err)
 
     return coro
 
