@@ -39,7 +39,7 @@ from layercast.edge.private_fs import private_dir, private_opener
 from layercast.edge.sealing import AesGcmSealer, edge_sealer
 from layercast.edge.sources import CapturedFrame, open_source, paced_frames
 from layercast.edge.stats import EdgeStats
-from layercast.shared.codec.bitstream import LayerKind
+from layercast.shared.codec.bitstream import is_predicted
 from layercast.shared.codec.video import VideoEncoder
 from layercast.shared.errors import ConfigError, LayercastError, StorageError
 from layercast.shared.prometheus import MetricsServer, metrics_enabled, start_metrics_server
@@ -221,7 +221,7 @@ class EdgeApp:
         for frame, enc in zip(result.frames, result.encoded, strict=True):
             pixels = int(frame.image.shape[0]) * int(frame.image.shape[1])
             self.stats.record_frame_size(pixels, len(enc.base), len(enc.enhancement or b""))
-            if enc.base[3:4] == bytes([LayerKind.PREDICTED]):
+            if is_predicted(enc.base):
                 self.stats.frames_predicted += 1
             else:
                 self.stats.frames_intra += 1
@@ -317,6 +317,7 @@ class EdgeApp:
             max_bytes=cfg.outbox.max_bytes,
             synchronous=cfg.outbox.synchronous,
             sealer=self._sealer,
+            predicted=is_predicted,
         )
         if cfg.store.enabled:
             self._use_store(self._try_open_store())

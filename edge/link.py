@@ -327,9 +327,11 @@ class EdgeLink:
     async def _send_frames(self, call: grpc.aio.StreamStreamCall, frames: list) -> None:
         too_large = [f.sequence for f in frames if len(f.base) > self._frame_limit]
         if too_large:
-            await asyncio.to_thread(self.outbox.discard, too_large, "too_large")
+            removed = await asyncio.to_thread(self.outbox.discard, too_large, "too_large")
             for _ in too_large:
                 self.stats.record_too_large()
+            # queued predicted frames coded from them went too (counted as outbox drops)
+            self.stats.record_queued(False, max(0, removed - len(too_large)))
             log.error(
                 "dropping frames %s: larger than the %d bytes the cloud accepts", too_large, self._frame_limit
             )

@@ -36,6 +36,15 @@ Drop policy (bounded by ``max_frames`` and ``max_bytes``)
     increments the persistent ``dropped_frames`` / ``dropped_bytes`` counters,
     which the edge reports in heartbeats: nothing leaves the books silently.
 
+Predicted frames (``predicted``: a P-frame is coded from the frame just before it)
+    A predicted frame whose reference is dropped cannot be decoded, so it goes
+    with it: a drop also deletes the queued predicted frames that follow it up
+    to the next intra frame, and a new predicted frame whose reference was
+    dropped is dropped at once, all counted under ``reference_dropped``. The
+    cloud never receives a frame it must refuse, and every frame captured is
+    delivered or counted as dropped. (The caller restarts the chain: the edge
+    codes its next frame intra after any drop.)
+
 Encryption at rest
     With a sealer (the edge's AES-256-GCM key, see ``layercast.edge.sealing``)
     each base frame is stored sealed, bound to its sequence number; ``size``
@@ -66,7 +75,8 @@ CREATE TABLE IF NOT EXISTS frames (
     base BLOB NOT NULL,
     size INTEGER NOT NULL,
     sent_count INTEGER NOT NULL DEFAULT 0,
-    sealer INTEGER NOT NULL DEFAULT 0
+    sealer INTEGER NOT NULL DEFAULT 0,
+    predicted INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS counters (
     name TEXT PRIMARY KEY,
@@ -85,7 +95,10 @@ COUNTERS = {
 
 #: Reasons a frame leaves the outbox without an ack; each also counts in ``dropped_frames``
 #: except ``rejected`` (the cloud refused the frame), which has its own counter.
-DROP_REASONS = ("queue_full", "too_large", "capture_overflow", "encode_error")
+DROP_REASONS = ("queue_full", "too_large", "capture_overflow", "encode_error", "reference_dropped")
+
+#: How many recently dropped sequences are remembered to find a new frame's dropped reference.
+_DROPPED_MEMORY = 1024
 
 
 @dataclass(frozen=True)
@@ -141,13 +154,18 @@ class Outbox:
         max_bytes: int = 256 * 1024 * 1024,
         synchronous: str = "FULL",
         sealer: AesGcmSealer | None = None,
+        predicted: Callable[[bytes], bool] | None = None,
     ) -> None:
+        """``predicted(base)``: whether a frame is coded from the one before it (default: none is)."""
         if synchronous not in ("NORMAL", "FULL"):
             raise ValueError(f"synchronous must be NORMAL or FULL, got {synchronous!r}")
         self.path = Path(path)
         self.max_frames = max_frames
         self.max_bytes = max_bytes
         self.sealer = sealer
+        self._predicted = predicted or (lambda _base: False)
+        #: Sequences dropped lately (a predicted frame right after one of them is undecodable).
+        self._dropped: set[int] = set()
         self._lock = threading.Lock()
         self._in_flight: set[int] = set()
         self._cursor = 0  # highest sequence marked in flight on the current stream
@@ -164,6 +182,8 @@ class Outbox:
             columns = {row[1] for row in self._db.execute("PRAGMA table_info(frames)")}
             if "sealer" not in columns:  # an outbox from before frames were sealed
                 self._db.execute("ALTER TABLE frames ADD COLUMN sealer INTEGER NOT NULL DEFAULT 0")
+            if "predicted" not in columns:  # an outbox from before predicted frames
+                self._db.execute("ALTER TABLE frames ADD COLUMN predicted INTEGER NOT NULL DEFAULT 0")
             self._check_sealing()
             with self._tx():
                 for name, value in COUNTERS.items():
@@ -274,6 +294,7 @@ class Outbox:
         One fsync for the lot: what a batch of encoded frames uses. All or nothing.
         """
         with self._lock:
+            dropped = set(self._dropped)
             try:
                 with self._tx():
                     seq = self._counter("next_sequence")
@@ -283,6 +304,7 @@ class Outbox:
                     )
             except BaseException as exc:
                 self._reload_totals()  # the running totals counted rows that were rolled back
+                self._dropped = dropped
                 if isinstance(exc, sqlite3.Error):
                     raise _storage_error(self.path, "append to", exc) from exc
                 raise
@@ -293,31 +315,78 @@ class Outbox:
     ) -> AppendResult:
         """One frame inside an open transaction; keeps the running totals up to date."""
         size = len(base)
+        predicted = bool(self._predicted(base))
+        if predicted and seq - 1 in self._dropped:
+            return self._drop_new(seq, "reference_dropped", size)
         if size > self.max_bytes:
-            self._count_drop("too_large", 1, size)
-            return AppendResult(seq, stored=False, dropped=(seq,))
+            return self._drop_new(seq, "too_large", size)
         victims = self._victims(
             need_frames=self._count + 1 - self.max_frames,
             need_bytes=self._bytes + size - self.max_bytes,
         )
         if victims is None:
-            self._count_drop("queue_full", 1, size)
-            return AppendResult(seq, stored=False, dropped=(seq,))
+            return self._drop_new(seq, "queue_full", size)
+        gone = [v for v, _ in victims]
         if victims:
-            freed = sum(s for _, s in victims)
-            self._db.executemany("DELETE FROM frames WHERE sequence = ?", [(v,) for v, _ in victims])
-            self._count_drop("queue_full", len(victims), freed)
-            self._count -= len(victims)
-            self._bytes -= freed
+            self._drop_rows(victims, "queue_full")
+            gone += self._drop_dependents(max(gone))
+        if predicted and seq - 1 in self._dropped:  # its reference was among them
+            self._drop_new(seq, "reference_dropped", size)
+            return AppendResult(seq, stored=False, dropped=(*gone, seq))
         self._db.execute(
-            "INSERT INTO frames(sequence, capture_time_us, base, size, sealer) VALUES (?, ?, ?, ?, ?)",
-            (seq, capture_time_us, self._seal(seq, base), size, self.sealer.sealer_id if self.sealer else 0),
+            "INSERT INTO frames(sequence, capture_time_us, base, size, sealer, predicted) VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                seq,
+                capture_time_us,
+                self._seal(seq, base),
+                size,
+                self.sealer.sealer_id if self.sealer else 0,
+                int(predicted),
+            ),
         )
         self._count += 1
         self._bytes += size
         if before_commit is not None:
             before_commit(seq)
-        return AppendResult(seq, stored=True, dropped=tuple(v for v, _ in victims))
+        return AppendResult(seq, stored=True, dropped=tuple(gone))
+
+    def _drop_new(self, seq: int, reason: str, size: int) -> AppendResult:
+        """The new frame ``seq`` is not stored (counted under ``reason``)."""
+        self._count_drop(reason, 1, size)
+        self._remember_dropped([seq])
+        return AppendResult(seq, stored=False, dropped=(seq,))
+
+    def _drop_rows(self, rows: list[tuple[int, int]], reason: str) -> None:
+        """Delete queued frames ``(sequence, size)``, counted under ``reason``."""
+        freed = sum(s for _, s in rows)
+        self._db.executemany("DELETE FROM frames WHERE sequence = ?", [(v,) for v, _ in rows])
+        self._count_drop(reason, len(rows), freed)
+        self._count -= len(rows)
+        self._bytes -= freed
+        self._remember_dropped([v for v, _ in rows])
+
+    def _drop_dependents(self, after: int) -> list[int]:
+        """Drop the queued predicted frames that follow the dropped frame ``after`` without a gap
+        (each is coded from the one before it), up to the next intra frame; their sequences."""
+        rows = self._db.execute(
+            "SELECT sequence, size, predicted FROM frames WHERE sequence > ? ORDER BY sequence", (after,)
+        )
+        chain: list[tuple[int, int]] = []
+        expect = after + 1
+        for seq, size, predicted in rows:
+            if int(seq) != expect or not predicted or int(seq) in self._in_flight:
+                break
+            chain.append((int(seq), int(size)))
+            expect += 1
+        if chain:
+            self._drop_rows(chain, "reference_dropped")
+        return [v for v, _ in chain]
+
+    def _remember_dropped(self, seqs: Iterable[int]) -> None:
+        self._dropped.update(seqs)
+        if len(self._dropped) > _DROPPED_MEMORY:
+            keep = sorted(self._dropped)[-_DROPPED_MEMORY // 2 :]
+            self._dropped = set(keep)
 
     def _victims(self, need_frames: int, need_bytes: int) -> list[tuple[int, int]] | None:
         """Oldest frames not in flight whose removal satisfies both needs; None if impossible."""
@@ -433,19 +502,26 @@ class Outbox:
             return frames
 
     def discard(self, sequences: int | Iterable[int], reason: str) -> int:
-        """Drop queued frames under the drop policy (e.g. too large for the cloud); counted as dropped."""
+        """Drop queued frames under the drop policy (e.g. too large for the cloud), and the queued
+        predicted frames that depend on them; counted as dropped. Returns how many left."""
         if reason not in DROP_REASONS:
             raise ValueError(f"unknown drop reason {reason!r}; expected one of {DROP_REASONS}")
         seqs = [sequences] if isinstance(sequences, int) else list(sequences)
         with self._lock:
+            dropped = set(self._dropped)
             try:
                 with self._tx():
                     removed, freed = self._delete(seqs)
                     if removed:
                         self._count_drop(reason, removed, freed)
+                    self._after_delete(seqs, removed, freed)
+                    self._remember_dropped(seqs)
+                    for s in sorted(seqs):
+                        removed += len(self._drop_dependents(s))
             except sqlite3.Error as exc:
+                self._reload_totals()
+                self._dropped = dropped
                 raise _storage_error(self.path, "delete from", exc) from exc
-            self._after_delete(seqs, removed, freed)
             return removed
 
     def reset_in_flight(self) -> None:

@@ -250,6 +250,11 @@ def pack_predicted(frame_ref: int, payload: bytes, symbols_crc: int) -> bytes:
     return pack_layer(LayerKind.PREDICTED, "", 0, 0, payload, symbols_crc, frame_ref=frame_ref)
 
 
+def is_predicted(data: bytes) -> bool:
+    """Whether ``data`` is a predicted base layer: decodable only after the frame just before it."""
+    return len(data) > 3 and data[:2] == MAGIC and data[3] == LayerKind.PREDICTED
+
+
 def expect_kind(header: Header, kind: LayerKind) -> None:
     """Raise CorruptBitstream unless ``header`` is of a ``kind`` layer (``BASE``: intra or predicted)."""
     if header.kind is not kind and not (kind is LayerKind.BASE and header.kind.is_base):
