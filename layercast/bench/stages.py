@@ -6,7 +6,8 @@ weights), ``subpixel`` (every 5×5 stride-2 ConvTranspose2d as the equivalent 3�
 into 4× channels + PixelShuffle(2)), ``compile`` (``torch.compile``; slow to build) and
 ``onnxruntime`` (exported to ONNX, run by ONNX Runtime's CPU provider with the same thread count).
 GFLOPS count the eager model's FLOPs (``torch.utils.flop_counter``) for every variant, so they
-compare time for the same work; ``max_err`` is each variant's largest deviation from eager."""
+compare time for the same work; ``max_err`` is each variant's largest deviation from eager; fps is
+1000 / ms (one frame per call). On CUDA every timed call ends with ``torch.cuda.synchronize``."""
 
 from __future__ import annotations
 
@@ -26,20 +27,30 @@ VARIANTS = ("eager", "channels_last", "subpixel", "onnxruntime", "compile")
 DEFAULT_VARIANTS = ("eager", "channels_last", "subpixel", "onnxruntime")
 
 
-def median_ms(fn: Callable[[], object], repeat: int) -> float:
+def synchronize(device: str | torch.device = "cpu") -> None:
+    """Wait for ``device``'s queued work (CUDA runs asynchronously; the CPU has nothing queued)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed_ms(fn: Callable[[], object], device: str | torch.device = "cpu") -> float:
+    """Milliseconds of one call of ``fn``, its work on ``device`` finished."""
+    t = time.perf_counter()
+    fn()
+    synchronize(device)
+    return 1000 * (time.perf_counter() - t)
+
+
+def median_ms(fn: Callable[[], object], repeat: int, device: str | torch.device = "cpu") -> float:
     fn()  # warm-up
-    samples = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t)
-    return 1000 * statistics.median(samples)
+    synchronize(device)
+    return statistics.median(timed_ms(fn, device) for _ in range(repeat))
 
 
-def matmul_gflops(repeat: int = 5, n: int = 1024) -> float:
-    """float32 matrix product ``n×n @ n×n`` at the current thread count: the machine's roofline."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    return 2 * n**3 / median_ms(lambda: a @ b, repeat) / 1e6
+def matmul_gflops(repeat: int = 5, n: int = 1024, device: str | torch.device = "cpu") -> float:
+    """float32 matrix product ``n×n @ n×n`` at the current thread count on ``device``: the roofline."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    return 2 * n**3 / median_ms(lambda: a @ b, repeat, device) / 1e6
 
 
 class TensorsOut(nn.Module):
@@ -67,7 +78,7 @@ class SubPixelConv(nn.Module):
         super().__init__()
         w = deconv.weight.detach()  # (in, out, 5, 5)
         cin, cout = w.shape[:2]
-        k = torch.zeros(cout, 2, 2, cin, 3, 3, dtype=w.dtype)
+        k = torch.zeros(cout, 2, 2, cin, 3, 3, dtype=w.dtype, device=w.device)
         for a in range(2):
             for b in range(2):
                 for p in range(3):
@@ -75,9 +86,9 @@ class SubPixelConv(nn.Module):
                         kh, kw = 4 - 2 * p + a, 4 - 2 * q + b
                         if kh <= 4 and kw <= 4:
                             k[:, a, b, :, p, q] = w[:, :, kh, kw].t()
-        self.conv = nn.Conv2d(cin, 4 * cout, 3, padding=1)
+        self.conv = nn.Conv2d(cin, 4 * cout, 3, padding=1, device=w.device, dtype=w.dtype)
         self.conv.weight.data = k.reshape(4 * cout, cin, 3, 3)
-        bias = deconv.bias.detach() if deconv.bias is not None else torch.zeros(cout)
+        bias = deconv.bias.detach() if deconv.bias is not None else torch.zeros_like(k[:, 0, 0, 0, 0, 0])
         self.conv.bias.data = bias.repeat_interleave(4)
         self.shuffle = nn.PixelShuffle(2)
 
@@ -148,8 +159,9 @@ def flops(module: nn.Module, x: Tensor) -> int:
 
 
 def stage_inputs(codec, h: int, w: int, image) -> dict[str, tuple[nn.Module, Tensor]]:
-    """Each transform of the codec and its input for one ``w``×``h`` frame (padded as coded)."""
-    x = codec._pad(codec._to_tensor(image)[None])
+    """Each transform of the codec and its input for one ``w``×``h`` frame (padded as coded), on the
+    codec's device."""
+    x = codec._pad(codec._to_tensor(image)[None].to(codec.device))
     with torch.no_grad():
         y = codec.base.g_a(x)
         stages = {
@@ -172,10 +184,11 @@ def stage_inputs(codec, h: int, w: int, image) -> dict[str, tuple[nn.Module, Ten
 
 
 def measure(codec, h: int, w: int, image, variants, threads: int, repeat: int) -> list[dict]:
-    """One row per stage and variant: ms, GFLOP, GFLOPS and max_err against eager. The variants
+    """One row per stage and variant: ms, fps, GFLOP, GFLOPS and max_err against eager. The variants
     of a stage are timed in turn, round after round (medians), so load on a shared machine falls
     on all of them alike and their ratios hold better than their absolute times."""
     rows = []
+    device = codec.device
     with torch.no_grad():
         for stage, (module, x) in stage_inputs(codec, h, w, image).items():
             gflop = flops(module, x) / 1e9
@@ -192,11 +205,10 @@ def measure(codec, h: int, w: int, image, variants, threads: int, repeat: int) -
                     fns.pop(v, None)
                     rows.append({"stage": stage, "variant": v, "error": f"{type(exc).__name__}: {exc}"[:120]})
             samples: dict[str, list[float]] = {v: [] for v in fns}
+            synchronize(device)
             for _ in range(repeat):
                 for v, fn in fns.items():
-                    t = time.perf_counter()
-                    fn()
-                    samples[v].append(1000 * (time.perf_counter() - t))
+                    samples[v].append(timed_ms(fn, device))
             for v in fns:
                 ms = statistics.median(samples[v])
                 rows.append(
@@ -204,6 +216,7 @@ def measure(codec, h: int, w: int, image, variants, threads: int, repeat: int) -
                         "stage": stage,
                         "variant": v,
                         "ms": ms,
+                        "fps": 1000 / ms,
                         "gflop": gflop,
                         "gflops": gflop / ms * 1e3,
                         "max_err": errs[v],
