@@ -3,8 +3,10 @@ product (the roofline), for several ways of running each stage on the same input
 
 Variants (``VARIANTS``): ``eager`` (the modules as shipped), ``channels_last`` (NHWC tensors and
 weights), ``subpixel`` (every 5×5 stride-2 ConvTranspose2d as the equivalent 3×3 convolution
-into 4× channels + PixelShuffle(2)), ``compile`` (``torch.compile``; slow to build) and
-``onnxruntime`` (exported to ONNX, run by ONNX Runtime's CPU provider with the same thread count).
+into 4× channels + PixelShuffle(2)), ``compile`` (``torch.compile``; slow to build),
+``onnxruntime`` (exported to ONNX, run by ONNX Runtime's CPU provider with the same thread count)
+and ``codec`` (what the codec runs for the stage on this device with its default runtime:
+``runtime.place``, its input conversion and first-call export included, timed after a warm-up).
 GFLOPS count the eager model's FLOPs (``torch.utils.flop_counter``) for every variant, so they
 compare time for the same work; ``max_err`` is each variant's largest deviation from eager; fps is
 1000 / ms (one frame per call). On CUDA every timed call ends with ``torch.cuda.synchronize``."""
@@ -23,8 +25,11 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-VARIANTS = ("eager", "channels_last", "subpixel", "onnxruntime", "compile")
-DEFAULT_VARIANTS = ("eager", "channels_last", "subpixel", "onnxruntime")
+from layercast.shared.codec import runtime
+from layercast.shared.codec.layers import to_subpixel
+
+VARIANTS = ("eager", "channels_last", "subpixel", "onnxruntime", "codec", "compile")
+DEFAULT_VARIANTS = ("eager", "channels_last", "subpixel", "onnxruntime", "codec")
 
 
 def synchronize(device: str | torch.device = "cpu") -> None:
@@ -61,61 +66,16 @@ class TensorsOut(nn.Module):
         self.module = module
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
-        out = self.module(x)
-        if isinstance(out, Tensor):
-            return (out,)
-        if dataclasses.is_dataclass(out):
-            out = [getattr(out, f.name) for f in dataclasses.fields(out)]
-        return tuple(v for v in out if isinstance(v, Tensor))
+        return as_tensors(self.module(x))
 
 
-class SubPixelConv(nn.Module):
-    """``ConvTranspose2d(k=5, stride=2, padding=2, output_padding=1)`` as a 3×3 convolution into
-    4·out channels and ``PixelShuffle(2)``: the same linear map (output pixel (2i+a, 2j+b) takes
-    input taps i-1..i+1 with kernel entries 4-2p+a, zero where that leaves 0..4)."""
-
-    def __init__(self, deconv: nn.ConvTranspose2d) -> None:
-        super().__init__()
-        w = deconv.weight.detach()  # (in, out, 5, 5)
-        cin, cout = w.shape[:2]
-        k = torch.zeros(cout, 2, 2, cin, 3, 3, dtype=w.dtype, device=w.device)
-        for a in range(2):
-            for b in range(2):
-                for p in range(3):
-                    for q in range(3):
-                        kh, kw = 4 - 2 * p + a, 4 - 2 * q + b
-                        if kh <= 4 and kw <= 4:
-                            k[:, a, b, :, p, q] = w[:, :, kh, kw].t()
-        self.conv = nn.Conv2d(cin, 4 * cout, 3, padding=1, device=w.device, dtype=w.dtype)
-        self.conv.weight.data = k.reshape(4 * cout, cin, 3, 3)
-        bias = deconv.bias.detach() if deconv.bias is not None else torch.zeros_like(k[:, 0, 0, 0, 0, 0])
-        self.conv.bias.data = bias.repeat_interleave(4)
-        self.shuffle = nn.PixelShuffle(2)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.shuffle(self.conv(x))
-
-    @staticmethod
-    def applies(m: nn.Module) -> bool:
-        return (
-            isinstance(m, nn.ConvTranspose2d)
-            and m.kernel_size == (5, 5)
-            and m.stride == (2, 2)
-            and m.padding == (2, 2)
-            and m.output_padding == (1, 1)
-            and m.groups == 1
-            and m.dilation == (1, 1)
-        )
-
-
-def to_subpixel(module: nn.Module) -> nn.Module:
-    """A copy of ``module`` with every matching ConvTranspose2d replaced by ``SubPixelConv``."""
-    module = copy.deepcopy(module)
-    for child in list(module.modules()):
-        for cname, c in list(child.named_children()):
-            if SubPixelConv.applies(c):
-                setattr(child, cname, SubPixelConv(c))
-    return module
+def as_tensors(out: object) -> tuple[Tensor, ...]:
+    """A module's output (a tensor, a tuple or a dataclass of tensors) as a tuple of tensors."""
+    if isinstance(out, Tensor):
+        return (out,)
+    if dataclasses.is_dataclass(out):
+        out = [getattr(out, f.name) for f in dataclasses.fields(out)]
+    return tuple(v for v in out if isinstance(v, Tensor))  # type: ignore[union-attr]
 
 
 def _onnx(module: nn.Module, x: Tensor, threads: int) -> Callable[[], object]:
@@ -133,7 +93,10 @@ def _onnx(module: nn.Module, x: Tensor, threads: int) -> Callable[[], object]:
     return lambda: tuple(torch.from_numpy(o) for o in sess.run(None, feed))
 
 
-def variant_fn(name: str, module: nn.Module, x: Tensor, threads: int) -> Callable[[], tuple[Tensor, ...]]:
+def variant_fn(
+    name: str, module: nn.Module, x: Tensor, threads: int, stage: str = ""
+) -> Callable[[], tuple[Tensor, ...]]:
+    """How variant ``name`` runs ``module`` (the codec's ``stage``) on ``x``."""
     m = TensorsOut(module).eval()
     if name == "eager":
         return lambda: m(x)
@@ -149,6 +112,11 @@ def variant_fn(name: str, module: nn.Module, x: Tensor, threads: int) -> Callabl
         return lambda: mc(x)
     if name == "onnxruntime":
         return _onnx(m, x, threads)
+    if name == "codec":
+        if stage in ("detector", "task model") and not runtime.exportable(module):
+            return lambda: m(x)  # a task model the codec runs in torch as it is
+        placed = runtime.place(module, stage, runtime.DEFAULT_RUNTIME, x.device)
+        return lambda: as_tensors(placed(x))
     raise ValueError(f"unknown variant {name!r}; choose from {', '.join(VARIANTS)}")
 
 
@@ -196,7 +164,7 @@ def measure(codec, h: int, w: int, image, variants, threads: int, repeat: int) -
             fns, errs = {}, {}
             for v in variants:
                 try:
-                    fns[v] = variant_fn(v, module, x, threads)
+                    fns[v] = variant_fn(v, module, x, threads, stage)
                     out = fns[v]()
                     errs[v] = max(
                         float((a.float() - b.float()).abs().max()) for a, b in zip(out, ref, strict=True)

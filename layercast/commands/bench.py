@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-VARIANTS = ("eager", "channels_last", "subpixel", "onnxruntime", "compile")
-DEFAULT_VARIANTS = ("eager", "channels_last", "subpixel", "onnxruntime")
+VARIANTS = ("eager", "channels_last", "subpixel", "onnxruntime", "codec", "compile")
+DEFAULT_VARIANTS = ("eager", "channels_last", "subpixel", "onnxruntime", "codec")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -4,9 +4,10 @@ One path per device. On CUDA every module runs in torch. On the CPU, with ``runt
 "onnxruntime"`` (the default), each transform runs the way it measured fastest (docs/speed.md):
 the analysis transforms g_a and g_a_e, the preview synthesis g_simple and the detector in an
 ``onnxruntime.InferenceSession``; the synthesis transforms g_s_task and g_s_e in torch on
-channels_last (NHWC) tensors (:class:`ChannelsLastModule`: oneDNN's NHWC kernels, faster there than
-both ONNX Runtime and NCHW torch); the other task models and the entropy path (float64
-parameters) in torch as they are. ``runtime = "torch"`` runs everything in torch as it is.
+channels_last (NHWC) tensors, their 3-channel output layer as its sub-pixel convolution
+(:class:`ChannelsLastModule`: oneDNN's NHWC kernels, faster there than both ONNX Runtime and NCHW
+torch); the other task models and the entropy path (float64 parameters) in torch as they are.
+``runtime = "torch"`` runs everything in torch as it is.
 
 A module's ONNX graph is exported from the loaded weights (``torch.onnx.export``, dynamic batch,
 height and width) in memory on its first call: no file, no network; the four graphs of the
@@ -27,6 +28,8 @@ from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
+
+from layercast.shared.codec.layers import to_subpixel
 
 log = logging.getLogger(__name__)
 
@@ -140,19 +143,39 @@ class OnnxModule:
 
 class ChannelsLastModule:
     """``module`` (eval mode, on the CPU) run by torch on its input in channels_last memory format
-    (NHWC): the same operations on the same weights, so the output (a tensor of the same shape, in
-    channels_last format) is within float32 rounding of the NCHW run. No export, no warm-up cost.
-    An input that needs a gradient or is not a float32 CPU tensor runs the module as it is."""
+    (NHWC), with each 5×5 stride-2 ConvTranspose2d of at most :data:`SUBPIXEL_MAX_OUT_CHANNELS`
+    output channels computed as its sub-pixel convolution (``layers.SubPixelConv``: the same
+    linear map). The output (a tensor of the same shape, in channels_last format) is within
+    float32 rounding of the module's. That copy of the module is made from its weights on the
+    first call (no export: a deep copy of a few hundred kB). An input that needs a gradient or is
+    not a float32 CPU tensor runs the module as it is."""
 
     def __init__(self, module: nn.Module, name: str) -> None:
         self.module = module
         self.name = name
+        self._nhwc: nn.Module | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def nhwc_module(self) -> nn.Module:
+        """What runs a float32 CPU input (built on first use)."""
+        if self._nhwc is None:
+            with self._lock:
+                if self._nhwc is None:
+                    nhwc = to_subpixel(self.module, SUBPIXEL_MAX_OUT_CHANNELS)
+                    self._nhwc = nhwc.eval().requires_grad_(False)
+        return self._nhwc
 
     def __call__(self, x: Tensor) -> Tensor:
         if x.requires_grad or x.device.type != "cpu" or x.dtype != torch.float32:
             return self.module(x)
-        return self.module(x.contiguous(memory_format=torch.channels_last))
+        return self.nhwc_module(x.contiguous(memory_format=torch.channels_last))
 
+
+#: A transposed convolution with at most this many output channels (fewer than the 8 float32 lanes
+#: of an AVX2 register: the synthesis transforms' 3-channel output layer) runs as its sub-pixel
+#: convolution in :class:`ChannelsLastModule`, where oneDNN's NHWC transposed convolution is slow.
+SUBPIXEL_MAX_OUT_CHANNELS = 7
 
 #: Modules that run in torch on channels_last tensors on the CPU with ``runtime = "onnxruntime"``
 #: (the synthesis transforms: 1.2-1.4x eager NCHW and 1.1-1.3x ONNX Runtime at 1280x720,

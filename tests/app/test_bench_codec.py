@@ -16,6 +16,7 @@ from layercast.bench import entropy, stages
 from layercast.bench.speed import parse_size
 from layercast.cli import main
 from layercast.commands import bench as bench_cmd
+from layercast.shared.codec.layers import SubPixelConv, to_subpixel
 from layercast.shared.codec.transforms import SynthesisTransform
 from tests.conftest import smooth_image
 
@@ -23,14 +24,24 @@ from tests.conftest import smooth_image
 def test_subpixel_conv_is_the_transposed_convolution():
     torch.manual_seed(0)
     g = SynthesisTransform([8, 12, 16], 24, 1, out_channels=3).eval()
-    sub = stages.to_subpixel(g)
+    sub = to_subpixel(g)
     assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in sub.modules())
-    assert sum(isinstance(m, stages.SubPixelConv) for m in sub.modules()) == 4
+    assert sum(isinstance(m, SubPixelConv) for m in sub.modules()) == 4
     y = torch.randn(2, 24, 5, 7)
     with torch.no_grad():
         want, got = g(y), sub(y)
     assert got.shape == want.shape == (2, 3, 80, 112)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    # bounded by output channels: only the last (3-channel) layer
+    last_only = to_subpixel(g, max_out_channels=7)
+    assert [type(m).__name__ for m in last_only.net if "Conv" in type(m).__name__] == [
+        "ConvTranspose2d",
+        "ConvTranspose2d",
+        "ConvTranspose2d",
+        "SubPixelConv",
+    ]
+    with torch.no_grad():
+        torch.testing.assert_close(last_only(y), want, rtol=1e-4, atol=1e-5)
 
 
 def test_entropy_comparison_on_a_frames_own_steps(untrained_codec):
@@ -118,8 +129,9 @@ def _check_fps_columns(out: str, columns: list[str]) -> None:
 
 
 def test_short_run_prints_every_table(capsys):
-    out = _bench(capsys, "--size", "160x96", "--variants", "eager", "subpixel")
+    out = _bench(capsys, "--size", "160x96", "--variants", "eager", "subpixel", "codec")
     assert "## 160x96, 1 thread: matmul roofline" in out
+    assert "| stage | GFLOP | eager | subpixel | codec |" in out
     for stage in STAGES:
         assert f"| {stage} |" in out
     assert "| compiled ANS (ours, numba) |" in out and "| CompressAI rANS |" in out

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from layercast.shared.codec import load_codec
+from layercast.shared.codec.layers import SubPixelConv
 from layercast.shared.codec.runtime import ChannelsLastModule, OnnxModule, configure_threads
 from layercast.shared.data.synth import render_scene
 
@@ -70,6 +71,21 @@ def test_cpu_default_runs_the_measured_modules_in_onnxruntime(codecs) -> None:
         assert isinstance(placed, kind), name
     for name, placed in _placed(eager).items():
         assert isinstance(placed, torch.nn.Module), name
+
+
+def test_synthesis_runs_nhwc_with_its_output_layer_as_subpixel(codecs) -> None:
+    """g_s_task and g_s_e: channels_last tensors; the 3-channel output layer (and only it) as its
+    sub-pixel convolution, the 16- to 64-channel transposed convolutions as they are."""
+    for placed in (codecs["onnxruntime"]._g_s_task, codecs["onnxruntime"]._g_s_e):
+        net = placed.nhwc_module.net
+        assert isinstance(net[-1], SubPixelConv)
+        assert sum(isinstance(m, SubPixelConv) for m in net.modules()) == 1
+        assert sum(isinstance(m, torch.nn.ConvTranspose2d) for m in net.modules()) == 3
+        assert not any(p.requires_grad for p in placed.nhwc_module.parameters())
+        y = torch.rand(1, net[0].in_channels, 3, 4)
+        with torch.no_grad():
+            out = placed(y)
+        assert out.shape == (1, 3, 48, 64) and out.is_contiguous(memory_format=torch.channels_last)
 
 
 @pytest.mark.parametrize(("h", "w"), SIZES)
