@@ -152,11 +152,19 @@ def stage_inputs(codec, h: int, w: int, image) -> dict[str, tuple[nn.Module, Ten
 
 
 def measure(codec, h: int, w: int, image, variants, threads: int, repeat: int) -> list[dict]:
-    """One row per stage and variant: ms, fps, GFLOP, GFLOPS and max_err against eager. The variants
-    of a stage are timed in turn, round after round (medians), so load on a shared machine falls
-    on all of them alike and their ratios hold better than their absolute times."""
+    """One row per stage and variant: ms, fps, GFLOP, GFLOPS, max_err against eager and
+    ``roof_gflops``, the float32 1024³ matrix product timed in the same rounds as the stage. The
+    variants of a stage and that matrix product are timed in turn, round after round (medians),
+    so load on a shared machine falls on all of them alike and their ratios hold better than their
+    absolute times."""
     rows = []
     device = codec.device
+    n = 1024
+    mat = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+
+    def matmul() -> Tensor:
+        return mat[0] @ mat[1]
+
     with torch.no_grad():
         for stage, (module, x) in stage_inputs(codec, h, w, image).items():
             gflop = flops(module, x) / 1e9
@@ -173,10 +181,14 @@ def measure(codec, h: int, w: int, image, variants, threads: int, repeat: int) -
                     fns.pop(v, None)
                     rows.append({"stage": stage, "variant": v, "error": f"{type(exc).__name__}: {exc}"[:120]})
             samples: dict[str, list[float]] = {v: [] for v in fns}
+            roof: list[float] = []
+            matmul()  # warm-up
             synchronize(device)
             for _ in range(repeat):
+                roof.append(timed_ms(matmul, device))
                 for v, fn in fns.items():
                     samples[v].append(timed_ms(fn, device))
+            roof_gflops = 2 * n**3 / statistics.median(roof) / 1e6
             for v in fns:
                 ms = statistics.median(samples[v])
                 rows.append(
@@ -188,6 +200,7 @@ def measure(codec, h: int, w: int, image, variants, threads: int, repeat: int) -
                         "gflop": gflop,
                         "gflops": gflop / ms * 1e3,
                         "max_err": errs[v],
+                        "roof_gflops": roof_gflops,
                     }
                 )
     return rows

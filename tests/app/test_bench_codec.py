@@ -106,11 +106,16 @@ def _cells(out: str, row: str) -> list[str]:
 
 
 def _check_fps_columns(out: str, columns: list[str]) -> None:
-    """Every stage cell reads "ms, fps, GFLOPS"; every facade row has each column's ms and, after
-    them (and the ratio of the first two), the same column's frames/s = 1000 / ms."""
+    """Every stage row has its matrix product's GFLOPS, then cells reading "ms, fps, GFLOPS (% of
+    that matrix product)"; every facade row has each column's ms and, after them (and the ratio of
+    the first two), the same column's frames/s = 1000 / ms."""
     for stage in STAGES:
-        for cell in _cells(out, stage)[1:]:
-            ms, fps, _ = cell.split(", ", 2)
+        roof = float(_cells(out, stage)[1])
+        assert roof > 0, stage
+        for cell in _cells(out, stage)[2:]:
+            ms, fps, gflops = cell.split(", ", 2)
+            value, share = gflops.removesuffix(" %)").split(" GFLOPS (")
+            assert abs(100 * float(value) / roof - float(share)) <= 1, cell
             ms_v, fps_v = float(ms.removesuffix(" ms")), float(fps.removesuffix(" fps"))
             assert 1000 / (ms_v + 0.5) - 0.05 <= fps_v <= 1000 / max(ms_v - 0.5, 0.01) + 0.05, cell
     ratio = len(columns) >= 2
@@ -131,7 +136,7 @@ def _check_fps_columns(out: str, columns: list[str]) -> None:
 def test_short_run_prints_every_table(capsys):
     out = _bench(capsys, "--size", "160x96", "--variants", "eager", "subpixel", "codec")
     assert "## 160x96, 1 thread: matmul roofline" in out
-    assert "| stage | GFLOP | eager | subpixel | codec |" in out
+    assert "| stage | GFLOP | matmul GFLOPS, same rounds | eager | subpixel | codec |" in out
     for stage in STAGES:
         assert f"| {stage} |" in out
     assert "| compiled ANS (ours, numba) |" in out and "| CompressAI rANS |" in out
