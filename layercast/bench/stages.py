@@ -3,10 +3,13 @@ product (the roofline), for several ways of running each stage on the same input
 
 Variants (``VARIANTS``): ``eager`` (the modules as shipped), ``channels_last`` (NHWC tensors and
 weights), ``subpixel`` (every 5×5 stride-2 ConvTranspose2d as the equivalent 3×3 convolution
-into 4× channels + PixelShuffle(2)), ``compile`` (``torch.compile``; slow to build) and
-``onnxruntime`` (exported to ONNX, run by ONNX Runtime's CPU provider with the same thread count).
+into 4× channels + PixelShuffle(2)), ``compile`` (``torch.compile``; slow to build),
+``onnxruntime`` (exported to ONNX, run by ONNX Runtime's CPU provider with the same thread count)
+and ``codec`` (what the codec runs for the stage on this device with its default runtime:
+``runtime.place``, its input conversion and first-call export included, timed after a warm-up).
 GFLOPS count the eager model's FLOPs (``torch.utils.flop_counter``) for every variant, so they
-compare time for the same work; ``max_err`` is each variant's largest deviation from eager."""
+compare time for the same work; ``max_err`` is each variant's largest deviation from eager; fps is
+1000 / ms (one frame per call). On CUDA every timed call ends with ``torch.cuda.synchronize``."""
 
 from __future__ import annotations
 
@@ -22,24 +25,37 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-VARIANTS = ("eager", "channels_last", "subpixel", "onnxruntime", "compile")
-DEFAULT_VARIANTS = ("eager", "channels_last", "subpixel", "onnxruntime")
+from layercast.shared.codec import runtime
+from layercast.shared.codec.layers import to_subpixel
+
+VARIANTS = ("eager", "channels_last", "subpixel", "onnxruntime", "codec", "compile")
+DEFAULT_VARIANTS = ("eager", "channels_last", "subpixel", "onnxruntime", "codec")
 
 
-def median_ms(fn: Callable[[], object], repeat: int) -> float:
+def synchronize(device: str | torch.device = "cpu") -> None:
+    """Wait for ``device``'s queued work (CUDA runs asynchronously; the CPU has nothing queued)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed_ms(fn: Callable[[], object], device: str | torch.device = "cpu") -> float:
+    """Milliseconds of one call of ``fn``, its work on ``device`` finished."""
+    t = time.perf_counter()
+    fn()
+    synchronize(device)
+    return 1000 * (time.perf_counter() - t)
+
+
+def median_ms(fn: Callable[[], object], repeat: int, device: str | torch.device = "cpu") -> float:
     fn()  # warm-up
-    samples = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t)
-    return 1000 * statistics.median(samples)
+    synchronize(device)
+    return statistics.median(timed_ms(fn, device) for _ in range(repeat))
 
 
-def matmul_gflops(repeat: int = 5, n: int = 1024) -> float:
-    """float32 matrix product ``n×n @ n×n`` at the current thread count: the machine's roofline."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    return 2 * n**3 / median_ms(lambda: a @ b, repeat) / 1e6
+def matmul_gflops(repeat: int = 5, n: int = 1024, device: str | torch.device = "cpu") -> float:
+    """float32 matrix product ``n×n @ n×n`` at the current thread count on ``device``: the roofline."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    return 2 * n**3 / median_ms(lambda: a @ b, repeat, device) / 1e6
 
 
 class TensorsOut(nn.Module):
@@ -50,61 +66,16 @@ class TensorsOut(nn.Module):
         self.module = module
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
-        out = self.module(x)
-        if isinstance(out, Tensor):
-            return (out,)
-        if dataclasses.is_dataclass(out):
-            out = [getattr(out, f.name) for f in dataclasses.fields(out)]
-        return tuple(v for v in out if isinstance(v, Tensor))
+        return as_tensors(self.module(x))
 
 
-class SubPixelConv(nn.Module):
-    """``ConvTranspose2d(k=5, stride=2, padding=2, output_padding=1)`` as a 3×3 convolution into
-    4·out channels and ``PixelShuffle(2)``: the same linear map (output pixel (2i+a, 2j+b) takes
-    input taps i-1..i+1 with kernel entries 4-2p+a, zero where that leaves 0..4)."""
-
-    def __init__(self, deconv: nn.ConvTranspose2d) -> None:
-        super().__init__()
-        w = deconv.weight.detach()  # (in, out, 5, 5)
-        cin, cout = w.shape[:2]
-        k = torch.zeros(cout, 2, 2, cin, 3, 3, dtype=w.dtype)
-        for a in range(2):
-            for b in range(2):
-                for p in range(3):
-                    for q in range(3):
-                        kh, kw = 4 - 2 * p + a, 4 - 2 * q + b
-                        if kh <= 4 and kw <= 4:
-                            k[:, a, b, :, p, q] = w[:, :, kh, kw].t()
-        self.conv = nn.Conv2d(cin, 4 * cout, 3, padding=1)
-        self.conv.weight.data = k.reshape(4 * cout, cin, 3, 3)
-        bias = deconv.bias.detach() if deconv.bias is not None else torch.zeros(cout)
-        self.conv.bias.data = bias.repeat_interleave(4)
-        self.shuffle = nn.PixelShuffle(2)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.shuffle(self.conv(x))
-
-    @staticmethod
-    def applies(m: nn.Module) -> bool:
-        return (
-            isinstance(m, nn.ConvTranspose2d)
-            and m.kernel_size == (5, 5)
-            and m.stride == (2, 2)
-            and m.padding == (2, 2)
-            and m.output_padding == (1, 1)
-            and m.groups == 1
-            and m.dilation == (1, 1)
-        )
-
-
-def to_subpixel(module: nn.Module) -> nn.Module:
-    """A copy of ``module`` with every matching ConvTranspose2d replaced by ``SubPixelConv``."""
-    module = copy.deepcopy(module)
-    for child in list(module.modules()):
-        for cname, c in list(child.named_children()):
-            if SubPixelConv.applies(c):
-                setattr(child, cname, SubPixelConv(c))
-    return module
+def as_tensors(out: object) -> tuple[Tensor, ...]:
+    """A module's output (a tensor, a tuple or a dataclass of tensors) as a tuple of tensors."""
+    if isinstance(out, Tensor):
+        return (out,)
+    if dataclasses.is_dataclass(out):
+        out = [getattr(out, f.name) for f in dataclasses.fields(out)]
+    return tuple(v for v in out if isinstance(v, Tensor))  # type: ignore[union-attr]
 
 
 def _onnx(module: nn.Module, x: Tensor, threads: int) -> Callable[[], object]:
@@ -122,7 +93,10 @@ def _onnx(module: nn.Module, x: Tensor, threads: int) -> Callable[[], object]:
     return lambda: tuple(torch.from_numpy(o) for o in sess.run(None, feed))
 
 
-def variant_fn(name: str, module: nn.Module, x: Tensor, threads: int) -> Callable[[], tuple[Tensor, ...]]:
+def variant_fn(
+    name: str, module: nn.Module, x: Tensor, threads: int, stage: str = ""
+) -> Callable[[], tuple[Tensor, ...]]:
+    """How variant ``name`` runs ``module`` (the codec's ``stage``) on ``x``."""
     m = TensorsOut(module).eval()
     if name == "eager":
         return lambda: m(x)
@@ -138,6 +112,11 @@ def variant_fn(name: str, module: nn.Module, x: Tensor, threads: int) -> Callabl
         return lambda: mc(x)
     if name == "onnxruntime":
         return _onnx(m, x, threads)
+    if name == "codec":
+        if stage in ("detector", "task model") and not runtime.exportable(module):
+            return lambda: m(x)  # a task model the codec runs in torch as it is
+        placed = runtime.place(module, stage, runtime.DEFAULT_RUNTIME, x.device)
+        return lambda: as_tensors(placed(x))
     raise ValueError(f"unknown variant {name!r}; choose from {', '.join(VARIANTS)}")
 
 
@@ -148,8 +127,9 @@ def flops(module: nn.Module, x: Tensor) -> int:
 
 
 def stage_inputs(codec, h: int, w: int, image) -> dict[str, tuple[nn.Module, Tensor]]:
-    """Each transform of the codec and its input for one ``w``×``h`` frame (padded as coded)."""
-    x = codec._pad(codec._to_tensor(image)[None])
+    """Each transform of the codec and its input for one ``w``×``h`` frame (padded as coded), on the
+    codec's device."""
+    x = codec._pad(codec._to_tensor(image)[None].to(codec.device))
     with torch.no_grad():
         y = codec.base.g_a(x)
         stages = {
@@ -172,10 +152,19 @@ def stage_inputs(codec, h: int, w: int, image) -> dict[str, tuple[nn.Module, Ten
 
 
 def measure(codec, h: int, w: int, image, variants, threads: int, repeat: int) -> list[dict]:
-    """One row per stage and variant: ms, GFLOP, GFLOPS and max_err against eager. The variants
-    of a stage are timed in turn, round after round (medians), so load on a shared machine falls
-    on all of them alike and their ratios hold better than their absolute times."""
+    """One row per stage and variant: ms, fps, GFLOP, GFLOPS, max_err against eager and
+    ``roof_gflops``, the float32 1024³ matrix product timed in the same rounds as the stage. The
+    variants of a stage and that matrix product are timed in turn, round after round (medians),
+    so load on a shared machine falls on all of them alike and their ratios hold better than their
+    absolute times."""
     rows = []
+    device = codec.device
+    n = 1024
+    mat = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+
+    def matmul() -> Tensor:
+        return mat[0] @ mat[1]
+
     with torch.no_grad():
         for stage, (module, x) in stage_inputs(codec, h, w, image).items():
             gflop = flops(module, x) / 1e9
@@ -183,7 +172,7 @@ def measure(codec, h: int, w: int, image, variants, threads: int, repeat: int) -
             fns, errs = {}, {}
             for v in variants:
                 try:
-                    fns[v] = variant_fn(v, module, x, threads)
+                    fns[v] = variant_fn(v, module, x, threads, stage)
                     out = fns[v]()
                     errs[v] = max(
                         float((a.float() - b.float()).abs().max()) for a, b in zip(out, ref, strict=True)
@@ -192,11 +181,14 @@ def measure(codec, h: int, w: int, image, variants, threads: int, repeat: int) -
                     fns.pop(v, None)
                     rows.append({"stage": stage, "variant": v, "error": f"{type(exc).__name__}: {exc}"[:120]})
             samples: dict[str, list[float]] = {v: [] for v in fns}
+            roof: list[float] = []
+            matmul()  # warm-up
+            synchronize(device)
             for _ in range(repeat):
+                roof.append(timed_ms(matmul, device))
                 for v, fn in fns.items():
-                    t = time.perf_counter()
-                    fn()
-                    samples[v].append(1000 * (time.perf_counter() - t))
+                    samples[v].append(timed_ms(fn, device))
+            roof_gflops = 2 * n**3 / statistics.median(roof) / 1e6
             for v in fns:
                 ms = statistics.median(samples[v])
                 rows.append(
@@ -204,9 +196,11 @@ def measure(codec, h: int, w: int, image, variants, threads: int, repeat: int) -
                         "stage": stage,
                         "variant": v,
                         "ms": ms,
+                        "fps": 1000 / ms,
                         "gflop": gflop,
                         "gflops": gflop / ms * 1e3,
                         "max_err": errs[v],
+                        "roof_gflops": roof_gflops,
                     }
                 )
     return rows

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-VARIANTS = ("eager", "channels_last", "subpixel", "onnxruntime", "compile")
-DEFAULT_VARIANTS = ("eager", "channels_last", "subpixel", "onnxruntime")
+VARIANTS = ("eager", "channels_last", "subpixel", "onnxruntime", "codec", "compile")
+DEFAULT_VARIANTS = ("eager", "channels_last", "subpixel", "onnxruntime", "codec")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,16 +16,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         "codec",
         help="a trained codec at camera resolution: per-stage ms and GFLOPS, entropy Msym/s, encode/decode ms",
         description=(
-            "Per size and thread count, in one run: the float32 matmul roofline, each transform's ms and GFLOPS "
+            "Per size and thread count, in one run: the float32 matmul roofline, each transform's ms, frames/s and GFLOPS "
             "for each variant, the entropy coder beside CompressAI's rANS on the frame's own symbols, and "
-            "base-only encode / base decode / task / enhancement decode ms through the codec facade. "
+            "base-only encode / base decode / task / enhancement decode and end-to-end ms and frames/s "
+            "through the codec facade. "
             "--models-table prints instead our configurations beside CompressAI models and bytes vs estimate."
         ),
     )
     p.add_argument("--model", default="det-tiny", help="registry name of the codec (default det-tiny)")
     p.add_argument("--size", nargs="+", default=["1280x720"], help="frame sizes WxH (default 1280x720)")
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch thread counts (default 1 2)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="cpu, cuda[:N] or auto (default cpu); cuda on a machine without a CUDA device is an error",
+    )
     p.add_argument(
         "--variants",
         nargs="+",

@@ -118,10 +118,12 @@ class ScalableCodec:
         self.runtime = check_runtime(runtime) if self.device.type == "cpu" else "torch"
         self._g_a = place(self.base.g_a, "g_a", self.runtime, self.device)
         self._g_simple = place(self.base.g_simple, "g_simple", self.runtime, self.device)
+        self._g_s_task = place(self.base.g_s_task, "g_s_task", self.runtime, self.device)
         self._task_model = self.task_model
         if self.task_model is not None and exportable(self.task_model):
             self._task_model = place(self.task_model, "task model", self.runtime, self.device)
         self._g_a_e: Any = None
+        self._g_s_e: Any = None
 
         self.enh_ckpt = enhancement
         self.enhancement: EnhancementLayer | None = None
@@ -144,6 +146,7 @@ class ScalableCodec:
             self.enhancement.latent_codec.to(coding_dtype)
             self.enhancement_model_id = enhancement.model_id
             self._g_a_e = place(self.enhancement.g_a, "g_a_e", self.runtime, self.device)
+            self._g_s_e = place(self.enhancement.g_s, "g_s_e", self.runtime, self.device)
 
         self.temporal: TemporalLayer | None = None
         self.temporal_model_id: str | None = None
@@ -418,7 +421,7 @@ class ScalableCodec:
         out: list[torch.Tensor] = []
         for dec in decs:
             h, w = dec.size
-            out.append(self.base.task_image(dec.y_hat.float())[0, :, :h, :w])
+            out.append(self._g_s_task(dec.y_hat.float())[0, :, :h, :w])
         return out
 
     @torch.no_grad()
@@ -433,7 +436,7 @@ class ScalableCodec:
         for _, idx in by_shape.items():
             y = torch.cat([decs[i].y_hat.float() for i in idx])
             h, w = decs[idx[0]].size
-            x = self.base.task_image(y)[:, :, :h, :w]
+            x = self._g_s_task(y)[:, :, :h, :w]
             raw = self._task_model(x)
             for i, r in zip(idx, self.task_model.postprocess(raw, [(h, w)] * len(idx)), strict=True):
                 results[i] = r
@@ -459,7 +462,8 @@ class ScalableCodec:
             raise DecodeMismatch(
                 "decoded enhancement symbols differ from the encoded ones (symbol CRC mismatch)"
             )
-        out = e.synthesize(res["y_hat"].float(), cond.float())
+        # EnhancementLayer.synthesize, through the placed g_s
+        out = self._g_s_e(torch.cat([res["y_hat"].float(), cond.float()], dim=1))
         return out[0, :, : header.height, : header.width]
 
     def reconstruct(self, dec: DecodedBase, data: bytes) -> np.ndarray:

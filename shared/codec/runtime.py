@@ -1,11 +1,13 @@
 """Where the codec's float32 transforms run, and with how many threads.
 
 One path per device. On CUDA every module runs in torch. On the CPU, with ``runtime =
-"onnxruntime"`` (the default), the modules that measured faster in ONNX Runtime than in torch
-(docs/speed.md: the analysis transforms g_a and g_a_e, the preview synthesis g_simple and the
-detector) run in an ``onnxruntime.InferenceSession``; the synthesis transforms g_s_task and g_s_e,
-the other task models and the entropy path (float64 parameters) stay in torch. ``runtime =
-"torch"`` runs everything in torch.
+"onnxruntime"`` (the default), each transform runs the way it measured fastest (docs/speed.md):
+the analysis transforms g_a and g_a_e, the preview synthesis g_simple and the detector in an
+``onnxruntime.InferenceSession``; the synthesis transforms g_s_task and g_s_e in torch on
+channels_last (NHWC) tensors, their 3-channel output layer as its sub-pixel convolution
+(:class:`ChannelsLastModule`: oneDNN's NHWC kernels, faster there than both ONNX Runtime and NCHW
+torch); the other task models and the entropy path (float64 parameters) in torch as they are.
+``runtime = "torch"`` runs everything in torch as it is.
 
 A module's ONNX graph is exported from the loaded weights (``torch.onnx.export``, dynamic batch,
 height and width) in memory on its first call: no file, no network; the four graphs of the
@@ -26,6 +28,8 @@ from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
+
+from layercast.shared.codec.layers import to_subpixel
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +141,39 @@ class OnnxModule:
         return ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
 
 
+class ChannelsLastModule:
+    """``module`` (eval mode, on the CPU) run by torch on its input in channels_last memory format
+    (NHWC), with each 5×5 stride-2 ConvTranspose2d of at most :data:`SUBPIXEL_MAX_OUT_CHANNELS`
+    output channels computed as its sub-pixel convolution (``layers.SubPixelConv``: the same
+    linear map). The output (a tensor of the same shape, in channels_last format) is within
+    float32 rounding of the module's. That copy of the module (``nhwc_module``) is made from its
+    weights here, when the codec is built (no export; about 15 ms for each of det-tiny's synthesis
+    transforms, 0.7–1.2 MB of weights). An input that needs a gradient or is not a float32 CPU
+    tensor runs the module as it is."""
+
+    def __init__(self, module: nn.Module, name: str) -> None:
+        self.module = module
+        self.name = name
+        nhwc = to_subpixel(module, SUBPIXEL_MAX_OUT_CHANNELS)
+        self.nhwc_module = nhwc.eval().requires_grad_(False)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        if x.requires_grad or x.device.type != "cpu" or x.dtype != torch.float32:
+            return self.module(x)
+        return self.nhwc_module(x.contiguous(memory_format=torch.channels_last))
+
+
+#: A transposed convolution with at most this many output channels (fewer than the 8 float32 lanes
+#: of an AVX2 register: the synthesis transforms' 3-channel output layer) runs as its sub-pixel
+#: convolution in :class:`ChannelsLastModule`, where oneDNN's NHWC transposed convolution is slow.
+SUBPIXEL_MAX_OUT_CHANNELS = 7
+
+#: Modules that run in torch on channels_last tensors on the CPU with ``runtime = "onnxruntime"``
+#: (the synthesis transforms: at 1280x720 and 1 thread 1.5-1.9x faster than eager NCHW torch and 1.3x
+#: faster than ONNX Runtime, docs/speed.md); every other placed module runs in ONNX Runtime there.
+CHANNELS_LAST: frozenset[str] = frozenset({"g_s_task", "g_s_e"})
+
+
 def exportable(module: nn.Module) -> bool:
     """A task model whose output is not a tensor runs in ONNX Runtime only when it says how to
     split its output into tensors and put it back together (``raw_tensors``, ``raw_from_tensors``)."""
@@ -144,8 +181,11 @@ def exportable(module: nn.Module) -> bool:
 
 
 def place(module: nn.Module, name: str, runtime: Runtime, device: torch.device) -> Any:
-    """What runs ``module`` (one whose output is a tensor, or :func:`exportable`): an
-    :class:`OnnxModule` on the CPU with ``runtime = "onnxruntime"``, else the module itself."""
+    """What runs ``module`` (one whose output is a tensor, or :func:`exportable`): on the CPU with
+    ``runtime = "onnxruntime"`` a :class:`ChannelsLastModule` if ``name`` is in
+    :data:`CHANNELS_LAST`, else an :class:`OnnxModule`; otherwise the module itself."""
     if runtime == "onnxruntime" and device.type == "cpu":
+        if name in CHANNELS_LAST:
+            return ChannelsLastModule(module, name)
         return OnnxModule(module, name)
     return module

@@ -1,5 +1,6 @@
-"""The CPU path of the transforms: ONNX Runtime for g_a, g_a_e, g_simple and the detector, within
-float32 rounding of eager torch, with torch's thread count (shared/codec/runtime.py)."""
+"""The CPU path of the transforms: ONNX Runtime for g_a, g_a_e, g_simple and the detector, torch on
+channels_last tensors for g_s_task and g_s_e, each within float32 rounding of eager torch, with
+torch's thread count (shared/codec/runtime.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import pytest
 import torch
 
 from layercast.shared.codec import load_codec
-from layercast.shared.codec.runtime import OnnxModule, configure_threads
+from layercast.shared.codec.layers import SubPixelConv
+from layercast.shared.codec.runtime import ChannelsLastModule, OnnxModule, configure_threads
 from layercast.shared.data.synth import render_scene
 
 SIZES = [(192, 256), (232, 400)]  # (h, w); 232 and 400 are not multiples of the detector's stride 32
@@ -27,17 +29,22 @@ def _frame(h: int, w: int, seed: int = 90_003) -> np.ndarray:
 
 
 def _stage_inputs(codec, image: np.ndarray) -> dict[str, tuple[object, torch.Tensor]]:
-    """Each module the CPU runs in ONNX Runtime, its eager module and its input for ``image``."""
+    """Each module the CPU places (ONNX Runtime or channels_last), its eager module and its input
+    for ``image``."""
     h, w = image.shape[:2]
     x = codec._pad(codec._to_tensor(image)[None])
+    e = codec.enhancement
     with torch.no_grad():
         y = torch.round(codec.base.g_a(x))
         task_image = codec.base.task_image(y)[:, :, :h, :w].contiguous()
+        y_e = torch.cat([torch.round(e.g_a(x)), e.condition(y)], dim=1)
     return {
         "g_a": (codec.base.g_a, x),
-        "g_a_e": (codec.enhancement.g_a, x),
+        "g_a_e": (e.g_a, x),
         "g_simple": (codec.base.g_simple, y),
         "detector": (codec.task_model, task_image),
+        "g_s_task": (codec.base.g_s_task, y),
+        "g_s_e": (e.g_s, y_e),
     }
 
 
@@ -47,6 +54,8 @@ def _placed(codec) -> dict[str, object]:
         "g_a_e": codec._g_a_e,
         "g_simple": codec._g_simple,
         "detector": codec._task_model,
+        "g_s_task": codec._g_s_task,
+        "g_s_e": codec._g_s_e,
     }
 
 
@@ -58,9 +67,25 @@ def test_cpu_default_runs_the_measured_modules_in_onnxruntime(codecs) -> None:
     ort, eager = codecs["onnxruntime"], codecs["torch"]
     assert ort.runtime == "onnxruntime" and eager.runtime == "torch"
     for name, placed in _placed(ort).items():
-        assert isinstance(placed, OnnxModule), name
+        kind = ChannelsLastModule if name in ("g_s_task", "g_s_e") else OnnxModule
+        assert isinstance(placed, kind), name
     for name, placed in _placed(eager).items():
         assert isinstance(placed, torch.nn.Module), name
+
+
+def test_synthesis_runs_nhwc_with_its_output_layer_as_subpixel(codecs) -> None:
+    """g_s_task and g_s_e: channels_last tensors; the 3-channel output layer (and only it) as its
+    sub-pixel convolution, the 16- to 64-channel transposed convolutions as they are."""
+    for placed in (codecs["onnxruntime"]._g_s_task, codecs["onnxruntime"]._g_s_e):
+        net = placed.nhwc_module.net
+        assert isinstance(net[-1], SubPixelConv)
+        assert sum(isinstance(m, SubPixelConv) for m in net.modules()) == 1
+        assert sum(isinstance(m, torch.nn.ConvTranspose2d) for m in net.modules()) == 3
+        assert not any(p.requires_grad for p in placed.nhwc_module.parameters())
+        y = torch.rand(1, net[0].in_channels, 3, 4)
+        with torch.no_grad():
+            out = placed(y)
+        assert out.shape == (1, 3, 48, 64) and out.is_contiguous(memory_format=torch.channels_last)
 
 
 @pytest.mark.parametrize(("h", "w"), SIZES)
@@ -114,6 +139,12 @@ def test_previews_and_reconstructions_match(codecs) -> None:
     frame = eager.encode(_frame(192, 256))
     dec = ort.decode_base(frame.base)
     assert np.abs(ort.preview(dec).astype(int) - eager.preview(dec).astype(int)).max() <= 1
+    # one stream's reconstruction on either runtime (g_s_e channels_last or NCHW): within a level
+    rec = {r: c.reconstruct(c.decode_base(frame.base), frame.enhancement) for r, c in codecs.items()}
+    assert np.abs(rec["onnxruntime"].astype(int) - rec["torch"].astype(int)).max() <= 1
+    assert np.mean(rec["onnxruntime"] != rec["torch"]) < 1e-3
+    tasks = {r: c.task_images([c.decode_base(frame.base)])[0] for r, c in codecs.items()}
+    torch.testing.assert_close(tasks["onnxruntime"], tasks["torch"], rtol=1e-5, atol=1e-4)
     # an enhancement layer coded through ONNX Runtime's g_a_e decodes like the eager one's
     frame_ort = ort.encode(_frame(192, 256))
     rec_ort = eager.reconstruct(eager.decode_base(frame_ort.base), frame_ort.enhancement)
