@@ -255,7 +255,7 @@ def test_stalled_subscriber_and_stalled_browser_slow_no_camera_and_no_other_cons
         # a burst of them would count as a baseline rate above the cameras' own
         wait_until(
             lambda: fast_grpc.caught_up() and fast_sse.caught_up(),
-            90,
+            150,  # a loaded 2-core machine works off the start-up backlog slowly
             "both fast readers to get fresh results",
         )
         t0 = time.time_ns() // 1000
