@@ -4,7 +4,7 @@ One path per device. On CUDA every module runs in torch. On the CPU, with ``runt
 "onnxruntime"`` (the default), the modules that measured faster in ONNX Runtime than in torch
 (docs/speed.md: the analysis transforms g_a and g_a_e, the preview synthesis g_simple and the
 detector) run in an ``onnxruntime.InferenceSession``; the synthesis transforms g_s_task and g_s_e,
-the other task models and the entropy path (float64 parameters) stay in torch. ``runtime =
+the other task models and the entropy path (integer parameter networks) stay in torch. ``runtime =
 "torch"`` runs everything in torch.
 
 A module's ONNX graph is exported from the loaded weights (``torch.onnx.export``, dynamic batch,
