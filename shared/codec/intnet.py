@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -190,6 +190,7 @@ class Requant:
     hi: int
     lut: Tensor | None = None  # int64: value of q = lo + i
     bits: int = 0  # the output grid: integers in units of 2^-bits
+    _table: Tensor | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def to_grid(cls, s_acc: Tensor, f: int, acc_max: int, *, elu: bool = False, limit: int = A_MAX) -> Requant:
@@ -207,11 +208,17 @@ class Requant:
         return int(self.lut[0]) if self.lut is not None else self.lo
 
     def __call__(self, acc: Tensor) -> Tensor:
-        q = round_shift(acc * self.mult.to(acc.device), self.shift).clamp_(self.lo, self.hi)
+        q = acc * self.mult.to(acc.device)
+        if self.shift > 0:
+            q += 1 << (self.shift - 1)
+            q >>= self.shift
+        q.clamp_(self.lo, self.hi)
         if self.lut is None:
             return q
-        neg = self.lut.to(acc.device)[(q.clamp(max=0) - self.lo)]
-        return torch.where(q < 0, neg, q)
+        if self._table is None or self._table.device != acc.device:  # ELU over [lo, hi]: one gather
+            self._table = torch.cat([self.lut, torch.arange(1, self.hi + 1)]).to(acc.device)
+        q -= self.lo
+        return self._table[q]
 
     def state(self, prefix: str) -> dict[str, Tensor]:
         sd = {
