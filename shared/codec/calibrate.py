@@ -46,7 +46,9 @@ def _cpu(module: nn.Module) -> nn.Module:
 
 
 @torch.no_grad()
-def integer_models(base, enhancement=None, temporal=None, kinds=("base", "enhancement", "temporal")) -> dict[str, IntegerEntropy]:
+def integer_models(
+    base, enhancement=None, temporal=None, kinds=("base", "enhancement", "temporal")
+) -> dict[str, IntegerEntropy]:
     """The integer models of the float ``base`` (a ``BaseLayer``) and, when given, ``enhancement``
     (an ``EnhancementLayer`` on it) and ``temporal`` (its ``TemporalLayer``), for the ``kinds`` asked."""
     x = _as_batch(calibration_clips(), base.config.pad_multiple)

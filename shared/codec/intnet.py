@@ -124,7 +124,9 @@ class Linear:
         """Each chunk's largest possible partial sum (what must stay below ``EXACT``)."""
         contrib = self.weight.double().abs() * in_max.double()[:, None]  # (K, C_out·group)
         contrib = contrib.reshape(contrib.shape[0], -1, self.group).sum(2)
-        return [float(contrib[a:b].sum(0).max()) for a, b in zip(self.splits[:-1], self.splits[1:], strict=True)]
+        return [
+            float(contrib[a:b].sum(0).max()) for a, b in zip(self.splits[:-1], self.splits[1:], strict=True)
+        ]
 
     def products(self, cols: Tensor, post: Callable[[Tensor], Tensor] | None = None) -> Tensor:
         """Σ over chunks of ``post(cols[:, chunk] @ weight[chunk])`` as int64 (bias not added)."""
@@ -200,7 +202,9 @@ class Requant:
     _table: Tensor | None = field(default=None, repr=False, compare=False)
 
     @classmethod
-    def to_grid(cls, s_acc: Tensor, f: int, acc_max: int, *, elu: bool = False, limit: int = A_MAX) -> Requant:
+    def to_grid(
+        cls, s_acc: Tensor, f: int, acc_max: int, *, elu: bool = False, limit: int = A_MAX
+    ) -> Requant:
         mult, shift = _multiplier(s_acc.double() * 2.0**f, acc_max)
         if not elu:
             return cls(mult, shift, -limit, limit, None, f)
@@ -288,7 +292,9 @@ def image_to_rows(x: Tensor) -> Tensor:
     return x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
 
 
-def taps_cols(x: Tensor, taps: list[tuple[int, int]], padding: int, at: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+def taps_cols(
+    x: Tensor, taps: list[tuple[int, int]], padding: int, at: tuple[Tensor, Tensor, Tensor]
+) -> Tensor:
     """Columns of a (masked) convolution at positions ``at``: each listed tap's C_in values."""
     bi, ii, jj = at
     xp = F.pad(x.float(), (padding, padding, padding, padding))

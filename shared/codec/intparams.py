@@ -180,9 +180,7 @@ class IntegerEntropy:
         acc = second.lin(hidden.permute(0, 3, 1, 2).reshape(n, -1).float())
         return second.out(acc) if second.out is not None else acc
 
-    def params_at(
-        self, k: int, rows: Tensor, ref: Tensor | None = None
-    ) -> tuple[Tensor, Tensor]:
+    def params_at(self, k: int, rows: Tensor, ref: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Group k's (indexes, means in grid steps) from its integer input rows."""
         return self.heads[k](self.params[k](rows), ref)
 
@@ -313,14 +311,25 @@ def derive(latent_codec, batches: list[tuple[Tensor, Tensor | None]]) -> Integer
         sp_bits = frac_bits(meter.output_of(conv))
         w = taps_weight(conv.weight, taps[k])
         lin, s_acc = Linear.quantise(w, conv.bias, _full(2.0**-y_bits, w.shape[1]), a.expand(w.shape[1]))
-        spatial.append(Layer("taps", conv.kernel_size[0], 1, conv.padding[0], lin, Requant.to_grid(s_acc, sp_bits, lin.acc_max)))
+        spatial.append(
+            Layer(
+                "taps",
+                conv.kernel_size[0],
+                1,
+                conv.padding[0],
+                lin,
+                Requant.to_grid(s_acc, sp_bits, lin.acc_max),
+            )
+        )
         parts.append(_full(2.0**-sp_bits, 2 * c))
         in_scale = torch.cat(parts)
         chain = convert(yc.params[k], meter, in_scale, a.expand(in_scale.numel()), None, rows=True)
         params.append(chain)
         heads.append(Head.build(chain.acc_scale, chain.layers[-1].lin.acc_max, levels, c, temporal))  # type: ignore[arg-type]
     z_offset = torch.round(medians * 2.0**z_bits).long()
-    return IntegerEntropy(z_bits, z_offset, y_bits, c_bits, h_s, condition, channel, spatial, params, heads, taps)
+    return IntegerEntropy(
+        z_bits, z_offset, y_bits, c_bits, h_s, condition, channel, spatial, params, heads, taps
+    )
 
 
 def layers_of(model: IntegerEntropy) -> list[Layer]:

@@ -145,7 +145,9 @@ class TemporalContextCodec(SpaceChannelContextCodec):
         return {"y_hat": torch.cat(y_hats, dim=1), "likelihoods": {"y": torch.cat(liks, dim=1)}}
 
     # ------------------------------------------------------------------ coding
-    def _sparse_steps(self, side: Tensor, ref: Tensor, moving: Tensor, integer: IntegerEntropy, code_fn) -> Tensor:
+    def _sparse_steps(
+        self, side: Tensor, ref: Tensor, moving: Tensor, integer: IntegerEntropy, code_fn
+    ) -> Tensor:
         """The coding steps of ``_steps``, with the integer parameter networks run only where
         something is coded: at the moving positions of each step (static ones take the reference
         ``ref``, ŷ_{t-1}).

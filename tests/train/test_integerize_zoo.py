@@ -66,4 +66,3 @@ def test_integerize_zoo_converts_and_relinks_and_keeps_what_it_made(tmp_path):
     assert np.array_equal(d1.y_hat.numpy(), f1.decoded.y_hat.numpy())
 
     assert integerize_zoo(tmp_path) == {new_id: new_id}  # converted models are kept as they are
-

@@ -142,7 +142,11 @@ class SpaceChannelContextCodec(nn.Module):
                 else:  # the anchors decoded so far (the masked convolution reads nothing else)
                     sp_ctx = integer.spatial_at(k, y_hat_k, at)
                 bi, i2, j2 = at
-                parts = [side[bi, :, i2, j2], sp_ctx] if ch_ctx is None else [side[bi, :, i2, j2], ch_ctx[bi, :, i2, j2], sp_ctx]
+                parts = (
+                    [side[bi, :, i2, j2], sp_ctx]
+                    if ch_ctx is None
+                    else [side[bi, :, i2, j2], ch_ctx[bi, :, i2, j2], sp_ctx]
+                )
                 indexes, means = integer.params_at(k, torch.cat(parts, dim=1))
                 indexes = indexes.reshape(b, n, c).transpose(1, 2)
                 means = from_grid(means).reshape(b, n, c).transpose(1, 2)

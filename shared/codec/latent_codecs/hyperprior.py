@@ -73,7 +73,9 @@ class HyperpriorLatentCodec(nn.Module):
 
     def _integer(self) -> IntegerEntropy:
         if self.integer is None:
-            raise RuntimeError("this latent codec has no integer entropy model: load it through ScalableCodec")
+            raise RuntimeError(
+                "this latent codec has no integer entropy model: load it through ScalableCodec"
+            )
         return self.integer
 
     def _side(self, z_hat: Tensor, condition: Tensor | None) -> Tensor:

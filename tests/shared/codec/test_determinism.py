@@ -87,7 +87,9 @@ def test_symbol_checksum_catches_divergent_decoder():
     enc = make_untrained_codec()
     dec = make_untrained_codec()
     head = dec.base.latent_codec.integer.params[0].layers[-1].lin
-    head.bias = head.bias + head.acc_max // 50  # shifts the first group's means and scales on the decoder side only
+    head.bias = (
+        head.bias + head.acc_max // 50
+    )  # shifts the first group's means and scales on the decoder side only
     f = enc.encode(smooth_image(rng, 128, 128))
     try:
         dec.decode_base(f.base)

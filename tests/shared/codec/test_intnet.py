@@ -125,7 +125,10 @@ def test_integer_model_survives_its_state():
 def test_model_id_names_the_integer_model_and_a_float_path_stream_is_refused():
     codec = make_untrained_codec()
     float_id = codec.base_ckpt.__class__(
-        codec.base_ckpt.kind, codec.base_ckpt.config, intparams.split(codec.base_ckpt.state_dict)[0], codec.base_ckpt.task
+        codec.base_ckpt.kind,
+        codec.base_ckpt.config,
+        intparams.split(codec.base_ckpt.state_dict)[0],
+        codec.base_ckpt.task,
     ).model_id
     assert float_id != codec.base_model_id
     frame = codec.encode(smooth_image(np.random.default_rng(0), 64, 64))
