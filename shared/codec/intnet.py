@@ -86,10 +86,11 @@ class Linear:
     splits: list[int]
     acc_max: int  # bound of |acc|, bias included
     group: int = 1  # weight columns per output channel (a transposed convolution's taps)
+    stride: int = 1  # a transposed convolution's stride: taps of one phase meet in one output
 
     @classmethod
     def quantise(
-        cls, w: Tensor, b: Tensor | None, in_scale: Tensor, in_max: Tensor, group: int = 1
+        cls, w: Tensor, b: Tensor | None, in_scale: Tensor, in_max: Tensor, group: int = 1, stride: int = 1
     ) -> tuple[Linear, Tensor]:
         """From a float weight (C_out·group, K) acting on columns of scale ``in_scale`` (K,) and
         integer bound ``in_max`` (K,); returns the layer and its accumulator scale per output
@@ -106,9 +107,9 @@ class Linear:
         bq = torch.zeros(n_out, dtype=torch.int64)
         if b is not None:
             bq = torch.round(b.detach().double().cpu() / s_w).clamp_(-(2**40), 2**40).long()
-        # each column's share of each output channel's bound
-        contrib = (wq.abs() * in_max.double()[None]).reshape(n_out, group, -1).sum(1)
-        cums = torch.cat([torch.zeros(n_out, 1, dtype=torch.float64), contrib.cumsum(1)], dim=1)
+        # each column's share of each output's bound
+        contrib = _phase_sums(wq.abs() * in_max.double()[None], group, stride)
+        cums = torch.cat([torch.zeros(contrib.shape[0], 1, dtype=torch.float64), contrib.cumsum(1)], dim=1)
         splits, total = [0], 0.0
         while splits[-1] < w.shape[1]:  # greedy: each chunk as long as its bound allows
             a = splits[-1]
@@ -118,14 +119,14 @@ class Linear:
             total += float((cums[:, b] - cums[:, a]).max())
             splits.append(b)
         acc_max = int(total) + int(bq.abs().max()) + 1
-        return cls(wq.t().float().contiguous(), bq, splits, acc_max, group), s_w
+        return cls(wq.t().float().contiguous(), bq, splits, acc_max, group, stride), s_w
 
     def chunk_bounds(self, in_max: Tensor) -> list[float]:
         """Each chunk's largest possible partial sum (what must stay below ``EXACT``)."""
-        contrib = self.weight.double().abs() * in_max.double()[:, None]  # (K, C_out·group)
-        contrib = contrib.reshape(contrib.shape[0], -1, self.group).sum(2)
+        contrib = _phase_sums(self.weight.double().abs().t() * in_max.double()[None], self.group, self.stride)
         return [
-            float(contrib[a:b].sum(0).max()) for a, b in zip(self.splits[:-1], self.splits[1:], strict=True)
+            float(contrib[:, a:b].sum(1).max())
+            for a, b in zip(self.splits[:-1], self.splits[1:], strict=True)
         ]
 
     def products(self, cols: Tensor, post: Callable[[Tensor], Tensor] | None = None) -> Tensor:
@@ -157,7 +158,7 @@ class Linear:
             f"{prefix}.weight": self.weight.to(torch.int8),
             f"{prefix}.bias": compact_ints(self.bias),
             f"{prefix}.splits": torch.tensor(self.splits, dtype=torch.int64),
-            f"{prefix}.meta": torch.tensor([self.acc_max, self.group], dtype=torch.int64),
+            f"{prefix}.meta": torch.tensor([self.acc_max, self.group, self.stride], dtype=torch.int64),
         }
 
     @classmethod
@@ -177,6 +178,18 @@ def compact_ints(t: Tensor) -> Tensor:
         if t.numel() == 0 or (int(t.min()) >= info.min and int(t.max()) <= info.max):
             return t.to(dtype)
     return t.clone()
+
+
+def _phase_sums(contrib: Tensor, group: int, stride: int) -> Tensor:
+    """Rows (C_out·group, K) of |w|·max|a| → the bound's rows (outputs, K): with ``group`` k·k taps
+    of a transposed convolution of ``stride``, one output element receives the taps of one phase
+    (``ky ≡ kx ≡`` const mod ``stride``) only, so the taps of each phase are summed."""
+    if group == 1:
+        return contrib
+    k = math.isqrt(group)
+    taps = contrib.reshape(-1, k, k, contrib.shape[1])
+    phases = [taps[:, a::stride, b::stride].sum((1, 2)) for a in range(stride) for b in range(stride)]
+    return torch.cat(phases)
 
 
 def _multiplier(ratio: Tensor, acc_max: int) -> tuple[Tensor, int]:
@@ -433,7 +446,7 @@ def convert(
         k = m.kernel_size[0]
         if isinstance(m, torch.nn.ConvTranspose2d):
             kind, group = "deconv", k * k
-            lin, s_acc = Linear.quantise(deconv_weight(m.weight), m.bias, scale, bound, group)
+            lin, s_acc = Linear.quantise(deconv_weight(m.weight), m.bias, scale, bound, group, m.stride[0])
         else:
             kind, group = ("rows" if rows and k == 1 else "conv"), 1
             cols_scale, cols_bound = scale.repeat_interleave(k * k), bound.repeat_interleave(k * k)

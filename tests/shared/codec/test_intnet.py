@@ -136,3 +136,23 @@ def test_model_id_names_the_integer_model_and_a_float_path_stream_is_refused():
     old = bitstream.pack_layer(LayerKind.BASE, float_id, h.width, h.height, bitstream.payload(frame.base), 0)
     with pytest.raises(UnknownModel, match="coded by model"):
         codec.decode_base(old)
+
+
+def test_transposed_convolution_is_exact_at_its_phase_bound():
+    """A transposed convolution adds at each output the taps of one phase only; its chunks are cut
+    at that bound, and inputs at the activation limit still give F.conv_transpose2d's integers."""
+    from layercast.shared.codec.intnet import EXACT, Linear, deconv_image, deconv_weight
+
+    torch.manual_seed(2)
+    d = deconv(48, 8).eval()
+    bound = torch.full((48,), float(A_MAX))
+    lin, _ = Linear.quantise(deconv_weight(d.weight), d.bias, torch.ones(48), bound, 25, 2)
+    assert max(lin.chunk_bounds(bound)) < EXACT
+    all_taps, _ = Linear.quantise(deconv_weight(d.weight), d.bias, torch.ones(48), bound, 25, 1)
+    assert len(lin.splits) < len(all_taps.splits)  # fewer chunks than a bound over all 25 taps
+    w = lin.weight.reshape(48, 8, 5, 5).double()
+    x = torch.randint(-A_MAX, A_MAX + 1, (2, 48, 6, 7))
+    x[0] = torch.where(w.sum((1, 2, 3))[:, None, None] >= 0, A_MAX, -A_MAX)  # the worst case
+    expect = torch.nn.functional.conv_transpose2d(x.double(), w, stride=2, padding=2, output_padding=1)
+    got = deconv_image(lin, x, 5, 2, 2, 8) - lin.bias[:, None, None]
+    assert torch.equal(got, expect.long())
