@@ -131,14 +131,9 @@ class Linear:
 
     def products(self, cols: Tensor, post: Callable[[Tensor], Tensor] | None = None) -> Tensor:
         """Σ over chunks of ``post(cols[:, chunk] @ weight[chunk])`` as int64 (bias not added)."""
-        if cols.is_cuda and torch.get_float32_matmul_precision() == "medium":
-            # bfloat16 inputs hold integers up to 256 only; TF32 ("high") holds A_MAX exactly
-            torch.set_float32_matmul_precision("high")
-            try:
-                return self.products(cols, post)
-            finally:
-                torch.set_float32_matmul_precision("medium")
         dtype = _COMPUTE[-1]
+        if dtype == torch.float32 and cols.is_cuda and torch.get_float32_matmul_precision() == "medium":
+            dtype = torch.float64  # "medium" lets cuBLAS take bfloat16 inputs: integers to 256 only
         cols = cols.to(dtype)
         w = self.weight.to(device=cols.device, dtype=dtype)
         acc = None
