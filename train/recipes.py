@@ -226,6 +226,40 @@ def compact_zoo(zoo: Path = ZOO_DIR) -> dict[str, str]:
     return renamed
 
 
+def integerize_zoo(zoo: Path = ZOO_DIR) -> dict[str, str]:
+    """Give every base of the zoo, its enhancement and its temporal model their integer entropy
+    models (``shared/codec/calibrate.py``; kept when a checkpoint has one) and re-save them
+    compact (:func:`compact_zoo` first, so that the integer models are derived from the weights
+    that ship), the links re-pointed at the bases' new model ids. Returns old → new base ids."""
+    from layercast.shared.codec.calibrate import convert
+    from layercast.shared.codec.checkpoint import load_checkpoint
+
+    halved = compact_zoo(zoo)
+    paths = sorted(zoo.glob("*.pt"))
+    ckpts = {p: load_checkpoint(p) for p in paths}
+    renamed: dict[str, str] = {}
+    for base_path, base in ckpts.items():
+        if base.kind != "base":
+            continue
+        linked = {
+            kind: [
+                (p, c)
+                for p, c in ckpts.items()
+                if c.kind == kind and (getattr(c, kind) or {}).get("base_model_id") == base.model_id
+            ]
+            for kind in ("enhancement", "temporal")
+        }
+        pairs = [(e, t) for e in linked["enhancement"] or [None] for t in linked["temporal"][:1] or [None]]
+        pairs += [(None, t) for t in linked["temporal"][1:]]
+        for e, t in pairs:
+            new_base, new_e, new_t = convert(base, e[1] if e else None, t[1] if t else None)
+            renamed[base.model_id] = new_base.save(base_path, compact=True)
+            for old, new in ((e, new_e), (t, new_t)):
+                if old is not None and new is not None:
+                    new.save(old[0], compact=True)
+    return {old: renamed.get(mid, mid) for old, mid in {**{i: i for i in renamed}, **halved}.items()}
+
+
 #: The P-frame (temporal) model of each shipped base: trained on fixed-camera clips with the base
 #: frozen (``layercast train temporal``), after the bases are final, with a dead zone everywhere
 #: and no skip. The encoder's skip mode and its dead zone (``encoder.skip_threshold``,
@@ -283,6 +317,7 @@ def run_ship(
             shutil.copyfile(exported, zoo / f"{zoo_name}.pt")
     compact_zoo(zoo)
     log["temporal"] = ship_temporal(out, scale, zoo)
+    log["integer"] = integerize_zoo(zoo)
     aliases = {"default": "det-tiny", "detection": "det-tiny", "depth": "depth-tiny"}
     (zoo / "aliases.json").write_text(json.dumps(aliases, indent=2) + "\n")
     log["wall_time_s"] = round(time.time() - t0, 1)

@@ -31,7 +31,7 @@ from layercast.shared.errors import LayercastError, ReferenceMismatch
 #: ([] when the store has none of them).
 ChainLoader = Callable[[str, int], Sequence[tuple[int, bytes]]]
 
-#: Frames decoded for previews and chains, kept per cloud process (a 256x192 ŷ_b is ~100 KB in float64).
+#: Frames decoded for previews and chains, kept per cloud process (a 256x192 ŷ_b is ~50 KB in float32).
 DEFAULT_CACHE_FRAMES = 64
 
 

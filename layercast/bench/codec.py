@@ -101,7 +101,7 @@ def bytes_vs_estimate(codec, n: int = 8, h: int = 192, w: int = 256) -> list[dic
         x = codec._pad(codec._to_tensor(img)[None])
         with torch.no_grad():
             lc = codec.base.latent_codec.eval()
-            out = lc(codec.base.g_a(x).to(codec.coding_dtype))
+            out = lc(codec.base.g_a(x))
         est_bits = sum(-torch.log2(v).sum().item() for v in out["likelihoods"].values())
         header = bitstream.BASE_HEADER_SIZE
         rows.append(

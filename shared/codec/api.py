@@ -16,25 +16,27 @@ per camera)::
     f1, = codec.encode_batch([img1], references=[f0.decoded])    # P-frame against frame 0
     [d1] = codec.decode_base_batch([f1.base], references=[d0])   # needs frame 0's DecodedBase
 
-Numerics: the analysis/synthesis transforms run in float32 on the selected
-device; the entropy model runs in ``coding_dtype`` (float64 by default) with
-means snapped to a dyadic grid, so a bitstream decodes to the same symbols on
-another machine, thread count or batch composition. The symbol CRC in every
-header turns the remaining (vanishingly rare) divergence into DecodeMismatch.
+Numerics: the analysis/synthesis transforms run in float32 on the selected device; the entropy
+parameters (scale indexes and means on a 2⁻⁸ grid) come from each model's integer networks
+(``shared/codec/intparams.py``), which give the same integers on every device, thread count and
+batch by construction, so a bitstream decodes to the same symbols and ŷ (float32) anywhere. The
+integer model is stored in the checkpoint and named by its model id; a checkpoint without one
+(a training run's) gets it calibrated at load (``shared/codec/calibrate.py``), which gives it a new
+model id. The symbol CRC in every header still turns any divergence into DecodeMismatch.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from layercast.shared.codec import bitstream
+from layercast.shared.codec import bitstream, intparams
 from layercast.shared.codec.base_layer import BaseLayer
 from layercast.shared.codec.bitstream import Bitstream, Header, LayerKind
 from layercast.shared.codec.checkpoint import Checkpoint
@@ -55,11 +57,14 @@ from layercast.shared.errors import (
     UnknownModel,
 )
 
+#: Integer models calibrated in this process, by the checkpoints' model ids (calibrating takes seconds).
+_CALIBRATED: dict[tuple, dict[str, intparams.IntegerEntropy]] = {}
+
 
 @dataclass
 class DecodedBase:
     header: Header
-    y_hat: torch.Tensor  # (1, M, h, w) in the coding dtype, on the codec's device
+    y_hat: torch.Tensor  # (1, M, h, w) float32 on the 2⁻⁸ grid, on the codec's device
     frame_ref: int  # CRC32 of the base bitstream: what its enhancement and the next P-frame refer to
     nbytes: int
 
@@ -93,7 +98,6 @@ class ScalableCodec:
         temporal: Checkpoint | None = None,
         *,
         device: str | torch.device | None = "auto",
-        coding_dtype: torch.dtype = torch.float64,
         max_pixels: int = bitstream.DEFAULT_MAX_PIXELS,
         runtime: str = DEFAULT_RUNTIME,
     ) -> None:
@@ -101,7 +105,6 @@ class ScalableCodec:
             article = "an" if base.kind[:1] in "aeiou" else "a"
             raise UnknownModel(f"{base.name} is {article} {base.kind} checkpoint, not a base model")
         self.device = select_device(device)
-        self.coding_dtype = coding_dtype
         self.max_pixels = max_pixels
         self.base_ckpt = base
         self.config = base.config
@@ -109,7 +112,6 @@ class ScalableCodec:
         self.base = BaseLayer(base.config)
         load_weights(self.base, base.state_dict)
         self.base.eval().to(self.device)
-        self.base.latent_codec.to(coding_dtype)
         task = base.task or {}
         self.task = task.get("kind", "none")
         self.class_names: list[str] = list(task.get("class_names") or [])
@@ -130,11 +132,6 @@ class ScalableCodec:
         self.enhancement_model_id: str | None = None
         if enhancement is not None:
             info = enhancement.enhancement or {}
-            if info.get("base_model_id") != self.base_model_id:
-                raise UnknownModel(
-                    f"enhancement model {enhancement.model_id} was trained on base {info.get('base_model_id')}, "
-                    f"not on {self.base_model_id}"
-                )
             self.enhancement = EnhancementLayer(
                 enhancement.config,
                 self.config.latent_channels,
@@ -143,26 +140,73 @@ class ScalableCodec:
             )
             load_weights(self.enhancement, enhancement.state_dict)
             self.enhancement.eval().to(self.device)
-            self.enhancement.latent_codec.to(coding_dtype)
             self.enhancement_model_id = enhancement.model_id
             self._g_a_e = place(self.enhancement.g_a, "g_a_e", self.runtime, self.device)
             self._g_s_e = place(self.enhancement.g_s, "g_s_e", self.runtime, self.device)
 
         self.temporal: TemporalLayer | None = None
         self.temporal_model_id: str | None = None
+        self.temporal_ckpt: Checkpoint | None = None
         if temporal is not None:
-            info = temporal.temporal or {}
-            if temporal.kind != "temporal" or info.get("base_model_id") != self.base_model_id:
-                raise UnknownModel(
-                    f"temporal model {temporal.model_id} was trained on base {info.get('base_model_id')}, "
-                    f"not on {self.base_model_id}"
-                )
+            if temporal.kind != "temporal":
+                raise UnknownModel(f"{temporal.name} is a {temporal.kind} checkpoint, not a temporal model")
             self.temporal = TemporalLayer(temporal.config)
             load_weights(self.temporal, temporal.state_dict)
             self.temporal.eval().to(self.device)
-            self.temporal.latent_codec.to(coding_dtype)
             self.temporal.skip_threshold = default_skip_threshold(self.task)
-            self.temporal_model_id = temporal.model_id
+            self.temporal_ckpt = temporal
+        given_base_id = self.base_model_id
+        self._attach_integer_models()
+        self._check_links({given_base_id, self.base_model_id})
+
+    def _check_links(self, base_ids: set[str]) -> None:
+        """The enhancement and temporal models were trained on this base: they name its model id,
+        with or without its integer model (one calibrated at load gives it a new id); their
+        checkpoints then name the id the base has now."""
+        for kind, ckpt in (("enhancement", self.enh_ckpt), ("temporal", self.temporal_ckpt)):
+            if ckpt is None:
+                continue
+            info = getattr(ckpt, kind) or {}
+            if info.get("base_model_id") not in base_ids:
+                raise UnknownModel(
+                    f"{kind} model {ckpt.model_id} was trained on base {info.get('base_model_id')}, "
+                    f"not on {self.base_model_id}"
+                )
+            linked = replace(ckpt, **{kind: {**info, "base_model_id": self.base_model_id}})
+            if kind == "enhancement":
+                self.enh_ckpt = linked
+            else:
+                self.temporal_ckpt = linked
+
+    def _attach_integer_models(self) -> None:
+        """Give each layer's latent codec its integer entropy model: the checkpoint's, or one
+        calibrated now (the checkpoint then carries it, and its model id names it)."""
+        from layercast.shared.codec.calibrate import integer_models
+
+        layers = {"base": self.base, "enhancement": self.enhancement, "temporal": self.temporal}
+        ckpts = {"base": self.base_ckpt, "enhancement": self.enh_ckpt, "temporal": self.temporal_ckpt}
+        missing = tuple(k for k, c in ckpts.items() if c is not None and not intparams.split(c.state_dict)[1])
+        derived = {}
+        if missing:
+            key = (missing, *(c.model_id if c is not None else None for c in ckpts.values()))
+            if key not in _CALIBRATED:
+                _CALIBRATED[key] = integer_models(self.base, self.enhancement, self.temporal, missing)
+            derived = _CALIBRATED[key]
+        for kind, ckpt in ckpts.items():
+            if ckpt is None:
+                continue
+            if kind in derived:
+                ckpt = replace(ckpt, state_dict=intparams.with_integer(ckpt.state_dict, derived[kind]))
+            model = intparams.IntegerEntropy.from_state(
+                intparams.split(ckpt.state_dict)[1], intparams.spatial_taps(layers[kind].latent_codec)
+            )
+            layers[kind].latent_codec.integer = model  # type: ignore[union-attr]
+            if kind == "base":
+                self.base_ckpt, self.base_model_id = ckpt, ckpt.model_id
+            elif kind == "enhancement":
+                self.enh_ckpt, self.enhancement_model_id = ckpt, ckpt.model_id
+            else:
+                self.temporal_ckpt, self.temporal_model_id = ckpt, ckpt.model_id
 
     def _build_task_model(self, task: dict[str, Any]) -> torch.nn.Module | None:
         if not task.get("name"):

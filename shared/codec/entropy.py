@@ -32,18 +32,14 @@ if TYPE_CHECKING:
 #: Scale table of CompressAI's scale-hyperprior models (64 log-spaced levels).
 SCALES_MIN, SCALES_MAX, SCALES_LEVELS = 0.11, 256.0, 64
 
-#: Means used for coding are snapped to this dyadic grid (exact in float32 and
-#: float64), so ŷ = symbol + mean is reproduced bit-exactly by the decoder and
-#: tiny float differences cannot accumulate through the context models.
+#: Means used for coding are on this dyadic grid (the integer entropy models of
+#: :mod:`~layercast.shared.codec.intparams` output them as integers in its units), so
+#: ŷ = symbol + mean is exact in float32 and every context input is an exact integer.
 MEAN_GRID = 2.0**-8
 
 
 def scale_table() -> list[float]:
     return torch.exp(torch.linspace(np.log(SCALES_MIN), np.log(SCALES_MAX), SCALES_LEVELS)).tolist()
-
-
-def snap_means(means: Tensor) -> Tensor:
-    return torch.round(means / MEAN_GRID) * MEAN_GRID
 
 
 class SteGaussianConditional(GaussianConditional):
@@ -126,7 +122,10 @@ def with_constant_bounds(module: nn.Module, state_dict: dict[str, Tensor]) -> di
 
 def load_weights(module: nn.Module, state_dict: dict[str, Tensor]) -> None:
     """Load a checkpoint's ``state_dict`` into a codec module: CDF buffers resized to the file's,
-    the architecture's bound constants kept (see :func:`with_constant_bounds`)."""
+    the architecture's bound constants kept (see :func:`with_constant_bounds`); the integer
+    entropy model's tensors (``integer.``, :mod:`~layercast.shared.codec.intparams`) are not the
+    module's and are left out."""
+    state_dict = {k: v for k, v in state_dict.items() if not k.startswith("integer.")}
     resize_entropy_buffers(module, state_dict)
     module.load_state_dict(with_constant_bounds(module, state_dict))
 

@@ -6,7 +6,7 @@ the analysis transforms g_a and g_a_e, the preview synthesis g_simple and the de
 ``onnxruntime.InferenceSession``; the synthesis transforms g_s_task and g_s_e in torch on
 channels_last (NHWC) tensors, their 3-channel output layer as its sub-pixel convolution
 (:class:`ChannelsLastModule`: oneDNN's NHWC kernels, faster there than both ONNX Runtime and NCHW
-torch); the other task models and the entropy path (float64 parameters) in torch as they are.
+torch); the other task models and the entropy path (integer parameter networks) in torch as they are.
 ``runtime = "torch"`` runs everything in torch as it is.
 
 A module's ONNX graph is exported from the loaded weights (``torch.onnx.export``, dynamic batch,

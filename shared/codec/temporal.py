@@ -38,18 +38,13 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from layercast.shared.codec.coder import Decoder, Encoder
 from layercast.shared.codec.configs import CodecConfig
-from layercast.shared.codec.entropy import (
-    SteGaussianConditional,
-    SymbolChecksum,
-    resize_entropy_buffers,
-    snap_means,
-)
-from layercast.shared.codec.latent_codecs.context import SpaceChannelContextCodec, anchor_mask, masked_conv_at
+from layercast.shared.codec.entropy import SteGaussianConditional, SymbolChecksum, resize_entropy_buffers
+from layercast.shared.codec.intparams import IntegerEntropy, from_grid, grid
+from layercast.shared.codec.latent_codecs.context import SpaceChannelContextCodec, anchor_mask
 from layercast.shared.codec.latent_codecs.hyperprior import HyperpriorLatentCodec
 from layercast.shared.codec.skip import DEFAULT_SKIP_THRESHOLD, decode_mask, encode_mask, motion_mask
 
@@ -150,33 +145,39 @@ class TemporalContextCodec(SpaceChannelContextCodec):
         return {"y_hat": torch.cat(y_hats, dim=1), "likelihoods": {"y": torch.cat(liks, dim=1)}}
 
     # ------------------------------------------------------------------ coding
-    def _sparse_steps(self, side: Tensor, moving: Tensor, code_fn) -> Tensor:
-        """The coding steps of ``_steps``, with the parameter networks run only where something is
-        coded: at the moving positions of each step (static ones take the reference).
+    def _sparse_steps(
+        self, side: Tensor, ref: Tensor, moving: Tensor, integer: IntegerEntropy, code_fn
+    ) -> Tensor:
+        """The coding steps of ``_steps``, with the integer parameter networks run only where
+        something is coded: at the moving positions of each step (static ones take the reference
+        ``ref``, ŷ_{t-1}).
 
-        ``code_fn(k, at, counts, scales, means) -> values``: the step's moving positions ``at``
+        ``code_fn(k, at, counts, indexes, means) -> values``: the step's moving positions ``at``
         (image, row, column indexes) gathered as rows, image by image and in raster order within an
         image (``counts[i]`` rows of image i), one column per channel of group k."""
         b, _, h, w = side.shape
         anchors = anchor_mask(h, w, side.device)
         coded = moving[:, 0]
+        ref = ref.float()
+        ref_grid = grid(ref)
         y_hats: list[Tensor] = []
         for k, c in enumerate(self.groups):
-            ch_ctx = self._channel_ctx(k, y_hats)
-            ref = self._reference(k, side)
-            y_hat_k = ref.clone()
+            ch_ctx = integer.channel_ctx(k, y_hats)
+            start = self._offsets[k]
+            y_hat_k = ref[:, start : start + c].clone()
             for sel in (anchors, ~anchors):
                 bi, ii, jj = (coded & sel).nonzero(as_tuple=True)
                 if sel is anchors:
                     sp_ctx = side.new_zeros(len(bi), 2 * c)
                 else:  # the anchors decoded so far (the masked convolution reads nothing else)
-                    sp_ctx = masked_conv_at(self.spatial[k], torch.where(anchors, y_hat_k, 0.0), (bi, ii, jj))
-                out = self._params_at(k, side, ch_ctx, sp_ctx, (bi, ii, jj))
-                scales, means, gate = out.chunk(3, dim=1)
-                r = ref[bi, :, ii, jj]
-                means = snap_means(r + torch.sigmoid(gate) * (means - r))
+                    sp_ctx = integer.spatial_at(k, torch.where(anchors, y_hat_k, 0.0), (bi, ii, jj))
+                parts = [side[bi, :, ii, jj], sp_ctx]
+                if ch_ctx is not None:
+                    parts.insert(1, ch_ctx[bi, :, ii, jj])
+                r = ref_grid[bi, start : start + c, ii, jj] if len(bi) else ref_grid.new_zeros(0, c)
+                indexes, means = integer.params_at(k, torch.cat(parts, dim=1), r)
                 counts = torch.bincount(bi, minlength=b).tolist()
-                y_hat_k[bi, :, ii, jj] = code_fn(k, (bi, ii, jj), counts, scales, means)
+                y_hat_k[bi, :, ii, jj] = code_fn(k, (bi, ii, jj), counts, indexes, from_grid(means))
             y_hats.append(y_hat_k)
         return torch.cat(y_hats, dim=1)
 
@@ -186,17 +187,19 @@ class TemporalContextCodec(SpaceChannelContextCodec):
         side: Tensor,
         encoders: list[Encoder],
         checksums: list[SymbolChecksum],
+        integer: IntegerEntropy,
+        ref: Tensor,
         moving: Tensor,
     ) -> Tensor:
         """Code the moving positions of ``y``; static ones take the reference's values."""
         t = self.tables()
-        groups = y.split(self.groups, dim=1)
+        groups = y.float().split(self.groups, dim=1)
 
-        def code(k: int, at: tuple[Tensor, ...], counts: list[int], scales: Tensor, means: Tensor) -> Tensor:
+        def code(k: int, at: tuple[Tensor, ...], counts: list[int], indexes: Tensor, means: Tensor) -> Tensor:
             bi, ii, jj = at
             symbols = self._symbols(groups[k][bi, :, ii, jj], means).int()
             sym_np = symbols.cpu().numpy()
-            idx_np = self.gaussian.build_indexes(scales).cpu().numpy()
+            idx_np = indexes.cpu().numpy()
             start = 0
             for i, n in enumerate(counts):  # channel-major within each image
                 sym, idx = sym_np[start : start + n].T.reshape(-1), idx_np[start : start + n].T.reshape(-1)
@@ -205,15 +208,21 @@ class TemporalContextCodec(SpaceChannelContextCodec):
                 start += n
             return symbols.to(means.dtype) + means
 
-        return self._sparse_steps(side, moving, code)
+        return self._sparse_steps(side, ref, moving, integer, code)
 
     def decompress(  # type: ignore[override]
-        self, side: Tensor, decoders: list[Decoder], checksums: list[SymbolChecksum], moving: Tensor
+        self,
+        side: Tensor,
+        decoders: list[Decoder],
+        checksums: list[SymbolChecksum],
+        integer: IntegerEntropy,
+        ref: Tensor,
+        moving: Tensor,
     ) -> Tensor:
         t = self.tables()
 
-        def code(k: int, at: tuple[Tensor, ...], counts: list[int], scales: Tensor, means: Tensor) -> Tensor:
-            idx_np = self.gaussian.build_indexes(scales).cpu().numpy()
+        def code(k: int, at: tuple[Tensor, ...], counts: list[int], indexes: Tensor, means: Tensor) -> Tensor:
+            idx_np = indexes.cpu().numpy()
             c = idx_np.shape[1]
             out = np.empty(idx_np.shape, dtype=np.int32)
             start = 0
@@ -224,7 +233,7 @@ class TemporalContextCodec(SpaceChannelContextCodec):
                 start += n
             return torch.from_numpy(out).to(device=means.device, dtype=means.dtype) + means
 
-        return self._sparse_steps(side, moving, code)
+        return self._sparse_steps(side, ref, moving, integer, code)
 
 
 class TemporalLatentCodec(HyperpriorLatentCodec):
@@ -252,23 +261,23 @@ class TemporalLatentCodec(HyperpriorLatentCodec):
     def _compress_y(
         self,
         y: Tensor,
-        z_hat: Tensor,
+        z_sym: Tensor,
         condition: Tensor | None,
         encoders: list[Encoder],
         checksums: list[SymbolChecksum],
     ) -> Tensor:
         if condition is None:
             raise ValueError("a predicted frame needs its reference latent")
+        integer = self._integer()
         moving = motion_mask(y, condition, self.skip_threshold)
         for i, (e, c) in enumerate(zip(encoders, checksums, strict=True)):
             encode_mask(moving[i], e, c)
-        return self.y_codec.compress(
-            y, self._coding_side(z_hat, condition, moving), encoders, checksums, moving
-        )
+        side = self._coding_side(integer, z_sym, condition, moving)
+        return self.y_codec.compress(y, side, encoders, checksums, integer, condition, moving)
 
     def _decompress_y(
         self,
-        z_hat: Tensor,
+        z_sym: Tensor,
         shape: tuple[int, int],
         condition: Tensor | None,
         decoders: list[Decoder],
@@ -276,39 +285,24 @@ class TemporalLatentCodec(HyperpriorLatentCodec):
     ) -> Tensor:
         if condition is None:
             raise ValueError("a predicted frame needs its reference latent")
+        integer = self._integer()
         masks = [decode_mask(shape, d, c) for d, c in zip(decoders, checksums, strict=True)]
-        moving = torch.cat(masks).to(z_hat.device)
-        return self.y_codec.decompress(
-            self._coding_side(z_hat, condition, moving), decoders, checksums, moving
-        )
+        moving = torch.cat(masks).to(z_sym.device)
+        side = self._coding_side(integer, z_sym, condition, moving)
+        return self.y_codec.decompress(side, decoders, checksums, integer, condition, moving)
 
-    def _coding_side(self, z_hat: Tensor, ref: Tensor, moving: Tensor) -> Tensor:
-        """``_side`` with the reference's features c(ŷ_{t-1}) computed at the moving positions only
-        (the coding steps read nothing else; zeros elsewhere)."""
-        hs = self.h_s(z_hat)[:, :, : ref.shape[2], : ref.shape[3]]
-        ref = ref.to(hs.dtype)
-        features = hs.new_zeros(ref.shape[0], hs.shape[1], *ref.shape[2:])
+    @staticmethod
+    def _coding_side(integer: IntegerEntropy, z_sym: Tensor, ref: Tensor, moving: Tensor) -> Tensor:
+        """The integer side input [h_s(ẑ), c(ŷ_{t-1}), ŷ_{t-1}], the reference's features computed at
+        the moving positions only (the coding steps read nothing else; zeros elsewhere)."""
+        hs = integer.side(z_sym, None, tuple(ref.shape[2:]))
+        ref_int = integer.cond_input(ref.float())
+        assert integer.condition is not None
+        features = hs.new_zeros(ref.shape[0], integer.condition.layers[-1].lin.bias.numel(), *ref.shape[2:])
         at = moving[:, 0].nonzero(as_tuple=True)
         if len(at[0]):
-            features[at[0], :, at[1], at[2]] = condition_at(self.condition, ref, at)
-        return torch.cat([hs, features, ref], dim=1)
-
-
-def condition_at(condition: nn.Module, ref: Tensor, at: tuple[Tensor, Tensor, Tensor]) -> Tensor:
-    """The condition encoder's output (conv 3×3, ELU, conv 3×3; zero padding) at positions ``at``
-    (image, row, column) of ``ref``, as rows: each from the 5×5 patch of ``ref`` around it, the
-    hidden layer zeroed outside the grid as its padding is. Same values as ``condition(ref)`` there."""
-    conv1, act, conv2 = condition.net
-    bi, ii, jj = at
-    h, w = ref.shape[2:]
-    offsets = torch.arange(5, device=ref.device)
-    rows, cols = ii[:, None] + offsets, jj[:, None] + offsets  # in the 2-padded grid
-    patches = F.pad(ref, (2, 2, 2, 2))[bi[:, None, None], :, rows[:, :, None], cols[:, None, :]]
-    hidden = act(F.conv2d(patches.permute(0, 3, 1, 2), conv1.weight, conv1.bias))  # (N, C, 3, 3)
-    inside_r = (rows[:, 1:4] - 2 >= 0) & (rows[:, 1:4] - 2 < h)
-    inside_c = (cols[:, 1:4] - 2 >= 0) & (cols[:, 1:4] - 2 < w)
-    hidden = hidden * (inside_r[:, :, None] & inside_c[:, None, :])[:, None].to(hidden.dtype)
-    return F.conv2d(hidden, conv2.weight, conv2.bias)[:, :, 0, 0]
+            features[at[0], :, at[1], at[2]] = integer.condition_at(ref_int, at)
+        return torch.cat([hs, features, ref_int], dim=1)
 
 
 class TemporalLayer(nn.Module):

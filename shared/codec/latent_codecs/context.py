@@ -16,8 +16,9 @@ Entropy parameters are pointwise (1x1 convs) on [side, channel context,
 spatial context], giving (scales, means) of a Gaussian per element.
 
 Coding runs one entropy-coded stream per image (``coder.Encoder``) shared by all steps (no per-step
-length fields); parameters are computed in the module's dtype (the facade
-uses float64) and means are snapped to ``MEAN_GRID`` for exact replay.
+length fields). The entropy parameters of coding come from the codec's integer model
+(:mod:`~layercast.shared.codec.intparams`): the same scale indexes and means (on the ``MEAN_GRID``)
+on every device, thread count and batch; ŷ = symbol + mean is exact in float32.
 """
 
 from __future__ import annotations
@@ -26,12 +27,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from compressai.layers import CheckerboardMaskedConv2d
 from torch import Tensor, nn
 
 from layercast.shared.codec.coder import Decoder, Encoder
-from layercast.shared.codec.entropy import CdfTables, SteGaussianConditional, SymbolChecksum, snap_means
+from layercast.shared.codec.entropy import CdfTables, SteGaussianConditional, SymbolChecksum
+from layercast.shared.codec.intparams import IntegerEntropy, from_grid
 
 
 def _pointwise(in_ch: int, out_ch: int) -> nn.Sequential:
@@ -52,27 +53,6 @@ def _channel_context(in_ch: int, out_ch: int) -> nn.Sequential:
         nn.ELU(inplace=True),
         nn.Conv2d(mid, out_ch, 3, padding=1),
     )
-
-
-def pointwise_rows(net: nn.Sequential, rows: Tensor) -> Tensor:
-    """``net`` (1×1 convolutions and activations) on ``rows`` (N, C_in), one position per row:
-    one matrix product per layer, the values ``net`` gives at those positions of a grid."""
-    for m in net:
-        rows = F.linear(rows, m.weight[:, :, 0, 0], m.bias) if isinstance(m, nn.Conv2d) else m(rows)
-    return rows
-
-
-def masked_conv_at(conv: CheckerboardMaskedConv2d, x: Tensor, at: tuple[Tensor, Tensor, Tensor]) -> Tensor:
-    """The checkerboard-masked convolution of ``x`` (zero padding) at positions ``at`` (image, row,
-    column), as rows (N, C_out): only its unmasked taps are read, each one matrix product."""
-    bi, ii, jj = at
-    kh, kw = conv.kernel_size
-    ph, pw = conv.padding
-    xp = F.pad(x, (pw, pw, ph, ph))
-    taps = conv.mask[0, 0].nonzero().tolist()
-    cols = torch.cat([xp[bi, :, ii + di, jj + dj] for di, dj in taps], dim=1)  # (N, taps · C_in)
-    weight = torch.cat([conv.weight[:, :, di, dj] for di, dj in taps], dim=1)
-    return F.linear(cols, weight, conv.bias)
 
 
 def anchor_mask(h: int, w: int, device: torch.device) -> Tensor:
@@ -142,29 +122,17 @@ class SpaceChannelContextCodec(nn.Module):
         return {"y_hat": torch.cat(y_hats, dim=1), "likelihoods": {"y": torch.cat(liks, dim=1)}}
 
     # ------------------------------------------------------------------ coding
-    def _params_at(
-        self, k: int, side: Tensor, ch_ctx: Tensor | None, sp_ctx: Tensor, at: tuple[Tensor, Tensor, Tensor]
-    ) -> Tensor:
-        """Group k's parameter network at positions ``at`` only, as rows (N, outputs); ``sp_ctx`` is
-        already rows."""
-        bi, ii, jj = at
-        parts = (
-            [side[bi, :, ii, jj], sp_ctx]
-            if ch_ctx is None
-            else [side[bi, :, ii, jj], ch_ctx[bi, :, ii, jj], sp_ctx]
-        )
-        return pointwise_rows(self.params[k], torch.cat(parts, dim=1))
-
-    def _steps(self, side: Tensor, code_fn) -> Tensor:
-        """Run the 2·len(groups) coding steps; ``code_fn(k, sel, scales, means) -> y_hat values at sel``
-        (each (B, c, positions of ``sel`` in raster order)). The parameter networks and the spatial
-        context run at the step's positions only: what ``forward`` computes there."""
+    def _steps(self, side: Tensor, integer: IntegerEntropy, code_fn) -> Tensor:
+        """Run the 2·len(groups) coding steps on the integer ``side`` input (``IntegerEntropy.side``);
+        ``code_fn(k, sel, indexes, means) -> y_hat values at sel`` (each (B, c, positions of ``sel``
+        in raster order); ``means`` float32 on the ``MEAN_GRID``). The integer parameter networks
+        and the spatial context run at the step's positions only."""
         b, _, h, w = side.shape
         mask = anchor_mask(h, w, side.device)
         y_hats: list[Tensor] = []
         for k, c in enumerate(self.groups):
-            ch_ctx = self._channel_ctx(k, y_hats)
-            y_hat_k = side.new_zeros(b, c, h, w)
+            ch_ctx = integer.channel_ctx(k, y_hats)
+            y_hat_k = torch.zeros(b, c, h, w, device=side.device)
             for sel in (mask, ~mask):
                 ii, jj = sel.nonzero(as_tuple=True)
                 n = len(ii)
@@ -172,10 +140,17 @@ class SpaceChannelContextCodec(nn.Module):
                 if sel is mask:
                     sp_ctx = side.new_zeros(b * n, 2 * c)
                 else:  # the anchors decoded so far (the masked convolution reads nothing else)
-                    sp_ctx = masked_conv_at(self.spatial[k], y_hat_k, at)
-                out = self._params_at(k, side, ch_ctx, sp_ctx, at).reshape(b, n, -1).transpose(1, 2)
-                scales, means = out.chunk(2, dim=1)
-                y_hat_k[:, :, sel] = code_fn(k, sel, scales, snap_means(means))
+                    sp_ctx = integer.spatial_at(k, y_hat_k, at)
+                bi, i2, j2 = at
+                parts = (
+                    [side[bi, :, i2, j2], sp_ctx]
+                    if ch_ctx is None
+                    else [side[bi, :, i2, j2], ch_ctx[bi, :, i2, j2], sp_ctx]
+                )
+                indexes, means = integer.params_at(k, torch.cat(parts, dim=1))
+                indexes = indexes.reshape(b, n, c).transpose(1, 2)
+                means = from_grid(means).reshape(b, n, c).transpose(1, 2)
+                y_hat_k[:, :, sel] = code_fn(k, sel, indexes, means)
             y_hats.append(y_hat_k)
         return torch.cat(y_hats, dim=1)
 
@@ -184,29 +159,35 @@ class SpaceChannelContextCodec(nn.Module):
         return torch.round(y - means)
 
     def compress(
-        self, y: Tensor, side: Tensor, encoders: list[Encoder], checksums: list[SymbolChecksum]
+        self,
+        y: Tensor,
+        side: Tensor,
+        encoders: list[Encoder],
+        checksums: list[SymbolChecksum],
+        integer: IntegerEntropy,
     ) -> Tensor:
         """Encode ``y`` (B images) into the per-image encoders; returns ŷ exactly as the decoder will see it."""
         t = self.tables()
-        groups = y.split(self.groups, dim=1)
+        groups = y.float().split(self.groups, dim=1)
 
-        def code(k: int, sel: Tensor, scales: Tensor, means: Tensor) -> Tensor:
+        def code(k: int, sel: Tensor, idx: Tensor, means: Tensor) -> Tensor:
             symbols = self._symbols(groups[k][:, :, sel], means).int()
             sym_np = symbols.cpu().numpy().reshape(y.shape[0], -1)
-            indexes = self.gaussian.build_indexes(scales).cpu().numpy().reshape(y.shape[0], -1)
+            indexes = idx.cpu().numpy().reshape(y.shape[0], -1)
             for i in range(y.shape[0]):
                 encoders[i].encode(sym_np[i], indexes[i], t)
                 checksums[i].update(sym_np[i])
             return symbols.to(means.dtype) + means
 
-        return self._steps(side, code)
+        return self._steps(side, integer, code)
 
-    def decompress(self, side: Tensor, decoders: list[Decoder], checksums: list[SymbolChecksum]) -> Tensor:
+    def decompress(
+        self, side: Tensor, decoders: list[Decoder], checksums: list[SymbolChecksum], integer: IntegerEntropy
+    ) -> Tensor:
         """Decode ŷ with the same steps as ``compress``; ``side`` fixes the batch and spatial size."""
         t = self.tables()
 
-        def code(k: int, sel: Tensor, scales: Tensor, means: Tensor) -> Tensor:
-            indexes = self.gaussian.build_indexes(scales)
+        def code(k: int, sel: Tensor, indexes: Tensor, means: Tensor) -> Tensor:
             idx_np = indexes.cpu().numpy().reshape(indexes.shape[0], -1)
             out = torch.empty(indexes.shape, dtype=torch.int32)
             for i in range(side.shape[0]):
@@ -215,4 +196,4 @@ class SpaceChannelContextCodec(nn.Module):
                 out[i] = torch.from_numpy(values).reshape(indexes.shape[1:])
             return out.to(device=means.device, dtype=means.dtype) + means
 
-        return self._steps(side, code)
+        return self._steps(side, integer, code)

@@ -13,7 +13,9 @@ With ``condition_channels`` > 0 the side parameters are ``[h_s(ẑ), c(Ŷ_b)]``:
 the enhancement latent is coded with ``h(Y_e | Ŷ_b)``. Passing a zero
 condition gives the standalone lower bound of the paper.
 
-Coding writes ẑ then ŷ into one entropy-coded stream per image (``coder.Encoder``).
+Coding writes ẑ then ŷ into one entropy-coded stream per image (``coder.Encoder``), with the
+entropy parameters of ŷ from the integer model in ``integer``
+(:mod:`~layercast.shared.codec.intparams`; set by the codec that loads the checkpoint).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from torch import Tensor, nn
 
 from layercast.shared.codec.coder import Decoder, Encoder
 from layercast.shared.codec.entropy import CdfTables, SteEntropyBottleneck, SymbolChecksum
+from layercast.shared.codec.intparams import IntegerEntropy
 from layercast.shared.codec.latent_codecs.context import SpaceChannelContextCodec
 from layercast.shared.codec.transforms import HyperAnalysis, HyperSynthesis
 
@@ -65,6 +68,15 @@ class HyperpriorLatentCodec(nn.Module):
         self.condition = ConditionEncoder(condition_channels, side) if condition_channels else None
         self.y_codec = SpaceChannelContextCodec(groups, side * (2 if condition_channels else 1))
         self._z_tables: CdfTables | None = None
+        #: The integer entropy-parameter model coding runs on (``intparams.derive`` or a checkpoint's).
+        self.integer: IntegerEntropy | None = None
+
+    def _integer(self) -> IntegerEntropy:
+        if self.integer is None:
+            raise RuntimeError(
+                "this latent codec has no integer entropy model: load it through ScalableCodec"
+            )
+        return self.integer
 
     def _side(self, z_hat: Tensor, condition: Tensor | None) -> Tensor:
         side = self.h_s(z_hat)
@@ -86,25 +98,26 @@ class HyperpriorLatentCodec(nn.Module):
     def _compress_y(
         self,
         y: Tensor,
-        z_hat: Tensor,
+        z_sym: Tensor,
         condition: Tensor | None,
         encoders: list[Encoder],
         checksums: list[SymbolChecksum],
     ) -> Tensor:
-        return self.y_codec.compress(y, self._side(z_hat, condition), encoders, checksums)
+        integer = self._integer()
+        side = integer.side(z_sym, condition, tuple(y.shape[2:]))
+        return self.y_codec.compress(y, side, encoders, checksums, integer)
 
     def _decompress_y(
         self,
-        z_hat: Tensor,
+        z_sym: Tensor,
         shape: tuple[int, int],
         condition: Tensor | None,
         decoders: list[Decoder],
         checksums: list[SymbolChecksum],
     ) -> Tensor:
-        side = self._side(z_hat, condition)
-        if side.shape[2:] != torch.Size(shape):  # h_s upsamples x4: crop to y's grid
-            side = side[:, :, : shape[0], : shape[1]]
-        return self.y_codec.decompress(side, decoders, checksums)
+        integer = self._integer()
+        side = integer.side(z_sym, condition, shape)
+        return self.y_codec.decompress(side, decoders, checksums, integer)
 
     # ------------------------------------------------------------------ coding
     def _tables(self) -> CdfTables:
@@ -122,8 +135,7 @@ class HyperpriorLatentCodec(nn.Module):
     @torch.no_grad()
     def compress(self, y: Tensor, condition: Tensor | None = None) -> dict[str, Any]:
         """Returns ``{"strings": [bytes per image], "shape": (h, w) of y, "y_hat", "checksums": [int]}``."""
-        dtype = self.h_s.net[0].weight.dtype
-        y = y.to(dtype)
+        y = y.float()
         n = y.shape[0]
         encoders = [Encoder() for _ in range(n)]
         checksums = [SymbolChecksum() for _ in range(n)]
@@ -136,8 +148,7 @@ class HyperpriorLatentCodec(nn.Module):
         for i in range(n):
             encoders[i].encode(sym_np[i], indexes, t)
             checksums[i].update(sym_np[i])
-        z_hat = z_sym.to(dtype) + medians
-        y_hat = self._compress_y(y, z_hat, condition, encoders, checksums)
+        y_hat = self._compress_y(y, z_sym, condition, encoders, checksums)
         return {
             "strings": [e.flush() for e in encoders],
             "shape": tuple(y.shape[2:]),
@@ -150,7 +161,6 @@ class HyperpriorLatentCodec(nn.Module):
         self, strings: list[bytes], shape: tuple[int, int], condition: Tensor | None = None
     ) -> dict[str, Any]:
         """Inverse of ``compress``; returns ``{"y_hat", "checksums"}``."""
-        dtype = self.h_s.net[0].weight.dtype
         device = self.h_s.net[0].weight.device
         n = len(strings)
         zh, zw = self.z_shape(shape)
@@ -164,6 +174,5 @@ class HyperpriorLatentCodec(nn.Module):
             values = decoders[i].decode(indexes, t)
             checksums[i].update(values)
             z_sym[i] = torch.from_numpy(values).reshape(c, zh, zw)
-        z_hat = z_sym.to(device=device, dtype=dtype) + self.z_entropy._get_medians()
-        y_hat = self._decompress_y(z_hat, tuple(shape), condition, decoders, checksums)
+        y_hat = self._decompress_y(z_sym.to(device), tuple(shape), condition, decoders, checksums)
         return {"y_hat": y_hat, "checksums": [c.value for c in checksums]}

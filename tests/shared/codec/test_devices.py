@@ -1,9 +1,8 @@
 """A stream made on one device decodes to the same latent on another (CUDA ↔ CPU).
 
-The entropy path runs in float64 with its means snapped to a 2⁻⁸ grid on every device, so the
-symbols and ŷ agree; the transforms may differ in rounding, which changes nothing decoded. The
-tests marked ``gpu`` need a CUDA device and skip without one; the CPU ↔ CPU case runs the same
-check everywhere."""
+The entropy parameters are integer networks (exact on every device), so the symbols and ŷ agree;
+the transforms may differ in rounding, which changes nothing decoded. The tests marked ``gpu`` need
+a CUDA device and skip without one; the CPU ↔ CPU case runs the same check everywhere."""
 
 from __future__ import annotations
 

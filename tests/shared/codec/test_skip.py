@@ -133,23 +133,6 @@ def test_an_older_p_frame_is_refused_and_an_older_intra_frame_read(codec, frames
         codec.decode_base(old_p, reference=i.decoded)
 
 
-def test_the_reference_features_at_moving_positions_are_the_full_grids():
-    """Coding computes c(ŷ_{t-1}) only where positions are coded; the values are the full grid's,
-    at the borders (zero padding of the hidden layer) too."""
-    from layercast.shared.codec.latent_codecs.hyperprior import ConditionEncoder
-    from layercast.shared.codec.temporal import condition_at
-
-    torch.manual_seed(0)
-    net = ConditionEncoder(8, 12).double()
-    ref = torch.randn(2, 8, 5, 7, dtype=torch.float64)
-    full = net(ref)
-    moving = torch.rand(2, 5, 7) < 0.5
-    moving[0, 0, 0] = moving[1, 4, 6] = moving[1, 2, 3] = True  # corners and the middle
-    at = moving.nonzero(as_tuple=True)
-    got = condition_at(net, ref, at)
-    assert torch.allclose(got, full[at[0], :, at[1], at[2]], rtol=0, atol=1e-12)
-
-
 def test_each_shipped_base_codes_with_its_measured_skip_threshold_unless_the_edge_sets_one():
     from layercast.edge.config import load_edge_config
     from layercast.edge.encoder import Encoder
