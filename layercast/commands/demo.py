@@ -156,7 +156,7 @@ async def _main(args: argparse.Namespace) -> int:
         print(f"  cloud gRPC   {target}   mutual TLS (health, reflection, EdgeLink, Analytics, Operator)")
         print(
             f"  compute      {torch.get_num_threads()} intra-op thread(s), "
-            f"{cloud_cfg.batching.workers} batch workers, CPU transforms in {codec.runtime}"
+            f"{cloud_cfg.batching.workers} batch workers, CPU transforms placed by runtime = {codec.runtime!r}"
         )
         print(f"  certificates {pki.layout.root}   (CA, cloud, one per camera, operators web and cli)")
         print(f"  cameras      {', '.join(cameras)} at {args.fps:g} fps each (synthetic streets)")

@@ -50,9 +50,10 @@ def test_demo_runs_and_stops_cleanly_on_ctrl_c(tmp_path):
         text = "".join(out)
         assert "layercast demo is running" in text, text
         # cloud and cameras share the process at the cloud's thread settings (docs/speed.md, threads)
-        assert "compute      1 intra-op thread(s), 2 batch workers, CPU transforms in onnxruntime" in text, (
-            text
-        )
+        assert (
+            "compute      1 intra-op thread(s), 2 batch workers, CPU transforms placed by runtime = 'onnxruntime'"
+            in text
+        ), text
         web = re.search(r"operator\s+(https://\S+)", text).group(1)
         metrics = re.search(r"metrics\s+(http://\S+/metrics)", text).group(1)
         time.sleep(6)  # let frames flow
