@@ -68,7 +68,7 @@ async def test_prometheus_scrapes_edge_and_cloud_and_counts_every_frame(tmp_path
             link=LinkConfig(
                 cloud=cloud.target, insecure=True, backoff=BackoffConfig(initial_s=0.05, max_s=0.2)
             ),
-            source=SourceConfig(fps=40.0),
+            source=SourceConfig(fps=40.0, queue_frames=N_FRAMES),  # no capture overflow on a slow box
         ),
         encoder=Encoder(codec, batch_max=4),
         source=images,

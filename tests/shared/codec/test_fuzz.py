@@ -1,5 +1,6 @@
 """Fuzz the parser and decoder: mutated, truncated and forged bitstreams end in a
-typed error or a valid decode, never a crash, a hang (> 2 s) or unbounded memory.
+typed error or a valid decode, never a crash, a hang (> 2 s of CPU time for one case) or unbounded
+memory. CPU time, not wall time: a case that waits for a core on a loaded machine is not a hang.
 
 The default suite runs 2,000 cases in a subprocess (so a crash in native code
 fails the test instead of killing pytest); LAYERCAST_FUZZ_CASES raises it. The nightly
@@ -54,7 +55,7 @@ for n in range(CASES):
         data = bytearray(bitstream.pack(dataclasses.replace(hdr, payload_length=len(p)), bytes(p)))
     else:  # random bytes with a valid magic
         data = bytearray(bitstream.MAGIC + bytes([bitstream.FORMAT_VERSION]) + rng.integers(0, 256, int(rng.integers(0, 80)), dtype=np.uint8).tobytes())
-    t = time.perf_counter()
+    t = time.process_time()
     try:
         if bitstream.parse_header(bytes(data), max_pixels=codec.max_pixels).layer == "enhancement":
             codec.reconstruct(decoded_bases[n % len(frames)], bytes(data))
@@ -64,7 +65,7 @@ for n in range(CASES):
     except LayercastError as exc:
         stats["errors"][type(exc).__name__] = stats["errors"].get(type(exc).__name__, 0) + 1
         assert str(exc), "error without a message"
-    stats["worst_s"] = max(stats["worst_s"], time.perf_counter() - t)
+    stats["worst_s"] = max(stats["worst_s"], time.process_time() - t)
     stats["cases"] += 1
 stats["rss_growth_mb"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
 print(json.dumps(stats))
