@@ -10,6 +10,11 @@ Decision: the mean over channels of ``|y_t − ŷ_{t-1}|`` at a position, at or 
 marks it moving (a threshold of 0 marks every position moving: no skip). Dilating the mask by one
 position, so that an object's edges are coded too, measured worse at equal mAP (docs/video.md).
 
+Side information: the P model reads h_s(ẑ) only at moving positions, so the encoder codes ẑ's
+symbol 0 (its median, the cheapest) at every hyper position whose 4×4 block of latent positions is
+all static (:func:`prune_side`). h_s still reads those zeros next to a moving block, which costs a
+little of ŷ's rate there and saves more of ẑ's (docs/video.md); the decoder is the same either way.
+
 Coding (format version 5, ``docs/bitstream.md``): after ẑ, the mask in two checkerboard passes.
 First the number ``k`` of moving anchors ((i + j) even; ``n`` of them), uniform over 0..n, then,
 unless ``k`` is 0 or ``n``, the anchors with one binary model of P(moving) = k/n (in 1/65536,
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from layercast.shared.codec.coder import Decoder, Encoder
@@ -61,6 +67,18 @@ def motion_mask(y: Tensor, reference: Tensor, threshold: float) -> Tensor:
     if threshold <= 0:
         return torch.ones_like(y[:, :1], dtype=torch.bool)
     return (y - reference.to(y.dtype)).abs().mean(dim=1, keepdim=True) >= threshold
+
+
+@torch.no_grad()
+def prune_side(z_sym: Tensor, moving: Tensor) -> Tensor:
+    """ẑ's symbols with 0 (ẑ at its median, the cheapest symbol) at every hyper position whose
+    4×4 block of latent positions has no moving one: a P-frame reads h_s(ẑ) at its moving
+    positions only, so ẑ elsewhere would buy nothing but bytes (the encoder's choice, see above)."""
+    b, _, hz, wz = z_sym.shape
+    m = moving.float()
+    m = F.pad(m, (0, 4 * wz - m.shape[3], 0, 4 * hz - m.shape[2]))
+    need = F.max_pool2d(m, 4) > 0
+    return torch.where(need, z_sym, torch.zeros_like(z_sym))
 
 
 def _contexts(mask: np.ndarray, anchors: np.ndarray) -> np.ndarray:

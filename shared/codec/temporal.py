@@ -46,7 +46,13 @@ from layercast.shared.codec.entropy import SteGaussianConditional, SymbolChecksu
 from layercast.shared.codec.intparams import IntegerEntropy, from_grid, grid
 from layercast.shared.codec.latent_codecs.context import SpaceChannelContextCodec, anchor_mask
 from layercast.shared.codec.latent_codecs.hyperprior import HyperpriorLatentCodec
-from layercast.shared.codec.skip import DEFAULT_SKIP_THRESHOLD, decode_mask, encode_mask, motion_mask
+from layercast.shared.codec.skip import (
+    DEFAULT_SKIP_THRESHOLD,
+    decode_mask,
+    encode_mask,
+    motion_mask,
+    prune_side,
+)
 
 #: Initial gate logit of :meth:`TemporalLayer.from_intra`: σ(1) ≈ 0.73, open enough to start from
 #: the intra model's means and far from saturation, so that training can close it.
@@ -253,6 +259,12 @@ class TemporalLatentCodec(HyperpriorLatentCodec):
         if side.shape[2:] != ref.shape[2:]:  # h_s upsamples x4: crop to y's grid
             side = side[:, :, : ref.shape[2], : ref.shape[3]]
         return torch.cat([side, self.condition(ref), ref], dim=1)
+
+    def _z_symbols(self, y: Tensor, z: Tensor, condition: Tensor | None) -> Tensor:
+        z_sym = super()._z_symbols(y, z, condition)
+        if condition is None:
+            return z_sym
+        return prune_side(z_sym, motion_mask(y, condition, self.skip_threshold))
 
     def _forward_y(self, y: Tensor, side: Tensor, condition: Tensor | None) -> dict[str, Any]:
         moving = motion_mask(y, condition, self.skip_threshold)  # type: ignore[arg-type]

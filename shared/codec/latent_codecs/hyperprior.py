@@ -132,6 +132,10 @@ class HyperpriorLatentCodec(nn.Module):
     def z_shape(self, y_shape: tuple[int, int]) -> tuple[int, int]:
         return (y_shape[0] + 3) // 4, (y_shape[1] + 3) // 4
 
+    def _z_symbols(self, y: Tensor, z: Tensor, condition: Tensor | None) -> Tensor:
+        """The symbols of ẑ the encoder codes: ``round(z − median)``."""
+        return torch.round(z - self.z_entropy._get_medians()).int()
+
     @torch.no_grad()
     def compress(self, y: Tensor, condition: Tensor | None = None) -> dict[str, Any]:
         """Returns ``{"strings": [bytes per image], "shape": (h, w) of y, "y_hat", "checksums": [int]}``."""
@@ -141,8 +145,7 @@ class HyperpriorLatentCodec(nn.Module):
         checksums = [SymbolChecksum() for _ in range(n)]
         t = self._tables()
         z = self.h_a(y)
-        medians = self.z_entropy._get_medians()
-        z_sym = torch.round(z - medians).int()
+        z_sym = self._z_symbols(y, z, condition)
         sym_np = z_sym.cpu().numpy().reshape(n, -1)
         indexes = self.z_entropy._build_indexes(z[:1].size()).numpy().reshape(-1)
         for i in range(n):

@@ -15,7 +15,13 @@ from layercast.shared.codec.coder import Decoder, Encoder
 from layercast.shared.codec.entropy import SymbolChecksum
 from layercast.shared.codec.factory import temporal_checkpoint
 from layercast.shared.codec.registry import default_registry
-from layercast.shared.codec.skip import DEFAULT_SKIP_THRESHOLD, decode_mask, encode_mask, motion_mask
+from layercast.shared.codec.skip import (
+    DEFAULT_SKIP_THRESHOLD,
+    decode_mask,
+    encode_mask,
+    motion_mask,
+    prune_side,
+)
 from layercast.shared.codec.temporal import TemporalLayer
 from layercast.shared.data.synth import SyntheticCamera
 from layercast.shared.errors import BitstreamError, ConfigError, UnsupportedVersion
@@ -55,6 +61,18 @@ def test_motion_mask_marks_what_changed():
     assert not moving[0].any() and torch.equal(moving[1, 0], expected)
 
 
+def test_side_information_is_pruned_to_the_hyper_positions_over_moving_ones():
+    z_sym = torch.arange(1, 2 * 3 * 2 * 3 + 1, dtype=torch.int32).reshape(2, 3, 2, 3)
+    moving = torch.zeros(2, 1, 7, 10, dtype=torch.bool)  # y 7×10: ẑ 2×3 (partial edge blocks)
+    moving[0, 0, 5, 9] = True  # bottom-right block (rows 4..7, columns 8..11, cut at the grid)
+    moving[1, 0, 0, 4] = True  # top middle block
+    pruned = prune_side(z_sym, moving)
+    keep = torch.zeros(2, 1, 2, 3, dtype=torch.bool)
+    keep[0, 0, 1, 2] = keep[1, 0, 0, 1] = True
+    assert torch.equal(pruned, torch.where(keep, z_sym, torch.zeros_like(z_sym)))
+    assert torch.equal(prune_side(z_sym, torch.ones_like(moving)), z_sym)
+
+
 @pytest.fixture(scope="module")
 def codec() -> ScalableCodec:
     base = default_registry().load("det-tiny")
@@ -79,6 +97,23 @@ def test_static_positions_copy_the_reference_and_decode_bit_exactly(codec, frame
     static = ~moving.expand_as(y)
     assert torch.equal(p.decoded.y_hat[static], ref.y_hat[static])
     assert torch.equal(codec.decode_base(p.base, reference=ref).y_hat, p.decoded.y_hat)
+
+
+def test_a_p_frame_codes_side_information_only_over_moving_positions(codec, frames, monkeypatch):
+    """ẑ is coded as its median over all-static blocks: fewer bytes, and the decoder (which
+    reads whatever ẑ the stream holds) still gets the encoder's ŷ exactly."""
+    ref = codec.encode(frames[0], layers="base").decoded
+    pruned = codec.encode(frames[1], layers="base", reference=ref)
+    assert torch.equal(codec.decode_base(pruned.base, reference=ref).y_hat, pruned.decoded.y_hat)
+    monkeypatch.setattr("layercast.shared.codec.temporal.prune_side", lambda z_sym, moving: z_sym)
+    full = codec.encode(frames[1], layers="base", reference=ref)
+    assert len(pruned.base) < len(full.base)
+    static = ~motion_mask(
+        codec.base.g_a(codec._pad(codec._to_tensor(frames[1])[None])).double(),
+        ref.y_hat,
+        codec.temporal.skip_threshold,
+    ).expand_as(ref.y_hat)
+    assert torch.equal(pruned.decoded.y_hat[static], full.decoded.y_hat[static])
 
 
 def test_skipping_a_still_frame_costs_a_fraction_of_coding_it(codec, frames):
