@@ -1,0 +1,89 @@
+"""Compiled epilogues of the integer layers (numba): one pass from the matrix products to the next
+layer's input.
+
+A layer's chunks (:class:`~layercast.shared.codec.intnet.Linear`) leave float32 (or float64)
+partial sums, each an exact integer. :func:`requant` adds them as int64 with the bias, requantises
+``(acc · M + 2^(S-1)) >> S``, clamps to ``[lo, hi]`` and looks the result up in ``table`` (ELU's
+values, or the identity), writing float32 integers where the next layer reads them; :func:`head`
+does a parameter network's last layer (scale index by the thresholds, mean on the grid). Both are
+:class:`~layercast.shared.codec.intnet.Requant` and
+:class:`~layercast.shared.codec.intparams.Head` element for element, in one pass instead of one
+torch operation per step. :func:`scatter` writes a coding step's decoded values, as context
+inputs (``to_fixed``), into a padded channels-last image.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from layercast.shared.codec.ans import _jit
+
+
+@_jit
+def requant(parts, bias, mult, shift, lo, hi, table, out):
+    """``out[r, x, j] = table[clamp((Σ_c parts[c, r, x, j] + bias[j]) · mult[j] >> shift) - lo]``
+    (rounded half up) for every ``(r, x)`` of ``out`` (R, W, C); ``parts`` is (chunks, ≥R, ≥W, C)."""
+    n_chunks = parts.shape[0]
+    rows, width, channels = out.shape
+    half = np.int64(1) << np.int64(shift - 1) if shift > 0 else np.int64(0)
+    acc = np.empty(channels, np.int64)
+    for r in range(rows):
+        for x in range(width):
+            for j in range(channels):
+                acc[j] = bias[j] + np.int64(parts[0, r, x, j])
+            for c in range(1, n_chunks):
+                for j in range(channels):
+                    acc[j] += np.int64(parts[c, r, x, j])
+            for j in range(channels):
+                q = (acc[j] * mult[j] + half) >> np.int64(shift)
+                q = min(max(q, lo), hi)
+                out[r, x, j] = table[q - lo]
+
+
+@_jit
+def head(parts, bias, thresholds, mult, shift, lo, hi, indexes, means):
+    """A parameter network's head on rows (chunks, B·n, 1, 2c), image by image: ``indexes`` (int32,
+    (B, c, n)) the number of ``thresholds[j]`` at or below the accumulator, ``means`` (int64,
+    (B, c, n)) the requantised means in grid steps (``Head.__call__`` without a gate)."""
+    n_chunks = parts.shape[0]
+    width = parts.shape[3]
+    b_n, c, n = indexes.shape
+    levels = thresholds.shape[1]
+    half = np.int64(1) << np.int64(shift - 1) if shift > 0 else np.int64(0)
+    acc = np.empty(width, np.int64)
+    for b in range(b_n):
+        for p in range(n):
+            i = b * n + p
+            for j in range(width):
+                acc[j] = bias[j] + np.int64(parts[0, i, 0, j])
+            for k in range(1, n_chunks):
+                for j in range(width):
+                    acc[j] += np.int64(parts[k, i, 0, j])
+            for j in range(c):
+                a = acc[j]
+                first, last = 0, levels  # the first threshold above a: searchsorted(right=True)
+                while first < last:
+                    mid = (first + last) >> 1
+                    if thresholds[j, mid] <= a:
+                        first = mid + 1
+                    else:
+                        last = mid
+                indexes[b, j, p] = first
+                q = (acc[c + j] * mult[j] + half) >> np.int64(shift)
+                means[b, j, p] = min(max(q, lo), hi)
+
+
+@_jit
+def scatter(grid, ii, jj, shift, a_max, pad, out, c0):
+    """``out[b, ii + pad, jj + pad, c0 + j] = clamp(round(grid[b, j, n] / 2^shift))`` for grid steps
+    ``grid`` (B, c, N) at positions ``(ii[n], jj[n])``: ``to_fixed`` into a padded channels-last
+    image (a left shift for ``shift`` < 0)."""
+    b_n, c, n = grid.shape
+    half = np.int64(1) << np.int64(shift - 1) if shift > 0 else np.int64(0)
+    for b in range(b_n):
+        for p in range(n):
+            r, x = ii[p] + pad, jj[p] + pad
+            for j in range(c):
+                g = grid[b, j, p]
+                v = (g + half) >> np.int64(shift) if shift >= 0 else g << np.int64(-shift)
+                out[b, r, x, c0 + j] = min(max(v, -a_max), a_max)
