@@ -131,11 +131,16 @@ class _Products:
                     dst.addmm_(a, p.weight)
 
 
+def _acc_dtype(lin: Linear) -> np.dtype:
+    """int32 when the layer's bound on ``|acc|`` (bias included) fits it, else int64."""
+    return np.dtype(np.int32) if lin.acc_max < 2**31 else np.dtype(np.int64)
+
+
 @dataclass
 class _Epilogue:
     """A :class:`Requant` as the compiled pass's arguments."""
 
-    bias: np.ndarray
+    bias: np.ndarray  # in the accumulator's dtype (``_acc_dtype``)
     mult: np.ndarray
     shift: int
     lo: int
@@ -148,7 +153,7 @@ class _Epilogue:
         if out.lut is not None:
             values = torch.cat([out.lut, torch.arange(1, out.hi + 1)])
         return cls(
-            lin.bias.numpy().astype(np.int64),
+            lin.bias.numpy().astype(_acc_dtype(lin)),
             out.mult.numpy().astype(np.int64),
             out.shift,
             out.lo,
@@ -159,8 +164,9 @@ class _Epilogue:
     def __call__(self, parts: Tensor, out: Tensor) -> None:
         """``parts`` (chunks, R', W', C), ``out`` (R, W, C) any strides, both in one dtype."""
         table = self.table.to(out.dtype).numpy()
+        acc = np.empty(self.bias.size, self.bias.dtype)
         _kernels().requant(
-            parts.numpy(), self.bias, self.mult, self.shift, self.lo, self.hi, table, out.numpy()
+            parts.numpy(), self.bias, self.mult, self.shift, self.lo, self.hi, table, out.numpy(), acc
         )
 
 
@@ -303,8 +309,8 @@ class _Params:
         self.epilogues = [_Epilogue.of(layer.lin, layer.out) for layer in chain.layers[:-1]]  # type: ignore[arg-type]
         self.widths = [layer.lin.bias.numel() for layer in chain.layers]
         last = chain.layers[-1]
-        self.head_bias = last.lin.bias.numpy().astype(np.int64)
-        self.thresholds = head.thresholds.numpy().astype(np.int64)
+        self.head_bias = last.lin.bias.numpy().astype(_acc_dtype(last.lin))
+        self.thresholds = np.ascontiguousarray(head.thresholds.numpy().astype(np.int64).T)  # (levels, c)
         self.means = head.means
 
     def __call__(self, blocks: list[Tensor | None], b_n: int, n: int) -> tuple[Tensor, Tensor]:
@@ -325,7 +331,7 @@ class _Params:
                 self.epilogues[i](parts, x)
                 x = x.view(rows, -1)
             else:
-                c = self.thresholds.shape[0]
+                c = self.thresholds.shape[1]
                 indexes = torch.empty(b_n, c, n, dtype=torch.int32)
                 means = torch.empty(b_n, c, n, dtype=torch.int64)
                 m = self.means
@@ -339,6 +345,7 @@ class _Params:
                     m.hi,
                     indexes.numpy(),
                     means.numpy(),
+                    np.empty(self.head_bias.size, self.head_bias.dtype),
                 )
                 return indexes, means
         raise AssertionError("a parameter network has a head")

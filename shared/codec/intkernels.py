@@ -20,57 +20,61 @@ from layercast.shared.codec.ans import _jit
 
 
 @_jit
-def requant(parts, bias, mult, shift, lo, hi, table, out):
+def requant(parts, bias, mult, shift, lo, hi, table, out, acc):
     """``out[r, x, j] = table[clamp((Σ_c parts[c, r, x, j] + bias[j]) · mult[j] >> shift) - lo]``
-    (rounded half up) for every ``(r, x)`` of ``out`` (R, W, C); ``parts`` is (chunks, ≥R, ≥W, C)."""
+    (rounded half up) for every ``(r, x)`` of ``out`` (R, W, C); ``parts`` is (chunks, ≥R, ≥W, C).
+    The sum is held in ``acc`` (scratch of C entries, ``bias``'s dtype): int32 where the layer's
+    bound ``acc_max`` allows (each chunk's partial sum is below 2^24, so it converts to int32
+    exactly), else int64. The arithmetic and the lookups run in separate loops over a row's
+    channels (the first vectorises; together they do not)."""
     n_chunks = parts.shape[0]
     rows, width, channels = out.shape
     half = np.int64(1) << np.int64(shift - 1) if shift > 0 else np.int64(0)
-    acc = np.empty(channels, np.int64)
+    s = np.int64(shift)
+    q = np.empty(channels, np.int64)
     for r in range(rows):
         for x in range(width):
             for j in range(channels):
-                acc[j] = bias[j] + np.int64(parts[0, r, x, j])
+                acc[j] = np.int32(parts[0, r, x, j]) + bias[j]
             for c in range(1, n_chunks):
                 for j in range(channels):
-                    acc[j] += np.int64(parts[c, r, x, j])
+                    acc[j] += np.int32(parts[c, r, x, j])
             for j in range(channels):
-                q = (acc[j] * mult[j] + half) >> np.int64(shift)
-                q = min(max(q, lo), hi)
-                out[r, x, j] = table[q - lo]
+                q[j] = min(max((np.int64(acc[j]) * mult[j] + half) >> s, lo), hi) - lo
+            for j in range(channels):
+                out[r, x, j] = table[q[j]]
 
 
 @_jit
-def head(parts, bias, thresholds, mult, shift, lo, hi, indexes, means):
+def head(parts, bias, thresholds, mult, shift, lo, hi, indexes, means, acc):
     """A parameter network's head on rows (chunks, B·n, 1, 2c), image by image: ``indexes`` (int32,
-    (B, c, n)) the number of ``thresholds[j]`` at or below the accumulator, ``means`` (int64,
-    (B, c, n)) the requantised means in grid steps (``Head.__call__`` without a gate)."""
+    (B, c, n)) the number of ``thresholds[:, j]`` (levels, c) at or below the accumulator,
+    ``means`` (int64, (B, c, n)) the requantised means in grid steps (``Head.__call__`` without a
+    gate); ``acc`` as in :func:`requant`."""
     n_chunks = parts.shape[0]
     width = parts.shape[3]
     b_n, c, n = indexes.shape
-    levels = thresholds.shape[1]
+    levels = thresholds.shape[0]
     half = np.int64(1) << np.int64(shift - 1) if shift > 0 else np.int64(0)
-    acc = np.empty(width, np.int64)
+    s = np.int64(shift)
+    count = np.zeros(c, np.int32)
     for b in range(b_n):
         for p in range(n):
             i = b * n + p
             for j in range(width):
-                acc[j] = bias[j] + np.int64(parts[0, i, 0, j])
+                acc[j] = np.int32(parts[0, i, 0, j]) + bias[j]
             for k in range(1, n_chunks):
                 for j in range(width):
-                    acc[j] += np.int64(parts[k, i, 0, j])
+                    acc[j] += np.int32(parts[k, i, 0, j])
             for j in range(c):
-                a = acc[j]
-                first, last = 0, levels  # the first threshold above a: searchsorted(right=True)
-                while first < last:
-                    mid = (first + last) >> 1
-                    if thresholds[j, mid] <= a:
-                        first = mid + 1
-                    else:
-                        last = mid
-                indexes[b, j, p] = first
-                q = (acc[c + j] * mult[j] + half) >> np.int64(shift)
-                means[b, j, p] = min(max(q, lo), hi)
+                means[b, j, p] = min(max((np.int64(acc[c + j]) * mult[j] + half) >> s, lo), hi)
+            for j in range(c):
+                count[j] = 0
+            for level in range(levels):  # a count over the levels vectorises across channels
+                for j in range(c):
+                    count[j] += thresholds[level, j] <= acc[j]
+            for j in range(c):
+                indexes[b, j, p] = count[j]
 
 
 @_jit
