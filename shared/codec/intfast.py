@@ -28,6 +28,7 @@ test_intfast.py`` checks both give the same integers.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -351,6 +352,19 @@ class _Params:
         raise AssertionError("a parameter network has a head")
 
 
+@functools.lru_cache(maxsize=8)
+def _positions(h: int, w: int) -> tuple[tuple[Tensor, Tensor, Tensor, Tensor], ...]:
+    """The two checkerboard steps of an h×w grid: (mask, rows, columns, raster index) each."""
+    ii = torch.arange(h)[:, None].expand(h, w)
+    jj = torch.arange(w)[None, :].expand(h, w)
+    anchors = (ii + jj) % 2 == 0
+    out = []
+    for sel in (anchors, ~anchors):
+        i, j = ii[sel], jj[sel]
+        out.append((sel, i, j, i * w + j))
+    return tuple(out)
+
+
 class FastEntropy:
     """An :class:`~layercast.shared.codec.intparams.IntegerEntropy` prepared for the fast path
     (``of``: built once per model, ``None`` when a network's shape is not one it runs)."""
@@ -433,9 +447,7 @@ class FastEntropy:
         hp, wp = h + 2 * pad, w + 2 * pad
         y_in = torch.zeros(b_n, hp, wp, sum(self.groups), dtype=dtype)  # ŷ as context inputs
         side_rows = side.reshape(-1, cs)
-        ii_all = torch.arange(h)[:, None].expand(h, w)
-        jj_all = torch.arange(w)[None, :].expand(h, w)
-        anchors = (ii_all + jj_all) % 2 == 0
+        steps = _positions(h, w)
         offset = 0
         for k, c in enumerate(self.groups):
             ch_rows = None
@@ -443,28 +455,27 @@ class FastEntropy:
                 ch = torch.empty(b_n, h, w, 2 * c, dtype=dtype)
                 convs = self.channel[k]
                 assert convs is not None
-                conv_in = y_in if convs[0].c_in == y_in.shape[3] else y_in[..., : convs[0].c_in]
-                _run_convs(convs, conv_in, pad, 0, ch)
+                _run_convs(convs, y_in, pad, 0, ch)
                 ch_rows = ch.reshape(-1, 2 * c)
-            y_hat_k = y_hat[:, offset : offset + c]
-            for sel in (anchors, ~anchors):
-                ii, jj = ii_all[sel], jj_all[sel]
+            for anchors, (sel, ii, jj, pos) in zip((True, False), steps, strict=True):
                 n = ii.numel()
-                pos = ii * w + jj
-                rows = (torch.arange(b_n)[:, None] * (h * w) + pos[None]).reshape(-1)
+                rows = pos if b_n == 1 else (torch.arange(b_n)[:, None] * (h * w) + pos[None]).reshape(-1)
                 blocks: list[Tensor | None] = [side_rows.index_select(0, rows)]
                 if ch_rows is not None:
                     blocks.append(ch_rows.index_select(0, rows))
-                if sel is anchors:
-                    blocks.append(None)
-                else:
-                    blocks.append(self._spatial(k, y_in, offset, ii, jj, pad))
+                blocks.append(None if anchors else self._spatial(k, y_in, offset, ii, jj, pad))
                 indexes, means = self.params[k](blocks, b_n, n)
                 values = code_fn(k, sel, indexes, means.float() / 2**8)
-                y_hat_k[:, :, sel] = values
-                grid = torch.round(values * 2**8).long()
                 _kernels().scatter(
-                    grid.numpy(), ii.numpy(), jj.numpy(), 8 - m.y_bits, A_MAX, pad, y_in.numpy(), offset
+                    values.float().contiguous().numpy(),
+                    ii.numpy(),
+                    jj.numpy(),
+                    8 - m.y_bits,
+                    A_MAX,
+                    pad,
+                    y_in.numpy(),
+                    offset,
+                    y_hat.numpy(),
                 )
             offset += c
 

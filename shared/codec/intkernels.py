@@ -78,16 +78,19 @@ def head(parts, bias, thresholds, mult, shift, lo, hi, indexes, means, acc):
 
 
 @_jit
-def scatter(grid, ii, jj, shift, a_max, pad, out, c0):
-    """``out[b, ii + pad, jj + pad, c0 + j] = clamp(round(grid[b, j, n] / 2^shift))`` for grid steps
-    ``grid`` (B, c, N) at positions ``(ii[n], jj[n])``: ``to_fixed`` into a padded channels-last
-    image (a left shift for ``shift`` < 0)."""
-    b_n, c, n = grid.shape
+def scatter(values, ii, jj, shift, a_max, pad, out, c0, y_hat):
+    """A coding step's ŷ ``values`` (B, c, N; on the 2⁻⁸ grid) at positions ``(ii[n], jj[n])``:
+    into ``y_hat[b, c0 + j, ii, jj]``, and as context inputs ``clamp(round(grid steps / 2^shift))``
+    (``to_fixed``; a left shift for ``shift`` < 0) into the padded channels-last
+    ``out[b, ii + pad, jj + pad, c0 + j]``."""
+    b_n, c, n = values.shape
     half = np.int64(1) << np.int64(shift - 1) if shift > 0 else np.int64(0)
     for b in range(b_n):
         for p in range(n):
-            r, x = ii[p] + pad, jj[p] + pad
+            r, x = ii[p], jj[p]
             for j in range(c):
-                g = grid[b, j, p]
-                v = (g + half) >> np.int64(shift) if shift >= 0 else g << np.int64(-shift)
-                out[b, r, x, c0 + j] = min(max(v, -a_max), a_max)
+                v = values[b, j, p]
+                y_hat[b, c0 + j, r, x] = v
+                g = np.int64(np.rint(v * 256.0))
+                q = (g + half) >> np.int64(shift) if shift >= 0 else g << np.int64(-shift)
+                out[b, r + pad, x + pad, c0 + j] = min(max(q, -a_max), a_max)
