@@ -106,7 +106,7 @@ class HyperpriorLatentCodec(nn.Module):
         checksums: list[SymbolChecksum],
     ) -> Tensor:
         integer = self._integer()
-        side, fast = self._coding_side(integer, z_sym, condition, tuple(y.shape[2:]))
+        side, fast = self._side_input(integer, z_sym, condition, tuple(y.shape[2:]))
         return self.y_codec.compress(y, side, encoders, checksums, integer, fast)
 
     def _decompress_y(
@@ -118,10 +118,10 @@ class HyperpriorLatentCodec(nn.Module):
         checksums: list[SymbolChecksum],
     ) -> Tensor:
         integer = self._integer()
-        side, fast = self._coding_side(integer, z_sym, condition, shape)
+        side, fast = self._side_input(integer, z_sym, condition, shape)
         return self.y_codec.decompress(side, decoders, checksums, integer, fast)
 
-    def _coding_side(
+    def _side_input(
         self, integer: IntegerEntropy, z_sym: Tensor, condition: Tensor | None, shape: tuple[int, int]
     ) -> tuple[Tensor, FastEntropy | None]:
         """The integer side input, channels-last for the fast path on the CPU (:mod:`intfast`)."""
