@@ -311,7 +311,11 @@ class _Params:
         self.widths = [layer.lin.bias.numel() for layer in chain.layers]
         last = chain.layers[-1]
         self.head_bias = last.lin.bias.numpy().astype(_acc_dtype(last.lin))
-        self.thresholds = np.ascontiguousarray(head.thresholds.numpy().astype(np.int64).T)  # (levels, c)
+        # (levels, c), in the accumulator's dtype: with int32 sums (|acc| < 2^31) a threshold
+        # clamped to int32's range compares with every sum as the int64 threshold does
+        info = np.iinfo(self.head_bias.dtype)
+        t = head.thresholds.clamp(int(info.min), int(info.max)).numpy().T
+        self.thresholds = np.ascontiguousarray(t.astype(self.head_bias.dtype))
         self.means = head.means
 
     def __call__(self, blocks: list[Tensor | None], b_n: int, n: int) -> tuple[Tensor, Tensor]:

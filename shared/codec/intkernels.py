@@ -48,9 +48,9 @@ def requant(parts, bias, mult, shift, lo, hi, table, out, acc):
 @_jit
 def head(parts, bias, thresholds, mult, shift, lo, hi, indexes, means, acc):
     """A parameter network's head on rows (chunks, B·n, 1, 2c), image by image: ``indexes`` (int32,
-    (B, c, n)) the number of ``thresholds[:, j]`` (levels, c) at or below the accumulator,
-    ``means`` (int64, (B, c, n)) the requantised means in grid steps (``Head.__call__`` without a
-    gate); ``acc`` as in :func:`requant`."""
+    (B, c, n)) the number of ``thresholds[:, j]`` (levels, c; in ``acc``'s dtype) at or below the
+    accumulator, ``means`` (int64, (B, c, n)) the requantised means in grid steps
+    (``Head.__call__`` without a gate); ``acc`` as in :func:`requant`."""
     n_chunks = parts.shape[0]
     width = parts.shape[3]
     b_n, c, n = indexes.shape

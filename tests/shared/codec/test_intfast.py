@@ -81,3 +81,33 @@ def test_streams_and_reconstructions_match_the_reference_path(codec):
             dec64 = codec.decode_base(f.base)
         assert torch.equal(dec.y_hat, dec_ref.y_hat) and torch.equal(dec.y_hat, dec64.y_hat)
         assert torch.equal(codec.decode_enhancement(dec, f.enhancement), enh_ref)
+
+
+def test_heads_give_the_reference_indexes_and_means_at_the_thresholds(codec):
+    """The compiled head against ``Head.__call__`` on accumulators at, next to and between the
+    scale thresholds and at the layer's bound (the int32 sums and thresholds)."""
+    from layercast.shared.codec import intkernels
+
+    integer = codec.enhancement.latent_codec.integer
+    fast = intfast.FastEntropy.of(integer, codec.enhancement.latent_codec.y_codec.groups)
+    assert fast is not None
+    g = torch.Generator().manual_seed(3)
+    for k, params in enumerate(fast.params):
+        head, last = integer.heads[k], integer.params[k].layers[-1].lin
+        c = head.thresholds.shape[0]
+        bound = last.acc_max
+        t = head.thresholds.clamp(-bound, bound)
+        at = t[torch.arange(c)[:, None], torch.randint(0, t.shape[1], (c, 300), generator=g)].t()
+        scale = torch.cat([at + torch.randint(-1, 2, at.shape, generator=g), torch.full((2, c), bound)])
+        scale[-1] = -bound
+        means = torch.randint(-bound, bound + 1, scale.shape, generator=g)
+        acc = torch.cat([scale, means], dim=1)
+        expect_idx, expect_mu = head(acc)
+        parts = acc.double()[None, :, None, :].numpy()
+        idx = np.empty((1, c, acc.shape[0]), np.int32)
+        mu = np.empty((1, c, acc.shape[0]), np.int64)
+        zero = np.zeros(2 * c, params.head_bias.dtype)
+        m = head.means
+        args = (parts, zero, params.thresholds, m.mult.numpy(), m.shift, m.lo, m.hi, idx, mu)
+        intkernels.head(*args, np.empty(2 * c, params.head_bias.dtype))
+        assert np.array_equal(idx[0].T, expect_idx.numpy()) and np.array_equal(mu[0].T, expect_mu.numpy())
