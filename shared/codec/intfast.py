@@ -15,9 +15,11 @@
   side, channel context, spatial context in turn), and a block that is all zeros (the spatial
   context at the anchors) is skipped, its rows not read.
 * **One pass per layer after the products** (:mod:`~layercast.shared.codec.intkernels`):
-  chunks summed as int64, requantised, clamped and looked up in one compiled loop that writes the
-  next layer's input in place (into the padded buffer's interior, or the side input's channels);
-  the heads' scale indexes and means in the same way, laid out as the coder reads them.
+  chunks summed (int32 where the layer's bound ``acc_max`` allows, else int64), requantised,
+  clamped and looked up in one compiled loop that writes the next layer's input in place (into
+  the padded buffer's interior, or the side input's channels); the heads' scale indexes and
+  means in the same way, laid out as the coder reads them; a step's ŷ and its context inputs
+  written by one pass.
 * **Gathers by row.** A coding step takes its positions' rows of the channels-last side input
   and channel context with ``index_select`` (one contiguous copy per row), the spatial context's
   12 taps as rows of the padded ŷ image in one ``index_select``.
@@ -37,7 +39,7 @@ import torch
 from torch import Tensor
 
 from layercast.shared.codec import intnet
-from layercast.shared.codec.intnet import A_MAX, EXACT, Chain, Layer, Linear, Requant
+from layercast.shared.codec.intnet import A_MAX, EXACT, Chain, Layer, Linear, Requant, round_shift
 
 #: Set to False (``reference_only``) to run the reference layers on the CPU too.
 _ENABLED = [True]
@@ -412,8 +414,6 @@ class FastEntropy:
     def side(self, z_sym: Tensor, condition: Tensor | None, shape: tuple[int, int]) -> Tensor:
         """The side input (B, h, w, C) channels-last, compute dtype: h_s(ẑ) cropped to the
         latent's grid, then the condition's features (``IntegerEntropy.side``'s integers)."""
-        from layercast.shared.codec.intnet import round_shift
-
         m = self.model
         dtype = _dtype()
         z = (z_sym.long() << m.z_bits) if m.z_bits >= 0 else round_shift(z_sym.long(), -m.z_bits)
