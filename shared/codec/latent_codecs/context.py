@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from layercast.shared.codec.coder import Decoder, Encoder
 from layercast.shared.codec.entropy import CdfTables, SteGaussianConditional, SymbolChecksum
+from layercast.shared.codec.intfast import FastEntropy
 from layercast.shared.codec.intparams import IntegerEntropy, from_grid
 
 
@@ -122,11 +123,19 @@ class SpaceChannelContextCodec(nn.Module):
         return {"y_hat": torch.cat(y_hats, dim=1), "likelihoods": {"y": torch.cat(liks, dim=1)}}
 
     # ------------------------------------------------------------------ coding
-    def _steps(self, side: Tensor, integer: IntegerEntropy, code_fn) -> Tensor:
-        """Run the 2·len(groups) coding steps on the integer ``side`` input (``IntegerEntropy.side``);
+    def _steps(
+        self, side: Tensor, integer: IntegerEntropy, code_fn, fast: FastEntropy | None = None
+    ) -> Tensor:
+        """Run the 2·len(groups) coding steps on the integer ``side`` input (``IntegerEntropy.side``,
+        or with ``fast`` ``FastEntropy.side``'s channels-last one);
         ``code_fn(k, sel, indexes, means) -> y_hat values at sel`` (each (B, c, positions of ``sel``
         in raster order); ``means`` float32 on the ``MEAN_GRID``). The integer parameter networks
         and the spatial context run at the step's positions only."""
+        if fast is not None:
+            b, h, w, _ = side.shape
+            y_hat = torch.zeros(b, self.channels, h, w)
+            fast.steps(side, code_fn, y_hat)
+            return y_hat
         b, _, h, w = side.shape
         mask = anchor_mask(h, w, side.device)
         y_hats: list[Tensor] = []
@@ -165,6 +174,7 @@ class SpaceChannelContextCodec(nn.Module):
         encoders: list[Encoder],
         checksums: list[SymbolChecksum],
         integer: IntegerEntropy,
+        fast: FastEntropy | None = None,
     ) -> Tensor:
         """Encode ``y`` (B images) into the per-image encoders; returns ŷ exactly as the decoder will see it."""
         t = self.tables()
@@ -179,10 +189,15 @@ class SpaceChannelContextCodec(nn.Module):
                 checksums[i].update(sym_np[i])
             return symbols.to(means.dtype) + means
 
-        return self._steps(side, integer, code)
+        return self._steps(side, integer, code, fast)
 
     def decompress(
-        self, side: Tensor, decoders: list[Decoder], checksums: list[SymbolChecksum], integer: IntegerEntropy
+        self,
+        side: Tensor,
+        decoders: list[Decoder],
+        checksums: list[SymbolChecksum],
+        integer: IntegerEntropy,
+        fast: FastEntropy | None = None,
     ) -> Tensor:
         """Decode ŷ with the same steps as ``compress``; ``side`` fixes the batch and spatial size."""
         t = self.tables()
@@ -196,4 +211,4 @@ class SpaceChannelContextCodec(nn.Module):
                 out[i] = torch.from_numpy(values).reshape(indexes.shape[1:])
             return out.to(device=means.device, dtype=means.dtype) + means
 
-        return self._steps(side, integer, code)
+        return self._steps(side, integer, code, fast)

@@ -26,8 +26,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from layercast.shared.codec import intfast
 from layercast.shared.codec.coder import Decoder, Encoder
 from layercast.shared.codec.entropy import CdfTables, SteEntropyBottleneck, SymbolChecksum
+from layercast.shared.codec.intfast import FastEntropy
 from layercast.shared.codec.intparams import IntegerEntropy
 from layercast.shared.codec.latent_codecs.context import SpaceChannelContextCodec
 from layercast.shared.codec.transforms import HyperAnalysis, HyperSynthesis
@@ -104,8 +106,8 @@ class HyperpriorLatentCodec(nn.Module):
         checksums: list[SymbolChecksum],
     ) -> Tensor:
         integer = self._integer()
-        side = integer.side(z_sym, condition, tuple(y.shape[2:]))
-        return self.y_codec.compress(y, side, encoders, checksums, integer)
+        side, fast = self._side_input(integer, z_sym, condition, tuple(y.shape[2:]))
+        return self.y_codec.compress(y, side, encoders, checksums, integer, fast)
 
     def _decompress_y(
         self,
@@ -116,8 +118,17 @@ class HyperpriorLatentCodec(nn.Module):
         checksums: list[SymbolChecksum],
     ) -> Tensor:
         integer = self._integer()
-        side = integer.side(z_sym, condition, shape)
-        return self.y_codec.decompress(side, decoders, checksums, integer)
+        side, fast = self._side_input(integer, z_sym, condition, shape)
+        return self.y_codec.decompress(side, decoders, checksums, integer, fast)
+
+    def _side_input(
+        self, integer: IntegerEntropy, z_sym: Tensor, condition: Tensor | None, shape: tuple[int, int]
+    ) -> tuple[Tensor, FastEntropy | None]:
+        """The integer side input, channels-last for the fast path on the CPU (:mod:`intfast`)."""
+        fast = FastEntropy.of(integer, self.y_codec.groups) if intfast.usable(z_sym.device) else None
+        if fast is not None:
+            return fast.side(z_sym, condition, shape), fast
+        return integer.side(z_sym, condition, shape), None
 
     # ------------------------------------------------------------------ coding
     def _tables(self) -> CdfTables:

@@ -1,0 +1,503 @@
+"""The integer entropy networks run fast on the CPU: the same integers as
+:class:`~layercast.shared.codec.intparams.IntegerEntropy`'s reference layers, with less work.
+
+* **Channels-last float32 images, no im2col.** A stride-1 k×k convolution reads a zero-padded
+  image (B, H + 2P, W + 2P, C) whose rows are ``Wp = W + 2P`` wide; output ``(i, j)`` at row
+  ``i · Wp + j`` takes tap ``(di, dj)`` from input row ``i · Wp + j + (di + P - p) · Wp + dj + P -
+  p``, so each tap is one matrix product over a contiguous slice of the flattened image (the
+  ``Wp - W`` columns past each row's end are computed and dropped). Activations stay float32
+  integers from one layer to the next (exact: ``|a| ≤ A_MAX``).
+* **Chunks re-cut for this order.** A chunk is any set of weight rows whose bound
+  ``Σ |w| · A_MAX`` (per output channel) stays below ``EXACT``: every partial sum of its products,
+  in any order and with the accumulation into the chunk's buffer (``addmm_``), is then an exact
+  float32 integer, so the chunks' int64 total is the reference's. The rows are cut greedily in
+  the order they are read here (tap-major for convolutions; a parameter network's input blocks
+  side, channel context, spatial context in turn), and a block that is all zeros (the spatial
+  context at the anchors) is skipped, its rows not read.
+* **One pass per layer after the products** (:mod:`~layercast.shared.codec.intkernels`):
+  chunks summed (int32 where the layer's bound ``acc_max`` allows, else int64), requantised,
+  clamped and looked up in one compiled loop that writes the next layer's input in place (into
+  the padded buffer's interior, or the side input's channels); the heads' scale indexes and
+  means in the same way, laid out as the coder reads them; a step's ŷ and its context inputs
+  written by one pass.
+* **Gathers by row.** A coding step takes its positions' rows of the channels-last side input
+  and channel context with ``index_select`` (one contiguous copy per row), the spatial context's
+  12 taps as rows of the padded ŷ image in one ``index_select``.
+
+Used on CPU tensors (``usable``); elsewhere the reference layers run. ``tests/shared/codec/
+test_intfast.py`` checks both give the same integers.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from layercast.shared.codec import intnet
+from layercast.shared.codec.intnet import A_MAX, EXACT, Chain, Layer, Linear, Requant, round_shift
+
+#: Set to False (``reference_only``) to run the reference layers on the CPU too.
+_ENABLED = [True]
+
+
+class reference_only:  # noqa: N801 - used as a context manager
+    """``with reference_only(): ...`` codes with the reference integer layers (tests compare)."""
+
+    def __enter__(self) -> None:
+        _ENABLED.append(False)
+
+    def __exit__(self, *exc) -> None:
+        _ENABLED.pop()
+
+
+def usable(device: torch.device) -> bool:
+    return _ENABLED[-1] and device.type == "cpu"
+
+
+def _kernels():
+    from layercast.shared.codec import intkernels  # numba loads on the first coding
+
+    return intkernels
+
+
+def _dtype() -> torch.dtype:
+    return intnet._COMPUTE[-1]
+
+
+def _cut(contrib: Tensor) -> list[tuple[int, int]]:
+    """Greedy row ranges of ``contrib`` (rows, outputs: each row's share of each output's bound)
+    whose sums stay below ``EXACT`` for every output (``Linear.quantise``'s rule, over rows)."""
+    cums = torch.cat([torch.zeros(1, contrib.shape[1], dtype=torch.float64), contrib.cumsum(0)])
+    k = contrib.shape[0]
+    ranges, a = [], 0
+    while a < k:
+        over = ((cums[a + 1 :] - cums[a : a + 1]).amax(1) >= EXACT).nonzero()
+        b = max(a + (int(over[0]) if len(over) else k - a), a + 1)
+        ranges.append((a, b))
+        a = b
+    return ranges
+
+
+@dataclass
+class _Piece:
+    source: int  # which input (a tap or a block)
+    k0: int  # its columns k0:k1
+    k1: int
+    weight: Tensor  # (k1 - k0, C_out) in the compute dtype
+
+
+class _Products:
+    """``Σ_sources input_s @ W_s`` in chunks, each chunk's products accumulated in one buffer."""
+
+    def __init__(self, weights: list[Tensor]) -> None:
+        """``weights[s]`` (K_s, C_out), integer-valued, in the order the sources are read."""
+        self.weights = weights
+        self.n_out = weights[0].shape[1]
+        rows = torch.cat(weights).double()
+        owner = [(s, k) for s, w in enumerate(weights) for k in range(w.shape[0])]
+        self.chunks: list[list[tuple[int, int, int]]] = []  # (source, k0, k1) per chunk
+        for a, b in _cut(rows.abs() * A_MAX):
+            pieces: list[tuple[int, int, int]] = []
+            for s, k in owner[a:b]:
+                if pieces and pieces[-1][0] == s:
+                    pieces[-1] = (s, pieces[-1][1], k + 1)
+                else:
+                    pieces.append((s, k, k + 1))
+            self.chunks.append(pieces)
+        self._typed: dict[torch.dtype, list[list[_Piece]]] = {}
+
+    def _pieces(self, dtype: torch.dtype) -> list[list[_Piece]]:
+        if dtype not in self._typed:
+            self._typed[dtype] = [
+                [_Piece(s, k0, k1, self.weights[s][k0:k1].to(dtype).contiguous()) for s, k0, k1 in chunk]
+                for chunk in self.chunks
+            ]
+        return self._typed[dtype]
+
+    def run(self, source: Callable[[int], Tensor], m: int, out: Tensor) -> None:
+        """``out[c, :m]`` = chunk c's products; ``source(s)`` is input s (m, K_s)."""
+        inputs: dict[int, Tensor] = {}
+        for c, chunk in enumerate(self._pieces(out.dtype)):
+            dst = out[c, :m]
+            for n, p in enumerate(chunk):
+                if p.source not in inputs:
+                    inputs[p.source] = source(p.source)
+                a = inputs[p.source][:, p.k0 : p.k1]
+                if n == 0:
+                    torch.mm(a, p.weight, out=dst)
+                else:
+                    dst.addmm_(a, p.weight)
+
+
+def _acc_dtype(lin: Linear) -> np.dtype:
+    """int32 when the layer's bound on ``|acc|`` (bias included) fits it, else int64."""
+    return np.dtype(np.int32) if lin.acc_max < 2**31 else np.dtype(np.int64)
+
+
+@dataclass
+class _Epilogue:
+    """A :class:`Requant` as the compiled pass's arguments."""
+
+    bias: np.ndarray  # in the accumulator's dtype (``_acc_dtype``)
+    mult: np.ndarray
+    shift: int
+    lo: int
+    hi: int
+    table: Tensor  # float64: the value of q = lo + i (ELU's table, or the identity)
+
+    @classmethod
+    def of(cls, lin: Linear, out: Requant) -> _Epilogue:
+        values = torch.arange(out.lo, out.hi + 1, dtype=torch.int64)
+        if out.lut is not None:
+            values = torch.cat([out.lut, torch.arange(1, out.hi + 1)])
+        return cls(
+            lin.bias.numpy().astype(_acc_dtype(lin)),
+            out.mult.numpy().astype(np.int64),
+            out.shift,
+            out.lo,
+            out.hi,
+            values.double(),
+        )
+
+    def __call__(self, parts: Tensor, out: Tensor) -> None:
+        """``parts`` (chunks, R', W', C), ``out`` (R, W, C) any strides, both in one dtype."""
+        table = self.table.to(out.dtype).numpy()
+        acc = np.empty(self.bias.size, self.bias.dtype)
+        _kernels().requant(
+            parts.numpy(), self.bias, self.mult, self.shift, self.lo, self.hi, table, out.numpy(), acc
+        )
+
+
+class _Conv:
+    """A stride-1 k×k convolution layer on padded channels-last images (module docstring)."""
+
+    def __init__(self, layer: Layer) -> None:
+        assert layer.kind == "conv" and layer.out is not None
+        k, lin = layer.k, layer.lin
+        c_in = lin.weight.shape[0] // (k * k)
+        taps = lin.weight.reshape(c_in, k, k, -1)
+        self.k, self.p, self.c_in = k, layer.padding, c_in
+        self.taps = [(di, dj) for di in range(k) for dj in range(k)]
+        self.products = _Products([taps[:, di, dj] for di, dj in self.taps])
+        self.epilogue = _Epilogue.of(lin, layer.out)
+        self.c_out = lin.bias.numel()
+
+    def __call__(self, x: Tensor, pad: int, c0: int, out: Tensor) -> None:
+        """``x`` (B, H + 2·pad, W + 2·pad, ≥ c0 + C_in) zero-padded (``pad`` ≥ the layer's), its
+        channels ``c0 : c0 + C_in`` the input; ``out`` (B, H, W, C_out) any strides."""
+        b_n, hp, wp, _ = x.shape
+        h, w = hp - 2 * pad, wp - 2 * pad
+        m = (h - 1) * wp + w
+        parts = x.new_empty(len(self.products.chunks), h * wp, self.c_out)
+        shift = pad - self.p
+        for b in range(b_n):
+            flat = x[b].reshape(hp * wp, -1)[:, c0 : c0 + self.c_in]
+
+            def source(t: int, flat: Tensor = flat) -> Tensor:
+                di, dj = self.taps[t]
+                start = (di + shift) * wp + dj + shift
+                return flat[start : start + m]
+
+            self.products.run(source, m, parts)
+            self.epilogue(parts.view(-1, h, wp, self.c_out), out[b])
+
+
+class _Deconv:
+    """A transposed convolution (stride s, output s× the input, as ``layers.deconv``) as s² phase
+    convolutions on the padded channels-last input: output ``(s·m + a, s·n + b)`` is the sum over
+    the taps ``t = a + p - s·d`` in ``0..k-1`` of input ``(m + dy, n + dx)`` (zero outside), each
+    phase with chunks of its own bound (its taps only, as ``Linear``'s phase bound)."""
+
+    def __init__(self, layer: Layer) -> None:
+        assert layer.kind == "deconv" and layer.out is not None
+        k, s, p, lin = layer.k, layer.stride, layer.padding, layer.lin
+        self.c_in = lin.weight.shape[0]
+        self.c_out = lin.bias.numel()
+        weights = lin.weight.reshape(self.c_in, self.c_out, k, k)
+        self.stride = s
+        self.phases: list[tuple[int, int, list[tuple[int, int]], _Products]] = []
+        reach = 0
+        for a in range(s):
+            for b in range(s):
+                taps, ws = [], []
+                for ty in range(k):
+                    for tx in range(k):
+                        if (a + p - ty) % s or (b + p - tx) % s:
+                            continue
+                        dy, dx = (a + p - ty) // s, (b + p - tx) // s
+                        taps.append((dy, dx))
+                        ws.append(weights[:, :, ty, tx])
+                        reach = max(reach, abs(dy), abs(dx))
+                self.phases.append((a, b, taps, _Products(ws)))
+        self.p = reach  # the input padding the taps need
+        self.epilogue = _Epilogue.of(lin, layer.out)
+
+    def __call__(self, x: Tensor, pad: int, c0: int, out: Tensor) -> None:
+        """``x`` (B, H + 2·pad, W + 2·pad, ≥ c0 + C_in) zero-padded (``pad`` ≥ ``self.p``); ``out``
+        (B, s·H, s·W, C_out) any strides."""
+        b_n, hp, wp, _ = x.shape
+        h, w = hp - 2 * pad, wp - 2 * pad
+        m = (h - 1) * wp + w
+        s = self.stride
+        for a, b, taps, products in self.phases:
+            parts = x.new_empty(len(products.chunks), h * wp, self.c_out)
+            for i in range(b_n):
+                flat = x[i].reshape(hp * wp, -1)[:, c0 : c0 + self.c_in]
+
+                def source(t: int, flat: Tensor = flat, taps: list[tuple[int, int]] = taps) -> Tensor:
+                    dy, dx = taps[t]
+                    start = (dy + pad) * wp + dx + pad
+                    return flat[start : start + m]
+
+                products.run(source, m, parts)
+                self.epilogue(parts.view(-1, h, wp, self.c_out), out[i, a::s, b::s])
+
+
+def _convs(chain: Chain) -> list[_Conv | _Deconv] | None:
+    """The chain's layers as channels-last operations, or None when one is not a stride-1
+    convolution or a transposed convolution followed by a requantisation."""
+    ops: list[_Conv | _Deconv] = []
+    for layer in chain.layers:
+        if layer.out is None:
+            return None
+        if layer.kind == "conv" and layer.stride == 1:
+            ops.append(_Conv(layer))
+        elif layer.kind == "deconv":
+            ops.append(_Deconv(layer))
+        else:
+            return None
+    return ops
+
+
+def _run_convs(convs: list[_Conv | _Deconv], x: Tensor, pad: int, c0: int, out: Tensor) -> None:
+    """A chain of convolutions from the padded ``x`` into ``out`` (B, H', W', C); hidden layers in
+    zero-padded buffers of their own."""
+    b_n, hp, wp, _ = x.shape
+    h, w = hp - 2 * pad, wp - 2 * pad
+    for n, conv in enumerate(convs):
+        if n == len(convs) - 1:
+            conv(x, pad, c0, out)
+            return
+        if isinstance(conv, _Deconv):
+            h, w = h * conv.stride, w * conv.stride
+        nxt = convs[n + 1].p
+        hidden = x.new_zeros(b_n, h + 2 * nxt, w + 2 * nxt, conv.c_out)
+        conv(x, pad, c0, hidden[:, nxt : nxt + h, nxt : nxt + w])
+        x, pad, c0 = hidden, nxt, 0
+
+
+def _padded(image: Tensor, pad: int, dtype: torch.dtype) -> Tensor:
+    """An integer image (B, C, H, W) as a zero-padded channels-last buffer of ``dtype``."""
+    b_n, c, h, w = image.shape
+    out = torch.zeros(b_n, h + 2 * pad, w + 2 * pad, c, dtype=dtype)
+    out[:, pad : pad + h, pad : pad + w] = image.permute(0, 2, 3, 1)
+    return out
+
+
+class _Params:
+    """A parameter network (1×1 layers on rows) with its head; its first layer reads the blocks
+    (side, [channel context,] spatial context) and skips the spatial context when it is zero."""
+
+    def __init__(self, chain: Chain, head, blocks: list[int]) -> None:
+        first = chain.layers[0].lin.weight
+        edges = np.cumsum([0, *blocks]).tolist()
+        split = [first[a:b] for a, b in zip(edges[:-1], edges[1:], strict=True)]
+        self.first = {True: _Products(split), False: _Products(split[:-1])}  # with / without spatial
+        self.rest = [_Products([layer.lin.weight]) for layer in chain.layers[1:]]
+        self.epilogues = [_Epilogue.of(layer.lin, layer.out) for layer in chain.layers[:-1]]  # type: ignore[arg-type]
+        self.widths = [layer.lin.bias.numel() for layer in chain.layers]
+        last = chain.layers[-1]
+        self.head_bias = last.lin.bias.numpy().astype(_acc_dtype(last.lin))
+        # (levels, c), in the accumulator's dtype: with int32 sums (|acc| < 2^31) a threshold
+        # clamped to int32's range compares with every sum as the int64 threshold does
+        info = np.iinfo(self.head_bias.dtype)
+        t = head.thresholds.clamp(int(info.min), int(info.max)).numpy().T
+        self.thresholds = np.ascontiguousarray(t.astype(self.head_bias.dtype))
+        self.means = head.means
+
+    def __call__(self, blocks: list[Tensor | None], b_n: int, n: int) -> tuple[Tensor, Tensor]:
+        """(indexes int32 (B, c, n), means int64 grid steps (B, c, n)) of rows ordered image by image."""
+        rows = b_n * n
+        dtype = blocks[0].dtype  # type: ignore[union-attr]
+        spatial = blocks[-1] is not None
+        products = self.first[spatial]
+        x: Tensor | None = None
+        for i, prods in enumerate([products, *self.rest]):
+            parts = torch.empty(len(prods.chunks), rows, 1, self.widths[i], dtype=dtype)
+            if i == 0:
+                prods.run(lambda s: blocks[s], rows, parts.view(len(prods.chunks), rows, -1))  # type: ignore[arg-type,return-value]
+            else:
+                prods.run(lambda s, x=x: x, rows, parts.view(len(prods.chunks), rows, -1))  # type: ignore[misc]
+            if i < len(self.epilogues):
+                x = torch.empty(rows, 1, self.widths[i], dtype=dtype)
+                self.epilogues[i](parts, x)
+                x = x.view(rows, -1)
+            else:
+                c = self.thresholds.shape[1]
+                indexes = torch.empty(b_n, c, n, dtype=torch.int32)
+                means = torch.empty(b_n, c, n, dtype=torch.int64)
+                m = self.means
+                _kernels().head(
+                    parts.numpy(),
+                    self.head_bias,
+                    self.thresholds,
+                    m.mult.numpy().astype(np.int64),
+                    m.shift,
+                    m.lo,
+                    m.hi,
+                    indexes.numpy(),
+                    means.numpy(),
+                    np.empty(self.head_bias.size, self.head_bias.dtype),
+                )
+                return indexes, means
+        raise AssertionError("a parameter network has a head")
+
+
+@functools.lru_cache(maxsize=8)
+def _positions(h: int, w: int) -> tuple[tuple[Tensor, Tensor, Tensor, Tensor], ...]:
+    """The two checkerboard steps of an h×w grid: (mask, rows, columns, raster index) each."""
+    ii = torch.arange(h)[:, None].expand(h, w)
+    jj = torch.arange(w)[None, :].expand(h, w)
+    anchors = (ii + jj) % 2 == 0
+    out = []
+    for sel in (anchors, ~anchors):
+        i, j = ii[sel], jj[sel]
+        out.append((sel, i, j, i * w + j))
+    return tuple(out)
+
+
+class FastEntropy:
+    """An :class:`~layercast.shared.codec.intparams.IntegerEntropy` prepared for the fast path
+    (``of``: built once per model, ``None`` when a network's shape is not one it runs)."""
+
+    def __init__(self, model, groups: list[int]) -> None:
+        self.model = model
+        self.groups = groups
+        self.h_s = _convs(model.h_s)
+        self.condition = _convs(model.condition) if model.condition is not None else None
+        self.channel = [_convs(net) if net is not None else None for net in model.channel]
+        side = model.h_s.layers[-1].lin.bias.numel()
+        if model.condition is not None:
+            side += model.condition.layers[-1].lin.bias.numel()
+        self.side_channels = side
+        self.params = []
+        for k, c in enumerate(groups):
+            blocks = [side, *([2 * c] if k else []), 2 * c]
+            self.params.append(_Params(model.params[k], model.heads[k], blocks))
+        self.spatial = [_Products([layer.lin.weight]) for layer in model.spatial]
+        self.spatial_out = [_Epilogue.of(layer.lin, layer.out) for layer in model.spatial]  # type: ignore[arg-type]
+
+    @classmethod
+    def of(cls, model, groups: list[int]) -> FastEntropy | None:
+        fast = getattr(model, "_fast", None)
+        if fast is None:
+            fast = cls(model, groups)
+            ok = fast.h_s is not None and all(
+                net is not None for k, net in enumerate(fast.channel) if model.channel[k] is not None
+            )
+            ok = ok and (model.condition is None or fast.condition is not None)
+            ok = ok and all(head.gate is None for head in model.heads)
+            ok = ok and all(
+                layer.out is not None and len(p.layers) >= 2
+                for layer, p in zip(model.spatial, model.params, strict=True)
+            )
+            fast = fast if ok else False
+            model._fast = fast
+        return fast or None
+
+    # ------------------------------------------------------------------ inputs
+    def side(self, z_sym: Tensor, condition: Tensor | None, shape: tuple[int, int]) -> Tensor:
+        """The side input (B, h, w, C) channels-last, compute dtype: h_s(ẑ) cropped to the
+        latent's grid, then the condition's features (``IntegerEntropy.side``'s integers)."""
+        m = self.model
+        dtype = _dtype()
+        z = (z_sym.long() << m.z_bits) if m.z_bits >= 0 else round_shift(z_sym.long(), -m.z_bits)
+        z = (z + m.z_offset.to(z.device)[None, :, None, None]).clamp_(-A_MAX, A_MAX)
+        hs = self.h_s
+        assert hs is not None
+        b_n = z.shape[0]
+        h, w = shape
+        full_h, full_w = z.shape[2], z.shape[3]
+        for op in hs:
+            if isinstance(op, _Deconv):
+                full_h, full_w = full_h * op.stride, full_w * op.stride
+        out = torch.empty(b_n, h, w, self.side_channels, dtype=dtype)
+        n_hs = hs[-1].c_out
+        if (full_h, full_w) == (h, w):
+            target = out[..., :n_hs]
+        else:  # computed on h_s's whole grid, then cropped
+            target = torch.empty(b_n, full_h, full_w, n_hs, dtype=dtype)
+        _run_convs(hs, _padded(z, hs[0].p, dtype), hs[0].p, 0, target)
+        if target.shape[1:3] != (h, w):
+            out[..., :n_hs] = target[:, :h, :w]
+        if self.condition is not None and condition is not None:
+            p = self.condition[0].p
+            _run_convs(self.condition, _padded(m.cond_input(condition), p, dtype), p, 0, out[..., n_hs:])
+        return out
+
+    # ------------------------------------------------------------------ steps
+    def steps(self, side: Tensor, code_fn, y_hat: Tensor) -> None:
+        """The coding steps of ``SpaceChannelContextCodec._steps`` on the channels-last ``side``;
+        ŷ goes into ``y_hat`` (B, M, h, w)."""
+        m = self.model
+        b_n, h, w, cs = side.shape
+        dtype = side.dtype
+        pad = 2  # the spatial context's 5×5 taps; the channel context's 3×3 read inside it
+        hp, wp = h + 2 * pad, w + 2 * pad
+        y_in = torch.zeros(b_n, hp, wp, sum(self.groups), dtype=dtype)  # ŷ as context inputs
+        side_rows = side.reshape(-1, cs)
+        steps = _positions(h, w)
+        offset = 0
+        for k, c in enumerate(self.groups):
+            ch_rows = None
+            if k:
+                ch = torch.empty(b_n, h, w, 2 * c, dtype=dtype)
+                convs = self.channel[k]
+                assert convs is not None
+                _run_convs(convs, y_in, pad, 0, ch)
+                ch_rows = ch.reshape(-1, 2 * c)
+            for anchors, (sel, ii, jj, pos) in zip((True, False), steps, strict=True):
+                n = ii.numel()
+                rows = pos if b_n == 1 else (torch.arange(b_n)[:, None] * (h * w) + pos[None]).reshape(-1)
+                blocks: list[Tensor | None] = [side_rows.index_select(0, rows)]
+                if ch_rows is not None:
+                    blocks.append(ch_rows.index_select(0, rows))
+                blocks.append(None if anchors else self._spatial(k, y_in, offset, ii, jj, pad))
+                indexes, means = self.params[k](blocks, b_n, n)
+                values = code_fn(k, sel, indexes, means.float() / 2**8)
+                _kernels().scatter(
+                    values.float().contiguous().numpy(),
+                    ii.numpy(),
+                    jj.numpy(),
+                    8 - m.y_bits,
+                    A_MAX,
+                    pad,
+                    y_in.numpy(),
+                    offset,
+                    y_hat.numpy(),
+                )
+            offset += c
+
+    def _spatial(self, k: int, y_in: Tensor, offset: int, ii: Tensor, jj: Tensor, pad: int) -> Tensor:
+        """The spatial context's integers at the positions ``(ii, jj)`` of every image."""
+        b_n, hp, wp, _ = y_in.shape
+        c = self.groups[k]
+        taps = self.model.taps[k]
+        p = self.model.spatial[k].padding
+        n = ii.numel()
+        base = (ii + pad - p) * wp + (jj + pad - p)
+        tap_offsets = torch.tensor([di * wp + dj for di, dj in taps])
+        rows = (torch.arange(b_n)[:, None, None] * (hp * wp) + base[None, :, None] + tap_offsets).reshape(-1)
+        flat = y_in.reshape(-1, y_in.shape[3])[:, offset : offset + c]
+        cols = flat.index_select(0, rows).reshape(b_n * n, len(taps) * c)
+        prods = self.spatial[k]
+        parts = torch.empty(len(prods.chunks), b_n * n, 1, 2 * c, dtype=y_in.dtype)
+        prods.run(lambda s: cols, b_n * n, parts.view(len(prods.chunks), b_n * n, -1))
+        out = torch.empty(b_n * n, 1, 2 * c, dtype=y_in.dtype)
+        self.spatial_out[k](parts, out)
+        return out.view(b_n * n, 2 * c)

@@ -1,0 +1,96 @@
+"""Compiled epilogues of the integer layers (numba): one pass from the matrix products to the next
+layer's input.
+
+A layer's chunks (:class:`~layercast.shared.codec.intnet.Linear`) leave float32 (or float64)
+partial sums, each an exact integer. :func:`requant` adds them as int64 with the bias, requantises
+``(acc · M + 2^(S-1)) >> S``, clamps to ``[lo, hi]`` and looks the result up in ``table`` (ELU's
+values, or the identity), writing float32 integers where the next layer reads them; :func:`head`
+does a parameter network's last layer (scale index by the thresholds, mean on the grid). Both are
+:class:`~layercast.shared.codec.intnet.Requant` and
+:class:`~layercast.shared.codec.intparams.Head` element for element, in one pass instead of one
+torch operation per step. :func:`scatter` writes a coding step's decoded values, as context
+inputs (``to_fixed``), into a padded channels-last image.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from layercast.shared.codec.ans import _jit
+
+
+@_jit
+def requant(parts, bias, mult, shift, lo, hi, table, out, acc):
+    """``out[r, x, j] = table[clamp((Σ_c parts[c, r, x, j] + bias[j]) · mult[j] >> shift) - lo]``
+    (rounded half up) for every ``(r, x)`` of ``out`` (R, W, C); ``parts`` is (chunks, ≥R, ≥W, C).
+    The sum is held in ``acc`` (scratch of C entries, ``bias``'s dtype): int32 where the layer's
+    bound ``acc_max`` allows (each chunk's partial sum is below 2^24, so it converts to int32
+    exactly), else int64. The arithmetic and the lookups run in separate loops over a row's
+    channels (the first vectorises; together they do not)."""
+    n_chunks = parts.shape[0]
+    rows, width, channels = out.shape
+    half = np.int64(1) << np.int64(shift - 1) if shift > 0 else np.int64(0)
+    s = np.int64(shift)
+    q = np.empty(channels, np.int64)
+    for r in range(rows):
+        for x in range(width):
+            for j in range(channels):
+                acc[j] = np.int32(parts[0, r, x, j]) + bias[j]
+            for c in range(1, n_chunks):
+                for j in range(channels):
+                    acc[j] += np.int32(parts[c, r, x, j])
+            for j in range(channels):
+                q[j] = min(max((np.int64(acc[j]) * mult[j] + half) >> s, lo), hi) - lo
+            for j in range(channels):
+                out[r, x, j] = table[q[j]]
+
+
+@_jit
+def head(parts, bias, thresholds, mult, shift, lo, hi, indexes, means, acc):
+    """A parameter network's head on rows (chunks, B·n, 1, 2c), image by image: ``indexes`` (int32,
+    (B, c, n)) the number of ``thresholds[:, j]`` (levels, c; in ``acc``'s dtype) at or below the
+    accumulator, ``means`` (int64, (B, c, n)) the requantised means in grid steps
+    (``Head.__call__`` without a gate); ``acc`` as in :func:`requant`."""
+    n_chunks = parts.shape[0]
+    width = parts.shape[3]
+    b_n, c, n = indexes.shape
+    levels = thresholds.shape[0]
+    half = np.int64(1) << np.int64(shift - 1) if shift > 0 else np.int64(0)
+    s = np.int64(shift)
+    count = np.zeros(c, np.int32)
+    for b in range(b_n):
+        for p in range(n):
+            i = b * n + p
+            for j in range(width):
+                acc[j] = np.int32(parts[0, i, 0, j]) + bias[j]
+            for k in range(1, n_chunks):
+                for j in range(width):
+                    acc[j] += np.int32(parts[k, i, 0, j])
+            for j in range(c):
+                means[b, j, p] = min(max((np.int64(acc[c + j]) * mult[j] + half) >> s, lo), hi)
+            for j in range(c):
+                count[j] = 0
+            for level in range(levels):  # a count over the levels vectorises across channels
+                for j in range(c):
+                    count[j] += thresholds[level, j] <= acc[j]
+            for j in range(c):
+                indexes[b, j, p] = count[j]
+
+
+@_jit
+def scatter(values, ii, jj, shift, a_max, pad, out, c0, y_hat):
+    """A coding step's ŷ ``values`` (B, c, N; on the 2⁻⁸ grid) at positions ``(ii[n], jj[n])``:
+    into ``y_hat[b, c0 + j, ii, jj]``, and as context inputs ``clamp(round(grid steps / 2^shift))``
+    (``to_fixed``; a left shift for ``shift`` < 0) into the padded channels-last
+    ``out[b, ii + pad, jj + pad, c0 + j]``."""
+    b_n, c, n = values.shape
+    half = np.int64(1) << np.int64(shift - 1) if shift > 0 else np.int64(0)
+    for b in range(b_n):
+        for p in range(n):
+            r, x = ii[p], jj[p]
+            for j in range(c):
+                v = values[b, j, p]
+                y_hat[b, c0 + j, r, x] = v
+                g = np.int64(np.rint(v * 256.0))
+                q = (g + half) >> np.int64(shift) if shift >= 0 else g << np.int64(-shift)
+                out[b, r + pad, x + pad, c0 + j] = min(max(q, -a_max), a_max)

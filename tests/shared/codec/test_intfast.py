@@ -1,0 +1,113 @@
+"""The fast CPU path of the integer entropy networks (shared/codec/intfast.py) gives the reference
+layers' integers: layer by layer at the activation limit, and end to end (bytes, ŷ, enhancement)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from layercast.shared.codec import intfast
+from layercast.shared.codec.intnet import A_MAX, compute_dtype
+from tests.conftest import make_untrained_codec, smooth_image
+
+
+@pytest.fixture(scope="module")
+def codec():
+    return make_untrained_codec()
+
+
+def _extreme_input(shape: tuple[int, ...], seed: int) -> torch.Tensor:
+    """Integers in ±A_MAX, a third of them at the limits (where chunk bounds are reached)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(-A_MAX, A_MAX + 1, shape, generator=g)
+    edge = torch.randint(0, 3, shape, generator=g)
+    x = torch.where(edge == 0, A_MAX, x)
+    return torch.where(edge == 1, -A_MAX, x)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_convolution_chains_give_the_reference_integers(codec, dtype):
+    """h_s (transposed convolutions, then a 3×3 one), the condition network and the channel
+    context, channels-last on padded images, against ``Chain.__call__`` on the same integers."""
+    base, enh = codec.base.latent_codec.integer, codec.enhancement.latent_codec.integer
+    chains = [base.h_s, enh.condition, *(net for net in base.channel if net is not None)]
+    for n, chain in enumerate(chains):
+        ops = intfast._convs(chain)
+        assert ops is not None
+        c_in = ops[0].c_in
+        x = _extreme_input((2, c_in, 5, 7), seed=n)
+        expect = chain(x)
+        out = torch.empty(expect.shape[0], *expect.shape[2:], expect.shape[1], dtype=dtype)
+        with compute_dtype(dtype):
+            intfast._run_convs(ops, intfast._padded(x, ops[0].p, dtype), ops[0].p, 0, out)
+        assert torch.equal(out.permute(0, 3, 1, 2).long(), expect), n
+
+
+def test_chunks_are_cut_at_the_bound_in_the_order_they_are_read(codec):
+    """Each chunk's rows keep Σ|w|·A_MAX below 2^24 for every output channel, and together they
+    read every weight row once (the anchors' parameter network has no spatial-context rows)."""
+    fast = intfast.FastEntropy.of(codec.base.latent_codec.integer, codec.base.latent_codec.y_codec.groups)
+    assert fast is not None
+    first = fast.params[1].first
+    assert len(first[False].weights) == len(first[True].weights) - 1
+    products = [fast.spatial[1], first[True], first[False]]
+    products += [fast.h_s[-1].products, *(p for *_, p in fast.h_s[0].phases)]  # type: ignore[index,union-attr]
+    for prods in products:
+        seen = {s: torch.zeros(w.shape[0], dtype=torch.int64) for s, w in enumerate(prods.weights)}
+        for chunk in prods.chunks:
+            bound = sum(prods.weights[s][k0:k1].double().abs().sum(0) * A_MAX for s, k0, k1 in chunk)
+            assert float(bound.max()) < 2**24
+            for s, k0, k1 in chunk:
+                seen[s][k0:k1] += 1
+        assert all(bool((v == 1).all()) for v in seen.values())
+
+
+def test_streams_and_reconstructions_match_the_reference_path(codec):
+    """Same bytes, ŷ and enhancement output on the fast path and the reference layers: sizes
+    whose hyper grid is cropped, a batch of two images, and the products in float64."""
+    rng = np.random.default_rng(7)
+    images = [smooth_image(rng, 72, 104), smooth_image(rng, 72, 104), smooth_image(rng, 50, 130)]
+    fast = codec.encode_batch(images)
+    with intfast.reference_only():
+        ref = codec.encode_batch(images)
+    for f, r in zip(fast, ref, strict=True):
+        assert f.base == r.base and f.enhancement == r.enhancement
+        dec = codec.decode_base(f.base)
+        with intfast.reference_only():
+            dec_ref = codec.decode_base(f.base)
+            enh_ref = codec.decode_enhancement(dec_ref, f.enhancement)
+        with compute_dtype(torch.float64):
+            dec64 = codec.decode_base(f.base)
+        assert torch.equal(dec.y_hat, dec_ref.y_hat) and torch.equal(dec.y_hat, dec64.y_hat)
+        assert torch.equal(codec.decode_enhancement(dec, f.enhancement), enh_ref)
+
+
+def test_heads_give_the_reference_indexes_and_means_at_the_thresholds(codec):
+    """The compiled head against ``Head.__call__`` on accumulators at, next to and between the
+    scale thresholds and at the layer's bound (the int32 sums and thresholds)."""
+    from layercast.shared.codec import intkernels
+
+    integer = codec.enhancement.latent_codec.integer
+    fast = intfast.FastEntropy.of(integer, codec.enhancement.latent_codec.y_codec.groups)
+    assert fast is not None
+    g = torch.Generator().manual_seed(3)
+    for k, params in enumerate(fast.params):
+        head, last = integer.heads[k], integer.params[k].layers[-1].lin
+        c = head.thresholds.shape[0]
+        bound = last.acc_max
+        t = head.thresholds.clamp(-bound, bound)
+        at = t[torch.arange(c)[:, None], torch.randint(0, t.shape[1], (c, 300), generator=g)].t()
+        scale = torch.cat([at + torch.randint(-1, 2, at.shape, generator=g), torch.full((2, c), bound)])
+        scale[-1] = -bound
+        means = torch.randint(-bound, bound + 1, scale.shape, generator=g)
+        acc = torch.cat([scale, means], dim=1)
+        expect_idx, expect_mu = head(acc)
+        parts = acc.double()[None, :, None, :].numpy()
+        idx = np.empty((1, c, acc.shape[0]), np.int32)
+        mu = np.empty((1, c, acc.shape[0]), np.int64)
+        zero = np.zeros(2 * c, params.head_bias.dtype)
+        m = head.means
+        args = (parts, zero, params.thresholds, m.mult.numpy(), m.shift, m.lo, m.hi, idx, mu)
+        intkernels.head(*args, np.empty(2 * c, params.head_bias.dtype))
+        assert np.array_equal(idx[0].T, expect_idx.numpy()) and np.array_equal(mu[0].T, expect_mu.numpy())
