@@ -501,3 +501,50 @@ class FastEntropy:
         out = torch.empty(b_n * n, 1, 2 * c, dtype=y_in.dtype)
         self.spatial_out[k](parts, out)
         return out.view(b_n * n, 2 * c)
+
+
+class FastChains:
+    """The dense chains of a model :class:`FastEntropy` does not run whole (the P-frame model: gated
+    heads, steps at the moving positions only): h_s and the channel contexts on the fast path,
+    returning the reference layers' int64 tensors (B, C, h, w)."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+        self.h_s = _convs(model.h_s)
+        self.channel = [_convs(net) if net is not None else None for net in model.channel]
+
+    @classmethod
+    def of(cls, model) -> FastChains:
+        chains = getattr(model, "_fast_chains", None)
+        if chains is None:
+            chains = model._fast_chains = cls(model)
+        return chains
+
+    def side(self, z_sym: Tensor, shape: tuple[int, int]) -> Tensor:
+        """``IntegerEntropy.side(z_sym, None, shape)``: h_s(ẑ) cropped to the latent's grid."""
+        m = self.model
+        if self.h_s is None:
+            return m.side(z_sym, None, shape)
+        dtype = _dtype()
+        z = (z_sym.long() << m.z_bits) if m.z_bits >= 0 else round_shift(z_sym.long(), -m.z_bits)
+        z = (z + m.z_offset.to(z.device)[None, :, None, None]).clamp_(-A_MAX, A_MAX)
+        full_h, full_w = z.shape[2], z.shape[3]
+        for op in self.h_s:
+            if isinstance(op, _Deconv):
+                full_h, full_w = full_h * op.stride, full_w * op.stride
+        out = torch.empty(z.shape[0], full_h, full_w, self.h_s[-1].c_out, dtype=dtype)
+        _run_convs(self.h_s, _padded(z, self.h_s[0].p, dtype), self.h_s[0].p, 0, out)
+        return out[:, : shape[0], : shape[1]].permute(0, 3, 1, 2).long()
+
+    def channel_ctx(self, k: int, done: list[Tensor]) -> Tensor | None:
+        """``IntegerEntropy.channel_ctx(k, done)``."""
+        m = self.model
+        convs = self.channel[k]
+        if convs is None:
+            return m.channel_ctx(k, done)
+        dtype = _dtype()
+        x = m.y_input(torch.cat(done, dim=1))
+        b_n, _, h, w = x.shape
+        out = torch.empty(b_n, h, w, convs[-1].c_out, dtype=dtype)
+        _run_convs(convs, _padded(x, convs[0].p, dtype), convs[0].p, 0, out)
+        return out.permute(0, 3, 1, 2).long()

@@ -43,6 +43,7 @@ from torch import Tensor, nn
 from layercast.shared.codec.coder import Decoder, Encoder
 from layercast.shared.codec.configs import CodecConfig
 from layercast.shared.codec.entropy import SteGaussianConditional, SymbolChecksum, resize_entropy_buffers
+from layercast.shared.codec.intfast import FastChains, usable
 from layercast.shared.codec.intparams import IntegerEntropy, from_grid, grid
 from layercast.shared.codec.latent_codecs.context import SpaceChannelContextCodec, anchor_mask
 from layercast.shared.codec.latent_codecs.hyperprior import HyperpriorLatentCodec
@@ -167,8 +168,9 @@ class TemporalContextCodec(SpaceChannelContextCodec):
         ref = ref.float()
         ref_grid = grid(ref)
         y_hats: list[Tensor] = []
+        dense = FastChains.of(integer) if usable(side.device) else integer
         for k, c in enumerate(self.groups):
-            ch_ctx = integer.channel_ctx(k, y_hats)
+            ch_ctx = dense.channel_ctx(k, y_hats)
             start = self._offsets[k]
             y_hat_k = ref[:, start : start + c].clone()
             for sel in (anchors, ~anchors):
@@ -307,7 +309,12 @@ class TemporalLatentCodec(HyperpriorLatentCodec):
     def _coding_side(integer: IntegerEntropy, z_sym: Tensor, ref: Tensor, moving: Tensor) -> Tensor:
         """The integer side input [h_s(ẑ), c(ŷ_{t-1}), ŷ_{t-1}], the reference's features computed at
         the moving positions only (the coding steps read nothing else; zeros elsewhere)."""
-        hs = integer.side(z_sym, None, tuple(ref.shape[2:]))
+        shape = tuple(ref.shape[2:])
+        hs = (
+            FastChains.of(integer).side(z_sym, shape)
+            if usable(z_sym.device)
+            else integer.side(z_sym, None, shape)
+        )
         ref_int = integer.cond_input(ref.float())
         assert integer.condition is not None
         features = hs.new_zeros(ref.shape[0], integer.condition.layers[-1].lin.bias.numel(), *ref.shape[2:])

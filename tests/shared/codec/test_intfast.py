@@ -111,3 +111,45 @@ def test_heads_give_the_reference_indexes_and_means_at_the_thresholds(codec):
         args = (parts, zero, params.thresholds, m.mult.numpy(), m.shift, m.lo, m.hi, idx, mu)
         intkernels.head(*args, np.empty(2 * c, params.head_bias.dtype))
         assert np.array_equal(idx[0].T, expect_idx.numpy()) and np.array_equal(mu[0].T, expect_mu.numpy())
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    from layercast.shared.codec import load_codec
+
+    return load_codec("det-tiny", enhancement=None, device="cpu")
+
+
+def test_p_frame_chains_give_the_reference_integers(shipped):
+    """The P model's h_s and channel contexts (``FastChains``) against ``IntegerEntropy``'s, on a
+    hyper grid that is cropped and on ŷ values across the context inputs' range."""
+    model = shipped.temporal.latent_codec._integer()
+    chains = intfast.FastChains.of(model)
+    assert chains.h_s is not None and any(c is not None for c in chains.channel)
+    g = torch.Generator().manual_seed(5)
+    z_sym = torch.randint(-40, 41, (2, shipped.temporal.latent_codec.z_entropy.channels, 3, 4), generator=g)
+    assert torch.equal(chains.side(z_sym, (11, 14)), model.side(z_sym, None, (11, 14)))
+    groups = shipped.config.groups
+    done = [torch.randint(-4000, 4001, (2, c, 11, 14), generator=g) / 256.0 for c in groups]
+    for k in range(len(groups)):
+        expect = model.channel_ctx(k, done[:k])
+        got = chains.channel_ctx(k, done[:k])
+        assert (got is None and expect is None) or torch.equal(got, expect), k
+
+
+def test_p_frames_match_the_reference_path(shipped):
+    """An intra frame and two P-frames of a fixed camera: the same bytes and ŷ on both paths."""
+    from layercast.shared.codec.video import VideoDecoder, VideoEncoder
+    from layercast.shared.data.synth import SyntheticCamera
+
+    cam = SyntheticCamera(3, 192, 128, 10.0)
+    images = [cam.frame(i).image for i in range(3)]
+    fast = [f.base for f in map(VideoEncoder(shipped).encode, images, ["base"] * 3)]
+    with intfast.reference_only():
+        ref = [f.base for f in map(VideoEncoder(shipped).encode, images, ["base"] * 3)]
+    assert fast == ref
+    dec, dec_ref = VideoDecoder(shipped), VideoDecoder(shipped)
+    for data in fast:
+        y = dec.decode(data).y_hat
+        with intfast.reference_only():
+            assert torch.equal(y, dec_ref.decode(data).y_hat)
