@@ -503,15 +503,47 @@ class FastEntropy:
         return out.view(b_n * n, 2 * c)
 
 
+class _RowParams:
+    """A parameter network on rows (any head, the P-frames' gated one included): its layers'
+    products and epilogues on the fast path, the head (``Head.__call__``) on the last layer's int64
+    accumulator."""
+
+    def __init__(self, chain: Chain, head) -> None:
+        self.products = [_Products([layer.lin.weight]) for layer in chain.layers]
+        self.epilogues = [_Epilogue.of(layer.lin, layer.out) for layer in chain.layers[:-1]]  # type: ignore[arg-type]
+        self.widths = [layer.lin.bias.numel() for layer in chain.layers]
+        self.bias = chain.layers[-1].lin.bias
+        self.head = head
+
+    def __call__(self, rows: Tensor, ref: Tensor | None) -> tuple[Tensor, Tensor]:
+        dtype = _dtype()
+        n = rows.shape[0]
+        if n == 0:
+            return self.head(torch.zeros(0, self.widths[-1], dtype=torch.int64), ref)
+        x = rows.to(dtype)
+        for i, prods in enumerate(self.products):
+            parts = torch.empty(len(prods.chunks), n, 1, self.widths[i], dtype=dtype)
+            prods.run(lambda s, x=x: x, n, parts.view(len(prods.chunks), n, -1))
+            if i == len(self.epilogues):
+                acc = parts.view(len(prods.chunks), n, -1).to(torch.int64).sum(0) + self.bias
+                return self.head(acc, ref)
+            x = torch.empty(n, 1, self.widths[i], dtype=dtype)
+            self.epilogues[i](parts, x)
+            x = x.view(n, -1)
+        raise AssertionError("a parameter network has a head")
+
+
 class FastChains:
-    """The dense chains of a model :class:`FastEntropy` does not run whole (the P-frame model: gated
-    heads, steps at the moving positions only): h_s and the channel contexts on the fast path,
-    returning the reference layers' int64 tensors (B, C, h, w)."""
+    """The networks of a model :class:`FastEntropy` does not run whole (the P-frame model: gated
+    heads, steps at the moving positions only) on the fast path: h_s and the channel contexts
+    (returning the reference layers' int64 tensors (B, C, h, w)) and the parameter networks on
+    rows."""
 
     def __init__(self, model) -> None:
         self.model = model
         self.h_s = _convs(model.h_s)
         self.channel = [_convs(net) if net is not None else None for net in model.channel]
+        self.params = [_RowParams(chain, head) for chain, head in zip(model.params, model.heads, strict=True)]
 
     @classmethod
     def of(cls, model) -> FastChains:
@@ -519,6 +551,10 @@ class FastChains:
         if chains is None:
             chains = model._fast_chains = cls(model)
         return chains
+
+    def params_at(self, k: int, rows: Tensor, ref: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``IntegerEntropy.params_at(k, rows, ref)``."""
+        return self.params[k](rows, ref)
 
     def side(self, z_sym: Tensor, shape: tuple[int, int]) -> Tensor:
         """``IntegerEntropy.side(z_sym, None, shape)``: h_s(ẑ) cropped to the latent's grid."""

@@ -183,7 +183,7 @@ class TemporalContextCodec(SpaceChannelContextCodec):
                 if ch_ctx is not None:
                     parts.insert(1, ch_ctx[bi, :, ii, jj])
                 r = ref_grid[bi, start : start + c, ii, jj] if len(bi) else ref_grid.new_zeros(0, c)
-                indexes, means = integer.params_at(k, torch.cat(parts, dim=1), r)
+                indexes, means = dense.params_at(k, torch.cat(parts, dim=1), r)
                 counts = torch.bincount(bi, minlength=b).tolist()
                 y_hat_k[bi, :, ii, jj] = code_fn(k, (bi, ii, jj), counts, indexes, from_grid(means))
             y_hats.append(y_hat_k)

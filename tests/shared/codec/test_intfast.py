@@ -121,8 +121,8 @@ def shipped():
 
 
 def test_p_frame_chains_give_the_reference_integers(shipped):
-    """The P model's h_s and channel contexts (``FastChains``) against ``IntegerEntropy``'s, on a
-    hyper grid that is cropped and on ŷ values across the context inputs' range."""
+    """The P model's h_s, channel contexts and gated parameter networks (``FastChains``) against
+    ``IntegerEntropy``'s, on a hyper grid that is cropped and on inputs across their range."""
     model = shipped.temporal.latent_codec._integer()
     chains = intfast.FastChains.of(model)
     assert chains.h_s is not None and any(c is not None for c in chains.channel)
@@ -135,6 +135,15 @@ def test_p_frame_chains_give_the_reference_integers(shipped):
         expect = model.channel_ctx(k, done[:k])
         got = chains.channel_ctx(k, done[:k])
         assert (got is None and expect is None) or torch.equal(got, expect), k
+    for k, c in enumerate(groups):  # the gated parameter networks on rows at the input limits
+        width = model.params[k].layers[0].lin.weight.shape[0]
+        for n in (0, 1, 300):
+            rows = _extreme_input((n, width), seed=10 + k)
+            ref = torch.randint(-(2**12), 2**12, (n, c), generator=g)
+            for got, expect in zip(
+                chains.params_at(k, rows, ref), model.params_at(k, rows, ref), strict=True
+            ):
+                assert torch.equal(got, expect), (k, n)
 
 
 def test_p_frames_match_the_reference_path(shipped):
