@@ -209,6 +209,9 @@ def stack(tmp_path: Path, model: Model) -> Iterator[tuple[CloudProcess, WebProce
         web = WebProcess(tmp_path / "web", cloud.target)
         procs.append(web)
         web.start()
+        # The edges start once the cloud serves: what they captured while it warmed up would be a
+        # backlog for the test to wait out before its baseline (see `caught_up`).
+        cloud.wait_serving()
         for i, cam in enumerate(CAMERAS):
             edge = EdgeProcess(
                 tmp_path / cam,
@@ -221,7 +224,6 @@ def stack(tmp_path: Path, model: Model) -> Iterator[tuple[CloudProcess, WebProce
             )
             procs.append(edge)
             edge.start()
-        cloud.wait_serving()
         web.wait_serving()
         for cam in CAMERAS:
             results(cloud.target, cam, 3, timeout=180)
