@@ -64,7 +64,7 @@ def test_two_jobs_train_every_run_once_and_the_report_reads_real_bytes(tmp_path)
         assert len(rows) == 2, f"{r.out} trained {len(rows) - 1} times"  # header + one step: never twice
     assert not list(exp.glob(".*.claim"))
 
-    s = run_report(exp, data, tmp_path / "report", "depth", limit=1, target="segmentation")
+    s = run_report(exp, data, tmp_path / "report", "depth", limit=2, target="segmentation")
     table = json.loads((tmp_path / "report" / "table_depth_segmentation.json").read_text())
     for beta in ("0", "0.01"):
         assert len(table["results"]["bases"][beta]) == len(LAMBDAS)
@@ -73,7 +73,7 @@ def test_two_jobs_train_every_run_once_and_the_report_reads_real_bytes(tmp_path)
         assert all(0 <= miou <= 1 and bpp > 0 for bpp, miou in s["curves"][curve])
     # rates are real bytes: the base's bpp is the container's size
     p = table["results"]["bases"]["0"][0]
-    assert p["bpp"] > 0 and p["extra"]["images"] == 1  # the limit, of the two test images
+    assert p["bpp"] > 0 and p["extra"]["images"] == 2
     # with the weights its loss really used (the folder name may give β per unit of λ_b)
     q = table["results"]["bases"]["0.01"][0]["extra"]
     assert (p["extra"]["trained_beta"], q["trained_beta"], q["trained_lmbda"]) == (0, 0.01, q["lmbda"])
@@ -81,7 +81,7 @@ def test_two_jobs_train_every_run_once_and_the_report_reads_real_bytes(tmp_path)
     assert "segmentation enhancement BD-rate, β = 0.01 vs β = 0" in md and "−26 %" in md
     assert (tmp_path / "report" / "rd_depth_segmentation_experiment.png").stat().st_size > 10_000
 
-    # against image codecs: a `layercast eval` file of the same image (evaluations are cached)
+    # against image codecs: a `layercast eval` file of the same two images (evaluations are cached)
     rmse = [p["accuracy"] for p in table["results"]["bases"]["0"]]
     rd = [{**p, "method": "depth-tiny"} for p in table["results"]["bases"]["0"][:1]]
     rd += [
@@ -90,7 +90,7 @@ def test_two_jobs_train_every_run_once_and_the_report_reads_real_bytes(tmp_path)
     ]
     (tmp_path / "rd_depth.json").write_text(json.dumps(rd))
     s = run_report(
-        exp, data, tmp_path / "report", "depth", 1, "segmentation", baselines=tmp_path / "rd_depth.json"
+        exp, data, tmp_path / "report", "depth", 2, "segmentation", baselines=tmp_path / "rd_depth.json"
     )
     assert len(s["baseline_ratios"]) == 2 * len(LAMBDAS)
     assert all(r["jpeg"] is not None and r["jpeg"] > 0 and r["avif"] is None for r in s["baseline_ratios"])
