@@ -12,6 +12,19 @@ import sys
 import time
 import urllib.request
 
+from prometheus_client.parser import text_string_to_metric_families
+
+
+def _acked(metrics_url: str) -> float:
+    """A camera's ``layercast_edge_frames_acked_total`` from its /metrics."""
+    body = urllib.request.urlopen(metrics_url, timeout=10).read().decode()
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(body)
+        for s in family.samples
+        if s.name == "layercast_edge_frames_acked_total"
+    )
+
 
 def test_demo_runs_and_stops_cleanly_on_ctrl_c(tmp_path):
     cmd = [
@@ -56,7 +69,13 @@ def test_demo_runs_and_stops_cleanly_on_ctrl_c(tmp_path):
         ), text
         web = re.search(r"operator\s+(https://\S+)", text).group(1)
         metrics = re.search(r"metrics\s+(http://\S+/metrics)", text).group(1)
-        time.sleep(6)  # let frames flow
+        cameras = re.search(r"^\s+(http://\S+/metrics.*) \(cameras\)$", text, re.M).group(1).split()
+        assert len(cameras) == 3, text
+        # frames flow: every camera has had one acknowledged (polled; the bound is for a slow machine)
+        deadline = time.monotonic() + 120
+        while not all(_acked(url) > 0 for url in cameras):
+            assert time.monotonic() < deadline and proc.poll() is None, "a camera got no frame acknowledged"
+            time.sleep(0.1)
         ca = ssl.create_default_context(cafile=str(tmp_path / "pki" / "ca.pem"))
         login = urllib.request.urlopen(web, timeout=10, context=ca).read().decode()
         assert "Sign in" in login or "sign in" in login.lower()

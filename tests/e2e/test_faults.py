@@ -293,7 +293,7 @@ async def test_message_above_the_limit_ends_the_stream_with_resource_exhausted(
 
 # -- a crash of the cloud ---------------------------------------------------------------------------
 
-KILL_FRAMES = 40
+KILL_FRAMES = 20
 KILL_CAMERAS = ("k-1", "k-2", "k-3", "k-4")
 
 

@@ -34,7 +34,16 @@ from layercast.shared.rpc import analytics_pb2, analytics_pb2_grpc
 from tests.cloud.conftest import OPERATOR_METADATA, OPERATOR_TOKEN
 from tests.e2e.conftest import HEIGHT, WIDTH
 from tests.e2e.probes import results, sample
-from tests.e2e.services import CloudProcess, EdgeProcess, Model, Process, free_port, toml_dumps, wait_until
+from tests.e2e.services import (
+    CloudProcess,
+    EdgeProcess,
+    Model,
+    Process,
+    free_port,
+    stop_together,
+    toml_dumps,
+    wait_until,
+)
 
 CAMERAS = ("c-1", "c-2")
 TOKENS = {cam: f"consumers-{cam}-" + "c" * 24 for cam in CAMERAS}
@@ -209,6 +218,9 @@ def stack(tmp_path: Path, model: Model) -> Iterator[tuple[CloudProcess, WebProce
         web = WebProcess(tmp_path / "web", cloud.target)
         procs.append(web)
         web.start()
+        # The edges start once the cloud serves: what they captured while it warmed up would be a
+        # backlog for the test to wait out before its baseline (see `caught_up`).
+        cloud.wait_serving()
         for i, cam in enumerate(CAMERAS):
             edge = EdgeProcess(
                 tmp_path / cam,
@@ -221,7 +233,6 @@ def stack(tmp_path: Path, model: Model) -> Iterator[tuple[CloudProcess, WebProce
             )
             procs.append(edge)
             edge.start()
-        cloud.wait_serving()
         web.wait_serving()
         for cam in CAMERAS:
             results(cloud.target, cam, 3, timeout=180)
@@ -232,8 +243,8 @@ def stack(tmp_path: Path, model: Model) -> Iterator[tuple[CloudProcess, WebProce
         raise
     finally:
         # Cameras and page first: the cloud then stops at once instead of draining their streams.
-        for p in reversed(procs):
-            p.cleanup()
+        stop_together(procs[1:])
+        cloud.cleanup()
 
 
 def test_stalled_subscriber_and_stalled_browser_slow_no_camera_and_no_other_consumer(

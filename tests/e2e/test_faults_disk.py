@@ -172,7 +172,9 @@ def test_enhancement_store_faults_are_reported_and_the_base_stream_goes_on(
         results(cloud.target, "d-1", full_from + 4, timeout=60)
         assert_enhanced(enhance(cloud.target, "d-1", full_from + 4))
         assert_enhanced(enhance(cloud.target, "d-1", 3))  # kept before the directory went away
-        runs = {e.cam: e.proc.stop() for e in edges}
+        for e in edges:
+            e.proc.request_stop()  # both stop at once
+        runs = {e.cam: e.proc.finish(timeout=60) for e in edges}
         delivered = {
             e.cam: len(results(cloud.target, e.cam, runs[e.cam].stats["frames_queued"])) for e in edges
         }

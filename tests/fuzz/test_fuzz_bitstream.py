@@ -1,4 +1,4 @@
-"""The bitstream parser/decoder fuzz at nightly scale (the default suite runs 2,000 cases in
+"""The bitstream parser/decoder fuzz at nightly scale (the default suite runs 600 cases in
 tests/shared/codec/test_fuzz.py): mutated, truncated and forged bitstreams end in a typed error or
 a valid decode, never a crash, a hang or unbounded memory. Each night draws a new seed (printed,
 and settable with LAYERCAST_FUZZ_SEED to replay a night)."""

@@ -17,7 +17,7 @@ from layercast.shared.data.synth import SyntheticCamera
 def _streams_agree_across(enc_device: str, dec_device: str) -> None:
     enc = load_codec("det-tiny", device=enc_device, runtime="torch")
     dec = load_codec("det-tiny", device=dec_device, runtime="torch")
-    cam = SyntheticCamera(4, 192, 128, 10.0)
+    cam = SyntheticCamera(4, 128, 128, 10.0)  # both P-frames code moving positions (3 and 5 of 64)
     video = VideoEncoder(enc, intra_period=3)
     ref = None
     for i in range(4):  # intra, two P-frames, intra
