@@ -39,7 +39,7 @@ import torch
 from torch import Tensor
 
 from layercast.shared.codec import intnet
-from layercast.shared.codec.intnet import A_MAX, EXACT, Chain, Layer, Linear, Requant, round_shift
+from layercast.shared.codec.intnet import A_MAX, EXACT, Chain, Layer, Linear, Requant
 
 #: Set to False (``reference_only``) to run the reference layers on the CPU too.
 _ENABLED = [True]
@@ -416,8 +416,7 @@ class FastEntropy:
         latent's grid, then the condition's features (``IntegerEntropy.side``'s integers)."""
         m = self.model
         dtype = _dtype()
-        z = (z_sym.long() << m.z_bits) if m.z_bits >= 0 else round_shift(z_sym.long(), -m.z_bits)
-        z = (z + m.z_offset.to(z.device)[None, :, None, None]).clamp_(-A_MAX, A_MAX)
+        z = m.z_input(z_sym)
         hs = self.h_s
         assert hs is not None
         b_n = z.shape[0]
@@ -562,8 +561,7 @@ class FastChains:
         if self.h_s is None:
             return m.side(z_sym, None, shape)
         dtype = _dtype()
-        z = (z_sym.long() << m.z_bits) if m.z_bits >= 0 else round_shift(z_sym.long(), -m.z_bits)
-        z = (z + m.z_offset.to(z.device)[None, :, None, None]).clamp_(-A_MAX, A_MAX)
+        z = m.z_input(z_sym)
         full_h, full_w = z.shape[2], z.shape[3]
         for op in self.h_s:
             if isinstance(op, _Deconv):

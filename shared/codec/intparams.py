@@ -135,12 +135,15 @@ class IntegerEntropy:
     def side(self, z_sym: Tensor, condition: Tensor | None, shape: tuple[int, int]) -> Tensor:
         """Integer side input (B, C, h, w) of the parameter networks: h_s(ẑ), cropped to the latent's
         grid, then the condition's features (dense; the enhancement layer)."""
-        z = (z_sym.long() << self.z_bits) if self.z_bits >= 0 else round_shift(z_sym.long(), -self.z_bits)
-        z = (z + self.z_offset.to(z.device)[None, :, None, None]).clamp_(-A_MAX, A_MAX)
-        hs = self.h_s(z)[:, :, : shape[0], : shape[1]]
+        hs = self.h_s(self.z_input(z_sym))[:, :, : shape[0], : shape[1]]
         if self.condition is None or condition is None:
             return hs
         return torch.cat([hs, self.condition(self.cond_input(condition))], dim=1)
+
+    def z_input(self, z_sym: Tensor) -> Tensor:
+        """ẑ = symbol + median in h_s's fixed point, clamped to ``A_MAX``."""
+        z = (z_sym.long() << self.z_bits) if self.z_bits >= 0 else round_shift(z_sym.long(), -self.z_bits)
+        return (z + self.z_offset.to(z.device)[None, :, None, None]).clamp_(-A_MAX, A_MAX)
 
     def cond_input(self, condition: Tensor) -> Tensor:
         return to_fixed(grid(condition), GRID_BITS, self.c_bits)
