@@ -299,6 +299,19 @@ def _padded(image: Tensor, pad: int, dtype: torch.dtype) -> Tensor:
     return out
 
 
+def _apply(convs: list[_Conv | _Deconv], image: Tensor, out: Tensor) -> None:
+    """The chain on an integer image (B, C, H, W) into ``out`` (B, H', W', C'), in ``out``'s dtype."""
+    _run_convs(convs, _padded(image, convs[0].p, out.dtype), convs[0].p, 0, out)
+
+
+def _out_grid(convs: list[_Conv | _Deconv], h: int, w: int) -> tuple[int, int]:
+    """The grid a chain writes for an h×w input (its transposed convolutions upsample)."""
+    for op in convs:
+        if isinstance(op, _Deconv):
+            h, w = h * op.stride, w * op.stride
+    return h, w
+
+
 class _Params:
     """A parameter network (1×1 layers on rows) with its head; its first layer reads the blocks
     (side, [channel context,] spatial context) and skips the spatial context when it is zero."""
@@ -421,22 +434,18 @@ class FastEntropy:
         assert hs is not None
         b_n = z.shape[0]
         h, w = shape
-        full_h, full_w = z.shape[2], z.shape[3]
-        for op in hs:
-            if isinstance(op, _Deconv):
-                full_h, full_w = full_h * op.stride, full_w * op.stride
+        full_h, full_w = _out_grid(hs, z.shape[2], z.shape[3])
         out = torch.empty(b_n, h, w, self.side_channels, dtype=dtype)
         n_hs = hs[-1].c_out
         if (full_h, full_w) == (h, w):
             target = out[..., :n_hs]
         else:  # computed on h_s's whole grid, then cropped
             target = torch.empty(b_n, full_h, full_w, n_hs, dtype=dtype)
-        _run_convs(hs, _padded(z, hs[0].p, dtype), hs[0].p, 0, target)
+        _apply(hs, z, target)
         if target.shape[1:3] != (h, w):
             out[..., :n_hs] = target[:, :h, :w]
         if self.condition is not None and condition is not None:
-            p = self.condition[0].p
-            _run_convs(self.condition, _padded(m.cond_input(condition), p, dtype), p, 0, out[..., n_hs:])
+            _apply(self.condition, m.cond_input(condition), out[..., n_hs:])
         return out
 
     # ------------------------------------------------------------------ steps
@@ -562,12 +571,9 @@ class FastChains:
             return m.side(z_sym, None, shape)
         dtype = _dtype()
         z = m.z_input(z_sym)
-        full_h, full_w = z.shape[2], z.shape[3]
-        for op in self.h_s:
-            if isinstance(op, _Deconv):
-                full_h, full_w = full_h * op.stride, full_w * op.stride
+        full_h, full_w = _out_grid(self.h_s, z.shape[2], z.shape[3])
         out = torch.empty(z.shape[0], full_h, full_w, self.h_s[-1].c_out, dtype=dtype)
-        _run_convs(self.h_s, _padded(z, self.h_s[0].p, dtype), self.h_s[0].p, 0, out)
+        _apply(self.h_s, z, out)
         return out[:, : shape[0], : shape[1]].permute(0, 3, 1, 2).long()
 
     def channel_ctx(self, k: int, done: list[Tensor]) -> Tensor | None:
@@ -580,5 +586,5 @@ class FastChains:
         x = m.y_input(torch.cat(done, dim=1))
         b_n, _, h, w = x.shape
         out = torch.empty(b_n, h, w, convs[-1].c_out, dtype=dtype)
-        _run_convs(convs, _padded(x, convs[0].p, dtype), convs[0].p, 0, out)
+        _apply(convs, x, out)
         return out.permute(0, 3, 1, 2).long()
