@@ -9,7 +9,7 @@ Protocol as the edge speaks it (proto/layercast/v1/edge.proto)::
                                            <- Ack(seq) / FrameRejected(seq) / Credits(n)
                                            <- EnhancementRequest(id, seq)
     EnhancementResponse(id, bytes | unavailable) ->
-    Heartbeat (when nothing was written for heartbeat_interval) ->
+    Heartbeat (first on every stream, then when nothing was written for heartbeat_interval) ->
 
 Flow control (what the edge assumes of the cloud)
     Credits are grants, separate from acks: each stream starts with
@@ -302,6 +302,9 @@ class EdgeLink:
     # -- the three tasks of a session ---------------------------------------------------------------
 
     async def _writer(self, call: grpc.aio.StreamStreamCall) -> None:
+        # the outbox's state first: frames dropped while the link was down are known to the cloud
+        # at once, even if the camera has nothing more to send
+        await self._send_heartbeat(call)
         while True:
             self._wake.clear()
             while self._control:

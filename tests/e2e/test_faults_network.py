@@ -185,7 +185,7 @@ def test_cut_link_reconnects_and_a_full_outbox_counts_every_frame_it_drops(
             def reported_drops() -> float | None:
                 return sample(metrics, "layercast_cloud_edge_dropped_frames", {"camera": "n-3"}) or None
 
-            # the heartbeats after the reconnect carry the outbox's persistent drop counter
+            # the heartbeat that opens the stream after the reconnect carries the outbox's drop counter
             seen_by_cloud = wait_until(reported_drops, 30, "n-3's drop count in its heartbeats")
             seen_by_cloud = sample(metrics, "layercast_cloud_edge_dropped_frames", {"camera": "n-3"})
             runs = {cam: e.finish(timeout=180) for cam, e in edges.items()}

@@ -227,6 +227,28 @@ async def test_heartbeats_when_idle_carry_queue_and_drop_counts(cloud: CloudServ
     assert 2 <= len(fc.heartbeats) - gaps <= 8  # about one per 100 ms, not a flood
 
 
+async def test_every_stream_opens_with_the_outbox_state_so_drops_during_a_cut_are_reported_at_once(
+    cloud: CloudServer, edge_factory
+):
+    """An hour between idle heartbeats: the cloud still learns the drop count as soon as the link is up,
+    before any frame and again on every reconnect (a camera whose last frames were dropped during a cut
+    may have nothing else to send)."""
+    fc = cloud.servicer
+    fc.heartbeat_ms = 3_600_000
+    edge = edge_factory(cloud.address)
+    edge.outbox.record_drops("capture_overflow", 2)
+    edge.add(2)
+    edge.start()
+    await eventually(lambda: len(fc.frames) == 2 and len(fc.heartbeats) == 1, what="heartbeat, then frames")
+    assert fc.heartbeats[0].dropped_frames == 2
+    edge.outbox.record_drops("queue_full", 5)
+    fc.current.drop()
+    await eventually(lambda: len(fc.streams) == 2 and len(fc.heartbeats) == 2, what="the reconnect's heartbeat")
+    assert fc.heartbeats[1].dropped_frames == 7 and fc.heartbeats[1].queued_frames == 0
+    await asyncio.sleep(0.3)
+    assert len(fc.heartbeats) == 2  # one per stream, not a flood
+
+
 async def test_frame_larger_than_cloud_limit_is_dropped_and_counted(cloud: CloudServer, edge_factory):
     fc = cloud.servicer
     fc.max_frame_bytes = 100
