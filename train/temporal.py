@@ -7,7 +7,10 @@ clips'), at several sizes; every frame's ``y = g_a(x)`` is computed once. A step
 ``batch`` windows of ``unroll`` consecutive frames, codes the first as an intra frame (the base's
 own entropy model, in eval mode) and each later one as a P-frame against the previous frame's
 ŷ as the P model itself produced it (closed loop, as at coding time), and minimises the bits per
-pixel of those P-frames (ẑ and ŷ) plus CompressAI's auxiliary loss of the hyperprior's quantiles.
+pixel of those P-frames (ẑ and ŷ), optionally plus ``distortion`` × the squared error of ŷ_t
+against y_t at the coded positions (per pixel; inside the dead zone ŷ is the mean, so this pulls the
+means towards y_t where the rate alone leaves them), plus CompressAI's auxiliary loss of the
+hyperprior's quantiles.
 
 Resumable: ``state.pt`` every ``save_every`` steps; ``metrics.csv`` logs the rate.
 """
@@ -49,6 +52,9 @@ class TemporalTrainConfig:
     lr: float = 5e-4
     deadzone: float = DEFAULT_DEADZONE
     skip_threshold: float = DEFAULT_SKIP_THRESHOLD
+    #: Weight of the latent distortion: squared error of ŷ_t against y_t at the coded (moving) positions,
+    #: summed and divided by the pixels like the bits; 0 trains on the rate alone.
+    distortion: float = 0.0
     #: A temporal checkpoint (registry name or path) of the same base to start from, else the intra model.
     init: str | None = None
     lr_aux: float = 1e-3
@@ -80,6 +86,13 @@ def intra_y_hat(codec: ScalableCodec, y: torch.Tensor) -> torch.Tensor:
 
 def _bits(likelihoods: dict[str, torch.Tensor]) -> torch.Tensor:
     return sum(-torch.log2(v).sum() for v in likelihoods.values())
+
+
+def _coded_error(out: dict, y: torch.Tensor) -> torch.Tensor:
+    """Σ (ŷ_t − y_t)² over the coded positions (static ones copy ŷ_{t-1}: no gradient there)."""
+    err = (out["y_hat"] - y).pow(2)
+    moving = out.get("moving")
+    return (err if moving is None else err * moving).sum()
 
 
 def _optimizer(cfg: TemporalTrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -123,22 +136,27 @@ def train_temporal(cfg: TemporalTrainConfig) -> Path:
         ref = torch.stack([intra[c][s] for c, s in zip(cams, starts, strict=True)])
         if rng.random() < 0.5:
             window, ref = window.flip(-1), ref.flip(-1)
-        bits = torch.zeros(())
+        bits, sq = torch.zeros(()), torch.zeros(())
         for t in range(1, cfg.unroll):
             out = model(window[:, t], ref)
             bits = bits + _bits(out["likelihoods"])
+            if cfg.distortion:
+                sq = sq + _coded_error(out, window[:, t])
             ref = out["y_hat"].detach()
-        bpp = bits / (cfg.batch * (cfg.unroll - 1) * pixels[cams[0]])
+        per_pixel = cfg.batch * (cfg.unroll - 1) * pixels[cams[0]]
+        bpp, dpp = bits / per_pixel, sq / per_pixel
         aux = model.latent_codec.z_entropy.loss()
         opt.zero_grad(set_to_none=True)
-        (bpp + aux).backward()
+        (bpp + cfg.distortion * dpp + aux).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         step += 1
         bar.update(1)
-        bar.set_postfix(bpp=f"{bpp.item():.4f}")
+        bar.set_postfix(bpp=f"{bpp.item():.4f}", dpp=f"{dpp.item():.4f}")
         if step % 25 == 0:
-            log.write({"step": step, "bpp": bpp.item(), "aux": aux.item(), "seconds": time.time() - t0})
+            log.write(
+                {"step": step, "bpp": bpp.item(), "dpp": dpp.item(), "aux": aux.item(), "seconds": time.time() - t0}
+            )
         if step % cfg.save_every == 0 or step == cfg.steps:
             save_state(state_path, step, {"model": model}, {"opt": opt}, {"config": _recipe(cfg)})
     bar.close()

@@ -117,6 +117,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="the skip decision while training (shared/codec/skip.py; default 0: every position coded)",
     )
     p.add_argument(
+        "--distortion",
+        type=float,
+        default=0.0,
+        help="weight of ŷ's squared error at the coded positions beside the rate (default 0: rate only)",
+    )
+    p.add_argument(
         "--init", help="a temporal checkpoint of the same base to start from (default: the intra model)"
     )
     p.add_argument("--threads", type=int, default=1)
@@ -285,6 +291,7 @@ def _temporal(args: argparse.Namespace) -> int:
         lr=args.lr,
         deadzone=args.deadzone,
         skip_threshold=args.skip_threshold,
+        distortion=args.distortion,
         init=args.init,
         threads=args.threads,
         seed=args.seed,

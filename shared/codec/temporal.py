@@ -78,8 +78,9 @@ class DeadzoneGaussianConditional(SteGaussianConditional):
     def quantize(self, inputs: Tensor, mode: str, means: Tensor | None = None) -> Tensor:
         r = inputs if means is None else inputs - means
         q = deadzone_round(r, self.deadzone)
-        if mode == "noise":  # training: straight-through
-            q = r + (q - r).detach()
+        if mode == "noise":  # training: straight-through outside the dead zone, the mean inside it
+            keep = r * (r.abs() >= self.deadzone) if self.deadzone > 0.5 else r
+            q = keep + (q - keep).detach()
         elif mode == "symbols":
             return q.int()
         return q if means is None else q + means
