@@ -155,7 +155,13 @@ def train_temporal(cfg: TemporalTrainConfig) -> Path:
         bar.set_postfix(bpp=f"{bpp.item():.4f}", dpp=f"{dpp.item():.4f}")
         if step % 25 == 0:
             log.write(
-                {"step": step, "bpp": bpp.item(), "dpp": dpp.item(), "aux": aux.item(), "seconds": time.time() - t0}
+                {
+                    "step": step,
+                    "bpp": bpp.item(),
+                    "dpp": dpp.item(),
+                    "aux": aux.item(),
+                    "seconds": time.time() - t0,
+                }
             )
         if step % cfg.save_every == 0 or step == cfg.steps:
             save_state(state_path, step, {"model": model}, {"opt": opt}, {"config": _recipe(cfg)})
