@@ -243,7 +243,9 @@ async def test_every_stream_opens_with_the_outbox_state_so_drops_during_a_cut_ar
     assert fc.heartbeats[0].dropped_frames == 2
     edge.outbox.record_drops("queue_full", 5)
     fc.current.drop()
-    await eventually(lambda: len(fc.streams) == 2 and len(fc.heartbeats) == 2, what="the reconnect's heartbeat")
+    await eventually(
+        lambda: len(fc.streams) == 2 and len(fc.heartbeats) == 2, what="the reconnect's heartbeat"
+    )
     assert fc.heartbeats[1].dropped_frames == 7 and fc.heartbeats[1].queued_frames == 0
     await asyncio.sleep(0.3)
     assert len(fc.heartbeats) == 2  # one per stream, not a flood
