@@ -190,3 +190,24 @@ def test_configure_threads_sets_intra_and_one_interop_thread() -> None:
     assert out.stdout.split() == ["2", "1"]
     with pytest.raises(ValueError):
         configure_threads(0)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_a_cpu_codec_reuses_freed_feature_maps() -> None:
+    """Once a codec is built on the CPU, a freed 16 MiB block (a 1280×720 synthesis feature map)
+    is reused: allocating it again touches no new page. glibc's default maps such a block afresh
+    on every allocation, a page fault per 4 KiB (runtime.keep_freed_memory)."""
+    code = (
+        "import resource, torch; from layercast.shared.codec import load_codec;"
+        " load_codec('default', device='cpu'); faults = []\n"
+        "for _ in range(3):\n"
+        "    before = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt\n"
+        "    block = torch.empty(4 << 20).fill_(1.0); del block\n"
+        "    faults.append(resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - before)\n"
+        "print(*faults)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    faults = [int(n) for n in out.stdout.split()]
+    assert faults[-1] < 64, faults
