@@ -36,7 +36,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from layercast.shared.codec.layers import to_subpixel
+from layercast.shared.codec.layers import SubPixelConv, to_subpixel
 
 log = logging.getLogger(__name__)
 
@@ -193,12 +193,45 @@ class ChannelsLastModule:
         self.module = module
         self.name = name
         nhwc = to_subpixel(module, SUBPIXEL_MAX_OUT_CHANNELS)
+        for child in list(nhwc.modules()):
+            for cname, c in list(child.named_children()):
+                if isinstance(c, SubPixelConv):
+                    setattr(child, cname, NhwcSubPixelConv(c))
         self.nhwc_module = nhwc.eval().requires_grad_(False)
 
     def __call__(self, x: Tensor) -> Tensor:
         if x.requires_grad or x.device.type != "cpu" or x.dtype != torch.float32:
             return self.module(x)
         return self.nhwc_module(x.contiguous(memory_format=torch.channels_last))
+
+
+class NhwcSubPixelConv(SubPixelConv):
+    """:class:`~layercast.shared.codec.layers.SubPixelConv` on channels_last tensors: its
+    convolution's output channels reordered to (row phase, column phase, channel), so that the
+    pixel shuffle is one copy of runs of 2·C contiguous floats into a channels_last output
+    (``nn.PixelShuffle`` on a channels_last tensor took 12 ms of g_s_e's 140 at 1280×720). The
+    same linear map; the output is the same values, channels_last."""
+
+    def __init__(self, sub: SubPixelConv) -> None:
+        nn.Module.__init__(self)
+        conv = sub.conv
+        c = conv.out_channels // 4
+        order = (
+            torch.arange(4 * c).reshape(c, 4).t().reshape(-1)
+        )  # new channel (a·2 + b)·c + k ← k·4 + a·2 + b
+        self.conv = nn.Conv2d(
+            conv.in_channels, 4 * c, 3, padding=1, device=conv.weight.device, dtype=conv.weight.dtype
+        )
+        self.conv.weight.data = conv.weight.detach()[order].clone()
+        self.conv.bias.data = conv.bias.detach()[order].clone()
+        self.shuffle = sub.shuffle
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.conv(x).contiguous(memory_format=torch.channels_last)
+        n, c4, h, w = y.shape
+        phases = y.permute(0, 2, 3, 1).view(n, h, w, 2, 2, c4 // 4)  # (n, i, j, a, b, k)
+        out = phases.permute(0, 1, 3, 2, 4, 5).reshape(n, 2 * h, 2 * w, c4 // 4)  # (n, 2i + a, 2j + b, k)
+        return out.permute(0, 3, 1, 2)
 
 
 #: A transposed convolution with at most this many output channels (fewer than the 8 float32 lanes

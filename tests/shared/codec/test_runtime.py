@@ -13,7 +13,7 @@ import torch
 
 from layercast.shared.codec import load_codec
 from layercast.shared.codec.layers import SubPixelConv
-from layercast.shared.codec.runtime import ChannelsLastModule, OnnxModule, configure_threads
+from layercast.shared.codec.runtime import ChannelsLastModule, NhwcSubPixelConv, OnnxModule, configure_threads
 from layercast.shared.data.synth import render_scene
 
 SIZES = [(192, 256), (232, 400)]  # (h, w); 232 and 400 are not multiples of the detector's stride 32
@@ -211,3 +211,20 @@ def test_a_cpu_codec_reuses_freed_feature_maps() -> None:
     )
     faults = [int(n) for n in out.stdout.split()]
     assert faults[-1] < 64, faults
+
+
+def test_the_nhwc_output_layer_is_the_subpixel_convolution_bit_for_bit(codecs) -> None:
+    """The placed synthesis transforms' output layer (its convolution's channels reordered so the
+    pixel shuffle is one copy) gives SubPixelConv's tensor exactly, channels_last."""
+    for name, eager in (
+        ("g_s_task", codecs["torch"].base.g_s_task),
+        ("g_s_e", codecs["torch"].enhancement.g_s),
+    ):
+        placed = getattr(codecs["onnxruntime"], f"_{name}").nhwc_module.net[-1]
+        assert isinstance(placed, NhwcSubPixelConv), name
+        reference = SubPixelConv(eager.net[-1]).eval()
+        x = torch.randn(2, placed.conv.in_channels, 12, 20).contiguous(memory_format=torch.channels_last)
+        with torch.no_grad():
+            got, expect = placed(x), reference(x)
+        assert torch.equal(got, expect), name
+        assert got.is_contiguous(memory_format=torch.channels_last), name
