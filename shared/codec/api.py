@@ -43,7 +43,13 @@ from layercast.shared.codec.checkpoint import Checkpoint
 from layercast.shared.codec.enhancement import EnhancementLayer
 from layercast.shared.codec.entropy import load_weights
 from layercast.shared.codec.registry import Registry, default_registry
-from layercast.shared.codec.runtime import DEFAULT_RUNTIME, check_runtime, exportable, place
+from layercast.shared.codec.runtime import (
+    DEFAULT_RUNTIME,
+    check_runtime,
+    exportable,
+    keep_freed_memory,
+    place,
+)
 from layercast.shared.codec.skip import default_skip_threshold
 from layercast.shared.codec.temporal import TemporalLayer
 from layercast.shared.device import select_device
@@ -118,6 +124,8 @@ class ScalableCodec:
         self.task_model = self._build_task_model(task)
         # What runs the float32 transforms on this device (shared/codec/runtime.py).
         self.runtime = check_runtime(runtime) if self.device.type == "cpu" else "torch"
+        if self.device.type == "cpu":
+            keep_freed_memory()
         self._g_a = place(self.base.g_a, "g_a", self.runtime, self.device)
         self._g_simple = place(self.base.g_simple, "g_simple", self.runtime, self.device)
         self._g_s_task = place(self.base.g_s_task, "g_s_task", self.runtime, self.device)

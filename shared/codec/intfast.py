@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -59,10 +59,15 @@ def usable(device: torch.device) -> bool:
     return _ENABLED[-1] and device.type == "cpu"
 
 
-def _kernels():
-    from layercast.shared.codec import intkernels  # numba loads on the first coding
+_KERNELS: list = []  # the compiled epilogues' module, once imported
 
-    return intkernels
+
+def _kernels():
+    if not _KERNELS:
+        from layercast.shared.codec import intkernels  # numba loads on the first coding
+
+        _KERNELS.append(intkernels)
+    return _KERNELS[0]
 
 
 def _dtype() -> torch.dtype:
@@ -122,12 +127,15 @@ class _Products:
     def run(self, source: Callable[[int], Tensor], m: int, out: Tensor) -> None:
         """``out[c, :m]`` = chunk c's products; ``source(s)`` is input s (m, K_s)."""
         inputs: dict[int, Tensor] = {}
+        whole = out.shape[1] == m
         for c, chunk in enumerate(self._pieces(out.dtype)):
-            dst = out[c, :m]
+            dst = out[c] if whole else out[c, :m]
             for n, p in enumerate(chunk):
-                if p.source not in inputs:
-                    inputs[p.source] = source(p.source)
-                a = inputs[p.source][:, p.k0 : p.k1]
+                a = inputs.get(p.source)
+                if a is None:
+                    a = inputs[p.source] = source(p.source)
+                if p.k1 - p.k0 != a.shape[1]:  # a piece of the source's columns
+                    a = a[:, p.k0 : p.k1]
                 if n == 0:
                     torch.mm(a, p.weight, out=dst)
                 else:
@@ -149,6 +157,7 @@ class _Epilogue:
     lo: int
     hi: int
     table: Tensor  # float64: the value of q = lo + i (ELU's table, or the identity)
+    typed: dict[torch.dtype, np.ndarray] = field(default_factory=dict)  # ``table`` per compute dtype
 
     @classmethod
     def of(cls, lin: Linear, out: Requant) -> _Epilogue:
@@ -166,7 +175,9 @@ class _Epilogue:
 
     def __call__(self, parts: Tensor, out: Tensor) -> None:
         """``parts`` (chunks, R', W', C), ``out`` (R, W, C) any strides, both in one dtype."""
-        table = self.table.to(out.dtype).numpy()
+        table = self.typed.get(out.dtype)
+        if table is None:
+            table = self.typed[out.dtype] = self.table.to(out.dtype).numpy()
         acc = np.empty(self.bias.size, self.bias.dtype)
         _kernels().requant(
             parts.numpy(), self.bias, self.mult, self.shift, self.lo, self.hi, table, out.numpy(), acc
@@ -332,6 +343,7 @@ class _Params:
         t = head.thresholds.clamp(int(info.min), int(info.max)).numpy().T
         self.thresholds = np.ascontiguousarray(t.astype(self.head_bias.dtype))
         self.means = head.means
+        self.means_mult = head.means.mult.numpy().astype(np.int64)
 
     def __call__(self, blocks: list[Tensor | None], b_n: int, n: int) -> tuple[Tensor, Tensor]:
         """(indexes int32 (B, c, n), means int64 grid steps (B, c, n)) of rows ordered image by image."""
@@ -359,7 +371,7 @@ class _Params:
                     parts.numpy(),
                     self.head_bias,
                     self.thresholds,
-                    m.mult.numpy().astype(np.int64),
+                    self.means_mult,
                     m.shift,
                     m.lo,
                     m.hi,
@@ -496,11 +508,8 @@ class FastEntropy:
         b_n, hp, wp, _ = y_in.shape
         c = self.groups[k]
         taps = self.model.taps[k]
-        p = self.model.spatial[k].padding
         n = ii.numel()
-        base = (ii + pad - p) * wp + (jj + pad - p)
-        tap_offsets = torch.tensor([di * wp + dj for di, dj in taps])
-        rows = (torch.arange(b_n)[:, None, None] * (hp * wp) + base[None, :, None] + tap_offsets).reshape(-1)
+        rows = _tap_rows(b_n, hp - 2 * pad, wp - 2 * pad, pad, self.model.spatial[k].padding, tuple(taps))
         flat = y_in.reshape(-1, y_in.shape[3])[:, offset : offset + c]
         cols = flat.index_select(0, rows).reshape(b_n * n, len(taps) * c)
         prods = self.spatial[k]
@@ -509,6 +518,18 @@ class FastEntropy:
         out = torch.empty(b_n * n, 1, 2 * c, dtype=y_in.dtype)
         self.spatial_out[k](parts, out)
         return out.view(b_n * n, 2 * c)
+
+
+@functools.lru_cache(maxsize=32)
+def _tap_rows(b_n: int, h: int, w: int, pad: int, p: int, taps: tuple[tuple[int, int], ...]) -> Tensor:
+    """The rows of a padded (B, h + 2·pad, w + 2·pad, C) image, flattened, that the spatial
+    context's ``taps`` (its padding ``p``) read at the non-anchors: image by image, position by
+    position (``_positions``), tap by tap."""
+    _, ii, jj, _ = _positions(h, w)[1]
+    hp, wp = h + 2 * pad, w + 2 * pad
+    base = (ii + pad - p) * wp + (jj + pad - p)
+    tap_offsets = torch.tensor([di * wp + dj for di, dj in taps])
+    return (torch.arange(b_n)[:, None, None] * (hp * wp) + base[None, :, None] + tap_offsets).reshape(-1)
 
 
 class _RowParams:

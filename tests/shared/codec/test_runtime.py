@@ -13,7 +13,7 @@ import torch
 
 from layercast.shared.codec import load_codec
 from layercast.shared.codec.layers import SubPixelConv
-from layercast.shared.codec.runtime import ChannelsLastModule, OnnxModule, configure_threads
+from layercast.shared.codec.runtime import ChannelsLastModule, NhwcSubPixelConv, OnnxModule, configure_threads
 from layercast.shared.data.synth import render_scene
 
 SIZES = [(192, 256), (232, 400)]  # (h, w); 232 and 400 are not multiples of the detector's stride 32
@@ -190,3 +190,41 @@ def test_configure_threads_sets_intra_and_one_interop_thread() -> None:
     assert out.stdout.split() == ["2", "1"]
     with pytest.raises(ValueError):
         configure_threads(0)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_a_cpu_codec_reuses_freed_feature_maps() -> None:
+    """Once a codec is built on the CPU, a freed 16 MiB block (a 1280×720 synthesis feature map)
+    is reused: allocating it again touches no new page. glibc's default maps such a block afresh
+    on every allocation, a page fault per 4 KiB (runtime.keep_freed_memory)."""
+    code = (
+        "import resource, torch; from layercast.shared.codec import load_codec;"
+        " load_codec('default', device='cpu'); faults = []\n"
+        "for _ in range(3):\n"
+        "    before = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt\n"
+        "    block = torch.empty(4 << 20).fill_(1.0); del block\n"
+        "    faults.append(resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - before)\n"
+        "print(*faults)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    faults = [int(n) for n in out.stdout.split()]
+    assert faults[-1] < 64, faults
+
+
+def test_the_nhwc_output_layer_is_the_subpixel_convolution_bit_for_bit(codecs) -> None:
+    """The placed synthesis transforms' output layer (its convolution's channels reordered so the
+    pixel shuffle is one copy) gives SubPixelConv's tensor exactly, channels_last."""
+    for name, eager in (
+        ("g_s_task", codecs["torch"].base.g_s_task),
+        ("g_s_e", codecs["torch"].enhancement.g_s),
+    ):
+        placed = getattr(codecs["onnxruntime"], f"_{name}").nhwc_module.net[-1]
+        assert isinstance(placed, NhwcSubPixelConv), name
+        reference = SubPixelConv(eager.net[-1]).eval()
+        x = torch.randn(2, placed.conv.in_channels, 12, 20).contiguous(memory_format=torch.channels_last)
+        with torch.no_grad():
+            got, expect = placed(x), reference(x)
+        assert torch.equal(got, expect), name
+        assert got.is_contiguous(memory_format=torch.channels_last), name
