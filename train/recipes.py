@@ -276,6 +276,22 @@ TEMPORAL = {
     "threads": 1,
 }
 
+#: det-tiny's P model then trains on at camera resolution (512×288 and 640×360 clips) from the
+#: model above, with the encoder's default skip threshold and dead zone in the loop.
+TEMPORAL_CAMERA = {
+    "steps": 300,
+    "sizes": ((512, 288), (640, 360)),
+    "cameras": 48,
+    "frames": 10,
+    "batch": 6,
+    "unroll": 3,
+    "lr": 2e-4,
+    "deadzone": 0.6,
+    "skip_threshold": 0.3,
+    "threads": 1,
+    "seed": 1,
+}
+
 
 def ship_temporal(out: Path, scale: float = 1.0, zoo: Path = ZOO_DIR) -> dict[str, float]:
     """Train (or resume) the temporal model of det-tiny and depth-tiny and copy each into the zoo."""
@@ -283,12 +299,17 @@ def ship_temporal(out: Path, scale: float = 1.0, zoo: Path = ZOO_DIR) -> dict[st
 
     seconds = {}
     for name in ("det-tiny", "depth-tiny"):
-        cfg = TemporalTrainConfig(base=str(zoo / f"{name}.pt"), out=out / f"{name}-temporal", **TEMPORAL)
+        base = str(zoo / f"{name}.pt")
+        cfg = TemporalTrainConfig(base=base, out=out / f"{name}-temporal", **TEMPORAL)
         cfg.steps = max(1, round(cfg.steps * scale))
         s = time.time()
-        exported = cfg.out / "temporal.pt"
-        if not exported.exists():
-            exported = train_temporal(cfg)
+        exported = train_temporal(cfg)
+        if name == "det-tiny":
+            camera = TemporalTrainConfig(
+                base=base, out=out / f"{name}-temporal-camera", init=str(exported), **TEMPORAL_CAMERA
+            )
+            camera.steps = max(1, round(camera.steps * scale))
+            exported = train_temporal(camera)
         shutil.copyfile(exported, zoo / f"{name}-temporal.pt")
         seconds[name] = round(time.time() - s, 1)
     return seconds

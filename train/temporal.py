@@ -121,6 +121,8 @@ def train_temporal(cfg: TemporalTrainConfig) -> Path:
     step = 0
     if state_path.exists():
         step, _ = load_state(state_path, {"model": model}, {"opt": opt})
+        if step >= cfg.steps and (cfg.out / "temporal.pt").exists():
+            return cfg.out / "temporal.pt"  # nothing left to train: already exported
     latents = clip_latents(codec, cfg)
     intra = [intra_y_hat(codec, lat) for lat in tqdm(latents, desc="intra ŷ of the training clips")]
     pixels = [lat.shape[2] * lat.shape[3] * 256 for lat in latents]  # padded image pixels per frame

@@ -219,3 +219,30 @@ def test_ship_passes_the_footage_to_the_recipe(tmp_path, monkeypatch):
     args = ["train", "ship", "--data", str(tmp_path / "d"), "--out", str(tmp_path / "o")]
     assert main([*args, "--data-footage", str(tmp_path / "f")]) == 0
     assert seen == {"data": tmp_path / "d", "data_footage": tmp_path / "f"}
+
+
+def test_det_tiny_p_model_trains_on_at_camera_resolution_from_the_first_stage_and_that_one_ships(
+    tmp_path, monkeypatch
+):
+    import layercast.train.temporal as temporal
+    from layercast.train.recipes import ship_temporal
+
+    runs = []
+
+    def fake_train(cfg):
+        runs.append(cfg)
+        cfg.out.mkdir(parents=True, exist_ok=True)
+        path = cfg.out / "temporal.pt"
+        path.write_bytes(f"{cfg.out.name}:{cfg.steps}".encode())
+        return path
+
+    monkeypatch.setattr(temporal, "train_temporal", fake_train)
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    ship_temporal(tmp_path / "ship", scale=0.5, zoo=zoo)
+    first, camera = [c for c in runs if "det-tiny" in c.base]
+    assert first.skip_threshold == 0.0 and first.steps == 300
+    assert camera.init == str(first.out / "temporal.pt") and camera.steps == 150
+    assert camera.sizes == ((512, 288), (640, 360)) and (camera.skip_threshold, camera.deadzone) == (0.3, 0.6)
+    assert (zoo / "det-tiny-temporal.pt").read_bytes() == b"det-tiny-temporal-camera:150"
+    assert (zoo / "depth-tiny-temporal.pt").read_bytes() == b"depth-tiny-temporal:300"
