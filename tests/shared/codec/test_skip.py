@@ -116,6 +116,15 @@ def test_a_p_frame_codes_side_information_only_over_moving_positions(codec, fram
     assert torch.equal(pruned.decoded.y_hat[static], full.decoded.y_hat[static])
 
 
+def test_the_anchors_models_are_built_once_per_probability():
+    """The mask's anchor model of each P(moving) keeps its coder tables from frame to frame."""
+    from layercast.shared.codec import skip
+
+    tables = skip._anchor_tables(3, 96)
+    assert skip._anchor_tables(3, 96) is tables and tables.quantised is skip._anchor_tables(3, 96).quantised
+    assert skip._anchor_tables(4, 96) is not tables
+
+
 def test_skipping_a_still_frame_costs_a_fraction_of_coding_it(codec, frames):
     ref = codec.encode(frames[0], layers="base").decoded
     sizes = {}
