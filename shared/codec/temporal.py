@@ -34,6 +34,7 @@ Low delay only: frame t references frame t-1 (intra or predicted), never a futur
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextvars import ContextVar
 from typing import Any
 
 import numpy as np
@@ -60,6 +61,9 @@ from layercast.shared.codec.skip import (
 OPEN_GATE = 1.0
 #: Dead zone of P-frames (see the module docstring): |y − μ| below it codes the symbol 0.
 DEFAULT_DEADZONE = 0.6
+#: The motion mask of the frame being compressed, ``(y, reference, mask)``, held for the duration of
+#: one ``TemporalLatentCodec.compress`` call (ẑ's pruning and the coding steps read the same mask).
+_MASK: ContextVar[tuple[Tensor, Tensor, Tensor] | None] = ContextVar("layercast_motion_mask", default=None)
 
 
 def deadzone_round(r: Tensor, deadzone: float) -> Tensor:
@@ -262,11 +266,28 @@ class TemporalLatentCodec(HyperpriorLatentCodec):
             side = side[:, :, : ref.shape[2], : ref.shape[3]]
         return torch.cat([side, self.condition(ref), ref], dim=1)
 
+    @torch.no_grad()
+    def compress(self, y: Tensor, condition: Tensor | None = None) -> dict[str, Any]:
+        """``HyperpriorLatentCodec.compress``, the motion mask computed once for the call."""
+        token = _MASK.set(None)
+        try:
+            return super().compress(y, condition)
+        finally:
+            _MASK.reset(token)
+
+    def _motion_mask(self, y: Tensor, condition: Tensor) -> Tensor:
+        held = _MASK.get()
+        if held is not None and held[0] is y and held[1] is condition:
+            return held[2]
+        moving = motion_mask(y, condition, self.skip_threshold)
+        _MASK.set((y, condition, moving))
+        return moving
+
     def _z_symbols(self, y: Tensor, z: Tensor, condition: Tensor | None) -> Tensor:
         z_sym = super()._z_symbols(y, z, condition)
         if condition is None:
             return z_sym
-        return prune_side(z_sym, motion_mask(y, condition, self.skip_threshold))
+        return prune_side(z_sym, self._motion_mask(y, condition))
 
     def _forward_y(self, y: Tensor, side: Tensor, condition: Tensor | None) -> dict[str, Any]:
         moving = motion_mask(y, condition, self.skip_threshold)  # type: ignore[arg-type]
@@ -283,7 +304,7 @@ class TemporalLatentCodec(HyperpriorLatentCodec):
         if condition is None:
             raise ValueError("a predicted frame needs its reference latent")
         integer = self._integer()
-        moving = motion_mask(y, condition, self.skip_threshold)
+        moving = self._motion_mask(y, condition)
         for i, (e, c) in enumerate(zip(encoders, checksums, strict=True)):
             encode_mask(moving[i], e, c)
         side = self._coding_side(integer, z_sym, condition, moving)
