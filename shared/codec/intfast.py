@@ -39,7 +39,7 @@ import torch
 from torch import Tensor
 
 from layercast.shared.codec import intnet
-from layercast.shared.codec.intnet import A_MAX, EXACT, Chain, Layer, Linear, Requant
+from layercast.shared.codec.intnet import A_MAX, EXACT, Chain, Layer, Linear, Requant, to_fixed
 from layercast.shared.codec.intparams import GRID_BITS, SIGMOID_BITS, from_grid, grid
 
 #: Set to False (``reference_only``) to run the reference layers on the CPU too.
@@ -556,7 +556,7 @@ class _ConvAt:
         _, hp, wp, width = x.shape
         shift = pad - conv.p
         base = bi * (hp * wp) + (ii + shift) * wp + (jj + shift)
-        offsets = torch.tensor([di * wp + dj for di, dj in conv.taps])
+        offsets = _tap_offsets(tuple(conv.taps), wp)
         flat = x.view(-1, width)
         if c0 or conv.c_in != width:
             flat = flat[:, c0 : c0 + conv.c_in]
@@ -569,28 +569,43 @@ class _ConvAt:
         return out.view(n, conv.c_out)
 
 
+@functools.lru_cache(maxsize=64)
+def _tap_offsets(taps: tuple[tuple[int, int], ...], wp: int) -> Tensor:
+    """Each tap's row offset in a flattened image ``wp`` wide."""
+    return torch.tensor([di * wp + dj for di, dj in taps])
+
+
+Positions = tuple[Tensor, Tensor, Tensor]
+
+
 def _chain_at(
     convs: list[_ConvAt],
     x: Tensor,
     pad: int,
     c0: int,
-    at: tuple[Tensor, Tensor, Tensor],
+    at: Positions,
     shape: tuple[int, int],
+    reach: dict[tuple[int, ...], list[Positions]] | None = None,
 ) -> Tensor:
     """A chain of stride-1 convolutions (zero padding) on the padded channels-last ``x`` of an
     h×w grid, at the positions ``at`` only, as rows (N, C_out): each hidden layer is computed
     where the next one reads it (within its reach of ``at`` and inside the grid) into a zero
-    buffer whose border is the next layer's padding, so every value is the dense chain's."""
+    buffer whose border is the next layer's padding, so every value is the dense chain's.
+    ``reach`` keeps those positions for other chains of the same paddings at the same ``at``."""
     h, w = shape
     b_n = x.shape[0]
-    where = [at]
-    for op in reversed(convs[1:]):  # the positions each hidden layer must give
-        mask = torch.zeros(b_n, 1, h, w)
-        b, i, j = where[0]
-        mask[b, 0, i, j] = 1.0
-        p = op.conv.p
-        mask = torch.nn.functional.max_pool2d(mask, 2 * p + 1, stride=1, padding=p)
-        where.insert(0, mask[:, 0].nonzero(as_tuple=True))
+    key = tuple(op.conv.p for op in convs[1:])
+    where = reach.get(key) if reach is not None else None
+    if where is None:
+        where = [at]
+        for p in reversed(key):  # the positions each hidden layer must give
+            mask = torch.zeros(b_n, 1, h, w)
+            b, i, j = where[0]
+            mask[b, 0, i, j] = 1.0
+            mask = torch.nn.functional.max_pool2d(mask, 2 * p + 1, stride=1, padding=p)
+            where.insert(0, mask[:, 0].nonzero(as_tuple=True))
+        if reach is not None:
+            reach[key] = where
     for n, op in enumerate(convs):
         rows = op(x, pad, c0, where[n])
         if n == len(convs) - 1:
@@ -789,7 +804,7 @@ class FastChains:
             return y_in.new_empty(0, 2 * c)
         p = self.model.spatial[k].padding
         base = bi * (hp * wp) + (ii + pad - p) * wp + (jj + pad - p)
-        offsets = torch.tensor([di * wp + dj for di, dj in self.model.taps[k]])
+        offsets = _tap_offsets(tuple(self.model.taps[k]), wp)
         flat = y_in.view(-1, width)[:, c0 : c0 + c]
         cols = flat.index_select(0, (base[:, None] + offsets).view(-1)).view(n, -1)
         prods = self.spatial[k]
@@ -817,26 +832,26 @@ class FastChains:
         steps = [(coded & anchors).nonzero(as_tuple=True), (coded & ~anchors).nonzero(as_tuple=True)]
         bounds = [(0, steps[0][0].numel()), (steps[0][0].numel(), steps[0][0].numel() + steps[1][0].numel())]
         at = bi, ii, jj = tuple(torch.cat([a, b]) for a, b in zip(*steps, strict=True))
-        ref_int = m.cond_input(ref)
-        p = cond[0].conv.p
-        side = torch.cat(
-            [
-                self.h_s_at(z_sym, at),
-                _chain_at(cond, _padded(ref_int, p, dtype), p, 0, at, (h, w)),
-                ref_int.permute(0, 2, 3, 1)[at].to(dtype),
-            ],
-            dim=1,
-        )
-        ref_steps = grid(ref).permute(0, 2, 3, 1)[at]
+        reach: dict[tuple[int, ...], list[Positions]] = {}  # the chains' hidden positions
+        ref_grid = grid(ref)
+        ref_int = to_fixed(ref_grid, GRID_BITS, m.c_bits)  # cond_input(ref)
+        y_int = ref_int if m.y_bits == m.c_bits else to_fixed(ref_grid, GRID_BITS, m.y_bits)  # y_input(ref)
         pad = 2  # the spatial context's 5×5 taps; the channel context's 3×3 read inside it
         y_in = torch.zeros(b_n, h + 2 * pad, w + 2 * pad, n_ch, dtype=dtype)
-        y_in[:, pad : pad + h, pad : pad + w] = m.y_input(ref).permute(0, 2, 3, 1)
+        y_in[:, pad : pad + h, pad : pad + w] = y_int.permute(0, 2, 3, 1)
+        if y_int is ref_int:  # the features read the reference as the context inputs hold it
+            features = _chain_at(cond, y_in, pad, 0, at, (h, w), reach)
+        else:
+            p = cond[0].conv.p
+            features = _chain_at(cond, _padded(ref_int, p, dtype), p, 0, at, (h, w), reach)
+        side = torch.cat([self.h_s_at(z_sym, at), features, ref_int.permute(0, 2, 3, 1)[at].to(dtype)], dim=1)
+        ref_steps = ref_grid.permute(0, 2, 3, 1)[at]
         y_hat = ref.float().clone(memory_format=torch.contiguous_format)
         shift = GRID_BITS - m.y_bits
         offset = 0
         for k, c in enumerate(self.groups):
             convs = self.channel_at[k]
-            ch = None if convs is None else _chain_at(convs, y_in, pad, 0, at, (h, w))
+            ch = None if convs is None else _chain_at(convs, y_in, pad, 0, at, (h, w), reach)
             for (a, b), step in zip(bounds, steps, strict=True):
                 blocks: list[Tensor | None] = [side[a:b]] if ch is None else [side[a:b], ch[a:b]]
                 blocks.append(None if a == 0 else self.spatial_at(k, y_in, pad, offset, step))

@@ -4,6 +4,7 @@ layers' integers: layer by layer at the activation limit, and end to end (bytes,
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 
 import numpy as np
 import pytest
@@ -285,3 +286,37 @@ def test_p_frame_batches_match_the_reference_path(shipped):
             assert all(torch.equal(a, b) for a, b in zip(fast_y, ref_y, strict=True)), threshold
     finally:
         temporal.skip_threshold = kept
+
+
+@pytest.mark.parametrize("c_shift", [0, -2])
+def test_p_frame_steps_match_the_reference_steps(shipped, c_shift):
+    """``FastChains.steps_at`` against the reference layers' steps with the same coder stand-in
+    (ŷ = mean + a step from the scale index): the same positions, counts, indexes and means at
+    every call and the same ŷ, for a batch of two on a cropped hyper grid; also with the reference
+    at another fixed point than the context inputs (its features then read an image of their own)."""
+    lc = shipped.temporal.latent_codec
+    model = dataclasses.replace(lc._integer(), c_bits=lc._integer().c_bits + c_shift)
+    g = torch.Generator().manual_seed(7)
+    b, h, w = 2, 9, 13
+    ref = torch.randint(-(2**12), 2**12 + 1, (b, shipped.config.latent_channels, h, w), generator=g) / 256.0
+    moving = torch.rand(b, 1, h, w, generator=g) < 0.3
+    moving[1, 0, -1, -1] = True
+    z_sym = torch.randint(-5, 6, (b, model.z_offset.numel(), 3, 4), generator=g)
+
+    def coder(calls: list):
+        def code(k, at, counts, indexes, means):
+            calls.append((k, [t.tolist() for t in at], counts, indexes.clone(), means.clone()))
+            return means + (indexes % 3 - 1).float()
+
+        return code
+
+    fast_calls: list = []
+    ref_calls: list = []
+    got = intfast.FastChains.of(model).steps_at(z_sym, ref, moving, coder(fast_calls))
+    with intfast.reference_only():
+        expect = lc.y_codec._sparse_steps(z_sym, ref, moving, model, coder(ref_calls))
+    assert torch.equal(got, expect)
+    assert len(fast_calls) == len(ref_calls) == 2 * len(shipped.config.groups)
+    for (k, at, counts, idx, mu), (k2, at2, counts2, idx2, mu2) in zip(fast_calls, ref_calls, strict=True):
+        assert (k, at, counts) == (k2, at2, counts2)
+        assert torch.equal(idx, idx2) and torch.equal(mu, mu2), k
