@@ -852,9 +852,9 @@ class FastChains:
         for k, c in enumerate(self.groups):
             convs = self.channel_at[k]
             ch = None if convs is None else _chain_at(convs, y_in, pad, 0, at, (h, w), reach)
-            for (a, b), step in zip(bounds, steps, strict=True):
+            for first, (a, b), step in zip((True, False), bounds, steps, strict=True):
                 blocks: list[Tensor | None] = [side[a:b]] if ch is None else [side[a:b], ch[a:b]]
-                blocks.append(None if a == 0 else self.spatial_at(k, y_in, pad, offset, step))
+                blocks.append(None if first else self.spatial_at(k, y_in, pad, offset, step))
                 indexes, means = self.params[k](blocks, ref_steps[a:b, offset : offset + c])
                 counts = [b - a] if b_n == 1 else torch.bincount(step[0], minlength=b_n).tolist()
                 values = code_fn(k, step, counts, indexes, from_grid(means))

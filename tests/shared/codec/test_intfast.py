@@ -288,12 +288,13 @@ def test_p_frame_batches_match_the_reference_path(shipped):
         temporal.skip_threshold = kept
 
 
-@pytest.mark.parametrize("c_shift", [0, -2])
-def test_p_frame_steps_match_the_reference_steps(shipped, c_shift):
+@pytest.mark.parametrize(("c_shift", "moves"), [(0, "some"), (-2, "some"), (0, "one non-anchor")])
+def test_p_frame_steps_match_the_reference_steps(shipped, c_shift, moves):
     """``FastChains.steps_at`` against the reference layers' steps with the same coder stand-in
     (ŷ = mean + a step from the scale index): the same positions, counts, indexes and means at
-    every call and the same ŷ, for a batch of two on a cropped hyper grid; also with the reference
-    at another fixed point than the context inputs (its features then read an image of their own)."""
+    every call and the same ŷ, for a batch of two on a cropped hyper grid; with the reference at
+    another fixed point than the context inputs (its features then read an image of their own);
+    and with a single moving position, a non-anchor, so that the anchors' step codes nothing."""
     lc = shipped.temporal.latent_codec
     model = dataclasses.replace(lc._integer(), c_bits=lc._integer().c_bits + c_shift)
     g = torch.Generator().manual_seed(7)
@@ -301,6 +302,9 @@ def test_p_frame_steps_match_the_reference_steps(shipped, c_shift):
     ref = torch.randint(-(2**12), 2**12 + 1, (b, shipped.config.latent_channels, h, w), generator=g) / 256.0
     moving = torch.rand(b, 1, h, w, generator=g) < 0.3
     moving[1, 0, -1, -1] = True
+    if moves == "one non-anchor":
+        moving[:] = False
+        moving[1, 0, h - 1, 1] = True  # (i + j) odd, on the last row
     z_sym = torch.randint(-5, 6, (b, model.z_offset.numel(), 3, 4), generator=g)
 
     def coder(calls: list):
