@@ -146,3 +146,15 @@ def scatter_rows(values, bi, ii, jj, shift, a_max, pad, out, c0, y_hat):
             g = np.int64(np.rint(v * 256.0))
             q = (g + half) >> np.int64(shift) if shift >= 0 else g << np.int64(-shift)
             out[b, r + pad, x + pad, c0 + j] = min(max(q, -a_max), a_max)
+
+
+@_jit
+def deadzone_symbols(y, means, deadzone, out):
+    """``out`` (int32, (N, c)) = ``temporal.deadzone_round(y − means, deadzone)`` element for
+    element: float32 ``y`` and ``means``, ``deadzone`` a float32 (so the comparison is float32's,
+    as torch's with a Python number), rounding half to even as ``torch.round``."""
+    n, c = out.shape
+    for i in range(n):
+        for j in range(c):
+            r = y[i, j] - means[i, j]
+            out[i, j] = 0 if abs(r) < deadzone else np.int32(np.rint(r))

@@ -225,10 +225,15 @@ class TemporalContextCodec(SpaceChannelContextCodec):
         t = self.tables()
         groups = y.float().split(self.groups, dim=1)
 
+        from layercast.shared.codec import intkernels  # numba loads on the first coding
+
+        deadzone = np.float32(self.gaussian.deadzone)
+
         def code(k: int, at: tuple[Tensor, ...], counts: list[int], indexes: Tensor, means: Tensor) -> Tensor:
             bi, ii, jj = at
-            symbols = self._symbols(groups[k][bi, :, ii, jj], means).int()
-            sym_np = symbols.cpu().numpy()
+            mu = means.float().cpu().numpy()
+            sym_np = np.empty(mu.shape, np.int32)  # self._symbols(y, means), in one compiled pass
+            intkernels.deadzone_symbols(groups[k][bi, :, ii, jj].cpu().numpy(), mu, deadzone, sym_np)
             idx_np = indexes.cpu().numpy()
             start = 0
             for i, n in enumerate(counts):  # channel-major within each image
@@ -236,7 +241,7 @@ class TemporalContextCodec(SpaceChannelContextCodec):
                 encoders[i].encode(sym, idx, t)
                 checksums[i].update(sym)
                 start += n
-            return symbols.to(means.dtype) + means
+            return torch.from_numpy(sym_np).to(device=means.device, dtype=means.dtype) + means
 
         return self._sparse_steps(z_sym, ref, moving, integer, code)
 

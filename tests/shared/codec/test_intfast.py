@@ -324,3 +324,27 @@ def test_p_frame_steps_match_the_reference_steps(shipped, c_shift, moves):
     for (k, at, counts, idx, mu), (k2, at2, counts2, idx2, mu2) in zip(fast_calls, ref_calls, strict=True):
         assert (k, at, counts) == (k2, at2, counts2)
         assert torch.equal(idx, idx2) and torch.equal(mu, mu2), k
+
+
+@pytest.mark.parametrize("deadzone", [0.5, 0.6, 0.75, 1.3])
+def test_dead_zone_symbols_are_deadzone_round(deadzone):
+    """The compiled quantiser of P-frame encodes against ``temporal.deadzone_round``: residuals at
+    and next to the dead zone (float32 neighbours), at halves (ties to even), large and random."""
+    from layercast.shared.codec import intkernels
+    from layercast.shared.codec.temporal import deadzone_round
+
+    dz = np.float32(deadzone)
+    edges = [dz, np.nextafter(dz, np.float32(0)), np.nextafter(dz, np.float32(9)), 0.5, 1.5, 2.5, 0.0, 3e4]
+    edges = np.array(edges, np.float32)
+    rng = np.random.default_rng(8)
+    residual = np.concatenate([edges, -edges, rng.normal(0, 2, 4000).astype(np.float32)])
+    means = np.concatenate([np.zeros(2 * edges.size), rng.integers(-4000, 4000, 4000) / 256.0]).astype(
+        np.float32
+    )
+    y = (residual + means).astype(np.float32)
+    y, means = y.reshape(-1, 8), means.reshape(-1, 8)
+    out = np.empty(y.shape, np.int32)
+    intkernels.deadzone_symbols(y, means, dz, out)
+    expect = deadzone_round(torch.from_numpy(y) - torch.from_numpy(means), deadzone).int()
+    assert np.array_equal(out, expect.numpy())
+    assert (out[:2] == 0).sum() > 0 and (out[:2] != 0).sum() > 0  # both sides of the dead zone
