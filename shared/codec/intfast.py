@@ -517,7 +517,8 @@ class _GatheredDeconv(_Deconv):
     slices) for one matrix product per chunk (each phase's tap-major weight rows cut as one
     block): a few larger products instead of one per tap, for h_s's small hyper grids."""
 
-    def __init__(self, op: _Deconv) -> None:  # noqa: D107 - the same layer, re-cut
+    def __init__(self, op: _Deconv) -> None:
+        """``op``'s layer, its phases' products re-cut."""
         self.__dict__.update(op.__dict__)
         self.phases = [(a, b, taps, _Products([torch.cat(prods.weights)])) for a, b, taps, prods in op.phases]
 
@@ -691,9 +692,10 @@ def _requant_args(q: Requant) -> tuple[np.ndarray, int, int, int]:
 class FastChains:
     """The P-frame model (gated heads, steps at the moving positions only), which
     :class:`FastEntropy` does not run, on the fast path: :meth:`steps_at` runs a P-frame's coding
-    steps channels-last (h_s dense; the reference's features, the channel contexts, the spatial
-    contexts and the gated parameter networks at the moving positions only). ``side``,
-    ``channel_ctx`` and ``params_at`` give its pieces as ``IntegerEntropy`` does (tests compare)."""
+    steps channels-last (h_s's hidden layers on the hyper grid; its last layer, the reference's
+    features, the channel contexts, the spatial contexts and the gated parameter networks at the
+    moving positions only). ``side``, ``channel_ctx``, ``condition_at`` and ``params_at`` give its
+    pieces as ``IntegerEntropy`` does (tests compare)."""
 
     def __init__(self, model) -> None:
         self.model = model
