@@ -39,7 +39,8 @@ import torch
 from torch import Tensor
 
 from layercast.shared.codec import intnet
-from layercast.shared.codec.intnet import A_MAX, EXACT, Chain, Layer, Linear, Requant
+from layercast.shared.codec.intnet import A_MAX, EXACT, Chain, Layer, Linear, Requant, to_fixed
+from layercast.shared.codec.intparams import GRID_BITS, SIGMOID_BITS, from_grid, grid
 
 #: Set to False (``reference_only``) to run the reference layers on the CPU too.
 _ENABLED = [True]
@@ -532,47 +533,219 @@ def _tap_rows(b_n: int, h: int, w: int, pad: int, p: int, taps: tuple[tuple[int,
     return (torch.arange(b_n)[:, None, None] * (hp * wp) + base[None, :, None] + tap_offsets).reshape(-1)
 
 
-class _RowParams:
-    """A parameter network on rows (any head, the P-frames' gated one included): its layers'
-    products and epilogues on the fast path, the head (``Head.__call__``) on the last layer's int64
-    accumulator."""
+class _GatheredDeconv(_Deconv):
+    """A :class:`_Deconv` whose phases gather their taps side by side (one ``cat`` of the row
+    slices) for one matrix product per chunk (each phase's tap-major weight rows cut as one
+    block): a few larger products instead of one per tap, for h_s's small hyper grids."""
 
-    def __init__(self, chain: Chain, head) -> None:
-        self.products = [_Products([layer.lin.weight]) for layer in chain.layers]
+    def __init__(self, op: _Deconv) -> None:
+        """``op``'s layer, its phases' products re-cut."""
+        self.__dict__.update(op.__dict__)
+        self.phases = [(a, b, taps, _Products([torch.cat(prods.weights)])) for a, b, taps, prods in op.phases]
+
+    def __call__(self, x: Tensor, pad: int, c0: int, out: Tensor) -> None:
+        b_n, hp, wp, _ = x.shape
+        h, w = hp - 2 * pad, wp - 2 * pad
+        m = (h - 1) * wp + w
+        s = self.stride
+        for a, b, taps, products in self.phases:
+            parts = x.new_empty(len(products.chunks), h * wp, self.c_out)
+            starts = [(dy + pad) * wp + dx + pad for dy, dx in taps]
+            for i in range(b_n):
+                flat = x[i].view(hp * wp, -1)[:, c0 : c0 + self.c_in]
+                cols = torch.cat([flat[start : start + m] for start in starts], dim=1)
+                products.run(lambda t, cols=cols: cols, m, parts)
+                self.epilogue(parts.view(-1, h, wp, self.c_out), out[i, a::s, b::s])
+
+
+class _ConvAt:
+    """A stride-1 convolution at chosen positions of a padded channels-last image: each position's
+    k×k taps gathered as one row (one ``index_select``), then one matrix product per chunk (the
+    tap-major weight rows cut as one block), then the layer's epilogue."""
+
+    def __init__(self, conv: _Conv) -> None:
+        self.conv = conv
+        self.products = _Products([torch.cat(conv.products.weights)])
+
+    def __call__(self, x: Tensor, pad: int, c0: int, at: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+        """Rows (N, C_out) of ``x``'s dtype at ``at`` (image, row, column) of ``x`` (B, H + 2·pad,
+        W + 2·pad, ≥ c0 + C_in; channels ``c0 : c0 + C_in`` the input, zero-padded)."""
+        conv = self.conv
+        bi, ii, jj = at
+        n = bi.numel()
+        if n == 0:
+            return x.new_empty(0, conv.c_out)
+        _, hp, wp, width = x.shape
+        shift = pad - conv.p
+        base = bi * (hp * wp) + (ii + shift) * wp + (jj + shift)
+        offsets = _tap_offsets(tuple(conv.taps), wp)
+        flat = x.view(-1, width)
+        if c0 or conv.c_in != width:
+            flat = flat[:, c0 : c0 + conv.c_in]
+        cols = flat.index_select(0, (base[:, None] + offsets).view(-1)).view(n, -1)
+        chunks = len(self.products.chunks)
+        parts = x.new_empty(chunks, n, 1, conv.c_out)
+        self.products.run(lambda s: cols, n, parts.view(chunks, n, -1))
+        out = x.new_empty(n, 1, conv.c_out)
+        conv.epilogue(parts, out)
+        return out.view(n, conv.c_out)
+
+
+@functools.lru_cache(maxsize=64)
+def _tap_offsets(taps: tuple[tuple[int, int], ...], wp: int) -> Tensor:
+    """Each tap's row offset in a flattened image ``wp`` wide."""
+    return torch.tensor([di * wp + dj for di, dj in taps])
+
+
+Positions = tuple[Tensor, Tensor, Tensor]
+
+
+def _chain_at(
+    convs: list[_ConvAt],
+    x: Tensor,
+    pad: int,
+    c0: int,
+    at: Positions,
+    shape: tuple[int, int],
+    reach: dict[tuple[int, ...], list[Positions]] | None = None,
+) -> Tensor:
+    """A chain of stride-1 convolutions (zero padding) on the padded channels-last ``x`` of an
+    h×w grid, at the positions ``at`` only, as rows (N, C_out): each hidden layer is computed
+    where the next one reads it (within its reach of ``at`` and inside the grid) into a zero
+    buffer whose border is the next layer's padding, so every value is the dense chain's.
+    ``reach`` keeps those positions for other chains of the same paddings at the same ``at``."""
+    h, w = shape
+    b_n = x.shape[0]
+    key = tuple(op.conv.p for op in convs[1:])
+    where = reach.get(key) if reach is not None else None
+    if where is None:
+        where = [at]
+        for p in reversed(key):  # the positions each hidden layer must give
+            mask = torch.zeros(b_n, 1, h, w)
+            b, i, j = where[0]
+            mask[b, 0, i, j] = 1.0
+            mask = torch.nn.functional.max_pool2d(mask, 2 * p + 1, stride=1, padding=p)
+            where.insert(0, mask[:, 0].nonzero(as_tuple=True))
+        if reach is not None:
+            reach[key] = where
+    for n, op in enumerate(convs):
+        rows = op(x, pad, c0, where[n])
+        if n == len(convs) - 1:
+            return rows
+        p = convs[n + 1].conv.p
+        hp, wp = h + 2 * p, w + 2 * p
+        hidden = x.new_zeros(b_n, hp, wp, op.conv.c_out)
+        b, i, j = where[n]
+        hidden.view(-1, op.conv.c_out).index_copy_(0, b * (hp * wp) + (i + p) * wp + (j + p), rows)
+        x, pad, c0 = hidden, p, 0
+    raise AssertionError("a chain has a layer")
+
+
+class _GatedParams:
+    """A P-frame parameter network on rows with its gated head. The first layer reads the blocks
+    (side: h_s, the reference's features, the reference; [channel context;] spatial context) in
+    turn and skips the spatial context where it is zero (the anchors), as ``_Params`` does; the
+    last layer's chunks go to one compiled pass (``intkernels.gated_head``) that gives the scale
+    indexes and the gated means (``Head.__call__``)."""
+
+    def __init__(self, chain: Chain, head, blocks: list[int]) -> None:
+        assert head.gate is not None and head.sigmoid is not None
+        assert head.means.lut is None and head.gate.lut is None
+        first = chain.layers[0].lin.weight
+        self.blocks = blocks
+        edges = np.cumsum([0, *blocks]).tolist()
+        split = [first[a:b] for a, b in zip(edges[:-1], edges[1:], strict=True)]
+        self.first = {True: _Products(split), False: _Products(split[:-1])}  # with / without spatial
+        self.rest = [_Products([layer.lin.weight]) for layer in chain.layers[1:]]
         self.epilogues = [_Epilogue.of(layer.lin, layer.out) for layer in chain.layers[:-1]]  # type: ignore[arg-type]
         self.widths = [layer.lin.bias.numel() for layer in chain.layers]
-        self.bias = chain.layers[-1].lin.bias
-        self.head = head
+        last = chain.layers[-1]
+        self.bias = last.lin.bias.numpy().astype(_acc_dtype(last.lin))
+        info = np.iinfo(self.bias.dtype)  # as in _Params: thresholds in the accumulator's dtype
+        t = head.thresholds.clamp(int(info.min), int(info.max)).numpy().T
+        self.thresholds = np.ascontiguousarray(t.astype(self.bias.dtype))
+        self.means_q = _requant_args(head.means)
+        self.gate_q = _requant_args(head.gate)
+        self.sigmoid = head.sigmoid.numpy().astype(np.int64)
 
-    def __call__(self, rows: Tensor, ref: Tensor | None) -> tuple[Tensor, Tensor]:
-        dtype = _dtype()
-        n = rows.shape[0]
+    def __call__(self, blocks: list[Tensor | None], ref: Tensor) -> tuple[Tensor, Tensor]:
+        """(indexes int32 (N, c), means int64 grid steps (N, c)); ``blocks`` (N, K_s) each in the
+        compute dtype, the last None where the spatial context is zero; ``ref`` int64 (N, c): the
+        reference's grid steps at those rows."""
+        n = ref.shape[0]
+        c = self.thresholds.shape[1]
+        indexes = torch.empty(n, c, dtype=torch.int32)
+        means = torch.empty(n, c, dtype=torch.int64)
         if n == 0:
-            return self.head(torch.zeros(0, self.widths[-1], dtype=torch.int64), ref)
-        x = rows.to(dtype)
-        for i, prods in enumerate(self.products):
+            return indexes, means
+        dtype = blocks[0].dtype  # type: ignore[union-attr]
+        x: Tensor | None = None
+        for i, prods in enumerate([self.first[blocks[-1] is not None], *self.rest]):
             parts = torch.empty(len(prods.chunks), n, 1, self.widths[i], dtype=dtype)
-            prods.run(lambda s, x=x: x, n, parts.view(len(prods.chunks), n, -1))
-            if i == len(self.epilogues):
-                acc = parts.view(len(prods.chunks), n, -1).to(torch.int64).sum(0) + self.bias
-                return self.head(acc, ref)
-            x = torch.empty(n, 1, self.widths[i], dtype=dtype)
-            self.epilogues[i](parts, x)
-            x = x.view(n, -1)
-        raise AssertionError("a parameter network has a head")
+            if i == 0:
+                prods.run(lambda s: blocks[s], n, parts.view(len(prods.chunks), n, -1))  # type: ignore[arg-type,return-value]
+            else:
+                prods.run(lambda s, x=x: x, n, parts.view(len(prods.chunks), n, -1))  # type: ignore[misc]
+            if i < len(self.epilogues):
+                x = torch.empty(n, 1, self.widths[i], dtype=dtype)
+                self.epilogues[i](parts, x)
+                x = x.view(n, -1)
+        _kernels().gated_head(
+            parts.numpy(),
+            self.bias,
+            self.thresholds,
+            self.means_q,
+            self.gate_q,
+            self.sigmoid,
+            SIGMOID_BITS,
+            ref.contiguous().numpy(),
+            indexes.numpy(),
+            means.numpy(),
+            np.empty(self.bias.size, self.bias.dtype),
+        )
+        return indexes, means
+
+
+def _requant_args(q: Requant) -> tuple[np.ndarray, int, int, int]:
+    return q.mult.numpy().astype(np.int64), q.shift, q.lo, q.hi
 
 
 class FastChains:
-    """The networks of a model :class:`FastEntropy` does not run whole (the P-frame model: gated
-    heads, steps at the moving positions only) on the fast path: h_s and the channel contexts
-    (returning the reference layers' int64 tensors (B, C, h, w)) and the parameter networks on
-    rows."""
+    """The P-frame model (gated heads, steps at the moving positions only), which
+    :class:`FastEntropy` does not run, on the fast path: :meth:`steps_at` runs a P-frame's coding
+    steps channels-last (h_s's hidden layers on the hyper grid; its last layer, the reference's
+    features, the channel contexts, the spatial contexts and the gated parameter networks at the
+    moving positions only). ``side``, ``channel_ctx``, ``condition_at`` and ``params_at`` give its
+    pieces as ``IntegerEntropy`` does (tests compare)."""
 
     def __init__(self, model) -> None:
         self.model = model
         self.h_s = _convs(model.h_s)
+        last = self.h_s[-1] if self.h_s is not None else None
+        self.h_s_last = _ConvAt(last) if isinstance(last, _Conv) and len(self.h_s) > 1 else None  # type: ignore[arg-type]
+        self.h_s_hidden = [
+            _GatheredDeconv(op) if isinstance(op, _Deconv) else op for op in (self.h_s or [])[:-1]
+        ]
         self.channel = [_convs(net) if net is not None else None for net in model.channel]
-        self.params = [_RowParams(chain, head) for chain, head in zip(model.params, model.heads, strict=True)]
+        self.features = _at(_convs(model.condition)) if model.condition is not None else None
+        self.channel_at = [_at(convs) for convs in self.channel]
+        side = model.h_s.layers[-1].lin.bias.numel() if self.h_s is None else self.h_s[-1].c_out
+        if self.features is not None:  # the features, then the reference
+            side += self.features[-1].conv.c_out + self.features[0].conv.c_in
+        blocks = [side]
+        self.groups = [head.thresholds.shape[0] for head in model.heads]
+        self.params = [
+            _GatedParams(chain, head, [*blocks, *([2 * c] if k else []), 2 * c])
+            for k, (chain, head, c) in enumerate(zip(model.params, model.heads, self.groups, strict=True))
+        ]
+        self.spatial = [_Products([layer.lin.weight]) for layer in model.spatial]
+        self.spatial_out = [_Epilogue.of(layer.lin, layer.out) for layer in model.spatial]  # type: ignore[arg-type]
+        #: every piece runs here (else the caller takes the reference layers)
+        self.whole = (
+            self.h_s is not None
+            and self.features is not None
+            and all(self.channel_at[k] is not None for k, net in enumerate(model.channel) if net is not None)
+        )
 
     @classmethod
     def of(cls, model) -> FastChains:
@@ -581,21 +754,45 @@ class FastChains:
             chains = model._fast_chains = cls(model)
         return chains
 
-    def params_at(self, k: int, rows: Tensor, ref: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """``IntegerEntropy.params_at(k, rows, ref)``."""
-        return self.params[k](rows, ref)
+    def params_at(self, k: int, rows: Tensor, ref: Tensor) -> tuple[Tensor, Tensor]:
+        """``IntegerEntropy.params_at(k, rows, ref)``: rows of every input block."""
+        x = rows.to(_dtype())
+        return self.params[k](list(x.split(self.params[k].blocks, dim=1)), ref)
 
     def side(self, z_sym: Tensor, shape: tuple[int, int]) -> Tensor:
         """``IntegerEntropy.side(z_sym, None, shape)``: h_s(ẑ) cropped to the latent's grid."""
-        m = self.model
-        if self.h_s is None:
-            return m.side(z_sym, None, shape)
-        dtype = _dtype()
-        z = m.z_input(z_sym)
+        return self._h_s(z_sym)[:, : shape[0], : shape[1]].permute(0, 3, 1, 2).long()
+
+    def _h_s(self, z_sym: Tensor) -> Tensor:
+        """h_s(ẑ) channels-last (B, H', W', C) on its whole grid, compute dtype."""
+        assert self.h_s is not None
+        z = self.model.z_input(z_sym)
         full_h, full_w = _out_grid(self.h_s, z.shape[2], z.shape[3])
-        out = torch.empty(z.shape[0], full_h, full_w, self.h_s[-1].c_out, dtype=dtype)
+        out = torch.empty(z.shape[0], full_h, full_w, self.h_s[-1].c_out, dtype=_dtype())
         _apply(self.h_s, z, out)
-        return out[:, : shape[0], : shape[1]].permute(0, 3, 1, 2).long()
+        return out
+
+    def h_s_at(self, z_sym: Tensor, at: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+        """h_s(ẑ) at the positions ``at`` of the latent's grid, as rows (N, C) of the compute dtype:
+        h_s's hidden layers on their whole grid, its last convolution at ``at`` only (its input
+        is the whole grid's, so a position next to the crop reads what the dense h_s reads)."""
+        assert self.h_s is not None
+        if self.h_s_last is None:
+            hs = self._h_s(z_sym)
+            bi, ii, jj = at
+            return hs.view(-1, hs.shape[3]).index_select(0, (bi * hs.shape[1] + ii) * hs.shape[2] + jj)
+        z = self.model.z_input(z_sym)
+        hidden_convs = self.h_s_hidden
+        full_h, full_w = _out_grid(hidden_convs, z.shape[2], z.shape[3])
+        p = self.h_s_last.conv.p
+        hidden = torch.zeros(
+            z.shape[0], full_h + 2 * p, full_w + 2 * p, hidden_convs[-1].c_out, dtype=_dtype()
+        )
+        pad = hidden_convs[0].p
+        _run_convs(
+            hidden_convs, _padded(z, pad, hidden.dtype), pad, 0, hidden[:, p : p + full_h, p : p + full_w]
+        )
+        return self.h_s_last(hidden, p, 0, at)
 
     def channel_ctx(self, k: int, done: list[Tensor]) -> Tensor | None:
         """``IntegerEntropy.channel_ctx(k, done)``."""
@@ -603,9 +800,103 @@ class FastChains:
         convs = self.channel[k]
         if convs is None:
             return m.channel_ctx(k, done)
-        dtype = _dtype()
         x = m.y_input(torch.cat(done, dim=1))
         b_n, _, h, w = x.shape
-        out = torch.empty(b_n, h, w, convs[-1].c_out, dtype=dtype)
+        out = torch.empty(b_n, h, w, convs[-1].c_out, dtype=_dtype())
         _apply(convs, x, out)
         return out.permute(0, 3, 1, 2).long()
+
+    def condition_at(self, ref: Tensor, at: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+        """``IntegerEntropy.condition_at(ref, at)`` (int64 rows) on ``ref``'s integers (B, C, h, w)."""
+        convs = self.features
+        assert convs is not None
+        p = convs[0].conv.p
+        return _chain_at(convs, _padded(ref, p, _dtype()), p, 0, at, tuple(ref.shape[2:])).long()
+
+    def spatial_at(
+        self, k: int, y_in: Tensor, pad: int, c0: int, at: tuple[Tensor, Tensor, Tensor]
+    ) -> Tensor:
+        """Group k's spatial context (the masked 5×5 convolution's taps) at the positions ``at``
+        of the padded channels-last context inputs ``y_in`` (group k in channels ``c0 : c0 + c``),
+        as rows (N, 2c) of ``y_in``'s dtype."""
+        bi, ii, jj = at
+        n = bi.numel()
+        _, hp, wp, width = y_in.shape
+        c = self.groups[k]
+        if n == 0:
+            return y_in.new_empty(0, 2 * c)
+        p = self.model.spatial[k].padding
+        base = bi * (hp * wp) + (ii + pad - p) * wp + (jj + pad - p)
+        offsets = _tap_offsets(tuple(self.model.taps[k]), wp)
+        flat = y_in.view(-1, width)[:, c0 : c0 + c]
+        cols = flat.index_select(0, (base[:, None] + offsets).view(-1)).view(n, -1)
+        prods = self.spatial[k]
+        parts = y_in.new_empty(len(prods.chunks), n, 1, 2 * c)
+        prods.run(lambda s: cols, n, parts.view(len(prods.chunks), n, -1))
+        out = y_in.new_empty(n, 1, 2 * c)
+        self.spatial_out[k](parts, out)
+        return out.view(n, 2 * c)
+
+    def steps_at(self, z_sym: Tensor, ref: Tensor, moving: Tensor, code_fn) -> Tensor:
+        """``TemporalContextCodec._sparse_steps`` (same positions, same ``code_fn`` calls, same ŷ)
+        from ẑ's symbols, the reference latent ``ref`` (B, M, h, w; float on the 2⁻⁸ grid) and the
+        mask ``moving`` (B, 1, h, w). Every network but h_s runs at the moving positions only, held
+        as rows, the anchors' first (each step's rows are then one slice): the side input (h_s, the
+        reference's features, the reference) once, per channel group its channel context, per
+        step the spatial context and the parameter network; the context inputs (ŷ at its fixed
+        point: the reference, then each coded value) are one padded channels-last image."""
+        m = self.model
+        cond = self.features
+        assert self.whole and cond is not None
+        dtype = _dtype()
+        b_n, n_ch, h, w = ref.shape
+        coded = moving[:, 0]
+        anchors = _positions(h, w)[0][0]
+        steps = [(coded & anchors).nonzero(as_tuple=True), (coded & ~anchors).nonzero(as_tuple=True)]
+        bounds = [(0, steps[0][0].numel()), (steps[0][0].numel(), steps[0][0].numel() + steps[1][0].numel())]
+        at = bi, ii, jj = tuple(torch.cat([a, b]) for a, b in zip(*steps, strict=True))
+        reach: dict[tuple[int, ...], list[Positions]] = {}  # the chains' hidden positions
+        ref_grid = grid(ref)
+        ref_int = to_fixed(ref_grid, GRID_BITS, m.c_bits)  # cond_input(ref)
+        y_int = ref_int if m.y_bits == m.c_bits else to_fixed(ref_grid, GRID_BITS, m.y_bits)  # y_input(ref)
+        pad = 2  # the spatial context's 5×5 taps; the channel context's 3×3 read inside it
+        y_in = torch.zeros(b_n, h + 2 * pad, w + 2 * pad, n_ch, dtype=dtype)
+        y_in[:, pad : pad + h, pad : pad + w] = y_int.permute(0, 2, 3, 1)
+        if y_int is ref_int:  # the features read the reference as the context inputs hold it
+            features = _chain_at(cond, y_in, pad, 0, at, (h, w), reach)
+        else:
+            p = cond[0].conv.p
+            features = _chain_at(cond, _padded(ref_int, p, dtype), p, 0, at, (h, w), reach)
+        side = torch.cat([self.h_s_at(z_sym, at), features, ref_int.permute(0, 2, 3, 1)[at].to(dtype)], dim=1)
+        ref_steps = ref_grid.permute(0, 2, 3, 1)[at]
+        y_hat = ref.float().clone(memory_format=torch.contiguous_format)
+        shift = GRID_BITS - m.y_bits
+        offset = 0
+        for k, c in enumerate(self.groups):
+            convs = self.channel_at[k]
+            ch = None if convs is None else _chain_at(convs, y_in, pad, 0, at, (h, w), reach)
+            for first, (a, b), step in zip((True, False), bounds, steps, strict=True):
+                blocks: list[Tensor | None] = [side[a:b]] if ch is None else [side[a:b], ch[a:b]]
+                blocks.append(None if first else self.spatial_at(k, y_in, pad, offset, step))
+                indexes, means = self.params[k](blocks, ref_steps[a:b, offset : offset + c])
+                counts = [b - a] if b_n == 1 else torch.bincount(step[0], minlength=b_n).tolist()
+                values = code_fn(k, step, counts, indexes, from_grid(means))
+                _kernels().scatter_rows(
+                    values.float().contiguous().numpy(),
+                    *(t.numpy() for t in step),
+                    shift,
+                    A_MAX,
+                    pad,
+                    y_in.numpy(),
+                    offset,
+                    y_hat.numpy(),
+                )
+            offset += c
+        return y_hat
+
+
+def _at(convs: list[_Conv | _Deconv] | None) -> list[_ConvAt] | None:
+    """``convs`` at chosen positions (``_chain_at``) when every one is a stride-1 convolution."""
+    if convs is None or not all(isinstance(op, _Conv) for op in convs):
+        return None
+    return [_ConvAt(op) for op in convs]  # type: ignore[arg-type]

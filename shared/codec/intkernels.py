@@ -94,3 +94,67 @@ def scatter(values, ii, jj, shift, a_max, pad, out, c0, y_hat):
                 g = np.int64(np.rint(v * 256.0))
                 q = (g + half) >> np.int64(shift) if shift >= 0 else g << np.int64(-shift)
                 out[b, r + pad, x + pad, c0 + j] = min(max(q, -a_max), a_max)
+
+
+@_jit
+def gated_head(parts, bias, thresholds, means_q, gate_q, sigmoid, sigmoid_bits, ref, indexes, means, acc):
+    """A P-frame parameter network's gated head on rows (chunks, N, 1, 3c): ``indexes`` (int32,
+    (N, c)) as in :func:`head`; ``means`` (int64, (N, c)) ``ref + round(σ · (μ − ref))`` on the
+    grid, where μ is the requantised mean, σ = ``sigmoid[q − lo]`` of the requantised gate q and
+    ``ref`` (int64, (N, c)) the reference's grid steps (``Head.__call__`` with a gate).
+    ``means_q`` and ``gate_q`` are (mult (c,) int64, shift, lo, hi) of the two requantisations."""
+    n_chunks = parts.shape[0]
+    width = parts.shape[3]
+    n, c = indexes.shape
+    levels = thresholds.shape[0]
+    m_mult, m_shift, m_lo, m_hi = means_q
+    g_mult, g_shift, g_lo, g_hi = gate_q
+    m_half = np.int64(1) << np.int64(m_shift - 1) if m_shift > 0 else np.int64(0)
+    g_half = np.int64(1) << np.int64(g_shift - 1) if g_shift > 0 else np.int64(0)
+    s_half = np.int64(1) << np.int64(sigmoid_bits - 1)
+    count = np.zeros(c, np.int32)
+    for i in range(n):
+        for j in range(width):
+            acc[j] = np.int32(parts[0, i, 0, j]) + bias[j]
+        for k in range(1, n_chunks):
+            for j in range(width):
+                acc[j] += np.int32(parts[k, i, 0, j])
+        for j in range(c):
+            mu = min(max((np.int64(acc[c + j]) * m_mult[j] + m_half) >> np.int64(m_shift), m_lo), m_hi)
+            q = min(max((np.int64(acc[2 * c + j]) * g_mult[j] + g_half) >> np.int64(g_shift), g_lo), g_hi)
+            r = ref[i, j]
+            means[i, j] = r + ((sigmoid[q - g_lo] * (mu - r) + s_half) >> np.int64(sigmoid_bits))
+        for j in range(c):
+            count[j] = 0
+        for level in range(levels):
+            for j in range(c):
+                count[j] += thresholds[level, j] <= acc[j]
+        for j in range(c):
+            indexes[i, j] = count[j]
+
+
+@_jit
+def scatter_rows(values, bi, ii, jj, shift, a_max, pad, out, c0, y_hat):
+    """:func:`scatter` for rows of any images: ``values`` (N, c) at ``(bi[n], ii[n], jj[n])``."""
+    n, c = values.shape
+    half = np.int64(1) << np.int64(shift - 1) if shift > 0 else np.int64(0)
+    for p in range(n):
+        b, r, x = bi[p], ii[p], jj[p]
+        for j in range(c):
+            v = values[p, j]
+            y_hat[b, c0 + j, r, x] = v
+            g = np.int64(np.rint(v * 256.0))
+            q = (g + half) >> np.int64(shift) if shift >= 0 else g << np.int64(-shift)
+            out[b, r + pad, x + pad, c0 + j] = min(max(q, -a_max), a_max)
+
+
+@_jit
+def deadzone_symbols(y, means, deadzone, out):
+    """``out`` (int32, (N, c)) = ``temporal.deadzone_round(y − means, deadzone)`` element for
+    element: float32 ``y`` and ``means``, ``deadzone`` a float32 (so the comparison is float32's,
+    as torch's with a Python number), rounding half to even as ``torch.round``."""
+    n, c = out.shape
+    for i in range(n):
+        for j in range(c):
+            r = y[i, j] - means[i, j]
+            out[i, j] = 0 if abs(r) < deadzone else np.int32(np.rint(r))

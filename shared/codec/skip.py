@@ -25,6 +25,8 @@ anchor neighbours are moving (0 to 4; off-grid neighbours count as static):
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -58,7 +60,21 @@ NEIGHBOUR_TABLES = binary_tables(NEIGHBOUR_PROBABILITIES)
 
 
 def _anchor_tables(k: int, n: int) -> CdfTables:
-    return binary_tables((min(max(round(65536 * k / n), 1), 65534),))
+    return _binary_table(min(max(round(65536 * k / n), 1), 65534))
+
+
+@functools.lru_cache(maxsize=1024)
+def _binary_table(p: int) -> CdfTables:
+    """The anchors' model of P(moving) = p / 65536, kept with its coder tables (built once)."""
+    return binary_tables((p,))
+
+
+@functools.lru_cache(maxsize=16)
+def _anchors(h: int, w: int) -> np.ndarray:
+    """The (h, w) checkerboard anchors (read only: shared between calls)."""
+    anchors = anchor_mask(h, w, torch.device("cpu")).numpy()
+    anchors.flags.writeable = False
+    return anchors
 
 
 @torch.no_grad()
@@ -91,7 +107,7 @@ def _contexts(mask: np.ndarray, anchors: np.ndarray) -> np.ndarray:
 def encode_mask(mask: Tensor, encoder: Encoder, checksum: SymbolChecksum) -> None:
     """Code one image's (H, W) mask into its stream."""
     m = mask.reshape(mask.shape[-2:]).cpu().numpy().astype(bool)
-    anchors = anchor_mask(*m.shape, torch.device("cpu")).numpy()
+    anchors = _anchors(*m.shape)
     sym = m[anchors].astype(np.int32)
     n, k = sym.size, int(sym.sum())
     encoder.encode_uniform(k, n + 1)
@@ -106,7 +122,7 @@ def encode_mask(mask: Tensor, encoder: Encoder, checksum: SymbolChecksum) -> Non
 
 def decode_mask(shape: tuple[int, int], decoder: Decoder, checksum: SymbolChecksum) -> Tensor:
     """Decode one image's mask of ``shape`` = (H, W); returns (1, 1, H, W) bool."""
-    anchors = anchor_mask(*shape, torch.device("cpu")).numpy()
+    anchors = _anchors(*shape)
     m = np.zeros(shape, dtype=bool)
     n = int(anchors.sum())
     k = decoder.decode_uniform(n + 1)

@@ -34,6 +34,7 @@ Low delay only: frame t references frame t-1 (intra or predicted), never a futur
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextvars import ContextVar
 from typing import Any
 
 import numpy as np
@@ -60,6 +61,9 @@ from layercast.shared.codec.skip import (
 OPEN_GATE = 1.0
 #: Dead zone of P-frames (see the module docstring): |y − μ| below it codes the symbol 0.
 DEFAULT_DEADZONE = 0.6
+#: The motion mask of the frame being compressed, ``(y, reference, mask)``, held for the duration of
+#: one ``TemporalLatentCodec.compress`` call (ẑ's pruning and the coding steps read the same mask).
+_MASK: ContextVar[tuple[Tensor, Tensor, Tensor] | None] = ContextVar("layercast_motion_mask", default=None)
 
 
 def deadzone_round(r: Tensor, deadzone: float) -> Tensor:
@@ -154,24 +158,27 @@ class TemporalContextCodec(SpaceChannelContextCodec):
 
     # ------------------------------------------------------------------ coding
     def _sparse_steps(
-        self, side: Tensor, ref: Tensor, moving: Tensor, integer: IntegerEntropy, code_fn
+        self, z_sym: Tensor, ref: Tensor, moving: Tensor, integer: IntegerEntropy, code_fn
     ) -> Tensor:
-        """The coding steps of ``_steps``, with the integer parameter networks run only where
-        something is coded: at the moving positions of each step (static ones take the reference
-        ``ref``, ŷ_{t-1}).
+        """The coding steps of ``_steps``, with the integer networks run only where something is
+        coded: at the moving positions of each step (static ones take the reference ``ref``,
+        ŷ_{t-1}). On the CPU through ``FastChains.steps_at``, else on the reference layers; the
+        same integers either way.
 
         ``code_fn(k, at, counts, indexes, means) -> values``: the step's moving positions ``at``
         (image, row, column indexes) gathered as rows, image by image and in raster order within an
         image (``counts[i]`` rows of image i), one column per channel of group k."""
+        ref = ref.float()
+        if usable(z_sym.device) and (chains := FastChains.of(integer)).whole:
+            return chains.steps_at(z_sym, ref, moving, code_fn)
+        side = self._reference_side(integer, z_sym, ref, moving)
         b, _, h, w = side.shape
         anchors = anchor_mask(h, w, side.device)
         coded = moving[:, 0]
-        ref = ref.float()
         ref_grid = grid(ref)
         y_hats: list[Tensor] = []
-        dense = FastChains.of(integer) if usable(side.device) else integer
         for k, c in enumerate(self.groups):
-            ch_ctx = dense.channel_ctx(k, y_hats)
+            ch_ctx = integer.channel_ctx(k, y_hats)
             start = self._offsets[k]
             y_hat_k = ref[:, start : start + c].clone()
             for sel in (anchors, ~anchors):
@@ -184,16 +191,31 @@ class TemporalContextCodec(SpaceChannelContextCodec):
                 if ch_ctx is not None:
                     parts.insert(1, ch_ctx[bi, :, ii, jj])
                 r = ref_grid[bi, start : start + c, ii, jj] if len(bi) else ref_grid.new_zeros(0, c)
-                indexes, means = dense.params_at(k, torch.cat(parts, dim=1), r)
+                indexes, means = integer.params_at(k, torch.cat(parts, dim=1), r)
                 counts = torch.bincount(bi, minlength=b).tolist()
                 y_hat_k[bi, :, ii, jj] = code_fn(k, (bi, ii, jj), counts, indexes, from_grid(means))
             y_hats.append(y_hat_k)
         return torch.cat(y_hats, dim=1)
 
+    @staticmethod
+    def _reference_side(integer: IntegerEntropy, z_sym: Tensor, ref: Tensor, moving: Tensor) -> Tensor:
+        """The integer side input [h_s(ẑ), c(ŷ_{t-1}), ŷ_{t-1}] on the reference layers, the
+        reference's features computed at the moving positions only (the coding steps read nothing
+        else; zeros elsewhere)."""
+        shape = tuple(ref.shape[2:])
+        hs = integer.side(z_sym, None, shape)
+        ref_int = integer.cond_input(ref)
+        assert integer.condition is not None
+        features = hs.new_zeros(ref.shape[0], integer.condition.layers[-1].lin.bias.numel(), *shape)
+        at = moving[:, 0].nonzero(as_tuple=True)
+        if len(at[0]):
+            features[at[0], :, at[1], at[2]] = integer.condition_at(ref_int, at)
+        return torch.cat([hs, features, ref_int], dim=1)
+
     def compress(  # type: ignore[override]
         self,
         y: Tensor,
-        side: Tensor,
+        z_sym: Tensor,
         encoders: list[Encoder],
         checksums: list[SymbolChecksum],
         integer: IntegerEntropy,
@@ -204,10 +226,15 @@ class TemporalContextCodec(SpaceChannelContextCodec):
         t = self.tables()
         groups = y.float().split(self.groups, dim=1)
 
+        from layercast.shared.codec import intkernels  # numba loads on the first coding
+
+        deadzone = np.float32(self.gaussian.deadzone)
+
         def code(k: int, at: tuple[Tensor, ...], counts: list[int], indexes: Tensor, means: Tensor) -> Tensor:
             bi, ii, jj = at
-            symbols = self._symbols(groups[k][bi, :, ii, jj], means).int()
-            sym_np = symbols.cpu().numpy()
+            mu = means.float().cpu().numpy()
+            sym_np = np.empty(mu.shape, np.int32)  # self._symbols(y, means), in one compiled pass
+            intkernels.deadzone_symbols(groups[k][bi, :, ii, jj].cpu().numpy(), mu, deadzone, sym_np)
             idx_np = indexes.cpu().numpy()
             start = 0
             for i, n in enumerate(counts):  # channel-major within each image
@@ -215,13 +242,13 @@ class TemporalContextCodec(SpaceChannelContextCodec):
                 encoders[i].encode(sym, idx, t)
                 checksums[i].update(sym)
                 start += n
-            return symbols.to(means.dtype) + means
+            return torch.from_numpy(sym_np).to(device=means.device, dtype=means.dtype) + means
 
-        return self._sparse_steps(side, ref, moving, integer, code)
+        return self._sparse_steps(z_sym, ref, moving, integer, code)
 
     def decompress(  # type: ignore[override]
         self,
-        side: Tensor,
+        z_sym: Tensor,
         decoders: list[Decoder],
         checksums: list[SymbolChecksum],
         integer: IntegerEntropy,
@@ -242,7 +269,7 @@ class TemporalContextCodec(SpaceChannelContextCodec):
                 start += n
             return torch.from_numpy(out).to(device=means.device, dtype=means.dtype) + means
 
-        return self._sparse_steps(side, ref, moving, integer, code)
+        return self._sparse_steps(z_sym, ref, moving, integer, code)
 
 
 class TemporalLatentCodec(HyperpriorLatentCodec):
@@ -263,11 +290,28 @@ class TemporalLatentCodec(HyperpriorLatentCodec):
             side = side[:, :, : ref.shape[2], : ref.shape[3]]
         return torch.cat([side, self.condition(ref), ref], dim=1)
 
+    @torch.no_grad()
+    def compress(self, y: Tensor, condition: Tensor | None = None) -> dict[str, Any]:
+        """``HyperpriorLatentCodec.compress``, the motion mask computed once for the call."""
+        token = _MASK.set(None)
+        try:
+            return super().compress(y, condition)
+        finally:
+            _MASK.reset(token)
+
+    def _motion_mask(self, y: Tensor, condition: Tensor) -> Tensor:
+        held = _MASK.get()
+        if held is not None and held[0] is y and held[1] is condition:
+            return held[2]
+        moving = motion_mask(y, condition, self.skip_threshold)
+        _MASK.set((y, condition, moving))
+        return moving
+
     def _z_symbols(self, y: Tensor, z: Tensor, condition: Tensor | None) -> Tensor:
         z_sym = super()._z_symbols(y, z, condition)
         if condition is None:
             return z_sym
-        return prune_side(z_sym, motion_mask(y, condition, self.skip_threshold))
+        return prune_side(z_sym, self._motion_mask(y, condition))
 
     def _forward_y(self, y: Tensor, side: Tensor, condition: Tensor | None) -> dict[str, Any]:
         moving = motion_mask(y, condition, self.skip_threshold)  # type: ignore[arg-type]
@@ -283,12 +327,10 @@ class TemporalLatentCodec(HyperpriorLatentCodec):
     ) -> Tensor:
         if condition is None:
             raise ValueError("a predicted frame needs its reference latent")
-        integer = self._integer()
-        moving = motion_mask(y, condition, self.skip_threshold)
+        moving = self._motion_mask(y, condition)
         for i, (e, c) in enumerate(zip(encoders, checksums, strict=True)):
             encode_mask(moving[i], e, c)
-        side = self._coding_side(integer, z_sym, condition, moving)
-        return self.y_codec.compress(y, side, encoders, checksums, integer, condition, moving)
+        return self.y_codec.compress(y, z_sym, encoders, checksums, self._integer(), condition, moving)
 
     def _decompress_y(
         self,
@@ -300,29 +342,9 @@ class TemporalLatentCodec(HyperpriorLatentCodec):
     ) -> Tensor:
         if condition is None:
             raise ValueError("a predicted frame needs its reference latent")
-        integer = self._integer()
         masks = [decode_mask(shape, d, c) for d, c in zip(decoders, checksums, strict=True)]
         moving = torch.cat(masks).to(z_sym.device)
-        side = self._coding_side(integer, z_sym, condition, moving)
-        return self.y_codec.decompress(side, decoders, checksums, integer, condition, moving)
-
-    @staticmethod
-    def _coding_side(integer: IntegerEntropy, z_sym: Tensor, ref: Tensor, moving: Tensor) -> Tensor:
-        """The integer side input [h_s(ẑ), c(ŷ_{t-1}), ŷ_{t-1}], the reference's features computed at
-        the moving positions only (the coding steps read nothing else; zeros elsewhere)."""
-        shape = tuple(ref.shape[2:])
-        hs = (
-            FastChains.of(integer).side(z_sym, shape)
-            if usable(z_sym.device)
-            else integer.side(z_sym, None, shape)
-        )
-        ref_int = integer.cond_input(ref.float())
-        assert integer.condition is not None
-        features = hs.new_zeros(ref.shape[0], integer.condition.layers[-1].lin.bias.numel(), *ref.shape[2:])
-        at = moving[:, 0].nonzero(as_tuple=True)
-        if len(at[0]):
-            features[at[0], :, at[1], at[2]] = integer.condition_at(ref_int, at)
-        return torch.cat([hs, features, ref_int], dim=1)
+        return self.y_codec.decompress(z_sym, decoders, checksums, self._integer(), condition, moving)
 
 
 class TemporalLayer(nn.Module):

@@ -116,6 +116,33 @@ def test_a_p_frame_codes_side_information_only_over_moving_positions(codec, fram
     assert torch.equal(pruned.decoded.y_hat[static], full.decoded.y_hat[static])
 
 
+def test_a_p_frame_encode_decides_its_mask_once(codec, frames, monkeypatch):
+    """ẑ's pruning and the coding steps read one motion mask per encode (one per call, not kept
+    past it: the next frame decides its own)."""
+    ref = codec.encode(frames[0], layers="base").decoded
+    expect = codec.encode(frames[1], layers="base", reference=ref)
+    calls = []
+
+    def counted(y, reference, threshold):
+        calls.append(threshold)
+        return motion_mask(y, reference, threshold)
+
+    monkeypatch.setattr("layercast.shared.codec.temporal.motion_mask", counted)
+    got = codec.encode(frames[1], layers="base", reference=ref)
+    assert got.base == expect.base and len(calls) == 1
+    assert codec.encode(frames[0], layers="base", reference=got.decoded).base != got.base
+    assert len(calls) == 2
+
+
+def test_the_anchors_models_are_built_once_per_probability():
+    """The mask's anchor model of each P(moving) keeps its coder tables from frame to frame."""
+    from layercast.shared.codec import skip
+
+    tables = skip._anchor_tables(3, 96)
+    assert skip._anchor_tables(3, 96) is tables and tables.quantised is skip._anchor_tables(3, 96).quantised
+    assert skip._anchor_tables(4, 96) is not tables
+
+
 def test_skipping_a_still_frame_costs_a_fraction_of_coding_it(codec, frames):
     ref = codec.encode(frames[0], layers="base").decoded
     sizes = {}
