@@ -239,16 +239,19 @@ async def test_every_stream_opens_with_the_outbox_state_so_drops_during_a_cut_ar
     edge.outbox.record_drops("capture_overflow", 2)
     edge.add(2)
     edge.start()
-    await eventually(lambda: len(fc.frames) == 2 and len(fc.heartbeats) == 1, what="heartbeat, then frames")
+    await eventually(
+        lambda: len(edge.outbox) == 0 and len(fc.heartbeats) == 1, what="heartbeat, then frames acked"
+    )
     assert fc.heartbeats[0].dropped_frames == 2
     edge.outbox.record_drops("queue_full", 5)
     fc.current.drop()
     await eventually(
-        lambda: len(fc.streams) == 2 and len(fc.heartbeats) == 2, what="the reconnect's heartbeat"
+        lambda: len(fc.streams) >= 2 and any(h.dropped_frames == 7 for h in fc.heartbeats),
+        what="the reconnect's heartbeat",
     )
-    assert fc.heartbeats[1].dropped_frames == 7 and fc.heartbeats[1].queued_frames == 0
+    assert fc.heartbeats[-1].dropped_frames == 7 and fc.heartbeats[-1].queued_frames == 0
     await asyncio.sleep(0.3)
-    assert len(fc.heartbeats) == 2  # one per stream, not a flood
+    assert len(fc.heartbeats) == len(fc.streams)  # one per stream, not a flood
 
 
 async def test_frame_larger_than_cloud_limit_is_dropped_and_counted(cloud: CloudServer, edge_factory):
