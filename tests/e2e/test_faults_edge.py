@@ -2,8 +2,9 @@
 
 To make the kill land when the outbox holds both kinds of unacknowledged frame, the link first
 loses its way back (a TCP proxy passes the edge's bytes to the cloud and none of the cloud's back,
-tests/e2e/tcpproxy.py) while the camera keeps capturing, with few credits. At the kill the outbox
-then holds frames the cloud has stored but whose acks never arrived, and frames never sent.
+tests/e2e/tcpproxy.py) while the camera keeps capturing, with few frames allowed in flight. At the
+kill the outbox then holds frames the cloud has stored but whose acks never arrived, and frames
+never sent.
 What must hold after the restart:
 
 * nothing acked is sent again: the restarted edge sends only what its outbox held, plus new frames;
@@ -27,7 +28,12 @@ from tests.e2e.tcpproxy import TcpProxy
 
 CAM = "e-1"
 TOKEN = "edge-kill-" + "k" * 24
-CREDITS = 6  # frames one stream may have unacknowledged: the rest of a stalled outbox stays unsent
+# Frames the edge may have unacknowledged: the rest of a stalled outbox stays unsent. The edge's own
+# cap, not the cloud's credits: a credit comes back only after inference, so a camera whose cloud
+# infers more slowly than it captures waits with every frame acked and no credit, and a stall then
+# would leave nothing in flight. Credits are plenty, so at any moment of the stall the edge may send.
+MAX_IN_FLIGHT = 6
+CREDITS = 256
 NEW_FRAMES = 10  # captured by the restarted edge
 
 
@@ -75,7 +81,10 @@ def test_kill_9_of_an_edge_resumes_its_outbox_without_loss_or_resending_acked_fr
                 TOKEN,
                 proxy.target,
                 "synthetic:5",
-                {"source": {"width": WIDTH, "height": HEIGHT, "fps": 8.0, "limit": 1000}},
+                {
+                    "source": {"width": WIDTH, "height": HEIGHT, "fps": 8.0, "limit": 1000},
+                    "link": {"max_in_flight": MAX_IN_FLIGHT},
+                },
             )
             outbox = edge.data_dir / "outbox.sqlite3"
             edge.start(backoff_max_s=1.0)
@@ -87,7 +96,7 @@ def test_kill_9_of_an_edge_resumes_its_outbox_without_loss_or_resending_acked_fr
 
             def outbox_has_every_kind() -> bool:
                 seen.append(OutboxSnapshot.read(outbox))
-                # credits ran out with frames in flight
+                # the cap reached with frames in flight
                 return len(seen[-1].sent) >= 1 and len(seen[-1].unsent) >= 4
 
             try:
