@@ -324,36 +324,34 @@ def _out_grid(convs: list[_Conv | _Deconv], h: int, w: int) -> tuple[int, int]:
     return h, w
 
 
-class _Params:
-    """A parameter network (1×1 layers on rows) with its head; its first layer reads the blocks
-    (side, [channel context,] spatial context) and skips the spatial context when it is zero."""
+class _RowNetwork:
+    """A parameter network's 1×1 layers on rows: the first reads the blocks (side, [channel
+    context,] spatial context) in turn and skips the spatial context when it is zero; the hidden
+    layers are requantised by their epilogues; :meth:`last_parts` gives the last layer's chunks,
+    which the subclass's head turns into scale indexes and means. The last layer's bias and the
+    head's thresholds are kept in the accumulator's dtype: with int32 sums (|acc| < 2^31) a
+    threshold clamped to int32's range compares with every sum as the int64 threshold does."""
 
-    def __init__(self, chain: Chain, head, blocks: list[int]) -> None:
+    def __init__(self, chain: Chain, head) -> None:
         first = chain.layers[0].lin.weight
-        edges = np.cumsum([0, *blocks]).tolist()
+        edges = np.cumsum([0, *self.blocks]).tolist()
         split = [first[a:b] for a, b in zip(edges[:-1], edges[1:], strict=True)]
         self.first = {True: _Products(split), False: _Products(split[:-1])}  # with / without spatial
         self.rest = [_Products([layer.lin.weight]) for layer in chain.layers[1:]]
         self.epilogues = [_Epilogue.of(layer.lin, layer.out) for layer in chain.layers[:-1]]  # type: ignore[arg-type]
         self.widths = [layer.lin.bias.numel() for layer in chain.layers]
         last = chain.layers[-1]
-        self.head_bias = last.lin.bias.numpy().astype(_acc_dtype(last.lin))
-        # (levels, c), in the accumulator's dtype: with int32 sums (|acc| < 2^31) a threshold
-        # clamped to int32's range compares with every sum as the int64 threshold does
-        info = np.iinfo(self.head_bias.dtype)
+        self.bias = last.lin.bias.numpy().astype(_acc_dtype(last.lin))
+        info = np.iinfo(self.bias.dtype)
         t = head.thresholds.clamp(int(info.min), int(info.max)).numpy().T
-        self.thresholds = np.ascontiguousarray(t.astype(self.head_bias.dtype))
-        self.means = head.means
-        self.means_mult = head.means.mult.numpy().astype(np.int64)
+        self.thresholds = np.ascontiguousarray(t.astype(self.bias.dtype))  # (levels, c)
 
-    def __call__(self, blocks: list[Tensor | None], b_n: int, n: int) -> tuple[Tensor, Tensor]:
-        """(indexes int32 (B, c, n), means int64 grid steps (B, c, n)) of rows ordered image by image."""
-        rows = b_n * n
+    def last_parts(self, blocks: list[Tensor | None], rows: int) -> Tensor:
+        """The last layer's chunks (chunks, rows, 1, width) of ``rows`` rows of ``blocks``, each
+        (rows, K_s) in the compute dtype, the last None where the spatial context is zero."""
         dtype = blocks[0].dtype  # type: ignore[union-attr]
-        spatial = blocks[-1] is not None
-        products = self.first[spatial]
         x: Tensor | None = None
-        for i, prods in enumerate([products, *self.rest]):
+        for i, prods in enumerate([self.first[blocks[-1] is not None], *self.rest]):
             parts = torch.empty(len(prods.chunks), rows, 1, self.widths[i], dtype=dtype)
             if i == 0:
                 prods.run(lambda s: blocks[s], rows, parts.view(len(prods.chunks), rows, -1))  # type: ignore[arg-type,return-value]
@@ -363,25 +361,41 @@ class _Params:
                 x = torch.empty(rows, 1, self.widths[i], dtype=dtype)
                 self.epilogues[i](parts, x)
                 x = x.view(rows, -1)
-            else:
-                c = self.thresholds.shape[1]
-                indexes = torch.empty(b_n, c, n, dtype=torch.int32)
-                means = torch.empty(b_n, c, n, dtype=torch.int64)
-                m = self.means
-                _kernels().head(
-                    parts.numpy(),
-                    self.head_bias,
-                    self.thresholds,
-                    self.means_mult,
-                    m.shift,
-                    m.lo,
-                    m.hi,
-                    indexes.numpy(),
-                    means.numpy(),
-                    np.empty(self.head_bias.size, self.head_bias.dtype),
-                )
-                return indexes, means
-        raise AssertionError("a parameter network has a head")
+        return parts
+
+    def scratch(self) -> np.ndarray:
+        return np.empty(self.bias.size, self.bias.dtype)
+
+
+class _Params(_RowNetwork):
+    """An intra parameter network on rows with its head (``intkernels.head``)."""
+
+    def __init__(self, chain: Chain, head, blocks: list[int]) -> None:
+        self.blocks = blocks
+        super().__init__(chain, head)
+        self.means = head.means
+        self.means_mult = head.means.mult.numpy().astype(np.int64)
+
+    def __call__(self, blocks: list[Tensor | None], b_n: int, n: int) -> tuple[Tensor, Tensor]:
+        """(indexes int32 (B, c, n), means int64 grid steps (B, c, n)) of rows ordered image by image."""
+        parts = self.last_parts(blocks, b_n * n)
+        c = self.thresholds.shape[1]
+        indexes = torch.empty(b_n, c, n, dtype=torch.int32)
+        means = torch.empty(b_n, c, n, dtype=torch.int64)
+        m = self.means
+        _kernels().head(
+            parts.numpy(),
+            self.bias,
+            self.thresholds,
+            self.means_mult,
+            m.shift,
+            m.lo,
+            m.hi,
+            indexes.numpy(),
+            means.numpy(),
+            self.scratch(),
+        )
+        return indexes, means
 
 
 @functools.lru_cache(maxsize=8)
@@ -641,29 +655,17 @@ def _chain_at(
     raise AssertionError("a chain has a layer")
 
 
-class _GatedParams:
+class _GatedParams(_RowNetwork):
     """A P-frame parameter network on rows with its gated head. The first layer reads the blocks
-    (side: h_s, the reference's features, the reference; [channel context;] spatial context) in
-    turn and skips the spatial context where it is zero (the anchors), as ``_Params`` does; the
+    (side: h_s, the reference's features, the reference; [channel context;] spatial context); the
     last layer's chunks go to one compiled pass (``intkernels.gated_head``) that gives the scale
     indexes and the gated means (``Head.__call__``)."""
 
     def __init__(self, chain: Chain, head, blocks: list[int]) -> None:
         assert head.gate is not None and head.sigmoid is not None
         assert head.means.lut is None and head.gate.lut is None
-        first = chain.layers[0].lin.weight
         self.blocks = blocks
-        edges = np.cumsum([0, *blocks]).tolist()
-        split = [first[a:b] for a, b in zip(edges[:-1], edges[1:], strict=True)]
-        self.first = {True: _Products(split), False: _Products(split[:-1])}  # with / without spatial
-        self.rest = [_Products([layer.lin.weight]) for layer in chain.layers[1:]]
-        self.epilogues = [_Epilogue.of(layer.lin, layer.out) for layer in chain.layers[:-1]]  # type: ignore[arg-type]
-        self.widths = [layer.lin.bias.numel() for layer in chain.layers]
-        last = chain.layers[-1]
-        self.bias = last.lin.bias.numpy().astype(_acc_dtype(last.lin))
-        info = np.iinfo(self.bias.dtype)  # as in _Params: thresholds in the accumulator's dtype
-        t = head.thresholds.clamp(int(info.min), int(info.max)).numpy().T
-        self.thresholds = np.ascontiguousarray(t.astype(self.bias.dtype))
+        super().__init__(chain, head)
         self.means_q = _requant_args(head.means)
         self.gate_q = _requant_args(head.gate)
         self.sigmoid = head.sigmoid.numpy().astype(np.int64)
@@ -678,18 +680,7 @@ class _GatedParams:
         means = torch.empty(n, c, dtype=torch.int64)
         if n == 0:
             return indexes, means
-        dtype = blocks[0].dtype  # type: ignore[union-attr]
-        x: Tensor | None = None
-        for i, prods in enumerate([self.first[blocks[-1] is not None], *self.rest]):
-            parts = torch.empty(len(prods.chunks), n, 1, self.widths[i], dtype=dtype)
-            if i == 0:
-                prods.run(lambda s: blocks[s], n, parts.view(len(prods.chunks), n, -1))  # type: ignore[arg-type,return-value]
-            else:
-                prods.run(lambda s, x=x: x, n, parts.view(len(prods.chunks), n, -1))  # type: ignore[misc]
-            if i < len(self.epilogues):
-                x = torch.empty(n, 1, self.widths[i], dtype=dtype)
-                self.epilogues[i](parts, x)
-                x = x.view(n, -1)
+        parts = self.last_parts(blocks, n)
         _kernels().gated_head(
             parts.numpy(),
             self.bias,
@@ -701,7 +692,7 @@ class _GatedParams:
             ref.contiguous().numpy(),
             indexes.numpy(),
             means.numpy(),
-            np.empty(self.bias.size, self.bias.dtype),
+            self.scratch(),
         )
         return indexes, means
 

@@ -110,10 +110,10 @@ def test_heads_give_the_reference_indexes_and_means_at_the_thresholds(codec):
         parts = acc.double()[None, :, None, :].numpy()
         idx = np.empty((1, c, acc.shape[0]), np.int32)
         mu = np.empty((1, c, acc.shape[0]), np.int64)
-        zero = np.zeros(2 * c, params.head_bias.dtype)
+        zero = np.zeros(2 * c, params.bias.dtype)
         m = head.means
         args = (parts, zero, params.thresholds, m.mult.numpy(), m.shift, m.lo, m.hi, idx, mu)
-        intkernels.head(*args, np.empty(2 * c, params.head_bias.dtype))
+        intkernels.head(*args, np.empty(2 * c, params.bias.dtype))
         assert np.array_equal(idx[0].T, expect_idx.numpy()) and np.array_equal(mu[0].T, expect_mu.numpy())
 
 
