@@ -169,6 +169,8 @@ class AVSource:
             last = None
             try:
                 stream = container.streams.video[0]
+                # read while the container is open (PyAV refuses a closed container's streams)
+                period = 1.0 / float(stream.average_rate or 25)
                 for frame in container.decode(stream):
                     t = _frame_time(frame)
                     last = t if t is not None else last
@@ -184,8 +186,7 @@ class AVSource:
                 container.close()
             if not self.loop or last is None:
                 return
-            rate = float(stream.average_rate or 25)
-            offset += last + 1.0 / rate
+            offset += last + period
 
     # -- live cameras ------------------------------------------------------------------------------
 
