@@ -332,9 +332,10 @@ class _RowNetwork:
     head's thresholds are kept in the accumulator's dtype: with int32 sums (|acc| < 2^31) a
     threshold clamped to int32's range compares with every sum as the int64 threshold does."""
 
-    def __init__(self, chain: Chain, head) -> None:
+    def __init__(self, chain: Chain, head, blocks: list[int]) -> None:
+        self.blocks = blocks
         first = chain.layers[0].lin.weight
-        edges = np.cumsum([0, *self.blocks]).tolist()
+        edges = np.cumsum([0, *blocks]).tolist()
         split = [first[a:b] for a, b in zip(edges[:-1], edges[1:], strict=True)]
         self.first = {True: _Products(split), False: _Products(split[:-1])}  # with / without spatial
         self.rest = [_Products([layer.lin.weight]) for layer in chain.layers[1:]]
@@ -371,8 +372,7 @@ class _Params(_RowNetwork):
     """An intra parameter network on rows with its head (``intkernels.head``)."""
 
     def __init__(self, chain: Chain, head, blocks: list[int]) -> None:
-        self.blocks = blocks
-        super().__init__(chain, head)
+        super().__init__(chain, head, blocks)
         self.means = head.means
         self.means_mult = head.means.mult.numpy().astype(np.int64)
 
@@ -664,8 +664,7 @@ class _GatedParams(_RowNetwork):
     def __init__(self, chain: Chain, head, blocks: list[int]) -> None:
         assert head.gate is not None and head.sigmoid is not None
         assert head.means.lut is None and head.gate.lut is None
-        self.blocks = blocks
-        super().__init__(chain, head)
+        super().__init__(chain, head, blocks)
         self.means_q = _requant_args(head.means)
         self.gate_q = _requant_args(head.gate)
         self.sigmoid = head.sigmoid.numpy().astype(np.int64)
