@@ -87,6 +87,18 @@ def test_streams_and_reconstructions_match_the_reference_path(codec):
         assert torch.equal(codec.decode_enhancement(dec, f.enhancement), enh_ref)
 
 
+def _scale_accumulators(head, last, g: torch.Generator) -> tuple[torch.Tensor, int]:
+    """Scale accumulators (N, c) at, next to and between a head's thresholds (300 per channel),
+    and at the last layer's bound either way; with that bound."""
+    c = head.thresholds.shape[0]
+    bound = last.acc_max
+    t = head.thresholds.clamp(-bound, bound)
+    at = t[torch.arange(c)[:, None], torch.randint(0, t.shape[1], (c, 300), generator=g)].t()
+    scale = torch.cat([at + torch.randint(-1, 2, at.shape, generator=g), torch.full((2, c), bound)])
+    scale[-1] = -bound
+    return scale, bound
+
+
 def test_heads_give_the_reference_indexes_and_means_at_the_thresholds(codec):
     """The compiled head against ``Head.__call__`` on accumulators at, next to and between the
     scale thresholds and at the layer's bound (the int32 sums and thresholds)."""
@@ -97,13 +109,9 @@ def test_heads_give_the_reference_indexes_and_means_at_the_thresholds(codec):
     assert fast is not None
     g = torch.Generator().manual_seed(3)
     for k, params in enumerate(fast.params):
-        head, last = integer.heads[k], integer.params[k].layers[-1].lin
+        head = integer.heads[k]
+        scale, bound = _scale_accumulators(head, integer.params[k].layers[-1].lin, g)
         c = head.thresholds.shape[0]
-        bound = last.acc_max
-        t = head.thresholds.clamp(-bound, bound)
-        at = t[torch.arange(c)[:, None], torch.randint(0, t.shape[1], (c, 300), generator=g)].t()
-        scale = torch.cat([at + torch.randint(-1, 2, at.shape, generator=g), torch.full((2, c), bound)])
-        scale[-1] = -bound
         means = torch.randint(-bound, bound + 1, scale.shape, generator=g)
         acc = torch.cat([scale, means], dim=1)
         expect_idx, expect_mu = head(acc)
@@ -230,13 +238,9 @@ def test_gated_heads_give_the_reference_indexes_and_means_at_the_thresholds(ship
     chains = intfast.FastChains.of(model)
     g = torch.Generator().manual_seed(6)
     for k, params in enumerate(chains.params):
-        head, last = model.heads[k], model.params[k].layers[-1].lin
+        head = model.heads[k]
+        scale, bound = _scale_accumulators(head, model.params[k].layers[-1].lin, g)
         c = head.thresholds.shape[0]
-        bound = last.acc_max
-        t = head.thresholds.clamp(-bound, bound)
-        at = t[torch.arange(c)[:, None], torch.randint(0, t.shape[1], (c, 300), generator=g)].t()
-        scale = torch.cat([at + torch.randint(-1, 2, at.shape, generator=g), torch.full((2, c), bound)])
-        scale[-1] = -bound
         n = scale.shape[0]
         means = torch.randint(-bound, bound + 1, (n, c), generator=g)
         # gate accumulators whose requantised value spans the clamp [lo, hi] and beyond it
